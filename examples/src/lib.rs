@@ -1,0 +1,1 @@
+//! Helpers shared by the kafka-ops reference apps.

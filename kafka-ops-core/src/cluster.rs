@@ -1,0 +1,779 @@
+//! What kafka-ops asks of a cluster, as traits, and the lag collection built on them.
+//!
+//! [`MetadataQuery`], [`OffsetQuery`] and [`GroupQuery`] speak kafka-ops' own types; the rdkafka
+//! implementation is [`KafkaCluster`](crate::kafka::KafkaCluster). The functions here
+//! ([`group_lag`], [`all_groups_lag`], [`fill_time_lag_from_records`]) only use the traits, so
+//! their decisions (discovery fallback, partial results) are unit-tested with mocks and
+//! integration-tested against real brokers.
+//!
+//! Collecting a group's lag costs a constant number of requests per broker, not per partition:
+//! one committed-offsets request to the group coordinator, one metadata request, and two batched
+//! list-offsets requests (earliest, latest) per partition leader.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::error::{Error, KafkaCode};
+use crate::lag::{GroupLag, PartitionLag};
+use crate::types::{
+    IsolationLevel, ListedOffset, Offset, OffsetSpec, Timestamp, TopicPartition, Watermarks,
+};
+
+/// A broker as the metadata lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    /// Broker id.
+    pub id: i32,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: u16,
+}
+
+/// A partition as the metadata lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    /// Partition id.
+    pub id: i32,
+    /// Leader broker id; `None` when the partition has no leader.
+    pub leader: Option<i32>,
+    /// Replica broker ids.
+    pub replicas: Vec<i32>,
+    /// In-sync replica broker ids.
+    pub isr: Vec<i32>,
+    /// The error the broker reported for this partition, if any.
+    pub error: Option<KafkaCode>,
+}
+
+impl PartitionInfo {
+    /// Fewer in-sync replicas than replicas.
+    pub fn is_under_replicated(&self) -> bool {
+        self.isr.len() < self.replicas.len()
+    }
+}
+
+/// A topic as the metadata lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: Arc<str>,
+    /// Its partitions, sorted by id.
+    pub partitions: Vec<PartitionInfo>,
+    /// The error the broker reported for this topic, if any.
+    pub error: Option<KafkaCode>,
+}
+
+impl TopicInfo {
+    /// Whether the topic is internal to Kafka (`__consumer_offsets`, `__transaction_state`, ...).
+    pub fn is_internal(&self) -> bool {
+        self.name.starts_with("__")
+    }
+
+    /// Its topic-partitions.
+    pub fn topic_partitions(&self) -> impl Iterator<Item = TopicPartition> + '_ {
+        self.partitions
+            .iter()
+            .map(|p| TopicPartition::new(self.name.clone(), p.id))
+    }
+}
+
+/// A cluster's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    /// Brokers the metadata lists (brokers that are down are usually absent).
+    pub brokers: Vec<BrokerInfo>,
+    /// The controller's broker id, when known.
+    pub controller: Option<i32>,
+    /// Topics, sorted by name.
+    pub topics: Vec<TopicInfo>,
+}
+
+impl ClusterMetadata {
+    /// The topic named `name`.
+    pub fn topic(&self, name: &str) -> Option<&TopicInfo> {
+        self.topics.iter().find(|t| &*t.name == name)
+    }
+
+    /// Every partition of every non-internal topic.
+    pub fn user_partitions(&self) -> Vec<TopicPartition> {
+        self.topics
+            .iter()
+            .filter(|t| !t.is_internal() && t.error.is_none())
+            .flat_map(TopicInfo::topic_partitions)
+            .collect()
+    }
+}
+
+/// Why one partition of a batched request has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{reason}")]
+pub struct PartitionError {
+    /// The error code, when there is one.
+    pub code: Option<KafkaCode>,
+    /// A human explanation.
+    pub reason: String,
+}
+
+impl PartitionError {
+    /// An error from a code.
+    pub fn from_code(code: KafkaCode) -> Self {
+        PartitionError {
+            code: Some(code),
+            reason: code.to_string(),
+        }
+    }
+}
+
+/// A per-partition result of a batched request.
+pub type PartitionResult<T> = Result<T, PartitionError>;
+
+/// The per-partition results of a batched request, one per partition asked.
+pub type PartitionResults<T> = Vec<(TopicPartition, PartitionResult<T>)>;
+
+/// The state of a consumer group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GroupState {
+    /// The broker did not say.
+    #[default]
+    Unknown,
+    /// Members are (re)joining.
+    PreparingRebalance,
+    /// Waiting for the leader's assignment.
+    CompletingRebalance,
+    /// Members are consuming.
+    Stable,
+    /// The group is being removed.
+    Dead,
+    /// No members, offsets may remain.
+    Empty,
+}
+
+impl GroupState {
+    /// Whether members are present (offset resets must refuse).
+    pub fn has_members(self) -> bool {
+        !matches!(
+            self,
+            GroupState::Empty | GroupState::Dead | GroupState::Unknown
+        )
+    }
+}
+
+impl fmt::Display for GroupState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            GroupState::Unknown => "Unknown",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+            GroupState::Empty => "Empty",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A group as the list-groups call reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupListing {
+    /// Group id.
+    pub group: String,
+    /// State.
+    pub state: GroupState,
+    /// A "simple" group: offsets committed without group membership (no subscription).
+    pub is_simple: bool,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// The member id the coordinator assigned.
+    pub member_id: String,
+    /// The client's `client.id`.
+    pub client_id: String,
+    /// The client's host.
+    pub host: String,
+    /// Static membership id (`group.instance.id`), if set.
+    pub instance_id: Option<String>,
+    /// Partitions assigned to it.
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// A group as the describe-groups call reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDescription {
+    /// Group id.
+    pub group: String,
+    /// State.
+    pub state: GroupState,
+    /// The partition assignor in use.
+    pub assignor: String,
+    /// Coordinator broker id.
+    pub coordinator: Option<i32>,
+    /// Members.
+    pub members: Vec<GroupMember>,
+    /// The error the broker reported for this group, if any.
+    pub error: Option<PartitionError>,
+}
+
+/// Cluster metadata.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait MetadataQuery: Send + Sync {
+    /// Metadata for `topics`, or for every topic when `topics` is empty.
+    async fn metadata(&self, topics: &[String]) -> Result<ClusterMetadata, Error>;
+}
+
+/// Offsets of partitions and of groups.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait OffsetQuery: Send + Sync {
+    /// Low and high watermarks (or LSO for `ReadCommitted`) of many partitions, batched per
+    /// leader. Each partition gets its own result: one unreachable leader does not fail the rest.
+    async fn watermarks(
+        &self,
+        partitions: &[TopicPartition],
+        isolation: IsolationLevel,
+    ) -> Result<PartitionResults<Watermarks>, Error>;
+
+    /// Offsets by spec (earliest, latest, by time), batched per leader.
+    async fn list_offsets(
+        &self,
+        queries: &[(TopicPartition, OffsetSpec)],
+        isolation: IsolationLevel,
+    ) -> Result<PartitionResults<ListedOffset>, Error>;
+
+    /// A group's committed offsets for the given partitions (`None`: never committed). One
+    /// request to the group coordinator; works on every broker that serves OffsetFetch.
+    async fn committed_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<PartitionResults<Option<Offset>>, Error>;
+
+    /// The timestamp of the record at each position (`None`: no record there, or it carries no
+    /// timestamp). Reads one record per partition, batched per leader.
+    async fn record_timestamps(
+        &self,
+        positions: &[(TopicPartition, Offset)],
+    ) -> Result<Vec<(TopicPartition, Option<Timestamp>)>, Error>;
+}
+
+/// Consumer-group administration (needs the admin APIs; some brokers and mocks lack them).
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait GroupQuery: Send + Sync {
+    /// Every consumer group.
+    async fn list_groups(&self) -> Result<Vec<GroupListing>, Error>;
+
+    /// Describes the named groups.
+    async fn describe_groups(&self, groups: &[String]) -> Result<Vec<GroupDescription>, Error>;
+
+    /// Every committed offset of a group. Returns [`Error::Unsupported`] where the broker cannot
+    /// list a group's offsets without being told the partitions.
+    async fn group_offsets(
+        &self,
+        group: &str,
+    ) -> Result<BTreeMap<TopicPartition, PartitionResult<Offset>>, Error>;
+}
+
+/// Everything the lag collector needs.
+pub trait ClusterQuery: MetadataQuery + OffsetQuery + GroupQuery {}
+impl<T: MetadataQuery + OffsetQuery + GroupQuery + ?Sized> ClusterQuery for T {}
+
+/// Options for [`group_lag`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LagOptions {
+    /// Which end offset lag is measured against.
+    pub isolation: IsolationLevel,
+}
+
+/// How a group's partitions were found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    /// The broker listed the group's committed offsets.
+    GroupOffsets,
+    /// The broker could not list them; the committed offsets of every partition in the metadata
+    /// were asked instead.
+    MetadataScan,
+}
+
+/// A group's committed offsets (per partition: the offset, "never committed", or why it could not
+/// be read) for every partition of every topic it committed on.
+type Committed = BTreeMap<TopicPartition, PartitionResult<Option<Offset>>>;
+
+async fn discover_group_partitions<C: ClusterQuery + ?Sized>(
+    cluster: &C,
+    group: &str,
+) -> Result<(Committed, Discovery), Error> {
+    let listed = match cluster.group_offsets(group).await {
+        Ok(offsets) => Some(offsets),
+        Err(Error::Unsupported { .. }) => None,
+        Err(other) => return Err(other),
+    };
+    match listed {
+        // A broker without "all offsets of a group" support can answer with an empty list rather
+        // than an error, so an empty answer is double-checked by scanning.
+        Some(offsets) if !offsets.is_empty() => {
+            let topics: BTreeSet<String> = offsets.keys().map(|tp| tp.topic.to_string()).collect();
+            let topics: Vec<String> = topics.into_iter().collect();
+            let metadata = cluster.metadata(&topics).await?;
+            let mut committed = Committed::new();
+            for topic in &metadata.topics {
+                for tp in topic.topic_partitions() {
+                    committed.insert(tp, Ok(None));
+                }
+            }
+            for (tp, offset) in offsets {
+                committed.insert(tp, offset.map(Some));
+            }
+            Ok((committed, Discovery::GroupOffsets))
+        }
+        _ => {
+            let metadata = cluster.metadata(&[]).await?;
+            let all = metadata.user_partitions();
+            let answers = if all.is_empty() {
+                Vec::new()
+            } else {
+                cluster.committed_offsets(group, &all).await?
+            };
+            // A partition whose offset could not be read may have one: keep its topic too.
+            let topics_with_commits: BTreeSet<Arc<str>> = answers
+                .iter()
+                .filter(|(_, offset)| !matches!(offset, Ok(None)))
+                .map(|(tp, _)| tp.topic.clone())
+                .collect();
+            let committed = answers
+                .into_iter()
+                .filter(|(tp, _)| topics_with_commits.contains(&tp.topic))
+                .collect();
+            Ok((committed, Discovery::MetadataScan))
+        }
+    }
+}
+
+/// A consumer group's lag, partition by partition, for every topic the group has committed on.
+///
+/// Partitions whose watermarks or committed offset cannot be read (leader down, coordinator
+/// error) are reported with `unknown_reason` set and `lag: None`, never with a guessed number. An
+/// unknown group or a group without commits yields an empty report.
+pub async fn group_lag<C: ClusterQuery + ?Sized>(
+    cluster: &C,
+    group: &str,
+    clock: &dyn Clock,
+    options: LagOptions,
+) -> Result<(GroupLag, Discovery), Error> {
+    let (committed, discovery) = discover_group_partitions(cluster, group).await?;
+    let partitions: Vec<TopicPartition> = committed.keys().cloned().collect();
+    let marks: HashMap<TopicPartition, PartitionResult<Watermarks>> = if partitions.is_empty() {
+        HashMap::new()
+    } else {
+        cluster
+            .watermarks(&partitions, options.isolation)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let taken_at = clock.wall();
+    let rows = committed
+        .iter()
+        .map(|(tp, offset)| match (offset, marks.get(tp)) {
+            (Err(e), _) => {
+                PartitionLag::unknown(tp, None, format!("committed offset unreadable: {e}"))
+            }
+            (Ok(offset), Some(Ok(w))) => PartitionLag::compute(tp, *offset, Some(*w)),
+            (Ok(offset), Some(Err(e))) => PartitionLag::unknown(tp, *offset, e.reason.clone()),
+            (Ok(offset), None) => {
+                PartitionLag::unknown(tp, *offset, "no answer for this partition")
+            }
+        })
+        .collect();
+    Ok((GroupLag::new(group, taken_at, rows), discovery))
+}
+
+/// Lag of every consumer group the cluster lists (simple groups included).
+pub async fn all_groups_lag<C: ClusterQuery + ?Sized>(
+    cluster: &C,
+    clock: &dyn Clock,
+    options: LagOptions,
+) -> Result<Vec<GroupLag>, Error> {
+    let mut groups = cluster.list_groups().await?;
+    groups.sort_by(|a, b| a.group.cmp(&b.group));
+    let mut out = Vec::with_capacity(groups.len());
+    for listing in groups {
+        let (lag, _) = group_lag(cluster, &listing.group, clock, options).await?;
+        out.push(lag);
+    }
+    Ok(out)
+}
+
+/// Fills each row's time lag from the timestamp of the record at its committed offset:
+/// `taken_at − timestamp`, and zero for partitions without lag. Rows whose record cannot be read
+/// keep `None`.
+pub async fn fill_time_lag_from_records<Q: OffsetQuery + ?Sized>(
+    cluster: &Q,
+    lag: &mut GroupLag,
+) -> Result<(), Error> {
+    let positions: Vec<(TopicPartition, Offset)> = lag
+        .partitions
+        .iter()
+        .filter(|row| row.lag.is_some_and(|l| l > 0))
+        .filter_map(|row| {
+            row.committed
+                .map(|c| (row.topic_partition(), c.max(row.log_start.unwrap_or(c))))
+        })
+        .collect();
+    let stamps: HashMap<TopicPartition, Option<Timestamp>> = if positions.is_empty() {
+        HashMap::new()
+    } else {
+        cluster
+            .record_timestamps(&positions)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let taken_at = lag.taken_at;
+    for row in &mut lag.partitions {
+        match row.lag {
+            Some(0) => row.time_lag = Some(std::time::Duration::ZERO),
+            Some(_) => {
+                if let Some(Some(at)) = stamps.get(&row.topic_partition()) {
+                    row.time_lag = Some(taken_at.saturating_since(*at));
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use mockall::predicate::*;
+
+    /// One mock implementing all three traits.
+    #[derive(Default)]
+    struct Mocks {
+        metadata: MockMetadataQuery,
+        offsets: MockOffsetQuery,
+        groups: MockGroupQuery,
+    }
+
+    #[async_trait]
+    impl MetadataQuery for Mocks {
+        async fn metadata(&self, topics: &[String]) -> Result<ClusterMetadata, Error> {
+            self.metadata.metadata(topics).await
+        }
+    }
+    #[async_trait]
+    impl OffsetQuery for Mocks {
+        async fn watermarks(
+            &self,
+            partitions: &[TopicPartition],
+            isolation: IsolationLevel,
+        ) -> Result<PartitionResults<Watermarks>, Error> {
+            self.offsets.watermarks(partitions, isolation).await
+        }
+        async fn list_offsets(
+            &self,
+            queries: &[(TopicPartition, OffsetSpec)],
+            isolation: IsolationLevel,
+        ) -> Result<PartitionResults<ListedOffset>, Error> {
+            self.offsets.list_offsets(queries, isolation).await
+        }
+        async fn committed_offsets(
+            &self,
+            group: &str,
+            partitions: &[TopicPartition],
+        ) -> Result<PartitionResults<Option<Offset>>, Error> {
+            self.offsets.committed_offsets(group, partitions).await
+        }
+        async fn record_timestamps(
+            &self,
+            positions: &[(TopicPartition, Offset)],
+        ) -> Result<Vec<(TopicPartition, Option<Timestamp>)>, Error> {
+            self.offsets.record_timestamps(positions).await
+        }
+    }
+    #[async_trait]
+    impl GroupQuery for Mocks {
+        async fn list_groups(&self) -> Result<Vec<GroupListing>, Error> {
+            self.groups.list_groups().await
+        }
+        async fn describe_groups(&self, groups: &[String]) -> Result<Vec<GroupDescription>, Error> {
+            self.groups.describe_groups(groups).await
+        }
+        async fn group_offsets(
+            &self,
+            group: &str,
+        ) -> Result<BTreeMap<TopicPartition, PartitionResult<Offset>>, Error> {
+            self.groups.group_offsets(group).await
+        }
+    }
+
+    fn o(v: i64) -> Offset {
+        Offset::new(v).unwrap()
+    }
+    fn topic(name: &str, partitions: i32) -> TopicInfo {
+        TopicInfo {
+            name: name.into(),
+            partitions: (0..partitions)
+                .map(|id| PartitionInfo {
+                    id,
+                    leader: Some(1),
+                    replicas: vec![1],
+                    isr: vec![1],
+                    error: None,
+                })
+                .collect(),
+            error: None,
+        }
+    }
+    fn metadata(topics: Vec<TopicInfo>) -> ClusterMetadata {
+        ClusterMetadata {
+            brokers: vec![],
+            controller: Some(1),
+            topics,
+        }
+    }
+    fn marks_for(partitions: &[TopicPartition]) -> PartitionResults<Watermarks> {
+        partitions
+            .iter()
+            .map(|tp| {
+                let result = if &*tp.topic == "down" {
+                    Err(PartitionError::from_code(KafkaCode::LEADER_NOT_AVAILABLE))
+                } else {
+                    Ok(Watermarks {
+                        low: o(0),
+                        high: o(100),
+                    })
+                };
+                (tp.clone(), result)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn group_offsets_path_lists_every_partition_of_committed_topics() {
+        let mut m = Mocks::default();
+        m.groups
+            .expect_group_offsets()
+            .with(eq("g"))
+            .returning(|_| {
+                Ok(BTreeMap::from([(
+                    TopicPartition::new("orders", 1),
+                    Ok(o(40)),
+                )]))
+            });
+        m.metadata
+            .expect_metadata()
+            .withf(|topics| topics == ["orders".to_string()])
+            .returning(|_| Ok(metadata(vec![topic("orders", 3)])));
+        m.offsets
+            .expect_watermarks()
+            .times(1)
+            .returning(|p, _| Ok(marks_for(p)));
+        let clock = ManualClock::at(Timestamp::from_millis(5));
+        let (lag, discovery) = group_lag(&m, "g", &clock, LagOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(discovery, Discovery::GroupOffsets);
+        assert_eq!(lag.partitions.len(), 3);
+        assert_eq!(lag.partitions[1].lag, Some(60));
+        assert_eq!(lag.partitions[0].lag, None);
+        assert_eq!(lag.partitions[0].committed, None);
+        assert_eq!(lag.taken_at, Timestamp::from_millis(5));
+        assert_eq!(lag.total_lag(), 60);
+    }
+
+    #[tokio::test]
+    async fn unsupported_or_empty_listing_falls_back_to_a_metadata_scan() {
+        for unsupported in [true, false] {
+            let mut m = Mocks::default();
+            m.groups.expect_group_offsets().returning(move |_| {
+                if unsupported {
+                    Err(Error::Unsupported {
+                        operation: "list group offsets",
+                        reason: "no admin API".into(),
+                    })
+                } else {
+                    Ok(BTreeMap::new())
+                }
+            });
+            m.metadata
+                .expect_metadata()
+                .withf(|topics| topics.is_empty())
+                .returning(|_| {
+                    Ok(metadata(vec![
+                        topic("a", 2),
+                        topic("b", 2),
+                        topic("__consumer_offsets", 50),
+                    ]))
+                });
+            m.offsets
+                .expect_committed_offsets()
+                .withf(|_, partitions| partitions.len() == 4)
+                .returning(|_, partitions| {
+                    Ok(partitions
+                        .iter()
+                        .map(|tp| {
+                            (
+                                tp.clone(),
+                                Ok((&*tp.topic == "a" && tp.partition == 0).then(|| o(7))),
+                            )
+                        })
+                        .collect())
+                });
+            m.offsets
+                .expect_watermarks()
+                .returning(|p, _| Ok(marks_for(p)));
+            let clock = ManualClock::new();
+            let (lag, discovery) = group_lag(&m, "g", &clock, LagOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(discovery, Discovery::MetadataScan);
+            // Topic b has no commit: not listed. Topic a: both partitions, one without commit.
+            assert_eq!(
+                lag.partitions
+                    .iter()
+                    .map(|p| p.topic_partition().to_string())
+                    .collect::<Vec<_>>(),
+                ["a/0", "a/1"]
+            );
+            assert_eq!(lag.partitions[0].lag, Some(93));
+        }
+    }
+
+    #[tokio::test]
+    async fn unreadable_partitions_are_reported_not_guessed() {
+        let mut m = Mocks::default();
+        m.groups.expect_group_offsets().returning(|_| {
+            Ok(BTreeMap::from([
+                (TopicPartition::new("down", 0), Ok(o(1))),
+                (TopicPartition::new("up", 0), Ok(o(1))),
+                (
+                    TopicPartition::new("up", 1),
+                    Err(PartitionError::from_code(KafkaCode::NOT_COORDINATOR)),
+                ),
+            ]))
+        });
+        m.metadata
+            .expect_metadata()
+            .returning(|_| Ok(metadata(vec![topic("down", 1), topic("up", 2)])));
+        m.offsets.expect_watermarks().returning(|p, _| {
+            // The answer for "down" is missing altogether, as if the broker dropped it.
+            Ok(marks_for(p)
+                .into_iter()
+                .filter(|(tp, _)| &*tp.topic == "up")
+                .collect())
+        });
+        let (lag, _) = group_lag(&m, "g", &ManualClock::new(), LagOptions::default())
+            .await
+            .unwrap();
+        assert!(!lag.is_complete());
+        let unknown: Vec<_> = lag.unknown_partitions().collect();
+        assert_eq!(unknown.len(), 2);
+        assert_eq!(unknown[0].lag, None);
+        assert_eq!(
+            unknown[1].unknown_reason.as_deref(),
+            Some("committed offset unreadable: NOT_COORDINATOR (16)")
+        );
+        assert_eq!(lag.total_lag(), 99);
+    }
+
+    #[tokio::test]
+    async fn errors_other_than_unsupported_propagate() {
+        let mut m = Mocks::default();
+        m.groups.expect_group_offsets().returning(|_| {
+            Err(Error::Timeout {
+                operation: "list group offsets",
+                timeout: std::time::Duration::from_secs(1),
+            })
+        });
+        let result = group_lag(&m, "g", &ManualClock::new(), LagOptions::default()).await;
+        assert!(matches!(result, Err(Error::Timeout { .. })));
+    }
+
+    #[tokio::test]
+    async fn time_lag_from_record_timestamps() {
+        let mut m = Mocks::default();
+        m.offsets
+            .expect_record_timestamps()
+            .withf(|positions| positions.len() == 1 && positions[0].1 == o(10))
+            .returning(|positions| {
+                Ok(vec![(
+                    positions[0].0.clone(),
+                    Some(Timestamp::from_millis(4_000)),
+                )])
+            });
+        let marks = Some(Watermarks {
+            low: o(0),
+            high: o(20),
+        });
+        let mut lag = GroupLag::new(
+            "g",
+            Timestamp::from_millis(10_000),
+            vec![
+                PartitionLag::compute(&TopicPartition::new("t", 0), Some(o(10)), marks),
+                PartitionLag::compute(&TopicPartition::new("t", 1), Some(o(20)), marks),
+                PartitionLag::compute(&TopicPartition::new("t", 2), None, marks),
+            ],
+        );
+        fill_time_lag_from_records(&m, &mut lag).await.unwrap();
+        assert_eq!(
+            lag.partitions[0].time_lag,
+            Some(std::time::Duration::from_secs(6))
+        );
+        assert_eq!(lag.partitions[1].time_lag, Some(std::time::Duration::ZERO));
+        assert_eq!(lag.partitions[2].time_lag, None);
+    }
+
+    #[tokio::test]
+    async fn all_groups_are_collected_in_name_order() {
+        let mut m = Mocks::default();
+        m.groups.expect_list_groups().returning(|| {
+            Ok(vec![
+                GroupListing {
+                    group: "z".into(),
+                    state: GroupState::Stable,
+                    is_simple: false,
+                },
+                GroupListing {
+                    group: "a".into(),
+                    state: GroupState::Empty,
+                    is_simple: false,
+                },
+            ])
+        });
+        m.groups.expect_group_offsets().returning(|group| {
+            Ok(BTreeMap::from([(
+                TopicPartition::new(group.to_string(), 0),
+                Ok(o(1)),
+            )]))
+        });
+        m.metadata
+            .expect_metadata()
+            .returning(|topics| Ok(metadata(topics.iter().map(|t| topic(t, 1)).collect())));
+        m.offsets
+            .expect_watermarks()
+            .returning(|p, _| Ok(marks_for(p)));
+        let all = all_groups_lag(&m, &ManualClock::new(), LagOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            all.iter().map(|g| g.group.as_str()).collect::<Vec<_>>(),
+            ["a", "z"]
+        );
+        assert!(GroupState::Stable.has_members());
+        assert!(!GroupState::Empty.has_members());
+    }
+}

@@ -1,0 +1,198 @@
+//! The rdkafka adapters: a cluster-query client, message conversion, secret-safe config
+//! handling, and the consumer [`driver`].
+//!
+//! Everything here takes a caller-supplied [`rdkafka::ClientConfig`], so SASL and TLS settings pass
+//! straight through; nothing here prints them (see [`redacted_config`]).
+
+pub mod cluster;
+pub mod driver;
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers as _, Message};
+
+use crate::error::{Error, ErrorClass, KafkaCode};
+use crate::record::{Header, Headers, Record, RecordTimestamp};
+use crate::types::{Offset, Timestamp};
+
+pub use cluster::KafkaCluster;
+
+/// The code inside an rdkafka error, when it carries one.
+pub fn kafka_code(error: &KafkaError) -> Option<KafkaCode> {
+    match error {
+        KafkaError::AdminOp(code) => Some(KafkaCode(*code as i32)),
+        other => other
+            .rdkafka_error_code()
+            .map(|code| KafkaCode(code as i32)),
+    }
+}
+
+/// How an rdkafka error should be treated (see [`ErrorClass`]).
+pub fn classify(error: &KafkaError) -> ErrorClass {
+    match error {
+        KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => ErrorClass::Fatal,
+        KafkaError::Canceled => ErrorClass::Transient,
+        other => kafka_code(other).map_or(ErrorClass::Transient, KafkaCode::class),
+    }
+}
+
+/// Wraps an rdkafka error with what was being done.
+pub fn kafka_error(operation: &'static str, error: KafkaError) -> Error {
+    Error::Kafka {
+        operation,
+        code: kafka_code(&error),
+        source: Box::new(error),
+    }
+}
+
+/// Whether a librdkafka configuration key holds a secret that must never be printed.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("password")
+        || key.contains("secret")
+        || key.contains("token")
+        || key.ends_with(".pem")
+        || key.ends_with(".key")
+        || key == "sasl.oauthbearer.config"
+        || key == "sasl.jaas.config"
+}
+
+/// The configuration as a map with every secret replaced by `"[redacted]"`, for logs and reports.
+pub fn redacted_config(config: &ClientConfig) -> BTreeMap<String, String> {
+    config
+        .config_map()
+        .iter()
+        .map(|(key, value)| {
+            let shown = if is_secret_key(key) {
+                "[redacted]"
+            } else {
+                value
+            };
+            (key.to_string(), shown.to_string())
+        })
+        .collect()
+}
+
+/// A client configuration for `bootstrap` with the settings every kafka-ops client wants: a
+/// bounded socket timeout so an unreachable cluster fails fast instead of hanging.
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("socket.timeout.ms", "10000")
+        .set("socket.connection.setup.timeout.ms", "10000");
+    config
+}
+
+/// Views an rdkafka message as a [`Record`] without copying its bytes.
+///
+/// Fails only on a negative offset, which librdkafka never delivers for a consumed message.
+pub fn record_from_message<M: Message>(message: &M) -> Result<Record<'_>, Error> {
+    let offset = Offset::new(message.offset())?;
+    let headers: Headers<'_> = match message.headers() {
+        None => Headers::new(),
+        Some(headers) => headers
+            .iter()
+            .map(|h| Header {
+                key: h.key.into(),
+                value: h.value.map(Into::into),
+            })
+            .collect(),
+    };
+    let mut record = Record::new(message.topic(), message.partition(), offset);
+    record.key = message.key().map(Into::into);
+    record.value = message.payload().map(Into::into);
+    record.headers = headers;
+    record.timestamp = match message.timestamp() {
+        rdkafka::Timestamp::NotAvailable => RecordTimestamp::NotAvailable,
+        rdkafka::Timestamp::CreateTime(ms) => {
+            RecordTimestamp::CreateTime(Timestamp::from_millis(ms))
+        }
+        rdkafka::Timestamp::LogAppendTime(ms) => {
+            RecordTimestamp::LogAppendTime(Timestamp::from_millis(ms))
+        }
+    };
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::{Header as RdHeader, OwnedHeaders, OwnedMessage};
+    use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut config = client_config("localhost:9092");
+        config
+            .set("sasl.password", "hunter2")
+            .set("ssl.key.password", "k3y")
+            .set("sasl.oauthbearer.client.secret", "s3cret")
+            .set("ssl.key.pem", "-----BEGIN")
+            .set("security.protocol", "SASL_SSL");
+        let shown = redacted_config(&config);
+        let text = format!("{shown:?}");
+        for secret in ["hunter2", "k3y", "s3cret", "BEGIN"] {
+            assert!(!text.contains(secret), "{secret} leaked in {text}");
+        }
+        assert_eq!(shown["security.protocol"], "SASL_SSL");
+        assert_eq!(shown["sasl.password"], "[redacted]");
+    }
+
+    #[test]
+    fn rdkafka_errors_are_classified() {
+        let e = KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas);
+        assert_eq!(classify(&e), ErrorClass::Transient);
+        assert_eq!(kafka_code(&e), Some(KafkaCode::NOT_ENOUGH_REPLICAS));
+        let e = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert_eq!(classify(&e), ErrorClass::Permanent);
+        let e = KafkaError::ClientCreation("bad".into());
+        assert_eq!(classify(&e), ErrorClass::Fatal);
+        let wrapped = kafka_error(
+            "produce",
+            KafkaError::MessageProduction(RDKafkaErrorCode::AllBrokersDown),
+        );
+        assert_eq!(wrapped.class(), ErrorClass::Transient);
+        assert_eq!(wrapped.code(), Some(KafkaCode::ALL_BROKERS_DOWN));
+    }
+
+    #[test]
+    fn messages_convert_without_losing_anything() {
+        let headers = OwnedHeaders::new()
+            .insert(RdHeader {
+                key: "event-id",
+                value: Some("e-1"),
+            })
+            .insert(RdHeader {
+                key: "null",
+                value: None::<&[u8]>,
+            })
+            .insert(RdHeader {
+                key: "bin",
+                value: Some(&[0xffu8, 0x00][..]),
+            });
+        let message = OwnedMessage::new(
+            Some(vec![1, 2, 3]),
+            None,
+            "orders".into(),
+            rdkafka::Timestamp::LogAppendTime(77),
+            4,
+            12,
+            Some(headers),
+        );
+        let record = record_from_message(&message).unwrap();
+        assert_eq!(record.topic, "orders");
+        assert_eq!((record.partition, record.offset.get()), (4, 12));
+        assert_eq!(record.key(), None);
+        assert_eq!(record.value(), Some(&[1u8, 2, 3][..]));
+        assert_eq!(record.headers.get_str("event-id").unwrap(), Some("e-1"));
+        assert_eq!(record.headers.get("null"), Some(None));
+        assert!(record.headers.get_str("bin").is_err());
+        assert_eq!(
+            record.timestamp,
+            RecordTimestamp::LogAppendTime(Timestamp::from_millis(77))
+        );
+    }
+}

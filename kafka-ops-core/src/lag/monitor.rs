@@ -1,0 +1,369 @@
+//! [`LagMonitor`]: the state a lag watcher keeps between snapshots of one group.
+//!
+//! Each [`observe`](LagMonitor::observe) call records the snapshot's end offsets into per-partition
+//! interpolation tables (filling in time lag), its commits into Burrow windows, and its total lag
+//! into a growth history. [`verdict`](LagMonitor::verdict) judges the group from that state.
+//!
+//! Snapshots are polled, and a poll cannot see a consumer re-commit the same offset: a commit is
+//! recorded when the committed offset changes, stamped with the snapshot time that first saw it.
+//! So a consumer stuck at one offset reads as STOP rather than STALL here; feeds that see every
+//! commit (for example from `__consumer_offsets`) can call [`record_commit`](LagMonitor::record_commit)
+//! directly and get Burrow's STALL.
+//!
+//! ```
+//! use kafka_ops_core::lag::monitor::{LagMonitor, LagMonitorConfig};
+//! use kafka_ops_core::lag::{GroupLag, PartitionLag};
+//! use kafka_ops_core::lag::verdict::Severity;
+//! use kafka_ops_core::{Offset, Timestamp, TopicPartition, Watermarks};
+//!
+//! let tp = TopicPartition::new("orders", 0);
+//! let mut monitor = LagMonitor::new(LagMonitorConfig::default());
+//! for (i, committed) in [0, 100, 200].into_iter().enumerate() {
+//!     let end = Watermarks { low: Offset::ZERO, high: Offset::new(300 + 100 * i as i64).unwrap() };
+//!     let row = PartitionLag::compute(&tp, Some(Offset::new(committed).unwrap()), Some(end));
+//!     let mut snapshot = GroupLag::new("billing", Timestamp::from_millis(60_000 * i as i64), vec![row]);
+//!     monitor.observe(&mut snapshot).unwrap();
+//!     let verdict = monitor.verdict(&snapshot, snapshot.taken_at);
+//!     assert_eq!(verdict.severity, Severity::Ok);
+//! }
+//! ```
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::lag::GroupLag;
+use crate::lag::burrow::{BurrowConfig, CommitSample, PartitionEvaluation, evaluate_partition};
+use crate::lag::time::{DEFAULT_CAPACITY, EndOffsetHistory};
+use crate::lag::verdict::{GroupVerdict, LagThresholds, judge};
+use crate::types::{Offset, Timestamp, TopicPartition};
+
+/// Configuration of a [`LagMonitor`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LagMonitorConfig {
+    /// Burrow evaluation settings.
+    pub burrow: BurrowConfig,
+    /// Runbook thresholds.
+    pub thresholds: LagThresholds,
+    /// Points kept per partition in the time-lag table.
+    pub time_lag_points: usize,
+    /// How far back the growth rate of the total lag looks.
+    #[serde(with = "humantime_serde")]
+    pub growth_window: Duration,
+}
+
+impl Default for LagMonitorConfig {
+    fn default() -> Self {
+        LagMonitorConfig {
+            burrow: BurrowConfig::default(),
+            thresholds: LagThresholds::default(),
+            time_lag_points: DEFAULT_CAPACITY,
+            growth_window: Duration::from_secs(300),
+        }
+    }
+}
+
+impl LagMonitorConfig {
+    /// Checks the values are usable.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.burrow.validate()?;
+        self.thresholds.validate()?;
+        if self.growth_window.is_zero() {
+            return Err(Error::Config("growth window must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PartitionHistory {
+    commits: VecDeque<CommitSample>,
+    ends: EndOffsetHistory,
+}
+
+/// Per-group lag history: commit windows, end-offset tables and total-lag growth.
+#[derive(Debug, Clone)]
+pub struct LagMonitor {
+    config: LagMonitorConfig,
+    partitions: HashMap<TopicPartition, PartitionHistory>,
+    totals: VecDeque<(Timestamp, u64)>,
+}
+
+impl LagMonitor {
+    /// An empty monitor.
+    pub fn new(config: LagMonitorConfig) -> Self {
+        LagMonitor {
+            config,
+            partitions: HashMap::new(),
+            totals: VecDeque::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LagMonitorConfig {
+        &self.config
+    }
+
+    fn history(&mut self, partition: &TopicPartition) -> &mut PartitionHistory {
+        let points = self.config.time_lag_points;
+        self.partitions
+            .entry(partition.clone())
+            .or_insert_with(|| PartitionHistory {
+                commits: VecDeque::new(),
+                ends: EndOffsetHistory::new(points),
+            })
+    }
+
+    /// Records one commit of a partition (for feeds that see every commit).
+    pub fn record_commit(&mut self, partition: &TopicPartition, commit: CommitSample) {
+        let window = self.config.burrow.window;
+        let history = self.history(partition);
+        history.commits.push_back(commit);
+        while history.commits.len() > window {
+            history.commits.pop_front();
+        }
+    }
+
+    /// Records a snapshot and fills in each row's time lag from the interpolation table (rows
+    /// that already carry a time lag, for example from a record timestamp, keep theirs).
+    ///
+    /// An end offset that went backwards (topic recreated) resets that partition's history.
+    pub fn observe(&mut self, snapshot: &mut GroupLag) -> Result<(), Error> {
+        let at = snapshot.taken_at;
+        let seen: HashSet<TopicPartition> = snapshot
+            .partitions
+            .iter()
+            .map(|row| row.topic_partition())
+            .collect();
+        self.partitions.retain(|tp, _| seen.contains(tp));
+        for row in &mut snapshot.partitions {
+            let tp = row.topic_partition();
+            if let Some(end) = row.end_offset {
+                let points = self.config.time_lag_points;
+                let history = self.history(&tp);
+                if let Err(error) = history.ends.record(end, at) {
+                    tracing::warn!(partition = %tp, %error, "resetting lag history");
+                    history.commits.clear();
+                    history.ends = EndOffsetHistory::new(points);
+                    history.ends.record(end, at)?;
+                }
+            }
+            if let Some(committed) = row.committed {
+                let changed = self
+                    .partitions
+                    .get(&tp)
+                    .and_then(|h| h.commits.back())
+                    .is_none_or(|last| last.offset != committed);
+                if changed {
+                    self.record_commit(
+                        &tp,
+                        CommitSample {
+                            offset: committed,
+                            lag: row.lag,
+                            at,
+                        },
+                    );
+                }
+                if row.time_lag.is_none() {
+                    row.time_lag = self
+                        .partitions
+                        .get(&tp)
+                        .and_then(|h| h.ends.time_lag(committed, at));
+                }
+            }
+        }
+        if let Some((last_at, _)) = self.totals.back()
+            && at < *last_at
+        {
+            return Err(Error::InvalidInput(format!(
+                "snapshot at {at} is older than the previous one at {last_at}"
+            )));
+        }
+        self.totals.push_back((at, snapshot.total_lag()));
+        let horizon = at.as_millis()
+            - i64::try_from(self.config.growth_window.as_millis()).unwrap_or(i64::MAX);
+        while self.totals.len() > 2
+            && self
+                .totals
+                .front()
+                .is_some_and(|(t, _)| t.as_millis() < horizon)
+        {
+            self.totals.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Growth of the total lag over the growth window, in records per minute. `None` until two
+    /// snapshots at least a second apart were observed.
+    pub fn growth_per_minute(&self) -> Option<f64> {
+        let (first_at, first) = self.totals.front()?;
+        let (last_at, last) = self.totals.back()?;
+        let elapsed_ms = last_at.as_millis() - first_at.as_millis();
+        if elapsed_ms < 1_000 {
+            return None;
+        }
+        let delta = *last as f64 - *first as f64;
+        Some(delta * 60_000.0 / elapsed_ms as f64)
+    }
+
+    /// Burrow evaluations for the rows of `snapshot`, in order.
+    pub fn evaluate(&self, snapshot: &GroupLag, now: Timestamp) -> Vec<PartitionEvaluation> {
+        snapshot
+            .partitions
+            .iter()
+            .map(|row| {
+                let history = self.partitions.get(&row.topic_partition());
+                let commits: Vec<CommitSample> = history
+                    .map(|h| h.commits.iter().copied().collect())
+                    .unwrap_or_default();
+                let ends: Vec<Offset> = history
+                    .map(|h| h.ends.end_offsets().collect())
+                    .unwrap_or_default();
+                // Burrow's "recently caught up" looks at as many end-offset samples as commits.
+                let recent = &ends[ends.len().saturating_sub(self.config.burrow.window)..];
+                evaluate_partition(&commits, row.lag, recent, now, &self.config.burrow)
+            })
+            .collect()
+    }
+
+    /// The group's verdict as of `now`.
+    pub fn verdict(&self, snapshot: &GroupLag, now: Timestamp) -> GroupVerdict {
+        let evaluations = self.evaluate(snapshot, now);
+        judge(
+            snapshot,
+            &evaluations,
+            self.growth_per_minute(),
+            &self.config.thresholds,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lag::PartitionLag;
+    use crate::lag::burrow::{PartitionStatus, Rule};
+    use crate::lag::verdict::{Finding, Severity};
+    use crate::types::Watermarks;
+
+    fn snapshot(at_s: i64, rows: &[(i32, Option<i64>, i64)]) -> GroupLag {
+        let rows = rows
+            .iter()
+            .map(|(p, committed, end)| {
+                PartitionLag::compute(
+                    &TopicPartition::new("t", *p),
+                    committed.map(|c| Offset::new(c).unwrap()),
+                    Some(Watermarks {
+                        low: Offset::ZERO,
+                        high: Offset::new(*end).unwrap(),
+                    }),
+                )
+            })
+            .collect();
+        GroupLag::new("g", Timestamp::from_millis(at_s * 1_000), rows)
+    }
+
+    fn monitor(window: usize) -> LagMonitor {
+        LagMonitor::new(LagMonitorConfig {
+            burrow: BurrowConfig {
+                window,
+                min_complete: 1.0,
+                allowed_lag: 0,
+            },
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn time_lag_comes_from_the_end_offset_table() {
+        let mut m = monitor(3);
+        let mut s = snapshot(0, &[(0, Some(0), 1_000)]);
+        m.observe(&mut s).unwrap();
+        let mut s = snapshot(10, &[(0, Some(500), 2_000)]);
+        m.observe(&mut s).unwrap();
+        // End passed 500 at t = -5 s by extrapolation from (1000, 0 s), (2000, 10 s): 15 s behind.
+        assert_eq!(s.partitions[0].time_lag, Some(Duration::from_secs(15)));
+        let mut s = snapshot(20, &[(0, Some(2_000), 2_000)]);
+        m.observe(&mut s).unwrap();
+        assert_eq!(s.partitions[0].time_lag, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_stopped_consumer_is_detected_from_polls() {
+        let mut m = monitor(3);
+        let mut last = None;
+        // Progress for three polls, then the consumer dies while producers continue.
+        for (at, committed, end) in [
+            (0, 0, 100),
+            (10, 50, 200),
+            (20, 100, 300),
+            (30, 100, 400),
+            (60, 100, 700),
+        ] {
+            let mut s = snapshot(at, &[(0, Some(committed), end)]);
+            m.observe(&mut s).unwrap();
+            last = Some(s);
+        }
+        let s = last.unwrap();
+        let v = m.verdict(&s, s.taken_at);
+        assert_eq!(v.severity, Severity::Critical);
+        assert!(matches!(
+            v.findings
+                .iter()
+                .find(|f| matches!(f, Finding::Partition { .. })),
+            Some(Finding::Partition {
+                status: PartitionStatus::Stop,
+                rule: Rule::Stopped,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn growth_is_measured_over_the_window() {
+        let mut m = monitor(3);
+        for (at, end) in [(0, 100), (30, 700), (60, 2_100)] {
+            let mut s = snapshot(at, &[(0, Some(0), end)]);
+            m.observe(&mut s).unwrap();
+        }
+        assert_eq!(m.growth_per_minute(), Some(2_000.0));
+        let s = snapshot(60, &[(0, Some(0), 2_100)]);
+        let v = m.verdict(&s, s.taken_at);
+        assert!(
+            v.findings
+                .iter()
+                .any(|f| matches!(f, Finding::LagGrowing { .. }))
+        );
+    }
+
+    #[test]
+    fn recreated_topics_reset_history_and_old_snapshots_are_rejected() {
+        let mut m = monitor(3);
+        m.observe(&mut snapshot(0, &[(0, Some(0), 1_000)])).unwrap();
+        m.observe(&mut snapshot(10, &[(0, Some(5), 10)])).unwrap();
+        assert_eq!(m.partitions[&TopicPartition::new("t", 0)].ends.len(), 1);
+        assert!(m.observe(&mut snapshot(5, &[(0, Some(5), 10)])).is_err());
+    }
+
+    #[test]
+    fn vanished_partitions_are_forgotten() {
+        let mut m = monitor(3);
+        m.observe(&mut snapshot(0, &[(0, Some(0), 10), (1, Some(0), 10)]))
+            .unwrap();
+        m.observe(&mut snapshot(10, &[(0, Some(0), 10)])).unwrap();
+        assert_eq!(m.partitions.len(), 1);
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(LagMonitorConfig::default().validate().is_ok());
+        let bad = LagMonitorConfig {
+            growth_window: Duration::ZERO,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

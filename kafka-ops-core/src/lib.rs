@@ -1,0 +1,61 @@
+//! # kafka-ops-core
+//!
+//! The small, stable base every kafka-ops crate builds on:
+//!
+//! - **Value types**: [`TopicPartition`], [`Offset`] (no `-1001` sentinels: "no offset" is
+//!   `Option::None`), [`Timestamp`], [`Watermarks`], and [`Record`], a record view that borrows
+//!   from a consumer's message or owns its bytes.
+//! - **Errors**: one [`Error`] enum, and [`ErrorClass`] (transient / permanent / fatal) with the
+//!   classification of librdkafka's and Kafka's codes in [`KafkaCode`].
+//! - **Time**: the [`Clock`] trait, with [`SystemClock`] and a [`ManualClock`] for tests.
+//! - **The lag engine** ([`lag`]): offset lag with retention-loss and beyond-end flags, time lag by
+//!   interpolation, Burrow's evaluation rules and the runbook thresholds, all pure functions.
+//! - **Cluster queries** ([`cluster`]): traits for metadata, batched watermarks, committed offsets
+//!   and group administration, and [`cluster::group_lag`] built on them; the rdkafka
+//!   implementation is [`kafka::KafkaCluster`].
+//! - **Handlers and the driver**: the [`Handler`] trait that the other crates wrap with
+//!   [`Layer`](handler::Layer)s, the [`OffsetTracker`](tracker::OffsetTracker), and the
+//!   [`Driver`](kafka::driver::Driver) that polls, handles, tracks and commits.
+//!
+//! With the `testkit` feature, [`testkit`] starts an embedded mock cluster or a tansu broker for
+//! tests.
+//!
+//! ## Example: judge a group's lag
+//!
+//! ```
+//! use kafka_ops_core::lag::{GroupLag, PartitionLag};
+//! use kafka_ops_core::lag::verdict::{judge, LagThresholds, Severity};
+//! use kafka_ops_core::{Offset, Timestamp, TopicPartition, Watermarks};
+//!
+//! let marks = |high| Some(Watermarks { low: Offset::ZERO, high: Offset::new(high).unwrap() });
+//! let rows = vec![
+//!     PartitionLag::compute(&TopicPartition::new("outbox_events", 0), Some(Offset::new(1_000).unwrap()), marks(9_000)),
+//!     PartitionLag::compute(&TopicPartition::new("outbox_events", 1), Some(Offset::new(500).unwrap()), marks(4_000)),
+//! ];
+//! let lag = GroupLag::new("outbox_publisher_group", Timestamp::from_millis(0), rows);
+//! assert_eq!(lag.total_lag(), 11_500);
+//!
+//! // The runbook: "lag > 10000 → alert".
+//! let verdict = judge(&lag, &[], None, &LagThresholds::default());
+//! assert_eq!(verdict.severity, Severity::Warning);
+//! assert_eq!(verdict.severity.exit_code(), 1);
+//! ```
+
+pub mod clock;
+pub mod cluster;
+pub mod error;
+mod ffi;
+pub mod handler;
+pub mod kafka;
+pub mod lag;
+pub mod record;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+pub mod tracker;
+pub mod types;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{BoxError, Error, ErrorClass, KafkaCode};
+pub use handler::{Handler, HandlerError, Outcome};
+pub use record::{Header, Headers, OwnedRecord, Record, RecordTimestamp};
+pub use types::{IsolationLevel, Offset, OffsetSpec, Timestamp, TopicPartition, Watermarks};

@@ -1,0 +1,433 @@
+//! Test support shared by every kafka-ops crate (feature `testkit`).
+//!
+//! - [`MockKafka`]: librdkafka's in-process mock cluster (real TCP sockets on loopback) with
+//!   topic creation, a producer for keyed records with headers, test-friendly consumer settings,
+//!   commits of chosen offsets, fault injection, and request counting.
+//! - [`Tansu`]: a real Kafka-compatible broker process for the admin paths the mock cluster does
+//!   not serve.
+//!
+//! Test support fails loudly: a missing broker binary or a cluster that does not come up is an
+//! error the test reports, never a silent skip.
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() {
+//! use kafka_ops_core::testkit::{MockKafka, TestRecord};
+//!
+//! let kafka = MockKafka::start(3).unwrap();
+//! kafka.create_topic("orders", 4).unwrap();
+//! let written = kafka
+//!     .produce("orders", (0..10).map(|i| TestRecord::keyed(format!("k{i}"), format!("v{i}"))))
+//!     .await
+//!     .unwrap();
+//! assert_eq!(written.len(), 10);
+//! # }
+//! ```
+//!
+//! ## What each broker can serve
+//!
+//! | API | MockCluster | tansu 0.6 |
+//! |---|---|---|
+//! | Produce, Fetch, ListOffsets, Metadata, OffsetCommit/Fetch, groups | yes | yes (see below) |
+//! | ListGroups, DescribeGroups | no (connection closed) | yes |
+//! | OffsetFetch for "all partitions" | answers empty | yes |
+//! | CreateTopics, DeleteTopics, DescribeConfigs | no | yes |
+//! | DeleteRecords | no | no (drops the connection) |
+//!
+//! Seen wrong on tansu: the high watermark after keyed, batched produces across partitions, and
+//! group joins after earlier groups left uncleanly. Data-path numbers are therefore asserted on
+//! the mock cluster; tansu tests stick to admin paths.
+
+mod tansu;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+use crate::error::Error;
+use crate::ffi;
+use crate::kafka::{KafkaCluster, kafka_error};
+use crate::types::{Offset, TopicPartition};
+
+pub use tansu::Tansu;
+
+/// A record to produce in a test.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestRecord {
+    /// Key; `None` for a null key.
+    pub key: Option<Vec<u8>>,
+    /// Value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Headers in order; a `None` value is a null header.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Target partition; `None` lets the partitioner choose (by key).
+    pub partition: Option<i32>,
+    /// Create-time timestamp in milliseconds; `None` uses the current time.
+    pub timestamp: Option<i64>,
+}
+
+impl TestRecord {
+    /// A record with a key and a value.
+    pub fn keyed(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        TestRecord {
+            key: Some(key.into()),
+            value: Some(value.into()),
+            ..Default::default()
+        }
+    }
+
+    /// A record with only a value (null key).
+    pub fn value(value: impl Into<Vec<u8>>) -> Self {
+        TestRecord {
+            value: Some(value.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((key.into(), Some(value.into())));
+        self
+    }
+
+    /// Sends to a fixed partition.
+    pub fn to_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the create-time timestamp (milliseconds since the epoch).
+    pub fn at(mut self, millis: i64) -> Self {
+        self.timestamp = Some(millis);
+        self
+    }
+}
+
+/// A request a mock broker received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MockRequest {
+    /// The broker that received it.
+    pub broker: i32,
+    /// Its Kafka API key (2 = ListOffsets, 3 = Metadata, 9 = OffsetFetch, ...).
+    pub api_key: i16,
+}
+
+/// Kafka API keys used in request-count assertions.
+pub mod api {
+    /// Fetch.
+    pub const FETCH: i16 = 1;
+    /// ListOffsets.
+    pub const LIST_OFFSETS: i16 = 2;
+    /// Metadata.
+    pub const METADATA: i16 = 3;
+    /// OffsetCommit.
+    pub const OFFSET_COMMIT: i16 = 8;
+    /// OffsetFetch.
+    pub const OFFSET_FETCH: i16 = 9;
+    /// FindCoordinator.
+    pub const FIND_COORDINATOR: i16 = 10;
+}
+
+/// An embedded librdkafka mock cluster.
+///
+/// It is `Send + Sync`: the cluster lives inside a client this value owns, and every fault
+/// injection call goes through librdkafka's thread-safe mock API.
+pub struct MockKafka {
+    owner: BaseProducer,
+    producer: TestProducer,
+    bootstrap: String,
+    brokers: i32,
+}
+
+impl std::fmt::Debug for MockKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockKafka")
+            .field("bootstrap", &self.bootstrap)
+            .field("brokers", &self.brokers)
+            .finish()
+    }
+}
+
+impl MockKafka {
+    /// Starts a cluster of `brokers` brokers on loopback, with a 100 ms initial rebalance delay
+    /// (the mock's default is 3 s).
+    pub fn start(brokers: i32) -> Result<Self, Error> {
+        let owner: BaseProducer = ClientConfig::new()
+            .set("test.mock.num.brokers", brokers.to_string())
+            .create()
+            .map_err(|e| kafka_error("start mock cluster", e))?;
+        let bootstrap = {
+            let mock = owner.client().mock_cluster().ok_or_else(|| Error::Kafka {
+                operation: "start mock cluster",
+                code: None,
+                source: "the client did not create a mock cluster".into(),
+            })?;
+            mock.bootstrap_servers()
+        };
+        ffi::mock::set_initial_rebalance_delay(owner.client(), Duration::from_millis(100));
+        let producer = TestProducer::new(&bootstrap)?;
+        Ok(MockKafka {
+            owner,
+            producer,
+            bootstrap,
+            brokers,
+        })
+    }
+
+    /// The `bootstrap.servers` value for clients.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Number of brokers.
+    pub fn brokers(&self) -> i32 {
+        self.brokers
+    }
+
+    /// rdkafka's fault-injection API for this cluster, borrowed.
+    pub fn mock(&self) -> MockCluster<'_, rdkafka::producer::DefaultProducerContext> {
+        // The owner client was created with `test.mock.num.brokers`, so it always has one.
+        #[allow(clippy::expect_used)]
+        self.owner
+            .client()
+            .mock_cluster()
+            .expect("the owner client holds the mock cluster")
+    }
+
+    /// A client configuration for this cluster.
+    pub fn client_config(&self) -> ClientConfig {
+        crate::kafka::client_config(&self.bootstrap)
+    }
+
+    /// A consumer configuration for `group` with test-friendly settings: earliest offsets, short
+    /// session timeout, no auto-commit.
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .set("enable.auto.commit", "false")
+            .set("topic.metadata.refresh.interval.ms", "1000");
+        config
+    }
+
+    /// A cluster-query client for this cluster with a 5 s bound on each request.
+    pub fn cluster(&self) -> Result<KafkaCluster, Error> {
+        Ok(KafkaCluster::from_config(&self.client_config())?.with_timeout(Duration::from_secs(5)))
+    }
+
+    /// Creates a topic with `partitions` partitions, replicated on every broker (up to 3).
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), Error> {
+        let replication = self.brokers.clamp(1, 3);
+        self.mock()
+            .create_topic(name, partitions, replication)
+            .map_err(|e| kafka_error("create topic", e))
+    }
+
+    /// Produces `records` to `topic` and waits for every acknowledgement. Returns
+    /// `(partition, offset)` per record, in order.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = TestRecord>,
+    ) -> Result<Vec<(i32, Offset)>, Error> {
+        self.producer.produce(topic, records).await
+    }
+
+    /// The test producer.
+    pub fn producer(&self) -> &TestProducer {
+        &self.producer
+    }
+
+    /// Commits `offsets` for `group` without joining it (as an admin tool would).
+    pub async fn commit(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, Offset)],
+    ) -> Result<(), Error> {
+        commit_offsets(&self.consumer_config(group), offsets).await
+    }
+
+    /// Takes broker `id` down (its connections are closed and it refuses new ones).
+    pub fn broker_down(&self, id: i32) -> Result<(), Error> {
+        self.mock()
+            .broker_down(id)
+            .map_err(|e| kafka_error("broker down", e))
+    }
+
+    /// Brings broker `id` back up.
+    pub fn broker_up(&self, id: i32) -> Result<(), Error> {
+        self.mock()
+            .broker_up(id)
+            .map_err(|e| kafka_error("broker up", e))
+    }
+
+    /// Makes the next requests of `api` fail with `errors`, one per request, in order.
+    pub fn request_errors(&self, api: RDKafkaApiKey, errors: &[RDKafkaRespErr]) {
+        self.mock().request_errors(api, errors);
+    }
+
+    /// Delays every response of broker `id` by `delay`.
+    pub fn broker_round_trip_time(&self, id: i32, delay: Duration) -> Result<(), Error> {
+        self.mock()
+            .broker_round_trip_time(id, delay)
+            .map_err(|e| kafka_error("broker round-trip time", e))
+    }
+
+    /// Starts recording the requests brokers receive (see [`requests`](Self::requests)).
+    pub fn track_requests(&self) {
+        ffi::mock::start_request_tracking(self.owner.client());
+        ffi::mock::clear_requests(self.owner.client());
+    }
+
+    /// Forgets the requests recorded so far.
+    pub fn clear_requests(&self) {
+        ffi::mock::clear_requests(self.owner.client());
+    }
+
+    /// The requests recorded since [`track_requests`](Self::track_requests), in arrival order.
+    pub fn requests(&self) -> Vec<MockRequest> {
+        ffi::mock::requests(self.owner.client())
+            .into_iter()
+            .map(|(broker, api_key)| MockRequest { broker, api_key })
+            .collect()
+    }
+
+    /// How many recorded requests had API key `api_key`.
+    pub fn count_requests(&self, api_key: i16) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.api_key == api_key)
+            .count()
+    }
+}
+
+/// A producer that waits for every acknowledgement, for writing test data.
+pub struct TestProducer {
+    producer: FutureProducer,
+}
+
+impl std::fmt::Debug for TestProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TestProducer")
+    }
+}
+
+impl TestProducer {
+    /// A producer for `bootstrap` (10 s delivery timeout, no lingering).
+    pub fn new(bootstrap: &str) -> Result<Self, Error> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("message.timeout.ms", "10000")
+            .set("linger.ms", "0")
+            .create()
+            .map_err(|e| kafka_error("create test producer", e))?;
+        Ok(TestProducer { producer })
+    }
+
+    /// Produces `records` to `topic` and waits for every acknowledgement. Returns
+    /// `(partition, offset)` per record, in order.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = TestRecord>,
+    ) -> Result<Vec<(i32, Offset)>, Error> {
+        let mut pending = Vec::new();
+        for record in records {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (key, value) in &record.headers {
+                headers = headers.insert(Header {
+                    key: key.as_str(),
+                    value: value.as_deref(),
+                });
+            }
+            let mut future = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
+            if let Some(key) = &record.key {
+                future = future.key(key.as_slice());
+            }
+            if let Some(value) = &record.value {
+                future = future.payload(value.as_slice());
+            }
+            if let Some(partition) = record.partition {
+                future = future.partition(partition);
+            }
+            if let Some(timestamp) = record.timestamp {
+                future = future.timestamp(timestamp);
+            }
+            let delivery = self
+                .producer
+                .send_result(future)
+                .map_err(|(e, _)| kafka_error("produce", e))?;
+            pending.push(delivery);
+        }
+        let mut written = Vec::with_capacity(pending.len());
+        for delivery in pending {
+            let delivered = delivery
+                .await
+                .map_err(|_| Error::Kafka {
+                    operation: "produce",
+                    code: None,
+                    source: "the producer was dropped before delivery".into(),
+                })?
+                .map_err(|(e, _)| kafka_error("produce", e))?;
+            written.push((delivered.partition, Offset::new(delivered.offset)?));
+        }
+        Ok(written)
+    }
+
+    /// Waits until everything produced so far is acknowledged.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.producer
+            .flush(Duration::from_secs(10))
+            .map_err(|e| kafka_error("flush", e))
+    }
+}
+
+/// Commits `offsets` for the group `consumer_config` names, without joining the group (as an
+/// admin tool would).
+pub async fn commit_offsets(
+    consumer_config: &ClientConfig,
+    offsets: &[(TopicPartition, Offset)],
+) -> Result<(), Error> {
+    let config = consumer_config.clone();
+    let offsets = offsets.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| kafka_error("create committer", e))?;
+        let mut list = rdkafka::TopicPartitionList::new();
+        for (tp, offset) in &offsets {
+            list.add_partition_offset(
+                &tp.topic,
+                tp.partition,
+                rdkafka::Offset::Offset(offset.get()),
+            )
+            .map_err(|e| kafka_error("commit", e))?;
+        }
+        consumer
+            .commit(&list, CommitMode::Sync)
+            .map_err(|e| kafka_error("commit", e))
+    })
+    .await
+    .map_err(|e| Error::Task(Box::new(e)))?
+}
+
+/// A unique name for a test resource (topic, group), so tests sharing a broker do not collide.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{pid}-{nanos:x}-{n}")
+}

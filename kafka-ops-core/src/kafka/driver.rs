@@ -6,8 +6,9 @@
 //! [`OffsetTracker`] decides what is safe to commit, so the driver:
 //!
 //! - never commits past a record whose handling has not finished (or failed);
-//! - commits periodically (asynchronously), and **synchronously** when partitions are revoked and
-//!   when it shuts down, after waiting (bounded) for their in-flight records;
+//! - commits finished offsets periodically, and when partitions are revoked and when it shuts
+//!   down, after waiting (bounded) for their in-flight records; every commit waits for the
+//!   broker's answer, so what the tracker believes committed is committed;
 //! - applies backpressure by pausing the assignment when too many records are buffered, so the
 //!   poll loop stays alive for the group without reading more than it can hold;
 //! - stops on the first handler error that no layer recovered, committing only what finished
@@ -385,12 +386,13 @@ impl Shared {
         );
     }
 
-    /// Commits the safe offsets of `only` (or of every tracked partition), synchronously or not.
+    /// Commits the safe offsets of `only` (or of every tracked partition) and waits for the
+    /// broker's answer. Commits are synchronous on purpose: the poll thread is not a latency
+    /// path (handlers run elsewhere), and a confirmed commit is what the tracker may rely on.
     fn commit<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         only: Option<&[TopicPartition]>,
-        mode: CommitMode,
     ) -> KafkaResult<()> {
         let candidates = {
             let state = lock(&self.state);
@@ -411,32 +413,15 @@ impl Shared {
             )?;
         }
         // No lock is held here: librdkafka may run callbacks that take it.
-        let result = consumer.commit(&list, mode);
-        if matches!(mode, CommitMode::Sync) && result.is_ok() {
-            // Counted by the commit callback; marking here lets the caller rely on it at once.
-            self.mark_committed(&candidates);
-        }
-        result
-    }
-
-    fn mark_committed(&self, committed: &[(TopicPartition, Offset)]) {
-        let mut state = lock(&self.state);
-        for (tp, offset) in committed {
-            state.tracker.mark_committed(tp, *offset);
-        }
-    }
-
-    /// Counts a commit's result (every commit, sync or async, reports through the callback).
-    fn record_commit_result(
-        &self,
-        result: &KafkaResult<()>,
-        committed: &[(TopicPartition, Offset)],
-    ) {
-        match result {
+        let result = consumer.commit(&list, CommitMode::Sync);
+        match &result {
             Ok(()) => {
                 bump(&self.control.counters.commits);
                 metrics::counter!("kafka_ops_commits_total", "result" => "ok").increment(1);
-                self.mark_committed(committed);
+                let mut state = lock(&self.state);
+                for (tp, offset) in &candidates {
+                    state.tracker.mark_committed(tp, *offset);
+                }
             }
             Err(error) => {
                 bump(&self.control.counters.commit_failures);
@@ -444,10 +429,11 @@ impl Shared {
                 tracing::warn!(%error, "offset commit failed; it will be retried");
             }
         }
+        result
     }
 }
 
-/// The consumer context: rebalance and commit callbacks, run on the poll thread.
+/// The consumer context: rebalance callbacks, run on the poll thread.
 struct DriverContext {
     shared: Arc<Shared>,
 }
@@ -494,7 +480,7 @@ impl ConsumerContext for DriverContext {
                     shared.wait_for_completion((deadline - now).min(Duration::from_millis(50)));
                 }
                 if !consumer.assignment_lost()
-                    && let Err(error) = shared.commit(consumer, Some(&revoked), CommitMode::Sync)
+                    && let Err(error) = shared.commit(consumer, Some(&revoked))
                 {
                     tracing::warn!(%error, "commit on revoke failed");
                 }
@@ -530,23 +516,6 @@ impl ConsumerContext for DriverContext {
             }
             current.sort();
         }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let committed: Vec<(TopicPartition, Offset)> = offsets
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                rdkafka::Offset::Offset(o) => Offset::new(o)
-                    .ok()
-                    .map(|o| (TopicPartition::new(e.topic(), e.partition()), o)),
-                _ => None,
-            })
-            .collect();
-        if committed.is_empty() && result.is_ok() {
-            return;
-        }
-        self.shared.record_commit_result(&result, &committed);
     }
 }
 
@@ -721,10 +690,8 @@ impl<H: Handler> RunLoop<'_, H> {
             let saturated = in_flight >= config.max_in_flight;
             self.set_paused(self.control().user_paused.load(AtomicOrdering::SeqCst) || saturated);
             if self.last_commit.elapsed() >= config.commit_interval {
-                if let Err(error) = self.shared.commit(self.consumer, None, CommitMode::Async) {
-                    bump(&self.control().counters.commit_failures);
-                    tracing::warn!(%error, "could not send the periodic commit");
-                }
+                // Failures are counted and logged inside; the next interval retries.
+                let _ = self.shared.commit(self.consumer, None);
                 self.last_commit = Instant::now();
             }
             // With records waiting on a partition's previous one (or a full buffer), a completion
@@ -908,13 +875,23 @@ impl<H: Handler> RunLoop<'_, H> {
             // Keep serving the group (heartbeats, rebalance callbacks) while waiting.
             let _ = self.consumer.poll(Duration::ZERO);
         }
-        if let Err(error) = self.shared.commit(self.consumer, None, CommitMode::Sync) {
-            bump(&self.control().counters.commit_failures);
-            tracing::warn!(%error, "final commit failed");
+        // A rebalance racing the shutdown makes the coordinator refuse commits for a moment:
+        // keep serving the group and retry while the shutdown bound allows.
+        for attempt in 1..=5 {
+            match self.shared.commit(self.consumer, None) {
+                Ok(()) => break,
+                Err(error)
+                    if classify(&error) == ErrorClass::Transient && Instant::now() < deadline =>
+                {
+                    tracing::info!(%error, attempt, "final commit refused; retrying");
+                    let _ = self.consumer.poll(Duration::from_millis(200));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "final commit failed; unfinished offsets will be redelivered");
+                    break;
+                }
+            }
         }
-        // Serve the commit callback so the final commit is counted. A message returned here is
-        // not tracked, hence not committed: it is redelivered to the next consumer.
-        let _ = self.consumer.poll(Duration::ZERO);
         let state = lock(&self.shared.state);
         let running: usize = state.busy.values().sum();
         self.shared.publish_in_flight(&state);

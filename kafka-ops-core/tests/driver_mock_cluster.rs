@@ -1,0 +1,417 @@
+//! The consumer driver against librdkafka's mock cluster: commits, failures, rebalances,
+//! backpressure and pause/resume.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kafka_ops_core::cluster::OffsetQuery;
+use kafka_ops_core::handler::{HandlerError, Outcome, handler_fn};
+use kafka_ops_core::kafka::driver::{Driver, DriverConfig, DriverHandle, Ordering};
+use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
+use kafka_ops_core::{Error, Offset, Record, TopicPartition};
+
+const PARTITIONS: i32 = 4;
+const PER_PARTITION: i64 = 50;
+
+async fn cluster_with_records(topic: &str) -> MockKafka {
+    let kafka = MockKafka::start(3).unwrap();
+    kafka.create_topic(topic, PARTITIONS).unwrap();
+    for p in 0..PARTITIONS {
+        let records = (0..PER_PARTITION)
+            .map(|i| TestRecord::keyed(format!("k{i}"), format!("{p}:{i}")).to_partition(p));
+        kafka.produce(topic, records).await.unwrap();
+    }
+    kafka
+}
+
+async fn committed(kafka: &MockKafka, group: &str, topic: &str) -> BTreeMap<i32, Option<i64>> {
+    let partitions: Vec<TopicPartition> = (0..PARTITIONS)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
+    kafka
+        .cluster()
+        .unwrap()
+        .committed_offsets(group, &partitions)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(tp, offset)| (tp.partition, offset.unwrap().map(Offset::get)))
+        .collect()
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs a driver until `seen` holds `expected` records, then shuts it down.
+async fn run_until_seen(
+    driver: Driver<impl kafka_ops_core::Handler>,
+    seen: Arc<Mutex<HashSet<(i32, i64)>>>,
+    expected: usize,
+) -> Result<kafka_ops_core::kafka::driver::DriverReport, Error> {
+    let handle = driver.handle();
+    let run = tokio::spawn(driver.run());
+    wait_until("all records", Duration::from_secs(60), || {
+        seen.lock().unwrap().len() >= expected
+    })
+    .await;
+    handle.shutdown();
+    run.await.unwrap()
+}
+
+fn recording_handler(seen: Arc<Mutex<HashSet<(i32, i64)>>>) -> impl kafka_ops_core::Handler {
+    handler_fn(move |record: &Record<'_>| {
+        let seen = seen.clone();
+        let key = (record.partition, record.offset.get());
+        // Vary the work so records finish out of order.
+        let delay = Duration::from_micros(((key.1 * 7919) % 3000) as u64);
+        async move {
+            tokio::time::sleep(delay).await;
+            seen.lock().unwrap().insert(key);
+            Ok(Outcome::Processed)
+        }
+    })
+}
+
+async fn processes_everything_and_commits_the_end(ordering: Ordering) {
+    let topic = unique_name("orders");
+    let group = unique_name("g");
+    let kafka = cluster_with_records(&topic).await;
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let mut config = DriverConfig::new([topic.as_str()]);
+    config.ordering = ordering;
+    config.max_in_flight = 32;
+    let driver = Driver::new(
+        kafka.consumer_config(&group),
+        config,
+        recording_handler(seen.clone()),
+    );
+    let report = run_until_seen(
+        driver,
+        seen.clone(),
+        (PARTITIONS as i64 * PER_PARTITION) as usize,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.stats.processed, 200);
+    assert_eq!(report.stats.failed, 0);
+    assert_eq!(report.abandoned, 0);
+    assert!(report.stats.commits >= 1);
+    let committed = committed(&kafka, &group, &topic).await;
+    assert_eq!(
+        committed,
+        (0..PARTITIONS).map(|p| (p, Some(PER_PARTITION))).collect()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_partition_ordering_processes_everything_and_commits_the_end() {
+    processes_everything_and_commits_the_end(Ordering::PerPartition).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unordered_processing_commits_only_contiguous_progress() {
+    processes_everything_and_commits_the_end(Ordering::Unordered).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_partition_ordering_keeps_offset_order() {
+    let topic = unique_name("ordered");
+    let group = unique_name("g");
+    let kafka = cluster_with_records(&topic).await;
+    let order: Arc<Mutex<BTreeMap<i32, Vec<i64>>>> = Arc::default();
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let handler = {
+        let (order, seen) = (order.clone(), seen.clone());
+        handler_fn(move |record: &Record<'_>| {
+            let (order, seen) = (order.clone(), seen.clone());
+            let (p, o) = (record.partition, record.offset.get());
+            async move {
+                tokio::time::sleep(Duration::from_micros(((o * 31) % 2000) as u64)).await;
+                order.lock().unwrap().entry(p).or_default().push(o);
+                seen.lock().unwrap().insert((p, o));
+                Ok(Outcome::Processed)
+            }
+        })
+    };
+    let driver = Driver::new(
+        kafka.consumer_config(&group),
+        DriverConfig::new([topic.as_str()]),
+        handler,
+    );
+    run_until_seen(driver, seen, 200).await.unwrap();
+    for (partition, offsets) in order.lock().unwrap().iter() {
+        let sorted: Vec<i64> = (0..PER_PARTITION).collect();
+        assert_eq!(offsets, &sorted, "partition {partition} out of order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_error_stops_without_committing_past_the_record() {
+    let topic = unique_name("failing");
+    let group = unique_name("g");
+    let kafka = cluster_with_records(&topic).await;
+    let handler = handler_fn(move |record: &Record<'_>| {
+        let poison = record.partition == 1 && record.offset.get() == 7;
+        async move {
+            if poison {
+                Err(HandlerError::permanent("cannot parse order 1/7"))
+            } else {
+                Ok(Outcome::Processed)
+            }
+        }
+    });
+    let driver = Driver::new(
+        kafka.consumer_config(&group),
+        DriverConfig::new([topic.as_str()]),
+        handler,
+    );
+    let handle = driver.handle();
+    let error = tokio::time::timeout(Duration::from_secs(60), driver.run())
+        .await
+        .expect("the driver stops by itself")
+        .unwrap_err();
+    match &error {
+        Error::Handler {
+            partition,
+            offset,
+            source,
+        } => {
+            assert_eq!((partition.partition, *offset), (1, 7));
+            assert_eq!(
+                source.to_string(),
+                "permanent error: cannot parse order 1/7"
+            );
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    assert_eq!(handle.stats().failed, 1);
+    assert!(!handle.is_running());
+    let committed = committed(&kafka, &group, &topic).await;
+    // Partition 1 stops exactly at the failed record: it will be redelivered.
+    assert_eq!(committed[&1], Some(7));
+    for p in [0, 2, 3] {
+        assert!(committed[&p].unwrap_or(0) <= PER_PARTITION);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_handler_is_an_error_not_a_lost_record() {
+    let topic = unique_name("panics");
+    let group = unique_name("g");
+    let kafka = cluster_with_records(&topic).await;
+    let handler = handler_fn(move |record: &Record<'_>| {
+        let boom = record.partition == 0 && record.offset.get() == 3;
+        async move {
+            assert!(!boom, "bug in the handler");
+            Ok(Outcome::Processed)
+        }
+    });
+    let driver = Driver::new(
+        kafka.consumer_config(&group),
+        DriverConfig::new([topic.as_str()]),
+        handler,
+    );
+    let error = tokio::time::timeout(Duration::from_secs(60), driver.run())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(error.to_string().contains("handler panicked"), "{error}");
+    assert_eq!(error.class(), kafka_ops_core::ErrorClass::Fatal);
+    assert_eq!(committed(&kafka, &group, &topic).await[&0], Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backpressure_pauses_the_assignment_and_resumes() {
+    let topic = unique_name("pressure");
+    let group = unique_name("g");
+    let kafka = cluster_with_records(&topic).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let (gate, done) = (gate.clone(), done.clone());
+        handler_fn(move |_record: &Record<'_>| {
+            let (gate, done) = (gate.clone(), done.clone());
+            async move {
+                gate.acquire().await.unwrap().forget();
+                done.fetch_add(1, AtomicOrdering::SeqCst);
+                Ok(Outcome::Processed)
+            }
+        })
+    };
+    let mut config = DriverConfig::new([topic.as_str()]);
+    config.ordering = Ordering::Unordered;
+    config.max_in_flight = 8;
+    let driver = Driver::new(kafka.consumer_config(&group), config, handler);
+    let handle = driver.handle();
+    let run = tokio::spawn(driver.run());
+    wait_until(
+        "the buffer to fill and pause",
+        Duration::from_secs(30),
+        || handle.is_paused(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = handle.stats();
+    // Paused at capacity: it stopped reading instead of buffering the whole topic.
+    assert!(stats.paused);
+    assert!(stats.in_flight >= 8, "{stats:?}");
+    assert!(stats.polled < 200, "{stats:?}");
+    gate.add_permits(10_000);
+    wait_until("everything to finish", Duration::from_secs(60), || {
+        done.load(AtomicOrdering::SeqCst) == 200
+    })
+    .await;
+    wait_until("resume", Duration::from_secs(10), || !handle.is_paused()).await;
+    handle.shutdown();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.stats.processed, 200);
+    assert_eq!(
+        committed(&kafka, &group, &topic).await[&0],
+        Some(PER_PARTITION)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_from_the_handle_stops_consumption_until_resumed() {
+    let topic = unique_name("paused");
+    let group = unique_name("g");
+    let kafka = cluster_with_records(&topic).await;
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let driver = Driver::new(
+        kafka.consumer_config(&group),
+        DriverConfig::new([topic.as_str()]),
+        recording_handler(seen.clone()),
+    );
+    let handle = driver.handle();
+    handle.pause();
+    let run = tokio::spawn(driver.run());
+    wait_until("assignment", Duration::from_secs(30), || {
+        !handle.stats().assigned.is_empty()
+    })
+    .await;
+    wait_until("pause to apply", Duration::from_secs(10), || {
+        handle.is_paused()
+    })
+    .await;
+    let before = seen.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after = seen.lock().unwrap().len();
+    // The few records fetched before the pause applied may finish; nothing more is read.
+    assert_eq!(before, after);
+    assert!(
+        handle.last_poll().unwrap().elapsed() < Duration::from_secs(1),
+        "the poll loop stays alive"
+    );
+    handle.resume();
+    wait_until("all records", Duration::from_secs(60), || {
+        seen.lock().unwrap().len() == 200
+    })
+    .await;
+    handle.shutdown();
+    run.await.unwrap().unwrap();
+}
+
+async fn run_member(
+    kafka: &MockKafka,
+    group: &str,
+    topic: &str,
+    seen: Arc<Mutex<Vec<(i32, i64)>>>,
+) -> (
+    DriverHandle,
+    tokio::task::JoinHandle<Result<kafka_ops_core::kafka::driver::DriverReport, Error>>,
+) {
+    let handler = handler_fn(move |record: &Record<'_>| {
+        let seen = seen.clone();
+        let key = (record.partition, record.offset.get());
+        async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            seen.lock().unwrap().push(key);
+            Ok(Outcome::Processed)
+        }
+    });
+    let mut config = DriverConfig::new([topic]);
+    config.max_in_flight = 4;
+    let driver = Driver::new(kafka.consumer_config(group), config, handler);
+    let handle = driver.handle();
+    (handle, tokio::spawn(driver.run()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebalance_hands_over_without_losing_records() {
+    let topic = unique_name("shared");
+    let group = unique_name("g");
+    let kafka = cluster_with_records(&topic).await;
+    let seen: Arc<Mutex<Vec<(i32, i64)>>> = Arc::default();
+    let (first, first_run) = run_member(&kafka, &group, &topic, seen.clone()).await;
+    wait_until("some progress", Duration::from_secs(30), || {
+        seen.lock().unwrap().len() >= 20
+    })
+    .await;
+    let (second, second_run) = run_member(&kafka, &group, &topic, seen.clone()).await;
+    wait_until(
+        "the second member's assignment",
+        Duration::from_secs(30),
+        || !second.stats().assigned.is_empty(),
+    )
+    .await;
+    let distinct = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    wait_until("every record", Duration::from_secs(60), || {
+        distinct() == 200
+    })
+    .await;
+    // The first member leaves; the second takes everything over and commits it.
+    first.shutdown();
+    let first_report = first_run.await.unwrap().unwrap();
+    assert!(
+        first_report.stats.rebalances >= 2,
+        "{:?}",
+        first_report.stats
+    );
+    let end: BTreeMap<i32, Option<i64>> =
+        (0..PARTITIONS).map(|p| (p, Some(PER_PARTITION))).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(&kafka, &group, &topic).await != end {
+        assert!(
+            Instant::now() < deadline,
+            "offsets never reached the end: {:?}",
+            committed(&kafka, &group, &topic).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    second.shutdown();
+    second_run.await.unwrap().unwrap();
+    // At least once: every record was handled; redeliveries after a handover are allowed.
+    let all: HashSet<(i32, i64)> = seen.lock().unwrap().iter().copied().collect();
+    assert_eq!(all.len(), 200);
+    assert_eq!(committed(&kafka, &group, &topic).await, end);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configuration_errors_are_reported_before_connecting() {
+    let kafka = MockKafka::start(1).unwrap();
+    let handler = handler_fn(|_r: &Record<'_>| async { Ok(Outcome::Processed) });
+    let no_group = Driver::new(kafka.client_config(), DriverConfig::new(["t"]), handler);
+    assert!(matches!(no_group.run().await, Err(Error::Config(_))));
+    let handler = handler_fn(|_r: &Record<'_>| async { Ok(Outcome::Processed) });
+    let no_topics = Driver::new(
+        kafka.consumer_config("g"),
+        DriverConfig::new(Vec::<String>::new()),
+        handler,
+    );
+    assert!(matches!(no_topics.run().await, Err(Error::Config(_))));
+}

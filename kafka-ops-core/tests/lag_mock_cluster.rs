@@ -1,0 +1,341 @@
+//! Lag collection against librdkafka's mock cluster: exact numbers, request counts, faults.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use kafka_ops_core::cluster::{
+    Discovery, LagOptions, MetadataQuery, fill_time_lag_from_records, group_lag,
+};
+use kafka_ops_core::lag::LagAnomaly;
+use kafka_ops_core::testkit::{MockKafka, TestRecord, api};
+use kafka_ops_core::{IsolationLevel, ManualClock, Offset, Timestamp, TopicPartition};
+
+fn o(v: i64) -> Offset {
+    Offset::new(v).unwrap()
+}
+
+/// Produces `counts[p]` records to each partition `p` of `topic`, one batch per partition.
+async fn fill(kafka: &MockKafka, topic: &str, counts: &[i64]) {
+    for (partition, count) in counts.iter().enumerate() {
+        let records = (0..*count).map(|i| {
+            TestRecord::keyed(format!("k{i}"), format!("v{i}"))
+                .header("event-id", format!("{topic}-{partition}-{i}"))
+                .to_partition(partition as i32)
+        });
+        kafka.produce(topic, records).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn group_lag_is_exact_across_topics_with_partial_commits() {
+    let kafka = MockKafka::start(3).unwrap();
+    kafka.create_topic("orders", 4).unwrap();
+    kafka.create_topic("payments", 2).unwrap();
+    kafka.create_topic("audit", 1).unwrap();
+    fill(&kafka, "orders", &[10, 20, 30, 40]).await;
+    fill(&kafka, "payments", &[5, 5]).await;
+    fill(&kafka, "audit", &[7]).await;
+    kafka
+        .commit(
+            "billing",
+            &[
+                (TopicPartition::new("orders", 0), o(10)),
+                (TopicPartition::new("orders", 1), o(5)),
+                (TopicPartition::new("orders", 2), o(0)),
+                (TopicPartition::new("audit", 0), o(3)),
+            ],
+        )
+        .await
+        .unwrap();
+
+    let cluster = kafka.cluster().unwrap();
+    let clock = ManualClock::at(Timestamp::from_millis(1_000_000));
+    let (lag, discovery) = group_lag(&cluster, "billing", &clock, LagOptions::default())
+        .await
+        .unwrap();
+
+    // The mock cannot list a group's offsets, so partitions come from a metadata scan.
+    assert_eq!(discovery, Discovery::MetadataScan);
+    let rows: Vec<(String, Option<i64>, Option<i64>, Option<u64>)> = lag
+        .partitions
+        .iter()
+        .map(|r| {
+            (
+                r.topic_partition().to_string(),
+                r.committed.map(Offset::get),
+                r.end_offset.map(Offset::get),
+                r.lag,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("audit/0".into(), Some(3), Some(7), Some(4)),
+            ("orders/0".into(), Some(10), Some(10), Some(0)),
+            ("orders/1".into(), Some(5), Some(20), Some(15)),
+            ("orders/2".into(), Some(0), Some(30), Some(30)),
+            // Never committed: reported as unknown, not as 40.
+            ("orders/3".into(), None, Some(40), None),
+        ]
+    );
+    assert_eq!(lag.total_lag(), 49);
+    assert!(lag.is_complete());
+    assert_eq!(lag.taken_at, Timestamp::from_millis(1_000_000));
+    let topics = lag.topics();
+    assert_eq!((topics[1].total_lag, topics[1].unknown_partitions), (45, 1));
+
+    // A group that never committed has nothing to report.
+    let (idle, _) = group_lag(&cluster, "idle", &clock, LagOptions::default())
+        .await
+        .unwrap();
+    assert!(idle.partitions.is_empty());
+    assert_eq!(idle.total_lag(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_requests_scale_with_brokers_not_partitions() {
+    let kafka = MockKafka::start(3).unwrap();
+    for t in 0..5 {
+        kafka.create_topic(&format!("wide-{t}"), 40).unwrap();
+    }
+    let mut commits = Vec::new();
+    for t in 0..5 {
+        let topic = format!("wide-{t}");
+        kafka
+            .produce(
+                &topic,
+                (0..200).map(|i| TestRecord::keyed(format!("k{i}"), "v")),
+            )
+            .await
+            .unwrap();
+        for p in 0..40 {
+            commits.push((TopicPartition::new(topic.as_str(), p), o(0)));
+        }
+    }
+    kafka.commit("wide-group", &commits).await.unwrap();
+    let cluster = kafka.cluster().unwrap();
+    // Warm the client's metadata so the count below is the snapshot's own.
+    cluster.metadata(&[]).await.unwrap();
+
+    kafka.track_requests();
+    let (lag, _) = group_lag(
+        &cluster,
+        "wide-group",
+        &ManualClock::new(),
+        LagOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lag.partitions.len(), 200);
+    assert_eq!(lag.total_lag(), 1_000);
+
+    let list_offsets = kafka.count_requests(api::LIST_OFFSETS);
+    let offset_fetch = kafka.count_requests(api::OFFSET_FETCH);
+    // Earliest + latest, one request per leader each: at most 2 per broker for 200 partitions.
+    assert!(list_offsets <= 2 * 3, "{list_offsets} ListOffsets requests");
+    assert!(list_offsets >= 2, "{list_offsets} ListOffsets requests");
+    // One "all offsets" probe and one batched fetch for the scan.
+    assert!(offset_fetch <= 2, "{offset_fetch} OffsetFetch requests");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_committed_uses_the_last_stable_offset() {
+    let kafka = MockKafka::start(1).unwrap();
+    kafka.create_topic("tx", 1).unwrap();
+    fill(&kafka, "tx", &[6]).await;
+    kafka
+        .commit("reader", &[(TopicPartition::new("tx", 0), o(2))])
+        .await
+        .unwrap();
+    let cluster = kafka.cluster().unwrap();
+    let options = LagOptions {
+        isolation: IsolationLevel::ReadCommitted,
+    };
+    let (lag, _) = group_lag(&cluster, "reader", &ManualClock::new(), options)
+        .await
+        .unwrap();
+    // No open transactions: LSO equals the high watermark.
+    assert_eq!(lag.partitions[0].end_offset, Some(o(6)));
+    assert_eq!(lag.partitions[0].lag, Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commit_beyond_end_is_clamped_and_flagged() {
+    let kafka = MockKafka::start(1).unwrap();
+    kafka.create_topic("short", 1).unwrap();
+    fill(&kafka, "short", &[3]).await;
+    kafka
+        .commit("ahead", &[(TopicPartition::new("short", 0), o(9))])
+        .await
+        .unwrap();
+    let cluster = kafka.cluster().unwrap();
+    let (lag, _) = group_lag(
+        &cluster,
+        "ahead",
+        &ManualClock::new(),
+        LagOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lag.partitions[0].lag, Some(0));
+    assert_eq!(
+        lag.partitions[0].anomaly,
+        Some(LagAnomaly::CommittedBeyondEnd { by: 6 })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn time_lag_comes_from_the_record_at_the_committed_offset() {
+    let kafka = MockKafka::start(1).unwrap();
+    kafka.create_topic("timed", 2).unwrap();
+    let base = 1_700_000_000_000i64;
+    let records = (0..10).map(|i| {
+        TestRecord::value(format!("v{i}"))
+            .to_partition(0)
+            .at(base + i * 1_000)
+    });
+    kafka.produce("timed", records).await.unwrap();
+    kafka
+        .produce("timed", [TestRecord::value("x").to_partition(1).at(base)])
+        .await
+        .unwrap();
+    kafka
+        .commit(
+            "slow",
+            &[
+                (TopicPartition::new("timed", 0), o(4)),
+                (TopicPartition::new("timed", 1), o(1)),
+            ],
+        )
+        .await
+        .unwrap();
+    let cluster = kafka.cluster().unwrap();
+    let clock = ManualClock::at(Timestamp::from_millis(base + 60_000));
+    let (mut lag, _) = group_lag(&cluster, "slow", &clock, LagOptions::default())
+        .await
+        .unwrap();
+    fill_time_lag_from_records(&cluster, &mut lag)
+        .await
+        .unwrap();
+    // The oldest unread record (offset 4) was written at base + 4 s; now is base + 60 s.
+    assert_eq!(lag.partitions[0].time_lag, Some(Duration::from_secs(56)));
+    // Caught up: zero, not NaN, not unknown.
+    assert_eq!(lag.partitions[1].time_lag, Some(Duration::ZERO));
+    assert_eq!(lag.max_time_lag(), Some(Duration::from_secs(56)));
+}
+
+/// A cluster whose group coordinator is broker 1, with 6 partitions of 10 records committed at 4,
+/// and the id of another broker that leads some of them.
+async fn spread_cluster(
+    group: &str,
+) -> (
+    MockKafka,
+    kafka_ops_core::kafka::KafkaCluster,
+    i32,
+    Vec<i32>,
+) {
+    let kafka = MockKafka::start(3).unwrap();
+    kafka
+        .mock()
+        .coordinator(rdkafka::mocking::MockCoordinator::Group(group.into()), 1)
+        .unwrap();
+    kafka.create_topic("spread", 6).unwrap();
+    fill(&kafka, "spread", &[10, 10, 10, 10, 10, 10]).await;
+    let commits: Vec<_> = (0..6)
+        .map(|p| (TopicPartition::new("spread", p), o(4)))
+        .collect();
+    kafka.commit(group, &commits).await.unwrap();
+    let cluster = kafka
+        .cluster()
+        .unwrap()
+        .with_timeout(Duration::from_secs(3));
+    let metadata = cluster.metadata(&[]).await.unwrap();
+    let leaders: Vec<Option<i32>> = metadata
+        .topic("spread")
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.leader)
+        .collect();
+    let victim = leaders
+        .iter()
+        .flatten()
+        .copied()
+        .find(|l| *l != 1)
+        .expect("a partition led by broker 2 or 3");
+    let led: Vec<i32> = (0..6)
+        .filter(|p| leaders[*p as usize] == Some(victim))
+        .collect();
+    (kafka, cluster, victim, led)
+}
+
+fn assert_exact_or_unknown(lag: &kafka_ops_core::lag::GroupLag, unknown: &[i32]) {
+    for row in &lag.partitions {
+        if unknown.contains(&row.partition) {
+            assert_eq!(row.lag, None, "{row:?}");
+            assert!(row.unknown_reason.is_some(), "{row:?}");
+        } else {
+            assert_eq!(row.lag, Some(6), "{row:?}");
+        }
+    }
+    assert_eq!(lag.total_lag(), 6 * (6 - unknown.len() as u64));
+    assert!(!lag.is_complete());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_down_yields_unknown_partitions_not_wrong_numbers() {
+    let (kafka, cluster, victim, led) = spread_cluster("g").await;
+    kafka.broker_down(victim).unwrap();
+    let (lag, _) = group_lag(&cluster, "g", &ManualClock::new(), LagOptions::default())
+        .await
+        .expect("a partial report, not an error");
+    assert_exact_or_unknown(&lag, &led);
+    kafka.broker_up(victim).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_taken_down_mid_snapshot_is_reported() {
+    let (kafka, cluster, victim, led) = spread_cluster("g").await;
+    // Slow every broker down so the snapshot is in flight when the broker goes away.
+    for broker in 1..=3 {
+        kafka
+            .broker_round_trip_time(broker, Duration::from_millis(300))
+            .unwrap();
+    }
+    let snapshot = {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            group_lag(&cluster, "g", &ManualClock::new(), LagOptions::default()).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    kafka.broker_down(victim).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), snapshot)
+        .await
+        .expect("the snapshot must not hang")
+        .expect("the snapshot must not panic");
+    let (lag, _) = result.expect("a partial report, not an error");
+    assert_exact_or_unknown(&lag, &led);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_cluster_fails_fast_with_a_typed_error() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cluster = kafka_ops_core::kafka::KafkaCluster::connect(&format!("127.0.0.1:{port}"))
+        .unwrap()
+        .with_timeout(Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let error = cluster.metadata(&[]).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        error.class(),
+        kafka_ops_core::ErrorClass::Transient,
+        "{error}"
+    );
+}

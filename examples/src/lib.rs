@@ -1,1 +1,8 @@
-//! Helpers shared by the kafka-ops reference apps.
+//! Code shared by the kafka-ops reference apps.
+//!
+//! The `kafka-ops` command-line tool lives in [`cli`] as a library, so its commands run
+//! in-process in tests with exactly the code the binary runs; `kafka-ops/main.rs` only forwards
+//! the process arguments. [`table`] prints aligned columns like the Kafka tools do.
+
+pub mod cli;
+pub mod table;

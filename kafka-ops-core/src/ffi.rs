@@ -220,19 +220,16 @@ unsafe fn pointers<'a, T>(array: *const *const T, count: usize) -> &'a [*const T
     }
 }
 
-/// Runs one admin request on a private queue and waits for its result event.
-fn run_admin<C: ClientContext>(
+/// Admin options for `op` with a request timeout and, optionally, an isolation level.
+fn admin_options<C: ClientContext>(
     client: &Client<C>,
     op: rd::rd_kafka_admin_op_t,
     operation: &'static str,
     timeout: Duration,
     isolation: Option<IsolationLevel>,
-    expected_event: c_int,
-    start: impl FnOnce(*const rd::rd_kafka_AdminOptions_t, *mut rd::rd_kafka_queue_t),
-) -> Result<Owned<rd::rd_kafka_event_t>, Error> {
-    let rk = client.native_ptr();
-    // SAFETY: `rk` is a live client borrowed for this call.
-    let raw = unsafe { rd::rd_kafka_AdminOptions_new(rk, op) };
+) -> Result<Owned<rd::rd_kafka_AdminOptions_t>, Error> {
+    // SAFETY: `client` is a live client borrowed for this call.
+    let raw = unsafe { rd::rd_kafka_AdminOptions_new(client.native_ptr(), op) };
     let options = Owned::new(raw, rd::rd_kafka_AdminOptions_destroy, "admin options")?;
     let mut errstr = [0 as c_char; 512];
     // SAFETY: `options` is valid; `errstr` is a writable buffer of the given size.
@@ -267,20 +264,16 @@ fn run_admin<C: ClientContext>(
             return Err(broker_error(operation, code, message));
         }
     }
-    // SAFETY: `rk` is live; the queue is owned by the guard.
-    let raw = unsafe { rd::rd_kafka_queue_new(rk) };
-    let queue = Owned::new(raw, rd::rd_kafka_queue_destroy, "queue")?;
-    start(options.as_ptr(), queue.as_ptr());
-    let wait = timeout + QUEUE_GRACE;
-    // SAFETY: `queue` is valid; the returned event (if any) is owned by us.
-    let raw = unsafe { rd::rd_kafka_queue_poll(queue.as_ptr(), timeout_ms(wait)) };
-    if raw.is_null() {
-        return Err(Error::Timeout {
-            operation,
-            timeout: wait,
-        });
-    }
-    let event = Owned::new(raw, rd::rd_kafka_event_destroy, "event")?;
+    Ok(options)
+}
+
+/// Checks a result event's type and top-level error.
+fn check_event(
+    event: &Owned<rd::rd_kafka_event_t>,
+    operation: &'static str,
+    timeout: Duration,
+    expected_event: c_int,
+) -> Result<(), Error> {
     // SAFETY: `event` is a valid event until the guard drops.
     let kind = unsafe { rd::rd_kafka_event_type(event.as_ptr()) };
     if kind != expected_event {
@@ -301,43 +294,120 @@ fn run_admin<C: ClientContext>(
         }
         return Err(broker_error(operation, code_of(err), message));
     }
-    Ok(event)
+    Ok(())
 }
 
-/// `ListOffsets` for many partitions: one request per partition leader.
-pub(crate) fn list_offsets<C: ClientContext>(
+/// A result event, or why its request failed.
+type EventResult = Result<Owned<rd::rd_kafka_event_t>, Error>;
+
+/// One result per batch of a batched call: its per-partition answers, or why the batch failed.
+pub(crate) type BatchResults<T> = Vec<Result<PartitionResults<T>, Error>>;
+
+/// Runs `requests` admin requests at once on a private queue and waits (bounded) for all their
+/// result events. `start(i, options, queue)` issues request `i`; each result is matched back to
+/// its request by the options' opaque, so answers may arrive in any order. A request that fails
+/// or does not answer in time fails alone.
+#[allow(clippy::too_many_arguments)]
+fn run_admin_many<C: ClientContext>(
     client: &Client<C>,
-    queries: &[(TopicPartition, OffsetSpec)],
-    isolation: IsolationLevel,
+    op: rd::rd_kafka_admin_op_t,
+    operation: &'static str,
     timeout: Duration,
-) -> Result<PartitionResults<ListedOffset>, Error> {
-    if queries.is_empty() {
-        return Ok(Vec::new());
-    }
-    let list = partition_list(queries.iter().map(|(tp, spec)| {
-        let raw = match spec {
-            OffsetSpec::Earliest => rd::rd_kafka_OffsetSpec_t::RD_KAFKA_OFFSET_SPEC_EARLIEST as i64,
-            OffsetSpec::Latest => rd::rd_kafka_OffsetSpec_t::RD_KAFKA_OFFSET_SPEC_LATEST as i64,
-            OffsetSpec::MaxTimestamp => {
-                rd::rd_kafka_OffsetSpec_t::RD_KAFKA_OFFSET_SPEC_MAX_TIMESTAMP as i64
-            }
-            OffsetSpec::AtTime(t) => t.as_millis().max(0),
+    isolation: Option<IsolationLevel>,
+    expected_event: c_int,
+    requests: usize,
+    mut start: impl FnMut(
+        usize,
+        *const rd::rd_kafka_AdminOptions_t,
+        *mut rd::rd_kafka_queue_t,
+    ) -> Result<(), Error>,
+) -> Result<Vec<EventResult>, Error> {
+    let options = admin_options(client, op, operation, timeout, isolation)?;
+    // SAFETY: `client` is live; the queue is owned by the guard.
+    let raw = unsafe { rd::rd_kafka_queue_new(client.native_ptr()) };
+    let queue = Owned::new(raw, rd::rd_kafka_queue_destroy, "queue")?;
+    let wait = timeout + QUEUE_GRACE;
+    let mut results: Vec<Option<EventResult>> = (0..requests).map(|_| None).collect();
+    let mut pending = 0usize;
+    for (index, slot) in results.iter_mut().enumerate() {
+        // The opaque carries the request's index; librdkafka copies the options at each call,
+        // so the next call reuses them with another index.
+        // SAFETY: `options` is valid; the opaque is an integer, never dereferenced.
+        unsafe {
+            rd::rd_kafka_AdminOptions_set_opaque(options.as_ptr(), index as *mut std::ffi::c_void)
         };
-        (tp, raw)
-    }))?;
-    let event = run_admin(
+        match start(index, options.as_ptr(), queue.as_ptr()) {
+            Ok(()) => pending += 1,
+            Err(error) => *slot = Some(Err(error)),
+        }
+    }
+    let deadline = std::time::Instant::now() + wait;
+    while pending > 0 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        // SAFETY: `queue` is valid; the returned event (if any) is owned by us.
+        let raw = unsafe { rd::rd_kafka_queue_poll(queue.as_ptr(), timeout_ms(left)) };
+        if raw.is_null() {
+            continue;
+        }
+        let event = Owned::new(raw, rd::rd_kafka_event_destroy, "event")?;
+        // SAFETY: `event` is valid; its opaque is the integer index set above.
+        let index = unsafe { rd::rd_kafka_event_opaque(event.as_ptr()) } as usize;
+        let Some(slot) = results.get_mut(index).filter(|slot| slot.is_none()) else {
+            continue;
+        };
+        *slot = Some(check_event(&event, operation, timeout, expected_event).map(|()| event));
+        pending -= 1;
+    }
+    // A queue abandoned with requests still pending is safe: each request holds its own
+    // reference and frees it when its answer arrives.
+    Ok(results
+        .into_iter()
+        .map(|slot| {
+            slot.unwrap_or(Err(Error::Timeout {
+                operation,
+                timeout: wait,
+            }))
+        })
+        .collect())
+}
+
+/// Runs one admin request and waits for its result event.
+fn run_admin<C: ClientContext>(
+    client: &Client<C>,
+    op: rd::rd_kafka_admin_op_t,
+    operation: &'static str,
+    timeout: Duration,
+    isolation: Option<IsolationLevel>,
+    expected_event: c_int,
+    start: impl FnOnce(*const rd::rd_kafka_AdminOptions_t, *mut rd::rd_kafka_queue_t),
+) -> Result<Owned<rd::rd_kafka_event_t>, Error> {
+    let mut start = Some(start);
+    let mut results = run_admin_many(
         client,
-        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTOFFSETS,
-        "list offsets",
+        op,
+        operation,
         timeout,
-        Some(isolation),
-        rd::RD_KAFKA_EVENT_LISTOFFSETS_RESULT,
-        |options, queue| {
-            // SAFETY: all pointers are live for the call; librdkafka copies the list and options.
-            unsafe { rd::rd_kafka_ListOffsets(client.native_ptr(), list.as_ptr(), options, queue) }
+        isolation,
+        expected_event,
+        1,
+        |_, options, queue| {
+            if let Some(start) = start.take() {
+                start(options, queue);
+            }
+            Ok(())
         },
     )?;
-    // SAFETY: `event` is a ListOffsets result event (type checked in run_admin).
+    results
+        .pop()
+        .unwrap_or(Err(Error::Timeout { operation, timeout }))
+}
+
+/// The answers of one ListOffsets result event.
+fn read_list_offsets(event: &Owned<rd::rd_kafka_event_t>) -> PartitionResults<ListedOffset> {
+    // SAFETY: `event` is a ListOffsets result event (type checked in run_admin_many).
     let result = unsafe { rd::rd_kafka_event_ListOffsets_result(event.as_ptr()) };
     let mut count = 0usize;
     // SAFETY: `result` is valid while `event` lives; `count` receives the array length.
@@ -379,7 +449,51 @@ pub(crate) fn list_offsets<C: ClientContext>(
         };
         out.push((tp, answer));
     }
-    Ok(out)
+    out
+}
+
+/// `ListOffsets` for several batches of partitions at once (librdkafka sends each batch as one
+/// request per partition leader). Each batch gets its own result, so a batch whose leader is down
+/// fails without failing the others.
+pub(crate) fn list_offsets<C: ClientContext>(
+    client: &Client<C>,
+    batches: &[Vec<(TopicPartition, OffsetSpec)>],
+    isolation: IsolationLevel,
+    timeout: Duration,
+) -> Result<BatchResults<ListedOffset>, Error> {
+    let events = run_admin_many(
+        client,
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTOFFSETS,
+        "list offsets",
+        timeout,
+        Some(isolation),
+        rd::RD_KAFKA_EVENT_LISTOFFSETS_RESULT,
+        batches.len(),
+        |index, options, queue| {
+            let list = partition_list(batches[index].iter().map(|(tp, spec)| {
+                let raw = match spec {
+                    OffsetSpec::Earliest => {
+                        rd::rd_kafka_OffsetSpec_t::RD_KAFKA_OFFSET_SPEC_EARLIEST as i64
+                    }
+                    OffsetSpec::Latest => {
+                        rd::rd_kafka_OffsetSpec_t::RD_KAFKA_OFFSET_SPEC_LATEST as i64
+                    }
+                    OffsetSpec::MaxTimestamp => {
+                        rd::rd_kafka_OffsetSpec_t::RD_KAFKA_OFFSET_SPEC_MAX_TIMESTAMP as i64
+                    }
+                    OffsetSpec::AtTime(t) => t.as_millis().max(0),
+                };
+                (tp, raw)
+            }))?;
+            // SAFETY: all pointers are live for the call; librdkafka copies the list and options.
+            unsafe { rd::rd_kafka_ListOffsets(client.native_ptr(), list.as_ptr(), options, queue) };
+            Ok(())
+        },
+    )?;
+    Ok(events
+        .into_iter()
+        .map(|event| event.map(|event| read_list_offsets(&event)))
+        .collect())
 }
 
 fn group_state(state: rd::rd_kafka_consumer_group_state_t) -> GroupState {
@@ -550,58 +664,11 @@ pub(crate) fn describe_consumer_groups<C: ClientContext>(
     Ok(out)
 }
 
-/// `OffsetFetch` through the admin API: the group's committed offsets for `partitions`, or for
-/// every partition it committed when `partitions` is `None` (a broker that cannot answer "all"
-/// returns an empty list).
-pub(crate) fn list_consumer_group_offsets<C: ClientContext>(
-    client: &Client<C>,
-    group: &str,
-    partitions: Option<&[TopicPartition]>,
-    timeout: Duration,
+/// The committed offsets in one ListConsumerGroupOffsets result event.
+fn read_group_offsets(
+    event: &Owned<rd::rd_kafka_event_t>,
 ) -> Result<PartitionResults<Option<Offset>>, Error> {
-    let group_name = c_string(group)?;
-    let list = match partitions {
-        Some([]) => return Ok(Vec::new()),
-        Some(partitions) => Some(partition_list(
-            partitions
-                .iter()
-                .map(|tp| (tp, crate::types::RAW_OFFSET_NONE)),
-        )?),
-        None => None,
-    };
-    let list_ptr = list
-        .as_ref()
-        .map_or(ptr::null(), |l| l.as_ptr().cast_const());
-    // SAFETY: `group_name` is NUL-terminated; `list_ptr` is NULL or a valid list. Both are copied.
-    let raw = unsafe { rd::rd_kafka_ListConsumerGroupOffsets_new(group_name.as_ptr(), list_ptr) };
-    let request = Owned::new(
-        raw,
-        rd::rd_kafka_ListConsumerGroupOffsets_destroy,
-        "list group offsets request",
-    )?;
-    let event = run_admin(
-        client,
-        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
-        "list consumer group offsets",
-        timeout,
-        None,
-        rd::RD_KAFKA_EVENT_LISTCONSUMERGROUPOFFSETS_RESULT,
-        |options, queue| {
-            let mut requests = [request.as_ptr()];
-            // SAFETY: `requests` holds exactly one valid request object (librdkafka requires
-            // one); librdkafka copies it.
-            unsafe {
-                rd::rd_kafka_ListConsumerGroupOffsets(
-                    client.native_ptr(),
-                    requests.as_mut_ptr(),
-                    1,
-                    options,
-                    queue,
-                )
-            }
-        },
-    )?;
-    // SAFETY: `event` is a ListConsumerGroupOffsets result event.
+    // SAFETY: `event` is a ListConsumerGroupOffsets result event (type checked).
     let result = unsafe { rd::rd_kafka_event_ListConsumerGroupOffsets_result(event.as_ptr()) };
     let mut count = 0usize;
     // SAFETY: `result` is valid while `event` lives.
@@ -611,9 +678,8 @@ pub(crate) fn list_consumer_group_offsets<C: ClientContext>(
     let mut out = Vec::new();
     for group_result in groups {
         // SAFETY: each group result is valid while `event` lives.
-        if let Some((code, message)) =
-            unsafe { error_parts(rd::rd_kafka_group_result_error(*group_result)) }
-        {
+        let error = unsafe { error_parts(rd::rd_kafka_group_result_error(*group_result)) };
+        if let Some((code, message)) = error {
             return Err(broker_error("list consumer group offsets", code, message));
         }
         // SAFETY: as above; the list is owned by the group result.
@@ -633,6 +699,68 @@ pub(crate) fn list_consumer_group_offsets<C: ClientContext>(
         }
     }
     Ok(out)
+}
+
+/// `OffsetFetch` through the admin API: a group's committed offsets for each batch of
+/// partitions (batches are sent at once, each answered on its own), or for every partition the
+/// group committed when `batches` is `None` (a broker that cannot answer "all" returns an empty
+/// list).
+pub(crate) fn list_consumer_group_offsets<C: ClientContext>(
+    client: &Client<C>,
+    group: &str,
+    batches: Option<&[Vec<TopicPartition>]>,
+    timeout: Duration,
+) -> Result<BatchResults<Option<Offset>>, Error> {
+    let group_name = c_string(group)?;
+    let requests = batches.map_or(1, <[Vec<TopicPartition>]>::len);
+    let events = run_admin_many(
+        client,
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
+        "list consumer group offsets",
+        timeout,
+        None,
+        rd::RD_KAFKA_EVENT_LISTCONSUMERGROUPOFFSETS_RESULT,
+        requests,
+        |index, options, queue| {
+            let list = match batches {
+                Some(batches) => Some(partition_list(
+                    batches[index]
+                        .iter()
+                        .map(|tp| (tp, crate::types::RAW_OFFSET_NONE)),
+                )?),
+                None => None,
+            };
+            let list_ptr = list
+                .as_ref()
+                .map_or(ptr::null(), |l| l.as_ptr().cast_const());
+            // SAFETY: `group_name` is NUL-terminated; `list_ptr` is NULL or a valid list; both
+            // are copied into the request object.
+            let raw =
+                unsafe { rd::rd_kafka_ListConsumerGroupOffsets_new(group_name.as_ptr(), list_ptr) };
+            let request = Owned::new(
+                raw,
+                rd::rd_kafka_ListConsumerGroupOffsets_destroy,
+                "list group offsets request",
+            )?;
+            let mut requests = [request.as_ptr()];
+            // SAFETY: `requests` holds exactly one valid request object (librdkafka requires
+            // one); librdkafka copies it before returning.
+            unsafe {
+                rd::rd_kafka_ListConsumerGroupOffsets(
+                    client.native_ptr(),
+                    requests.as_mut_ptr(),
+                    1,
+                    options,
+                    queue,
+                )
+            };
+            Ok(())
+        },
+    )?;
+    Ok(events
+        .into_iter()
+        .map(|event| event.and_then(|event| read_group_offsets(&event)))
+        .collect())
 }
 
 /// The controller broker id from a metadata request; `None` when unknown within `timeout`.

@@ -6,6 +6,8 @@ use std::time::Duration;
 use kafka_ops_core::cluster::{
     Discovery, LagOptions, MetadataQuery, fill_time_lag_from_records, group_lag,
 };
+use kafka_ops_core::kafka::KafkaCluster;
+use kafka_ops_core::kafka::cluster::DEFAULT_BATCH_SIZE;
 use kafka_ops_core::lag::LagAnomaly;
 use kafka_ops_core::testkit::{MockKafka, TestRecord, api};
 use kafka_ops_core::{IsolationLevel, ManualClock, Offset, Timestamp, TopicPartition};
@@ -56,7 +58,8 @@ async fn group_lag_is_exact_across_topics_with_partial_commits() {
 
     // The mock cannot list a group's offsets, so partitions come from a metadata scan.
     assert_eq!(discovery, Discovery::MetadataScan);
-    let rows: Vec<(String, Option<i64>, Option<i64>, Option<u64>)> = lag
+    type Row = (String, Option<i64>, Option<i64>, Option<u64>);
+    let rows: Vec<Row> = lag
         .partitions
         .iter()
         .map(|r| {
@@ -132,11 +135,40 @@ async fn snapshot_requests_scale_with_brokers_not_partitions() {
 
     let list_offsets = kafka.count_requests(api::LIST_OFFSETS);
     let offset_fetch = kafka.count_requests(api::OFFSET_FETCH);
-    // Earliest + latest, one request per leader each: at most 2 per broker for 200 partitions.
+    // Earliest + latest, one request per leader each (≤ 128 partitions per leader here).
     assert!(list_offsets <= 2 * 3, "{list_offsets} ListOffsets requests");
     assert!(list_offsets >= 2, "{list_offsets} ListOffsets requests");
-    // One "all offsets" probe and one batched fetch for the scan.
-    assert!(offset_fetch <= 2, "{offset_fetch} OffsetFetch requests");
+    // One "all offsets" probe, then the scan in batches of 128.
+    assert!(
+        offset_fetch <= 1 + 200usize.div_ceil(DEFAULT_BATCH_SIZE),
+        "{offset_fetch} OffsetFetch requests"
+    );
+
+    // Smaller batches: requests follow the per-leader partition counts, not the partition total.
+    let metadata = cluster.metadata(&[]).await.unwrap();
+    let mut per_leader = std::collections::HashMap::<i32, usize>::new();
+    for topic in metadata
+        .topics
+        .iter()
+        .filter(|t| t.name.starts_with("wide-"))
+    {
+        for p in &topic.partitions {
+            *per_leader.entry(p.leader.unwrap()).or_default() += 1;
+        }
+    }
+    let expected: usize = per_leader.values().map(|n| 2 * n.div_ceil(50)).sum();
+    let small = cluster.clone().with_batch_size(50);
+    kafka.track_requests();
+    let (lag, _) = group_lag(
+        &small,
+        "wide-group",
+        &ManualClock::new(),
+        LagOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lag.total_lag(), 1_000);
+    assert_eq!(kafka.count_requests(api::LIST_OFFSETS), expected);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -227,14 +259,7 @@ async fn time_lag_comes_from_the_record_at_the_committed_offset() {
 
 /// A cluster whose group coordinator is broker 1, with 6 partitions of 10 records committed at 4,
 /// and the id of another broker that leads some of them.
-async fn spread_cluster(
-    group: &str,
-) -> (
-    MockKafka,
-    kafka_ops_core::kafka::KafkaCluster,
-    i32,
-    Vec<i32>,
-) {
+async fn spread_cluster(group: &str) -> (MockKafka, KafkaCluster, i32, Vec<i32>) {
     let kafka = MockKafka::start(3).unwrap();
     kafka
         .mock()

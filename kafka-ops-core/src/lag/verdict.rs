@@ -273,8 +273,9 @@ pub struct GroupVerdict {
     pub group: String,
     /// The worst severity among the findings.
     pub severity: Severity,
-    /// Burrow's group status.
-    pub status: GroupStatus,
+    /// Burrow's group status; `None` when no partition was evaluated (a one-shot report has no
+    /// commit history to judge).
+    pub status: Option<GroupStatus>,
     /// Sum of known partition lags.
     pub total_lag: u64,
     /// Measured growth of the total lag, records per minute, when measurable.
@@ -286,16 +287,15 @@ pub struct GroupVerdict {
 impl GroupVerdict {
     /// A one-line summary: severity, Burrow status, total lag and the worst findings.
     pub fn summary(&self, max_findings: usize) -> String {
+        let burrow = match self.status {
+            None => String::new(),
+            Some(GroupStatus::Ok) => " (burrow OK)".into(),
+            Some(GroupStatus::Warning) => " (burrow WARN)".into(),
+            Some(GroupStatus::Error) => " (burrow ERR)".into(),
+        };
         let mut line = format!(
-            "{}: {} (burrow {}), total lag {}",
-            self.group,
-            self.severity,
-            match self.status {
-                GroupStatus::Ok => "OK",
-                GroupStatus::Warning => "WARN",
-                GroupStatus::Error => "ERR",
-            },
-            self.total_lag
+            "{}: {}{burrow}, total lag {}",
+            self.group, self.severity, self.total_lag
         );
         let shown: Vec<String> = self
             .findings
@@ -388,7 +388,8 @@ pub fn judge(
             .map(Finding::severity)
             .max()
             .unwrap_or(Severity::Ok),
-        status: GroupStatus::of(evaluations.iter().map(|e| e.status)),
+        status: (!evaluations.is_empty())
+            .then(|| GroupStatus::of(evaluations.iter().map(|e| e.status))),
         total_lag,
         growth_per_minute,
         findings,
@@ -436,6 +437,8 @@ mod tests {
         let t = LagThresholds::default();
         let v = judge(&group(vec![row(0, 100, 10_100)]), &[], None, &t);
         assert_eq!((v.severity, v.findings.len()), (Severity::Ok, 0));
+        assert_eq!(v.status, None);
+        assert_eq!(v.summary(3), "g: ok, total lag 10000");
         let v = judge(
             &group(vec![row(0, 100, 5_101), row(1, 100, 5_101)]),
             &[],
@@ -474,7 +477,7 @@ mod tests {
         ];
         let v = judge(&g, &evals, None, &LagThresholds::default());
         assert_eq!(v.severity, Severity::Critical);
-        assert_eq!(v.status, GroupStatus::Error);
+        assert_eq!(v.status, Some(GroupStatus::Error));
         assert_eq!(v.findings[0].describe(), "t/1 STOP (Stopped, lag 800)");
         assert_eq!(v.findings[1].severity(), Severity::Warning);
         assert!(v.summary(1).contains("(+1 more)"));

@@ -138,10 +138,12 @@ pub mod api {
 /// It is `Send + Sync`: the cluster lives inside a client this value owns, and every fault
 /// injection call goes through librdkafka's thread-safe mock API.
 pub struct MockKafka {
-    owner: BaseProducer,
+    // Fields drop in order: the producer must close before `owner` destroys the cluster it
+    // talks to, or librdkafka logs connection failures on the way out.
     producer: TestProducer,
     bootstrap: String,
     brokers: i32,
+    owner: BaseProducer,
 }
 
 impl std::fmt::Debug for MockKafka {

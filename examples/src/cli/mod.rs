@@ -1,0 +1,178 @@
+//! The `kafka-ops` command-line tool: runbook steps as subcommands.
+//!
+//! Exit codes follow the monitoring-plugin convention the runbook scripts use: 0 ok, 1 warning,
+//! 2 critical (only when `--fail-on` asks), 3 for errors (unreachable cluster, bad arguments).
+
+pub mod lag;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kafka_ops_core::cluster::MetadataQuery;
+use kafka_ops_core::kafka::{KafkaCluster, client_config};
+use kafka_ops_core::lag::verdict::Severity;
+use rdkafka::ClientConfig;
+
+/// Exit code for errors: the check could not run.
+pub const EXIT_ERROR: i32 = 3;
+
+/// kafka-ops: Kafka consumer operations from the runbooks, as commands.
+#[derive(Debug, Parser)]
+#[command(name = "kafka-ops", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Consumer-group lag: offsets, time lag and a verdict (like kafka-consumer-groups --describe).
+    Lag(lag::LagArgs),
+}
+
+/// How to reach the cluster. Extra librdkafka settings (SASL, TLS) go in `-X key=value`; their
+/// values are never printed.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub bootstrap: String,
+    /// A librdkafka setting, `key=value` (repeatable), e.g. `-X security.protocol=SASL_SSL`.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_setting)]
+    pub config: Vec<(String, String)>,
+    /// Bound on each request to the cluster.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+impl ConnectionArgs {
+    /// The client configuration these arguments describe.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = client_config(&self.bootstrap);
+        for (key, value) in &self.config {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// A cluster client bounded by `--timeout`.
+    pub fn cluster(&self) -> Result<KafkaCluster, kafka_ops_core::Error> {
+        Ok(KafkaCluster::from_config(&self.client_config())?.with_timeout(self.timeout))
+    }
+
+    /// A cluster client that answered a metadata request, or `None` after telling the user why
+    /// the cluster cannot be reached (within `--timeout`, never a hang).
+    pub async fn connect(&self, output: &mut Output<'_>) -> Option<KafkaCluster> {
+        let checked = match self.cluster() {
+            Ok(cluster) => cluster.metadata(&[]).await.map(|_| cluster),
+            Err(error) => Err(error),
+        };
+        match checked {
+            Ok(cluster) => Some(cluster),
+            Err(error) => {
+                let _ = writeln!(
+                    output.err,
+                    "error: cannot reach the cluster at {} within {}: {error}",
+                    self.bootstrap,
+                    humantime::format_duration(self.timeout)
+                );
+                None
+            }
+        }
+    }
+}
+
+/// When a check's verdict turns into a failing exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Exit 1 on warning, 2 on critical.
+    Warning,
+    /// Exit 2 on critical; warnings exit 0.
+    Critical,
+}
+
+/// The exit code for `severity` under `--fail-on`.
+pub fn exit_code(severity: Severity, fail_on: Option<FailOn>) -> i32 {
+    match (fail_on, severity) {
+        (None, _) | (_, Severity::Ok) => 0,
+        (Some(FailOn::Warning), severity) => severity.exit_code(),
+        (Some(FailOn::Critical), Severity::Critical) => 2,
+        (Some(FailOn::Critical), Severity::Warning) => 0,
+    }
+}
+
+/// Where a command writes: its report and its diagnostics.
+pub struct Output<'a> {
+    /// The report (table or JSON).
+    pub out: &'a mut (dyn Write + Send),
+    /// Diagnostics and errors.
+    pub err: &'a mut (dyn Write + Send),
+}
+
+impl std::fmt::Debug for Output<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Output")
+    }
+}
+
+/// Runs the tool with `args` (the first is the program name) and returns the exit code.
+pub async fn run<I, T>(args: I, output: &mut Output<'_>) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() { EXIT_ERROR } else { 0 };
+            let text = error.render().to_string();
+            let target: &mut dyn Write = if error.use_stderr() {
+                output.err
+            } else {
+                output.out
+            };
+            let _ = target.write_all(text.as_bytes());
+            return code;
+        }
+    };
+    match cli.command {
+        Command::Lag(args) => lag::run(args, output).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_fail_on() {
+        use Severity::*;
+        assert_eq!(exit_code(Critical, None), 0);
+        assert_eq!(exit_code(Warning, Some(FailOn::Warning)), 1);
+        assert_eq!(exit_code(Critical, Some(FailOn::Warning)), 2);
+        assert_eq!(exit_code(Warning, Some(FailOn::Critical)), 0);
+        assert_eq!(exit_code(Critical, Some(FailOn::Critical)), 2);
+        assert_eq!(exit_code(Ok, Some(FailOn::Warning)), 0);
+    }
+
+    #[test]
+    fn settings_parse_as_key_value() {
+        assert_eq!(
+            parse_setting("a.b=c=d").unwrap(),
+            ("a.b".into(), "c=d".into())
+        );
+        assert!(parse_setting("novalue").is_err());
+        assert!(parse_setting("=x").is_err());
+    }
+}

@@ -1,0 +1,398 @@
+//! `kafka-ops lag` end to end: in-process against the mock cluster and tansu, and as a process
+//! for exit codes and the unreachable-cluster path.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kafka_ops_core::testkit::{MockKafka, Tansu, TestRecord, unique_name};
+use kafka_ops_core::{Offset, TopicPartition};
+use kafka_ops_examples::cli::{Output, run};
+
+/// Runs the CLI in-process; returns (exit code, stdout, stderr).
+async fn cli(args: &[&str]) -> (i32, String, String) {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = run(
+        std::iter::once("kafka-ops").chain(args.iter().copied()),
+        &mut Output {
+            out: &mut out,
+            err: &mut err,
+        },
+    )
+    .await;
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+/// orders: partition 0 has 30 records committed at 10, partition 1 has 20 committed at 20,
+/// partition 2 has 5 and no commit.
+async fn billing_cluster() -> (MockKafka, String) {
+    let kafka = MockKafka::start(3).unwrap();
+    kafka.create_topic("orders", 3).unwrap();
+    for (p, n) in [(0, 30), (1, 20), (2, 5)] {
+        let records = (0..n).map(|i| {
+            TestRecord::keyed(format!("k{i}"), "v")
+                .to_partition(p)
+                .at(1_700_000_000_000 + i * 1000)
+        });
+        kafka.produce("orders", records).await.unwrap();
+    }
+    kafka
+        .commit(
+            "billing",
+            &[
+                (TopicPartition::new("orders", 0), Offset::new(10).unwrap()),
+                (TopicPartition::new("orders", 1), Offset::new(20).unwrap()),
+            ],
+        )
+        .await
+        .unwrap();
+    let bootstrap = kafka.bootstrap().to_string();
+    (kafka, bootstrap)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn table_report_matches_kafka_consumer_groups_describe() {
+    let (_kafka, bootstrap) = billing_cluster().await;
+    let (code, out, err) = cli(&["lag", "--bootstrap", &bootstrap, "--group", "billing"]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "CURRENT-OFFSET",
+            "LOG-END-OFFSET",
+            "LAG",
+            "TIME-LAG",
+            "STATUS"
+        ]
+    );
+    assert_eq!(&lines[1][..6], ["billing", "orders", "0", "10", "30", "20"]);
+    assert_eq!(lines[1][7], "OK");
+    assert_eq!(&lines[2][..6], ["billing", "orders", "1", "20", "20", "0"]);
+    assert_eq!(lines[2][6], "0s");
+    assert_eq!(&lines[3][..6], ["billing", "orders", "2", "-", "5", "-"]);
+    assert_eq!(lines[3][7], "NO-COMMIT");
+    assert!(out.contains("billing: ok, total lag 20"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_report_has_nulls_for_unknowns() {
+    let (_kafka, bootstrap) = billing_cluster().await;
+    let (code, out, _) = cli(&[
+        "lag",
+        "--bootstrap",
+        &bootstrap,
+        "--group",
+        "billing",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let group = &json["groups"][0];
+    assert_eq!(group["group"], "billing");
+    assert_eq!(group["status"], "ok");
+    assert_eq!(group["total_lag"], 20);
+    let partitions = group["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 3);
+    assert_eq!(partitions[0]["topic"], "orders");
+    assert_eq!(partitions[0]["committed"], 10);
+    assert_eq!(partitions[0]["end_offset"], 30);
+    assert_eq!(partitions[0]["lag"], 20);
+    assert!(partitions[0]["time_lag_ms"].as_u64().unwrap() > 0);
+    assert_eq!(partitions[2]["committed"], serde_json::Value::Null);
+    assert_eq!(partitions[2]["lag"], serde_json::Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fail_on_maps_severity_to_exit_codes() {
+    let (_kafka, bootstrap) = billing_cluster().await;
+    let base = [
+        "lag",
+        "--bootstrap",
+        bootstrap.as_str(),
+        "--group",
+        "billing",
+    ];
+    let with = |extra: &[&'static str]| {
+        base.iter()
+            .copied()
+            .chain(extra.iter().copied())
+            .collect::<Vec<&str>>()
+    };
+    // Total lag 20: warning above 10, critical above 15.
+    assert_eq!(
+        cli(&with(&["--warning-lag", "10", "--critical-lag", "100"]))
+            .await
+            .0,
+        0
+    );
+    assert_eq!(
+        cli(&with(&[
+            "--warning-lag",
+            "10",
+            "--critical-lag",
+            "100",
+            "--fail-on",
+            "warning"
+        ]))
+        .await
+        .0,
+        1
+    );
+    assert_eq!(
+        cli(&with(&[
+            "--warning-lag",
+            "10",
+            "--critical-lag",
+            "15",
+            "--fail-on",
+            "warning"
+        ]))
+        .await
+        .0,
+        2
+    );
+    assert_eq!(
+        cli(&with(&[
+            "--warning-lag",
+            "10",
+            "--critical-lag",
+            "100",
+            "--fail-on",
+            "critical"
+        ]))
+        .await
+        .0,
+        0
+    );
+    assert_eq!(
+        cli(&with(&[
+            "--warning-lag",
+            "10",
+            "--critical-lag",
+            "15",
+            "--fail-on",
+            "critical"
+        ]))
+        .await
+        .0,
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runbook_script_lag_above_ten_thousand_exits_one() {
+    let kafka = MockKafka::start(1).unwrap();
+    kafka.create_topic("outbox_events", 1).unwrap();
+    kafka
+        .produce(
+            "outbox_events",
+            (0..10_050).map(|i| TestRecord::value(format!("e{i}"))),
+        )
+        .await
+        .unwrap();
+    kafka
+        .commit(
+            "outbox_publisher_group",
+            &[(
+                TopicPartition::new("outbox_events", 0),
+                Offset::new(40).unwrap(),
+            )],
+        )
+        .await
+        .unwrap();
+    let (code, out, _) = cli(&[
+        "lag",
+        "--bootstrap",
+        kafka.bootstrap(),
+        "--group",
+        "outbox_publisher_group",
+        "--fail-on",
+        "warning",
+    ])
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("total lag 10010 > warning threshold 10000"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_mode_reports_burrow_statuses_each_round() {
+    let (_kafka, bootstrap) = billing_cluster().await;
+    let (code, out, err) = cli(&[
+        "lag",
+        "--bootstrap",
+        &bootstrap,
+        "--group",
+        "billing",
+        "--watch",
+        "200ms",
+        "--iterations",
+        "3",
+        "--window",
+        "2",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let rounds: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rounds.len(), 3);
+    for round in &rounds {
+        let group = &round["groups"][0];
+        assert_eq!(group["total_lag"], 20);
+        // A window of commits exists from the first round on.
+        assert!(group["burrow_status"].is_string(), "{group}");
+    }
+    // The consumer committed nothing while lag exists: by the last round Burrow calls it stopped.
+    let last = &rounds[2]["groups"][0];
+    assert_eq!(last["partitions"][0]["status"], "STOP", "{last}");
+    assert_eq!(last["burrow_status"], "ERR");
+    assert_eq!(last["status"], "critical");
+    // Time lag comes from the interpolation table in watch mode: the end offset did not move.
+    assert_eq!(last["partitions"][1]["time_lag_ms"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_groups_needs_the_admin_api_and_says_so() {
+    let (_kafka, bootstrap) = billing_cluster().await;
+    let (code, _, err) = cli(&["lag", "--bootstrap", &bootstrap, "--all-groups"]).await;
+    assert_eq!(code, 3);
+    assert!(err.contains("name the groups with --group"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_groups_on_a_broker_with_the_admin_api() {
+    let tansu = tokio::task::spawn_blocking(Tansu::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let topic = unique_name("events");
+    tansu.create_topic(&topic, 1).await.unwrap();
+    let producer = tansu.producer().unwrap();
+    for i in 0..5 {
+        producer
+            .produce(&topic, [TestRecord::value(format!("e{i}")).to_partition(0)])
+            .await
+            .unwrap();
+    }
+    tansu
+        .commit(
+            "audit_processor_group",
+            &[(
+                TopicPartition::new(topic.as_str(), 0),
+                Offset::new(1).unwrap(),
+            )],
+        )
+        .await
+        .unwrap();
+    let (code, out, err) = cli(&[
+        "lag",
+        "--bootstrap",
+        tansu.bootstrap(),
+        "--all-groups",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["groups"][0]["group"], "audit_processor_group");
+    assert_eq!(json["groups"][0]["total_lag"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_arguments_are_errors_not_verdicts() {
+    let (code, _, err) = cli(&["lag", "--bootstrap", "x:1"]).await;
+    assert_eq!(code, 3);
+    assert!(err.contains("--group"), "{err}");
+    let (code, out, _) = cli(&["--help"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("lag"));
+}
+
+fn example_binary() -> PathBuf {
+    // tests run from target/<profile>/deps; examples are built beside them by `cargo test`.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|p| p.parent()).unwrap();
+    let binary = profile_dir.join("examples").join("kafka-ops");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build the examples (cargo test builds them)",
+        binary.display()
+    );
+    binary
+}
+
+#[test]
+fn an_unreachable_cluster_is_a_clear_error_within_the_timeout() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let output = Command::new(example_binary())
+        .args(["lag", "--group", "billing", "--timeout", "2s"])
+        .env("KAFKA_BOOTSTRAP_SERVERS", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach the cluster at 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn secrets_given_with_x_never_appear_in_output() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = Command::new(example_binary())
+        .args([
+            "lag",
+            "--bootstrap",
+            &format!("127.0.0.1:{port}"),
+            "--group",
+            "g",
+            "--timeout",
+            "1s",
+            "-X",
+            "sasl.password=hunter2-secret",
+        ])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!all.contains("hunter2"), "secret leaked: {all}");
+}

@@ -87,10 +87,39 @@ impl Outcome {
     }
 }
 
-/// Why a handler failed: the cause, its class, and the retry history the layers recorded.
+/// What the layer that gave up on a record wants done with it.
+///
+/// Layers compose through this: a retry policy decides, a dead-letter layer outside it routes,
+/// and the driver honours what reaches it. [`Disposition::Undecided`] leaves the choice to the
+/// outer layers, which decide from the error's class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Disposition {
+    /// No decision: outer layers decide from the error class. The driver stops.
+    #[default]
+    Undecided,
+    /// Hand the record to a non-blocking retry tier. The driver stops if nothing did.
+    RetryLater,
+    /// Route the record to the dead-letter topic now. The driver stops if nothing did.
+    DeadLetter,
+    /// Skip the record: the driver commits past it and counts it skipped.
+    Skip,
+    /// Stop the consumer without committing past the record.
+    Stop,
+    /// Redeliver the record from the consumer no earlier than this time: the driver seeks its
+    /// partition back to it and pauses that partition until then (the poll loop stays alive).
+    /// Meant for per-partition ordering; with unordered processing, later records of the
+    /// partition that already ran are delivered again.
+    RedeliverAt(Timestamp),
+}
+
+/// Why a handler failed: the cause, its class, what should happen next, and the retry history
+/// the layers recorded.
 pub struct HandlerError {
     class: ErrorClass,
     source: BoxError,
+    disposition: Disposition,
     attempts: u32,
     first_failed_at: Option<Timestamp>,
     last_failed_at: Option<Timestamp>,
@@ -102,6 +131,7 @@ impl HandlerError {
         HandlerError {
             class,
             source: source.into(),
+            disposition: Disposition::Undecided,
             attempts: 1,
             first_failed_at: None,
             last_failed_at: None,
@@ -131,6 +161,17 @@ impl HandlerError {
     /// The same error with another class (for layers that reclassify).
     pub fn with_class(mut self, class: ErrorClass) -> Self {
         self.class = class;
+        self
+    }
+
+    /// What should happen to the record.
+    pub fn disposition(&self) -> Disposition {
+        self.disposition
+    }
+
+    /// The same error with a decision about the record.
+    pub fn with_disposition(mut self, disposition: Disposition) -> Self {
+        self.disposition = disposition;
         self
     }
 
@@ -192,6 +233,7 @@ impl fmt::Debug for HandlerError {
         f.debug_struct("HandlerError")
             .field("class", &self.class)
             .field("source", &self.source)
+            .field("disposition", &self.disposition)
             .field("attempts", &self.attempts)
             .finish()
     }
@@ -239,6 +281,20 @@ impl<H: Handler + ?Sized> Handler for Box<H> {
     async fn handle(&self, record: &Record<'_>) -> Result<Outcome, HandlerError> {
         (**self).handle(record).await
     }
+}
+
+/// What layers may ask of the consumer they run in: implemented by the driver's
+/// [`DriverHandle`](crate::kafka::driver::DriverHandle); mock it in unit tests.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait ConsumerControl: Send + Sync {
+    /// Stop fetching on every assigned partition; the group membership stays alive.
+    fn pause(&self);
+    /// Resume fetching after [`pause`](Self::pause).
+    fn resume(&self);
+    /// Whether fetching is paused.
+    fn is_paused(&self) -> bool;
+    /// Stop the consumer gracefully (finish in-flight records, commit, leave the group).
+    fn shutdown(&self);
 }
 
 /// A boxed handler, for stacks assembled at run time.
@@ -385,6 +441,12 @@ mod tests {
         let fatal = e.with_class(ErrorClass::Fatal);
         assert_eq!(fatal.class(), ErrorClass::Fatal);
         assert_eq!(HandlerError::permanent("x").with_attempts(0).attempts(), 1);
+        let routed = HandlerError::permanent("bad").with_disposition(Disposition::DeadLetter);
+        assert_eq!(routed.disposition(), Disposition::DeadLetter);
+        assert_eq!(
+            HandlerError::transient("x").disposition(),
+            Disposition::Undecided
+        );
     }
 
     #[test]

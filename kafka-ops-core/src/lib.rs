@@ -56,6 +56,6 @@ pub mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Error, ErrorClass, KafkaCode};
-pub use handler::{Handler, HandlerError, Outcome};
+pub use handler::{ConsumerControl, Disposition, Handler, HandlerError, Outcome};
 pub use record::{Header, Headers, OwnedRecord, Record, RecordTimestamp};
 pub use types::{IsolationLevel, Offset, OffsetSpec, Timestamp, TopicPartition, Watermarks};

@@ -144,6 +144,18 @@ impl OffsetTracker {
         }
     }
 
+    /// Forgets `partition`'s records at or after `offset` (done or not), so the partition can be
+    /// read again from `offset` after a seek back. Completions for them are ignored from now on.
+    pub fn rewind(&mut self, partition: &TopicPartition, offset: Offset) {
+        if let Some(state) = self.partitions.get_mut(partition) {
+            let offset = offset.get();
+            state.pending.retain(|(o, _)| *o < offset);
+            if state.next.is_some_and(|next| next > offset) {
+                state.next = Some(offset);
+            }
+        }
+    }
+
     /// Records still running (or failed) in `partition`.
     pub fn in_flight(&self, partition: &TopicPartition) -> usize {
         self.partitions
@@ -207,6 +219,26 @@ mod tests {
         assert!(!t.complete(&tp, o(5)));
         t.track(&tp, o(2)).unwrap();
         assert_eq!(t.safe_offset(&tp), Some(o(2)));
+    }
+
+    #[test]
+    fn rewind_allows_reading_a_partition_again() {
+        let tp = TopicPartition::new("t", 0);
+        let mut t = OffsetTracker::new();
+        for offset in 0..5 {
+            t.track(&tp, o(offset)).unwrap();
+        }
+        t.complete(&tp, o(0));
+        t.complete(&tp, o(3));
+        t.rewind(&tp, o(2));
+        assert_eq!(t.safe_offset(&tp), Some(o(1)));
+        assert_eq!(t.in_flight(&tp), 1);
+        // Offset 3 completed before the rewind, but it will be read again: it no longer counts.
+        assert!(!t.complete(&tp, o(3)));
+        t.track(&tp, o(2)).unwrap();
+        t.complete(&tp, o(1));
+        t.complete(&tp, o(2));
+        assert_eq!(t.safe_offset(&tp), Some(o(3)));
     }
 
     #[test]

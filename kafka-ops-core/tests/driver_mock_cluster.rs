@@ -415,3 +415,166 @@ async fn configuration_errors_are_reported_before_connecting() {
     );
     assert!(matches!(no_topics.run().await, Err(Error::Config(_))));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivery_pauses_only_its_partition_until_due() {
+    use kafka_ops_core::{Disposition, Timestamp};
+    let topic = unique_name("deferred");
+    let group = unique_name("g");
+    let kafka = cluster_with_records(&topic).await;
+    let log: Arc<Mutex<Vec<(i32, i64, Instant)>>> = Arc::default();
+    let deferred_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handler = {
+        let (log, deferred_once) = (log.clone(), deferred_once.clone());
+        handler_fn(move |record: &Record<'_>| {
+            let (log, deferred_once) = (log.clone(), deferred_once.clone());
+            let key = (record.partition, record.offset.get());
+            async move {
+                if key == (0, 5) && !deferred_once.swap(true, AtomicOrdering::SeqCst) {
+                    let due = Timestamp::from_system_time(std::time::SystemTime::now())
+                        .plus(Duration::from_millis(700));
+                    log.lock().unwrap().push((key.0, key.1, Instant::now()));
+                    return Err(HandlerError::transient("not due yet")
+                        .with_disposition(Disposition::RedeliverAt(due)));
+                }
+                log.lock().unwrap().push((key.0, key.1, Instant::now()));
+                Ok(Outcome::Processed)
+            }
+        })
+    };
+    let driver = Driver::new(
+        kafka.consumer_config(&group),
+        DriverConfig::new([topic.as_str()]),
+        handler,
+    );
+    let handle = driver.handle();
+    let run = tokio::spawn(driver.run());
+    let distinct = || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .map(|(p, o, _)| (*p, *o))
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    wait_until("every record", Duration::from_secs(60), || {
+        distinct() == 200
+    })
+    .await;
+    handle.shutdown();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.stats.redelivered, 1);
+    assert_eq!(report.stats.failed, 0);
+
+    let log = log.lock().unwrap().clone();
+    let attempts: Vec<Instant> = log
+        .iter()
+        .filter(|(p, o, _)| (*p, *o) == (0, 5))
+        .map(|(_, _, t)| *t)
+        .collect();
+    assert_eq!(
+        attempts.len(),
+        2,
+        "offset 0/5 is handled twice: deferred, then due"
+    );
+    let waited = attempts[1] - attempts[0];
+    assert!(
+        waited >= Duration::from_millis(600),
+        "redelivered after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "redelivered after {waited:?}"
+    );
+    // Partition 0 kept its order: nothing after offset 5 ran before the redelivery.
+    for (p, o, t) in &log {
+        if *p == 0 && *o > 5 {
+            assert!(*t >= attempts[1], "0/{o} ran before the redelivered 0/5");
+        }
+    }
+    // The other partitions were not held back.
+    let last_other = log
+        .iter()
+        .filter(|(p, _, _)| *p != 0)
+        .map(|(_, _, t)| *t)
+        .max()
+        .unwrap();
+    assert!(
+        last_other < attempts[1],
+        "other partitions waited for partition 0"
+    );
+    assert_eq!(
+        committed(&kafka, &group, &topic).await,
+        (0..PARTITIONS).map(|p| (p, Some(PER_PARTITION))).collect()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_skip_disposition_commits_past_the_record() {
+    use kafka_ops_core::Disposition;
+    let topic = unique_name("skipped");
+    let group = unique_name("g");
+    let kafka = cluster_with_records(&topic).await;
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let handler = {
+        let seen = seen.clone();
+        handler_fn(move |record: &Record<'_>| {
+            let seen = seen.clone();
+            let key = (record.partition, record.offset.get());
+            async move {
+                seen.lock().unwrap().insert(key);
+                if key.1 % 10 == 3 {
+                    return Err(
+                        HandlerError::permanent("unparseable").with_disposition(Disposition::Skip)
+                    );
+                }
+                Ok(Outcome::Processed)
+            }
+        })
+    };
+    let driver = Driver::new(
+        kafka.consumer_config(&group),
+        DriverConfig::new([topic.as_str()]),
+        handler,
+    );
+    let report = run_until_seen(driver, seen, 200).await.unwrap();
+    assert_eq!(report.stats.skipped, 20);
+    assert_eq!(report.stats.processed, 180);
+    assert_eq!(
+        committed(&kafka, &group, &topic).await,
+        (0..PARTITIONS).map(|p| (p, Some(PER_PARTITION))).collect()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handle_made_before_the_driver_controls_it() {
+    use kafka_ops_core::ConsumerControl;
+    let topic = unique_name("prebuilt");
+    let group = unique_name("g");
+    let kafka = cluster_with_records(&topic).await;
+    let handle = DriverHandle::new();
+    // A layer holds the handle as a ConsumerControl before the driver exists.
+    let control: Arc<dyn ConsumerControl> = Arc::new(handle.clone());
+    control.pause();
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let driver = Driver::with_handle(
+        kafka.consumer_config(&group),
+        DriverConfig::new([topic.as_str()]),
+        recording_handler(seen.clone()),
+        handle.clone(),
+    );
+    let run = tokio::spawn(driver.run());
+    wait_until("the pause to apply", Duration::from_secs(30), || {
+        control.is_paused() && !handle.stats().assigned.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(seen.lock().unwrap().len() < 200);
+    control.resume();
+    wait_until("every record", Duration::from_secs(60), || {
+        seen.lock().unwrap().len() == 200
+    })
+    .await;
+    control.shutdown();
+    run.await.unwrap().unwrap();
+}

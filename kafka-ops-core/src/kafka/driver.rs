@@ -53,11 +53,11 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::error::{Error, ErrorClass};
-use crate::handler::{Handler, HandlerError, Outcome};
+use crate::handler::{ConsumerControl, Disposition, Handler, HandlerError, Outcome};
 use crate::kafka::{classify, kafka_error, record_from_message};
 use crate::record::OwnedRecord;
 use crate::tracker::OffsetTracker;
-use crate::types::{Offset, TopicPartition};
+use crate::types::{Offset, Timestamp, TopicPartition};
 
 /// How records of one partition may overlap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -158,6 +158,8 @@ pub struct DriverStats {
     pub rebalances: u64,
     /// Errors returned by poll (transport, unknown topic, ...).
     pub poll_errors: u64,
+    /// Records a handler asked to see again later ([`Disposition::RedeliverAt`]).
+    pub redelivered: u64,
     /// Records buffered or running now.
     pub in_flight: u64,
     /// Whether the assignment is paused (by the handle or by backpressure).
@@ -179,6 +181,7 @@ struct Counters {
     commit_failures: AtomicU64,
     rebalances: AtomicU64,
     poll_errors: AtomicU64,
+    redelivered: AtomicU64,
     in_flight: AtomicU64,
     /// Milliseconds since `Control::started` of the last poll, plus one (0 = never).
     last_poll: AtomicU64,
@@ -219,7 +222,30 @@ impl fmt::Debug for DriverHandle {
     }
 }
 
+impl Default for DriverHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl DriverHandle {
+    /// A handle for a driver not built yet (see [`Driver::with_handle`]): layers that must pause
+    /// the consumer, such as a circuit breaker, take it before the driver exists. One handle
+    /// controls one driver.
+    pub fn new() -> Self {
+        DriverHandle {
+            control: Arc::new(Control {
+                started: Instant::now(),
+                shutdown: AtomicBool::new(false),
+                user_paused: AtomicBool::new(false),
+                paused: AtomicBool::new(false),
+                running: AtomicBool::new(false),
+                counters: Counters::default(),
+                assigned: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
     /// Asks the driver to stop: no new records are dispatched, in-flight ones finish (bounded by
     /// the shutdown timeout), finished offsets are committed, and the consumer leaves the group.
     pub fn shutdown(&self) {
@@ -278,10 +304,26 @@ impl DriverHandle {
             commit_failures: get(&c.commit_failures),
             rebalances: get(&c.rebalances),
             poll_errors: get(&c.poll_errors),
+            redelivered: get(&c.redelivered),
             in_flight: get(&c.in_flight),
             paused: self.is_paused(),
             assigned: lock(&self.control.assigned).clone(),
         }
+    }
+}
+
+impl ConsumerControl for DriverHandle {
+    fn pause(&self) {
+        DriverHandle::pause(self);
+    }
+    fn resume(&self) {
+        DriverHandle::resume(self);
+    }
+    fn is_paused(&self) -> bool {
+        DriverHandle::is_paused(self)
+    }
+    fn shutdown(&self) {
+        DriverHandle::shutdown(self);
     }
 }
 
@@ -315,6 +357,10 @@ struct LoopState {
     failure: Option<(TopicPartition, Offset, HandlerError)>,
     /// A fatal consumer error.
     fatal: Option<Error>,
+    /// Records a handler asked to see again later ([`Disposition::RedeliverAt`]), not yet applied.
+    redeliveries: Vec<(TopicPartition, Offset, Timestamp)>,
+    /// Partitions paused until a redelivery is due.
+    deferred: HashMap<TopicPartition, Instant>,
 }
 
 impl LoopState {
@@ -327,6 +373,13 @@ impl LoopState {
         if let Some(running) = self.busy.get_mut(&partition) {
             *running = running.saturating_sub(1);
         }
+        let result = match result {
+            Err(error) if error.disposition() == Disposition::Skip => {
+                tracing::warn!(%partition, %offset, %error, "skipping the record as its handler asked");
+                Ok(Outcome::Skipped)
+            }
+            other => other,
+        };
         match result {
             Ok(outcome) => {
                 let counter = match outcome {
@@ -342,6 +395,19 @@ impl LoopState {
                 self.tracker.complete(&partition, offset);
             }
             Err(error) => {
+                if let Disposition::RedeliverAt(at) = error.disposition() {
+                    bump(&counters.redelivered);
+                    tracing::debug!(%partition, %offset, %at, "redelivery requested");
+                    // Hold the partition at once: nothing after this record may run before it.
+                    // The poll loop seeks back and sets the real due time.
+                    self.queued.remove(&partition);
+                    self.deferred.insert(
+                        partition.clone(),
+                        Instant::now() + Duration::from_secs(3_600),
+                    );
+                    self.redeliveries.push((partition, offset, at));
+                    return;
+                }
                 bump(&counters.failed);
                 metrics::counter!("kafka_ops_records_total", "outcome" => "failed").increment(1);
                 tracing::error!(%partition, %offset, %error, "handler failed; stopping without committing past it");
@@ -488,7 +554,11 @@ impl ConsumerContext for DriverContext {
                 for tp in &revoked {
                     state.tracker.forget(tp);
                     state.busy.remove(tp);
+                    state.deferred.remove(tp);
                 }
+                state
+                    .redeliveries
+                    .retain(|(tp, _, _)| !revoked.contains(tp));
                 shared.publish_in_flight(&state);
                 lock(&shared.control.assigned).retain(|tp| !revoked.contains(tp));
             }
@@ -543,19 +613,22 @@ impl<H: Handler> Driver<H> {
     /// A driver for the consumer `consumer_config` describes (it must set `group.id`; auto-commit
     /// and auto offset store are turned off because the driver commits).
     pub fn new(consumer_config: ClientConfig, config: DriverConfig, handler: H) -> Self {
+        Self::with_handle(consumer_config, config, handler, DriverHandle::new())
+    }
+
+    /// A driver controlled through `handle`, created beforehand with [`DriverHandle::new`] so
+    /// layers inside `handler` can hold it.
+    pub fn with_handle(
+        consumer_config: ClientConfig,
+        config: DriverConfig,
+        handler: H,
+        handle: DriverHandle,
+    ) -> Self {
         Driver {
             consumer_config,
             config,
             handler: Arc::new(handler),
-            control: Arc::new(Control {
-                started: Instant::now(),
-                shutdown: AtomicBool::new(false),
-                user_paused: AtomicBool::new(false),
-                paused: AtomicBool::new(false),
-                running: AtomicBool::new(false),
-                counters: Counters::default(),
-                assigned: Mutex::new(Vec::new()),
-            }),
+            control: handle.control,
         }
     }
 
@@ -598,6 +671,8 @@ impl<H: Handler> Driver<H> {
                 busy: HashMap::new(),
                 failure: None,
                 fatal: None,
+                redeliveries: Vec::new(),
+                deferred: HashMap::new(),
             }),
             completions: Mutex::new(receiver),
             revoke_timeout: self.config.revoke_timeout,
@@ -687,6 +762,8 @@ impl<H: Handler> RunLoop<'_, H> {
                 let queued: usize = state.queued.values().map(VecDeque::len).sum();
                 (state.tracker.total_in_flight(), queued > 0)
             };
+            self.apply_redeliveries();
+            self.resume_due_partitions();
             let saturated = in_flight >= config.max_in_flight;
             self.set_paused(self.control().user_paused.load(AtomicOrdering::SeqCst) || saturated);
             if self.last_commit.elapsed() >= config.commit_interval {
@@ -721,7 +798,17 @@ impl<H: Handler> RunLoop<'_, H> {
         let result = if pause {
             self.consumer.pause(&assignment)
         } else {
-            self.consumer.resume(&assignment)
+            // Partitions waiting for a redelivery stay paused until it is due.
+            let deferred = lock(&self.shared.state).deferred.clone();
+            let mut ready = TopicPartitionList::with_capacity(assignment.count());
+            for element in assignment.elements() {
+                if !deferred
+                    .contains_key(&TopicPartition::new(element.topic(), element.partition()))
+                {
+                    ready.add_partition(element.topic(), element.partition());
+                }
+            }
+            self.consumer.resume(&ready)
         };
         match result {
             Ok(()) => {
@@ -729,6 +816,70 @@ impl<H: Handler> RunLoop<'_, H> {
                 tracing::debug!(pause, "assignment pause state changed");
             }
             Err(error) => tracing::warn!(%error, pause, "could not change the pause state"),
+        }
+    }
+
+    /// Seeks each partition with a requested redelivery back to the record and pauses it until
+    /// the record is due.
+    fn apply_redeliveries(&self) {
+        let requests = std::mem::take(&mut lock(&self.shared.state).redeliveries);
+        for (tp, offset, at) in requests {
+            // A partition revoked since the request belongs to someone else now.
+            if !lock(&self.control().assigned).contains(&tp) {
+                continue;
+            }
+            {
+                let mut state = lock(&self.shared.state);
+                state.queued.remove(&tp);
+                state.busy.remove(&tp);
+                state.tracker.rewind(&tp, offset);
+            }
+            let mut list = TopicPartitionList::with_capacity(1);
+            list.add_partition(&tp.topic, tp.partition);
+            if let Err(error) = self.consumer.pause(&list) {
+                tracing::warn!(%tp, %error, "could not pause the partition for a redelivery");
+            }
+            // No lock is held across librdkafka calls.
+            if let Err(error) = self.consumer.seek(
+                &tp.topic,
+                tp.partition,
+                rdkafka::Offset::Offset(offset.get()),
+                Duration::from_secs(10),
+            ) {
+                tracing::warn!(%tp, %offset, %error, "could not seek back for a redelivery; it will come with the next assignment");
+            }
+            let now = Timestamp::from_system_time(std::time::SystemTime::now());
+            let until = Instant::now() + at.saturating_since(now);
+            lock(&self.shared.state).deferred.insert(tp, until);
+        }
+    }
+
+    /// Resumes partitions whose redelivery is due (unless the whole assignment is paused: its
+    /// resume will include them).
+    fn resume_due_partitions(&self) {
+        let now = Instant::now();
+        let due: Vec<TopicPartition> = {
+            let mut state = lock(&self.shared.state);
+            let due: Vec<TopicPartition> = state
+                .deferred
+                .iter()
+                .filter(|(_, until)| **until <= now)
+                .map(|(tp, _)| tp.clone())
+                .collect();
+            for tp in &due {
+                state.deferred.remove(tp);
+            }
+            due
+        };
+        if due.is_empty() || self.control().paused.load(AtomicOrdering::SeqCst) {
+            return;
+        }
+        let mut list = TopicPartitionList::with_capacity(due.len());
+        for tp in &due {
+            list.add_partition(&tp.topic, tp.partition);
+        }
+        if let Err(error) = self.consumer.resume(&list) {
+            tracing::warn!(%error, "could not resume partitions after a redelivery delay");
         }
     }
 
@@ -784,6 +935,10 @@ impl<H: Handler> RunLoop<'_, H> {
             partition: record.partition,
         };
         let mut state = lock(&self.shared.state);
+        if state.deferred.contains_key(&tp) {
+            // Fetched before the partition was held for a redelivery: the seek back re-reads it.
+            return;
+        }
         if let Err(error) = state.tracker.track(&tp, record.offset) {
             // A partition re-read from an earlier offset without a revoke (a seek by someone
             // else): start its bookkeeping over rather than commit wrong offsets.
@@ -813,7 +968,9 @@ impl<H: Handler> RunLoop<'_, H> {
             .queued
             .iter()
             .filter(|(tp, queue)| {
-                !queue.is_empty() && state.busy.get(*tp).copied().unwrap_or(0) == 0
+                !queue.is_empty()
+                    && state.busy.get(*tp).copied().unwrap_or(0) == 0
+                    && !state.deferred.contains_key(*tp)
             })
             .map(|(tp, _)| tp.clone())
             .collect();

@@ -240,21 +240,25 @@ impl GroupLag {
     /// Per-topic totals, sorted by topic.
     pub fn topics(&self) -> Vec<TopicLag> {
         let mut by_topic: BTreeMap<&Arc<str>, TopicLag> = BTreeMap::new();
-        for row in &self.partitions {
-            let entry = by_topic.entry(&row.topic).or_insert_with(|| TopicLag {
-                topic: row.topic.clone(),
+        // Rows are kept sorted by topic, so each topic is one run: one map update per topic.
+        for run in self.partitions.chunk_by(|a, b| a.topic == b.topic) {
+            let topic = &run[0].topic;
+            let entry = by_topic.entry(topic).or_insert_with(|| TopicLag {
+                topic: topic.clone(),
                 total_lag: 0,
                 partitions: 0,
                 unknown_partitions: 0,
                 max_lag: 0,
             });
-            entry.partitions += 1;
-            match row.lag {
-                Some(lag) => {
-                    entry.total_lag += lag;
-                    entry.max_lag = entry.max_lag.max(lag);
+            for row in run {
+                entry.partitions += 1;
+                match row.lag {
+                    Some(lag) => {
+                        entry.total_lag += lag;
+                        entry.max_lag = entry.max_lag.max(lag);
+                    }
+                    None => entry.unknown_partitions += 1,
                 }
-                None => entry.unknown_partitions += 1,
             }
         }
         by_topic.into_values().collect()

@@ -28,7 +28,7 @@
 //! }
 //! ```
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,25 @@ impl LagMonitorConfig {
 struct PartitionHistory {
     commits: VecDeque<CommitSample>,
     ends: EndOffsetHistory,
+    /// The last `observe` round that listed this partition.
+    seen: u64,
+}
+
+impl PartitionHistory {
+    fn new(points: usize) -> Self {
+        PartitionHistory {
+            commits: VecDeque::new(),
+            ends: EndOffsetHistory::new(points),
+            seen: 0,
+        }
+    }
+
+    fn push_commit(&mut self, commit: CommitSample, window: usize) {
+        self.commits.push_back(commit);
+        while self.commits.len() > window {
+            self.commits.pop_front();
+        }
+    }
 }
 
 /// Per-group lag history: commit windows, end-offset tables and total-lag growth.
@@ -90,6 +109,7 @@ pub struct LagMonitor {
     config: LagMonitorConfig,
     partitions: HashMap<TopicPartition, PartitionHistory>,
     totals: VecDeque<(Timestamp, u64)>,
+    round: u64,
 }
 
 impl LagMonitor {
@@ -99,6 +119,7 @@ impl LagMonitor {
             config,
             partitions: HashMap::new(),
             totals: VecDeque::new(),
+            round: 0,
         }
     }
 
@@ -107,74 +128,23 @@ impl LagMonitor {
         &self.config
     }
 
-    fn history(&mut self, partition: &TopicPartition) -> &mut PartitionHistory {
-        let points = self.config.time_lag_points;
-        self.partitions
-            .entry(partition.clone())
-            .or_insert_with(|| PartitionHistory {
-                commits: VecDeque::new(),
-                ends: EndOffsetHistory::new(points),
-            })
-    }
-
     /// Records one commit of a partition (for feeds that see every commit).
     pub fn record_commit(&mut self, partition: &TopicPartition, commit: CommitSample) {
-        let window = self.config.burrow.window;
-        let history = self.history(partition);
-        history.commits.push_back(commit);
-        while history.commits.len() > window {
-            history.commits.pop_front();
-        }
+        let (points, window) = (self.config.time_lag_points, self.config.burrow.window);
+        self.partitions
+            .entry(partition.clone())
+            .or_insert_with(|| PartitionHistory::new(points))
+            .push_commit(commit, window);
     }
 
     /// Records a snapshot and fills in each row's time lag from the interpolation table (rows
     /// that already carry a time lag, for example from a record timestamp, keep theirs).
     ///
-    /// An end offset that went backwards (topic recreated) resets that partition's history.
+    /// An end offset that went backwards (topic recreated) resets that partition's history;
+    /// partitions missing from the snapshot are forgotten. A snapshot older than the previous one
+    /// is rejected without changing anything.
     pub fn observe(&mut self, snapshot: &mut GroupLag) -> Result<(), Error> {
         let at = snapshot.taken_at;
-        let seen: HashSet<TopicPartition> = snapshot
-            .partitions
-            .iter()
-            .map(|row| row.topic_partition())
-            .collect();
-        self.partitions.retain(|tp, _| seen.contains(tp));
-        for row in &mut snapshot.partitions {
-            let tp = row.topic_partition();
-            if let Some(end) = row.end_offset {
-                let points = self.config.time_lag_points;
-                let history = self.history(&tp);
-                if let Err(error) = history.ends.record(end, at) {
-                    tracing::warn!(partition = %tp, %error, "resetting lag history");
-                    history.commits.clear();
-                    history.ends = EndOffsetHistory::new(points);
-                    history.ends.record(end, at)?;
-                }
-            }
-            if let Some(committed) = row.committed {
-                let changed = self
-                    .partitions
-                    .get(&tp)
-                    .and_then(|h| h.commits.back())
-                    .is_none_or(|last| last.offset != committed);
-                if changed {
-                    self.record_commit(
-                        &tp,
-                        CommitSample {
-                            offset: committed,
-                            lag: row.lag,
-                            at,
-                        },
-                    );
-                }
-                if row.time_lag.is_none() {
-                    row.time_lag = self
-                        .partitions
-                        .get(&tp)
-                        .and_then(|h| h.ends.time_lag(committed, at));
-                }
-            }
-        }
         if let Some((last_at, _)) = self.totals.back()
             && at < *last_at
         {
@@ -182,6 +152,44 @@ impl LagMonitor {
                 "snapshot at {at} is older than the previous one at {last_at}"
             )));
         }
+        self.round += 1;
+        let round = self.round;
+        let (points, window) = (self.config.time_lag_points, self.config.burrow.window);
+        for row in &mut snapshot.partitions {
+            let history = self
+                .partitions
+                .entry(row.topic_partition())
+                .or_insert_with(|| PartitionHistory::new(points));
+            history.seen = round;
+            if let Some(end) = row.end_offset
+                && let Err(error) = history.ends.record(end, at)
+            {
+                tracing::warn!(topic = %row.topic, partition = row.partition, %error, "resetting lag history");
+                *history = PartitionHistory::new(points);
+                history.seen = round;
+                history.ends.record(end, at)?;
+            }
+            if let Some(committed) = row.committed {
+                if history
+                    .commits
+                    .back()
+                    .is_none_or(|last| last.offset != committed)
+                {
+                    history.push_commit(
+                        CommitSample {
+                            offset: committed,
+                            lag: row.lag,
+                            at,
+                        },
+                        window,
+                    );
+                }
+                if row.time_lag.is_none() {
+                    row.time_lag = history.ends.time_lag(committed, at);
+                }
+            }
+        }
+        self.partitions.retain(|_, history| history.seen == round);
         self.totals.push_back((at, snapshot.total_lag()));
         let horizon = at.as_millis()
             - i64::try_from(self.config.growth_window.as_millis()).unwrap_or(i64::MAX);
@@ -211,20 +219,21 @@ impl LagMonitor {
 
     /// Burrow evaluations for the rows of `snapshot`, in order.
     pub fn evaluate(&self, snapshot: &GroupLag, now: Timestamp) -> Vec<PartitionEvaluation> {
+        let window = self.config.burrow.window;
+        let mut commits: Vec<CommitSample> = Vec::with_capacity(window);
+        let mut ends: Vec<Offset> = Vec::with_capacity(window);
         snapshot
             .partitions
             .iter()
             .map(|row| {
-                let history = self.partitions.get(&row.topic_partition());
-                let commits: Vec<CommitSample> = history
-                    .map(|h| h.commits.iter().copied().collect())
-                    .unwrap_or_default();
-                let ends: Vec<Offset> = history
-                    .map(|h| h.ends.end_offsets().collect())
-                    .unwrap_or_default();
-                // Burrow's "recently caught up" looks at as many end-offset samples as commits.
-                let recent = &ends[ends.len().saturating_sub(self.config.burrow.window)..];
-                evaluate_partition(&commits, row.lag, recent, now, &self.config.burrow)
+                commits.clear();
+                ends.clear();
+                if let Some(history) = self.partitions.get(&row.topic_partition()) {
+                    commits.extend(history.commits.iter().copied());
+                    // Burrow's "recently caught up" looks at as many end-offset samples as commits.
+                    ends.extend(history.ends.recent_end_offsets(window));
+                }
+                evaluate_partition(&commits, row.lag, &ends, now, &self.config.burrow)
             })
             .collect()
     }
@@ -346,6 +355,9 @@ mod tests {
         m.observe(&mut snapshot(10, &[(0, Some(5), 10)])).unwrap();
         assert_eq!(m.partitions[&TopicPartition::new("t", 0)].ends.len(), 1);
         assert!(m.observe(&mut snapshot(5, &[(0, Some(5), 10)])).is_err());
+        // The rejected snapshot changed nothing.
+        assert_eq!(m.partitions[&TopicPartition::new("t", 0)].ends.len(), 1);
+        assert_eq!(m.totals.len(), 2);
     }
 
     #[test]

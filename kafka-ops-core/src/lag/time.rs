@@ -65,7 +65,7 @@ impl EndOffsetHistory {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(2);
         EndOffsetHistory {
-            points: VecDeque::with_capacity(capacity),
+            points: VecDeque::new(),
             capacity,
         }
     }
@@ -94,6 +94,14 @@ impl EndOffsetHistory {
     pub fn end_offsets(&self) -> impl Iterator<Item = Offset> + '_ {
         self.points
             .iter()
+            .filter_map(|p| Offset::new(p.offset).ok())
+    }
+
+    /// The newest `n` end offsets held, oldest first.
+    pub fn recent_end_offsets(&self, n: usize) -> impl Iterator<Item = Offset> + '_ {
+        self.points
+            .iter()
+            .skip(self.points.len().saturating_sub(n))
             .filter_map(|p| Offset::new(p.offset).ok())
     }
 

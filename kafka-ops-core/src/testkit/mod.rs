@@ -31,6 +31,7 @@
 //! | Produce, Fetch, ListOffsets, Metadata, OffsetCommit/Fetch, groups | yes | yes (see below) |
 //! | ListGroups, DescribeGroups | no (connection closed) | yes |
 //! | OffsetFetch for "all partitions" | answers empty | yes |
+//! | ListOffsets by timestamp | answers -1 (not implemented) | yes, but a time after the last record answers 0 instead of -1 |
 //! | CreateTopics, DeleteTopics, DescribeConfigs | no | yes |
 //! | DeleteRecords | no | no (drops the connection) |
 //!

@@ -119,78 +119,28 @@ async fn json_report_has_nulls_for_unknowns() {
 #[tokio::test(flavor = "multi_thread")]
 async fn fail_on_maps_severity_to_exit_codes() {
     let (_kafka, bootstrap) = billing_cluster().await;
-    let base = [
-        "lag",
-        "--bootstrap",
-        bootstrap.as_str(),
-        "--group",
-        "billing",
+    // Total lag 20: warning above 10; critical above 100 (not reached) or above 15 (reached).
+    let cases: [(&str, Option<&str>, i32); 5] = [
+        ("100", None, 0),
+        ("100", Some("warning"), 1),
+        ("15", Some("warning"), 2),
+        ("100", Some("critical"), 0),
+        ("15", Some("critical"), 2),
     ];
-    let with = |extra: &[&'static str]| {
-        base.iter()
-            .copied()
-            .chain(extra.iter().copied())
-            .collect::<Vec<&str>>()
-    };
-    // Total lag 20: warning above 10, critical above 15.
-    assert_eq!(
-        cli(&with(&["--warning-lag", "10", "--critical-lag", "100"]))
-            .await
-            .0,
-        0
-    );
-    assert_eq!(
-        cli(&with(&[
-            "--warning-lag",
-            "10",
-            "--critical-lag",
-            "100",
-            "--fail-on",
-            "warning"
-        ]))
-        .await
-        .0,
-        1
-    );
-    assert_eq!(
-        cli(&with(&[
-            "--warning-lag",
-            "10",
-            "--critical-lag",
-            "15",
-            "--fail-on",
-            "warning"
-        ]))
-        .await
-        .0,
-        2
-    );
-    assert_eq!(
-        cli(&with(&[
-            "--warning-lag",
-            "10",
-            "--critical-lag",
-            "100",
-            "--fail-on",
-            "critical"
-        ]))
-        .await
-        .0,
-        0
-    );
-    assert_eq!(
-        cli(&with(&[
-            "--warning-lag",
-            "10",
-            "--critical-lag",
-            "15",
-            "--fail-on",
-            "critical"
-        ]))
-        .await
-        .0,
-        2
-    );
+    for (critical, fail_on, expected) in cases {
+        let mut args = vec![
+            "lag",
+            "--bootstrap",
+            bootstrap.as_str(),
+            "--group",
+            "billing",
+        ];
+        args.extend(["--warning-lag", "10", "--critical-lag", critical]);
+        if let Some(fail_on) = fail_on {
+            args.extend(["--fail-on", fail_on]);
+        }
+        assert_eq!(cli(&args).await.0, expected, "{args:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -42,6 +42,15 @@ async fn committed(kafka: &MockKafka, group: &str, topic: &str) -> BTreeMap<i32,
         .collect()
 }
 
+/// Every partition committed at its end.
+fn all_at_end() -> BTreeMap<i32, Option<i64>> {
+    (0..PARTITIONS).map(|p| (p, Some(PER_PARTITION))).collect()
+}
+
+async fn assert_all_committed(kafka: &MockKafka, group: &str, topic: &str) {
+    assert_eq!(committed(kafka, group, topic).await, all_at_end());
+}
+
 async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
@@ -104,11 +113,7 @@ async fn processes_everything_and_commits_the_end(ordering: Ordering) {
     assert_eq!(report.stats.failed, 0);
     assert_eq!(report.abandoned, 0);
     assert!(report.stats.commits >= 1);
-    let committed = committed(&kafka, &group, &topic).await;
-    assert_eq!(
-        committed,
-        (0..PARTITIONS).map(|p| (p, Some(PER_PARTITION))).collect()
-    );
+    assert_all_committed(&kafka, &group, &topic).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -382,8 +387,7 @@ async fn a_rebalance_hands_over_without_losing_records() {
         "{:?}",
         first_report.stats
     );
-    let end: BTreeMap<i32, Option<i64>> =
-        (0..PARTITIONS).map(|p| (p, Some(PER_PARTITION))).collect();
+    let end = all_at_end();
     let deadline = Instant::now() + Duration::from_secs(60);
     while committed(&kafka, &group, &topic).await != end {
         assert!(
@@ -503,10 +507,7 @@ async fn a_redelivery_pauses_only_its_partition_until_due() {
         last_other < attempts[1],
         "other partitions waited for partition 0"
     );
-    assert_eq!(
-        committed(&kafka, &group, &topic).await,
-        (0..PARTITIONS).map(|p| (p, Some(PER_PARTITION))).collect()
-    );
+    assert_all_committed(&kafka, &group, &topic).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -540,10 +541,7 @@ async fn a_skip_disposition_commits_past_the_record() {
     let report = run_until_seen(driver, seen, 200).await.unwrap();
     assert_eq!(report.stats.skipped, 20);
     assert_eq!(report.stats.processed, 180);
-    assert_eq!(
-        committed(&kafka, &group, &topic).await,
-        (0..PARTITIONS).map(|p| (p, Some(PER_PARTITION))).collect()
-    );
+    assert_all_committed(&kafka, &group, &topic).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

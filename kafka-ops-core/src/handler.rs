@@ -107,10 +107,9 @@ pub enum Disposition {
     Skip,
     /// Stop the consumer without committing past the record.
     Stop,
-    /// Redeliver the record from the consumer no earlier than this time: the driver seeks its
-    /// partition back to it and pauses that partition until then (the poll loop stays alive).
-    /// Meant for per-partition ordering; with unordered processing, later records of the
-    /// partition that already ran are delivered again.
+    /// Run the record again no earlier than this time. The driver keeps the record (it stays
+    /// uncommitted) and, with per-partition ordering, holds the rest of its partition behind it;
+    /// other partitions go on, and the poll loop neither sleeps nor spins meanwhile.
     RedeliverAt(Timestamp),
 }
 

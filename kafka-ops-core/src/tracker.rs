@@ -37,6 +37,8 @@ struct PartitionState {
     next: Option<i64>,
     /// The last offset committed (or known committed) for this partition.
     committed: Option<i64>,
+    /// Entries of `pending` not done yet (kept so counting is O(1) on the poll loop's path).
+    unfinished: usize,
 }
 
 impl PartitionState {
@@ -52,6 +54,7 @@ impl PartitionState {
 #[derive(Debug, Default, Clone)]
 pub struct OffsetTracker {
     partitions: HashMap<TopicPartition, PartitionState>,
+    unfinished: usize,
 }
 
 impl OffsetTracker {
@@ -74,6 +77,8 @@ impl OffsetTracker {
             )));
         }
         state.pending.push_back((offset, false));
+        state.unfinished += 1;
+        self.unfinished += 1;
         state.next = Some(offset + 1);
         Ok(())
     }
@@ -92,6 +97,8 @@ impl OffsetTracker {
             return false;
         }
         state.pending[index].1 = true;
+        state.unfinished -= 1;
+        self.unfinished -= 1;
         while state.pending.front().is_some_and(|(_, done)| *done) {
             state.pending.pop_front();
         }
@@ -149,7 +156,10 @@ impl OffsetTracker {
     pub fn rewind(&mut self, partition: &TopicPartition, offset: Offset) {
         if let Some(state) = self.partitions.get_mut(partition) {
             let offset = offset.get();
+            let before = state.unfinished;
             state.pending.retain(|(o, _)| *o < offset);
+            state.unfinished = state.pending.iter().filter(|(_, done)| !done).count();
+            self.unfinished -= before - state.unfinished;
             if state.next.is_some_and(|next| next > offset) {
                 state.next = Some(offset);
             }
@@ -158,28 +168,26 @@ impl OffsetTracker {
 
     /// Records still running (or failed) in `partition`.
     pub fn in_flight(&self, partition: &TopicPartition) -> usize {
-        self.partitions
-            .get(partition)
-            .map_or(0, |s| s.pending.iter().filter(|(_, done)| !done).count())
+        self.partitions.get(partition).map_or(0, |s| s.unfinished)
     }
 
     /// Records still running (or failed) in all partitions.
     pub fn total_in_flight(&self) -> usize {
-        self.partitions
-            .values()
-            .map(|s| s.pending.iter().filter(|(_, done)| !done).count())
-            .sum()
+        self.unfinished
     }
 
     /// Drops everything known about `partition` (after a revoke): completions that arrive later
     /// for it are ignored, and its offsets may be tracked again from any position.
     pub fn forget(&mut self, partition: &TopicPartition) {
-        self.partitions.remove(partition);
+        if let Some(state) = self.partitions.remove(partition) {
+            self.unfinished -= state.unfinished;
+        }
     }
 
     /// Drops everything.
     pub fn forget_all(&mut self) {
         self.partitions.clear();
+        self.unfinished = 0;
     }
 
     /// The partitions currently tracked.
@@ -307,6 +315,8 @@ mod tests {
                         prop_assert!(done.contains(offset), "safe {} passes unfinished {}", safe, offset);
                     }
                 }
+                prop_assert_eq!(tracker.in_flight(&tp), offsets.iter().filter(|o| !done.contains(o)).count());
+                prop_assert_eq!(tracker.total_in_flight(), tracker.in_flight(&tp));
                 let first_unfinished = offsets.iter().find(|o| !done.contains(o));
                 match first_unfinished {
                     Some(first) => prop_assert_eq!(safe, *first),
@@ -318,6 +328,7 @@ mod tests {
             }
             prop_assert_eq!(tracker.safe_offset(&tp), Some(o(offsets.last().unwrap() + 1)));
             prop_assert_eq!(tracker.in_flight(&tp), 0);
+            prop_assert_eq!(tracker.total_in_flight(), 0);
         }
     }
 }

@@ -9,8 +9,9 @@
 //! - commits finished offsets periodically, and when partitions are revoked and when it shuts
 //!   down, after waiting (bounded) for their in-flight records; every commit waits for the
 //!   broker's answer, so what the tracker believes committed is committed;
-//! - applies backpressure by pausing the assignment when too many records are buffered, so the
-//!   poll loop stays alive for the group without reading more than it can hold;
+//! - applies backpressure by taking records from each partition's own librdkafka queue only
+//!   while there is room, so it never holds more than it can handle and never pauses for it (a
+//!   resume makes librdkafka purge and refetch); the consumer queue keeps serving rebalances;
 //! - stops on the first handler error that no layer recovered, committing only what finished
 //!   before it, and returns that error.
 //!
@@ -76,8 +77,11 @@ pub enum Ordering {
 pub struct DriverConfig {
     /// Topics to subscribe to.
     pub topics: Vec<String>,
-    /// Records buffered or running at once before the assignment is paused.
+    /// Records taken from librdkafka and not finished yet, at most; beyond it the driver stops
+    /// taking records (librdkafka's own bounded queue holds the rest), without pausing.
     pub max_in_flight: usize,
+    /// With per-partition ordering, records of one partition taken ahead of the one running.
+    pub partition_buffer: usize,
     /// How records of a partition may overlap.
     pub ordering: Ordering,
     /// How often finished offsets are committed.
@@ -99,6 +103,7 @@ impl Default for DriverConfig {
         DriverConfig {
             topics: Vec::new(),
             max_in_flight: 256,
+            partition_buffer: 32,
             ordering: Ordering::PerPartition,
             commit_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
@@ -121,8 +126,10 @@ impl DriverConfig {
         if self.topics.is_empty() {
             return Err(Error::Config("the driver needs at least one topic".into()));
         }
-        if self.max_in_flight == 0 {
-            return Err(Error::Config("max_in_flight must be at least 1".into()));
+        if self.max_in_flight == 0 || self.partition_buffer == 0 {
+            return Err(Error::Config(
+                "max_in_flight and partition_buffer must be at least 1".into(),
+            ));
         }
         if self.poll_timeout.is_zero() || self.commit_interval.is_zero() {
             return Err(Error::Config(
@@ -162,7 +169,7 @@ pub struct DriverStats {
     pub redelivered: u64,
     /// Records buffered or running now.
     pub in_flight: u64,
-    /// Whether the assignment is paused (by the handle or by backpressure).
+    /// Whether the assignment is paused by the handle.
     pub paused: bool,
     /// Partitions currently assigned.
     pub assigned: Vec<TopicPartition>,
@@ -265,7 +272,8 @@ impl DriverHandle {
             .store(false, AtomicOrdering::SeqCst);
     }
 
-    /// Whether the assignment is paused (by [`pause`](Self::pause) or by backpressure).
+    /// Whether the assignment is paused (after [`pause`](Self::pause), once the poll loop
+    /// applied it).
     pub fn is_paused(&self) -> bool {
         self.control.paused.load(AtomicOrdering::SeqCst)
     }
@@ -346,21 +354,51 @@ struct Completion {
     result: Result<Outcome, HandlerError>,
 }
 
-/// Poll-loop state shared with the rebalance and commit callbacks (which run inside `poll`).
+/// What wakes the poll loop: a finished record, or librdkafka saying a queue has messages.
+enum LoopEvent {
+    Completion(Completion),
+    Wakeup,
+}
+
+/// One assigned partition's records between librdkafka and their completion.
+#[derive(Default)]
+struct PartitionWork {
+    /// Taken from librdkafka, not dispatched yet (per-partition ordering), in offset order.
+    waiting: VecDeque<Arc<OwnedRecord>>,
+    /// Dispatched and not finished, by offset; kept so a redelivery can run the record again.
+    running: HashMap<i64, Arc<OwnedRecord>>,
+    /// Per-partition ordering: nothing of this partition runs before this instant (a record
+    /// asked to be redelivered later; it waits at the front of `waiting`).
+    held_until: Option<Instant>,
+    /// Unordered processing: records to run again at their instant.
+    delayed: Vec<(Instant, Arc<OwnedRecord>)>,
+}
+
+impl PartitionWork {
+    fn buffered(&self) -> usize {
+        self.waiting.len() + self.running.len() + self.delayed.len()
+    }
+}
+
+/// Poll-loop state shared with the rebalance callbacks (which run inside `poll`).
 struct LoopState {
     tracker: OffsetTracker,
-    /// Records received but not yet dispatched (per-partition ordering).
-    queued: HashMap<TopicPartition, VecDeque<OwnedRecord>>,
-    /// Partitions with a record running (per-partition ordering).
-    busy: HashMap<TopicPartition, usize>,
+    work: HashMap<TopicPartition, PartitionWork>,
     /// The first unrecovered handler failure.
     failure: Option<(TopicPartition, Offset, HandlerError)>,
     /// A fatal consumer error.
     fatal: Option<Error>,
-    /// Records a handler asked to see again later ([`Disposition::RedeliverAt`]), not yet applied.
-    redeliveries: Vec<(TopicPartition, Offset, Timestamp)>,
-    /// Partitions paused until a redelivery is due.
-    deferred: HashMap<TopicPartition, Instant>,
+    /// Partitions the last rebalance assigned, whose queues the poll loop must split off.
+    to_split: Vec<TopicPartition>,
+    /// Partitions the last rebalance revoked, whose queues the poll loop must drop.
+    to_drop: Vec<TopicPartition>,
+    ordering: Ordering,
+}
+
+/// When a redelivery asked for `at` (wall clock) is due, on the monotonic clock.
+fn due_instant(at: Timestamp) -> Instant {
+    let now = Timestamp::from_system_time(std::time::SystemTime::now());
+    Instant::now() + at.saturating_since(now)
 }
 
 impl LoopState {
@@ -370,9 +408,10 @@ impl LoopState {
             offset,
             result,
         } = completion;
-        if let Some(running) = self.busy.get_mut(&partition) {
-            *running = running.saturating_sub(1);
-        }
+        let record = self
+            .work
+            .get_mut(&partition)
+            .and_then(|work| work.running.remove(&offset.get()));
         let result = match result {
             Err(error) if error.disposition() == Disposition::Skip => {
                 tracing::warn!(%partition, %offset, %error, "skipping the record as its handler asked");
@@ -395,17 +434,20 @@ impl LoopState {
                 self.tracker.complete(&partition, offset);
             }
             Err(error) => {
-                if let Disposition::RedeliverAt(at) = error.disposition() {
+                if let Disposition::RedeliverAt(at) = error.disposition()
+                    && let (Some(record), Some(work)) = (record, self.work.get_mut(&partition))
+                {
                     bump(&counters.redelivered);
                     tracing::debug!(%partition, %offset, %at, "redelivery requested");
-                    // Hold the partition at once: nothing after this record may run before it.
-                    // The poll loop seeks back and sets the real due time.
-                    self.queued.remove(&partition);
-                    self.deferred.insert(
-                        partition.clone(),
-                        Instant::now() + Duration::from_secs(3_600),
-                    );
-                    self.redeliveries.push((partition, offset, at));
+                    let due = due_instant(at);
+                    match self.ordering {
+                        // The record goes back to the front and its partition waits for it.
+                        Ordering::PerPartition => {
+                            work.waiting.push_front(record);
+                            work.held_until = Some(due);
+                        }
+                        Ordering::Unordered => work.delayed.push((due, record)),
+                    }
                     return;
                 }
                 bump(&counters.failed);
@@ -417,32 +459,49 @@ impl LoopState {
             }
         }
     }
+
+    fn running_in(&self, partitions: &[TopicPartition]) -> usize {
+        partitions
+            .iter()
+            .filter_map(|tp| self.work.get(tp))
+            .map(|w| w.running.len())
+            .sum()
+    }
+
+    fn running_total(&self) -> usize {
+        self.work.values().map(|w| w.running.len()).sum()
+    }
 }
 
 struct Shared {
     control: Arc<Control>,
     state: Mutex<LoopState>,
-    completions: Mutex<Receiver<Completion>>,
+    events: Mutex<Receiver<LoopEvent>>,
     revoke_timeout: Duration,
 }
 
 impl Shared {
-    /// Applies every completion already waiting.
-    fn drain_completions(&self, state: &mut LoopState) {
-        let receiver = lock(&self.completions);
-        while let Ok(completion) = receiver.try_recv() {
-            state.apply(completion, &self.control.counters);
+    /// Applies every completion already waiting; returns how many events were seen.
+    fn drain_events(&self, state: &mut LoopState) -> usize {
+        let receiver = lock(&self.events);
+        let mut seen = 0;
+        while let Ok(event) = receiver.try_recv() {
+            seen += 1;
+            if let LoopEvent::Completion(completion) = event {
+                state.apply(completion, &self.control.counters);
+            }
         }
+        seen
     }
 
-    /// Waits up to `timeout` for one completion, then applies everything waiting.
-    fn wait_for_completion(&self, timeout: Duration) {
-        let first = lock(&self.completions).recv_timeout(timeout);
+    /// Waits up to `timeout` for an event, then applies everything waiting.
+    fn wait_for_event(&self, timeout: Duration) {
+        let first = lock(&self.events).recv_timeout(timeout);
         let mut state = lock(&self.state);
-        if let Ok(completion) = first {
+        if let Ok(LoopEvent::Completion(completion)) = first {
             state.apply(completion, &self.control.counters);
         }
-        self.drain_completions(&mut state);
+        self.drain_events(&mut state);
     }
 
     fn publish_in_flight(&self, state: &LoopState) {
@@ -522,28 +581,30 @@ impl ConsumerContext for DriverContext {
                 let revoked = partitions_of(list);
                 tracing::info!(partitions = ?revoked, "partitions revoked");
                 {
+                    // Records not started yet belong to the next owner now.
                     let mut state = lock(&shared.state);
                     for tp in &revoked {
-                        state.queued.remove(tp);
+                        if let Some(work) = state.work.get_mut(tp) {
+                            work.waiting.clear();
+                            work.delayed.clear();
+                            work.held_until = None;
+                        }
                     }
                 }
                 // Give the revoked partitions' running records a bounded chance to finish, so
                 // their offsets are committed by us rather than redone by the next owner.
                 let deadline = Instant::now() + shared.revoke_timeout;
                 loop {
-                    let running: usize = {
+                    let running = {
                         let mut state = lock(&shared.state);
-                        shared.drain_completions(&mut state);
-                        revoked
-                            .iter()
-                            .map(|tp| *state.busy.get(tp).unwrap_or(&0))
-                            .sum()
+                        shared.drain_events(&mut state);
+                        state.running_in(&revoked)
                     };
                     let now = Instant::now();
                     if running == 0 || now >= deadline {
                         break;
                     }
-                    shared.wait_for_completion((deadline - now).min(Duration::from_millis(50)));
+                    shared.wait_for_event((deadline - now).min(Duration::from_millis(50)));
                 }
                 if !consumer.assignment_lost()
                     && let Err(error) = shared.commit(consumer, Some(&revoked))
@@ -553,12 +614,10 @@ impl ConsumerContext for DriverContext {
                 let mut state = lock(&shared.state);
                 for tp in &revoked {
                     state.tracker.forget(tp);
-                    state.busy.remove(tp);
-                    state.deferred.remove(tp);
+                    state.work.remove(tp);
+                    state.to_split.retain(|t| t != tp);
                 }
-                state
-                    .redeliveries
-                    .retain(|(tp, _, _)| !revoked.contains(tp));
+                state.to_drop.extend(revoked.iter().cloned());
                 shared.publish_in_flight(&state);
                 lock(&shared.control.assigned).retain(|tp| !revoked.contains(tp));
             }
@@ -578,6 +637,14 @@ impl ConsumerContext for DriverContext {
             {
                 tracing::warn!(%error, "could not pause newly assigned partitions");
             }
+            {
+                let mut state = lock(&self.shared.state);
+                for tp in &assigned {
+                    state.work.entry(tp.clone()).or_default();
+                    state.to_drop.retain(|t| t != tp);
+                }
+                state.to_split.extend(assigned.iter().cloned());
+            }
             let mut current = lock(&self.shared.control.assigned);
             for tp in assigned {
                 if !current.contains(&tp) {
@@ -585,6 +652,18 @@ impl ConsumerContext for DriverContext {
                 }
             }
             current.sort();
+        }
+    }
+}
+
+/// Stops the poll thread when the future awaiting it is dropped: otherwise the thread would run
+/// on unobserved, and a runtime being dropped would wait for it forever.
+struct ShutdownOnDrop(Option<Arc<Control>>);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        if let Some(control) = self.0.take() {
+            control.shutdown.store(true, AtomicOrdering::SeqCst);
         }
     }
 }
@@ -642,7 +721,8 @@ impl<H: Handler> Driver<H> {
     /// Runs until [`DriverHandle::shutdown`] or an unrecovered handler error.
     ///
     /// Returns the final report, or the handler's error (after committing everything that
-    /// finished before it), or a consumer error.
+    /// finished before it), or a consumer error. Dropping the returned future (a cancelled task,
+    /// a runtime shutting down) shuts the driver down the same way as the handle would.
     pub async fn run(self) -> Result<DriverReport, Error> {
         self.config.validate()?;
         if self
@@ -655,26 +735,29 @@ impl<H: Handler> Driver<H> {
             ));
         }
         let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || self.run_blocking(runtime))
+        let mut on_drop = ShutdownOnDrop(Some(self.control.clone()));
+        let result = tokio::task::spawn_blocking(move || self.run_blocking(runtime))
             .await
-            .map_err(|e| Error::Task(Box::new(e)))?
+            .map_err(|e| Error::Task(Box::new(e)));
+        on_drop.0 = None;
+        result?
     }
 
     fn run_blocking(self, runtime: tokio::runtime::Handle) -> Result<DriverReport, Error> {
         let started = Instant::now();
-        let (sender, receiver) = mpsc::channel::<Completion>();
+        let (sender, receiver) = mpsc::channel::<LoopEvent>();
         let shared = Arc::new(Shared {
             control: self.control.clone(),
             state: Mutex::new(LoopState {
                 tracker: OffsetTracker::new(),
-                queued: HashMap::new(),
-                busy: HashMap::new(),
+                work: HashMap::new(),
                 failure: None,
                 fatal: None,
-                redeliveries: Vec::new(),
-                deferred: HashMap::new(),
+                to_split: Vec::new(),
+                to_drop: Vec::new(),
+                ordering: self.config.ordering,
             }),
-            completions: Mutex::new(receiver),
+            events: Mutex::new(receiver),
             revoke_timeout: self.config.revoke_timeout,
         });
         let mut consumer_config = self.consumer_config.clone();
@@ -682,11 +765,19 @@ impl<H: Handler> Driver<H> {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
-        let consumer: BaseConsumer<DriverContext> = consumer_config
+        let mut consumer: BaseConsumer<DriverContext> = consumer_config
             .create_with_context(DriverContext {
                 shared: shared.clone(),
             })
             .map_err(|e| kafka_error("create consumer", e))?;
+        {
+            let wake = sender.clone();
+            consumer.set_nonempty_callback(move || {
+                let _ = wake.send(LoopEvent::Wakeup);
+            });
+        }
+        // Partition queues are split off an `Arc` of the consumer.
+        let consumer = Arc::new(consumer);
         let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -698,11 +789,14 @@ impl<H: Handler> Driver<H> {
             consumer: &consumer,
             sender,
             runtime,
-            topics: HashMap::new(),
+            queues: HashMap::new(),
+            topics: std::cell::RefCell::new(HashMap::new()),
             last_commit: Instant::now(),
+            next_queue: 0,
         };
         run.poll_until_stopped();
         let abandoned = run.finish();
+        // The partition queues hold the consumer: drop them before it.
         drop(run);
         consumer.unsubscribe();
         drop(consumer);
@@ -727,20 +821,35 @@ impl<H: Handler> Driver<H> {
     }
 }
 
+/// Records the consumer hands over per poll call before the loop does its housekeeping.
+const POLL_BATCH: usize = 1_024;
+
 struct RunLoop<'a, H> {
     driver: &'a Driver<H>,
     shared: &'a Arc<Shared>,
-    consumer: &'a BaseConsumer<DriverContext>,
-    sender: Sender<Completion>,
+    consumer: &'a Arc<BaseConsumer<DriverContext>>,
+    sender: Sender<LoopEvent>,
     runtime: tokio::runtime::Handle,
+    /// Each assigned partition's own librdkafka queue: records are taken from it only while
+    /// there is room, so backpressure never needs pause/resume (whose purge and refetch would
+    /// cost more than the work) and the consumer queue stays free for rebalance events.
+    queues: HashMap<TopicPartition, PartitionQueue<DriverContext>>,
     /// Interned topic names, so records share one allocation per topic.
-    topics: HashMap<String, Arc<str>>,
+    topics: std::cell::RefCell<HashMap<String, Arc<str>>>,
     last_commit: Instant,
+    /// Where the next round of queue pulls starts, so no partition is always served last.
+    next_queue: usize,
 }
+
+use rdkafka::consumer::base_consumer::PartitionQueue;
 
 impl<H: Handler> RunLoop<'_, H> {
     fn control(&self) -> &Control {
         &self.driver.control
+    }
+
+    fn config(&self) -> &DriverConfig {
+        &self.driver.config
     }
 
     fn should_stop(&self) -> bool {
@@ -751,35 +860,190 @@ impl<H: Handler> RunLoop<'_, H> {
         state.failure.is_some() || state.fatal.is_some()
     }
 
+    fn mark_polled(&self) {
+        let elapsed = self.control().started.elapsed().as_millis();
+        self.control().counters.last_poll.store(
+            u64::try_from(elapsed).unwrap_or(u64::MAX - 1) + 1,
+            AtomicOrdering::Relaxed,
+        );
+    }
+
     fn poll_until_stopped(&mut self) {
-        let config = &self.driver.config;
         while !self.should_stop() {
-            let (in_flight, waiting) = {
+            let mut progress = {
                 let mut state = lock(&self.shared.state);
-                self.shared.drain_completions(&mut state);
-                self.dispatch_queued(&mut state);
+                let events = self.shared.drain_events(&mut state);
+                let dispatched = self.dispatch_ready(&mut state);
                 self.shared.publish_in_flight(&state);
-                let queued: usize = state.queued.values().map(VecDeque::len).sum();
-                (state.tracker.total_in_flight(), queued > 0)
+                events + dispatched
             };
-            self.apply_redeliveries();
-            self.resume_due_partitions();
-            let saturated = in_flight >= config.max_in_flight;
-            self.set_paused(self.control().user_paused.load(AtomicOrdering::SeqCst) || saturated);
-            if self.last_commit.elapsed() >= config.commit_interval {
+            self.set_paused(self.control().user_paused.load(AtomicOrdering::SeqCst));
+            if self.last_commit.elapsed() >= self.config().commit_interval {
                 // Failures are counted and logged inside; the next interval retries.
-                let _ = self.shared.commit(self.consumer, None);
+                let _ = self.shared.commit(self.consumer.as_ref(), None);
                 self.last_commit = Instant::now();
             }
-            // With records waiting on a partition's previous one (or a full buffer), a completion
-            // is what unblocks progress: wait for it rather than for the broker.
-            let poll_for = if saturated || waiting {
-                self.shared.wait_for_completion(config.poll_timeout);
-                Duration::ZERO
-            } else {
-                config.poll_timeout
-            };
-            self.poll_once(poll_for);
+            progress += self.serve_consumer_queue();
+            progress += self.pull_partition_queues();
+            if progress == 0 {
+                // Nothing to do: sleep until a record finishes, a queue gets messages, a held
+                // record is due, or the poll interval passes (to keep serving the group).
+                let wait = self.next_due().map_or(self.config().poll_timeout, |due| {
+                    due.saturating_duration_since(Instant::now())
+                        .min(self.config().poll_timeout)
+                });
+                self.shared.wait_for_event(wait);
+            }
+        }
+    }
+
+    /// The earliest instant a held or delayed record becomes due.
+    fn next_due(&self) -> Option<Instant> {
+        let state = lock(&self.shared.state);
+        state
+            .work
+            .values()
+            .flat_map(|w| {
+                w.held_until
+                    .into_iter()
+                    .chain(w.delayed.iter().map(|(at, _)| *at))
+            })
+            .min()
+    }
+
+    /// Serves the consumer's own queue: rebalance and error events, and records of partitions
+    /// whose queue is not split off (yet). Then splits or drops partition queues as the
+    /// rebalances asked. Returns how many records and events it handled.
+    fn serve_consumer_queue(&mut self) -> usize {
+        let mut handled = 0;
+        for _ in 0..POLL_BATCH {
+            let message = self.consumer.poll(Duration::ZERO);
+            self.mark_polled();
+            match message {
+                None => break,
+                Some(message) => {
+                    handled += 1;
+                    self.take(message);
+                }
+            }
+        }
+        self.apply_queue_changes();
+        handled
+    }
+
+    fn apply_queue_changes(&mut self) {
+        let (to_drop, to_split) = {
+            let mut state = lock(&self.shared.state);
+            (
+                std::mem::take(&mut state.to_drop),
+                std::mem::take(&mut state.to_split),
+            )
+        };
+        for tp in to_drop {
+            self.queues.remove(&tp);
+        }
+        for tp in to_split {
+            match self.consumer.split_partition_queue(&tp.topic, tp.partition) {
+                Some(mut queue) => {
+                    let wake = self.sender.clone();
+                    queue.set_nonempty_callback(move || {
+                        let _ = wake.send(LoopEvent::Wakeup);
+                    });
+                    self.queues.insert(tp, queue);
+                }
+                None => {
+                    tracing::warn!(%tp, "could not split the partition's queue; its records come through the consumer queue");
+                }
+            }
+        }
+    }
+
+    /// How many more records of `tp` may be taken from librdkafka now.
+    fn room_for(&self, state: &LoopState, tp: &TopicPartition) -> usize {
+        if self.control().paused.load(AtomicOrdering::SeqCst) {
+            return 0;
+        }
+        let total_room = self
+            .config()
+            .max_in_flight
+            .saturating_sub(state.tracker.total_in_flight());
+        let buffered = state.work.get(tp).map_or(0, PartitionWork::buffered);
+        let partition_room = match self.config().ordering {
+            Ordering::PerPartition => self.config().partition_buffer.saturating_sub(buffered),
+            Ordering::Unordered => total_room,
+        };
+        total_room.min(partition_room)
+    }
+
+    /// Takes records from the partition queues that have room, round-robin. Returns how many.
+    fn pull_partition_queues(&mut self) -> usize {
+        let mut partitions: Vec<TopicPartition> = self.queues.keys().cloned().collect();
+        if partitions.is_empty() {
+            return 0;
+        }
+        partitions.sort();
+        let start = self.next_queue % partitions.len();
+        self.next_queue = self.next_queue.wrapping_add(1);
+        partitions.rotate_left(start);
+        let mut taken = 0;
+        for tp in partitions {
+            let room = self.room_for(&lock(&self.shared.state), &tp);
+            for _ in 0..room.min(POLL_BATCH) {
+                let Some(queue) = self.queues.get(&tp) else {
+                    break;
+                };
+                match queue.poll(Duration::ZERO) {
+                    None => break,
+                    Some(message) => {
+                        taken += 1;
+                        self.take(message);
+                    }
+                }
+            }
+        }
+        if taken > 0 {
+            self.mark_polled();
+        }
+        taken
+    }
+
+    /// Handles one thing the consumer delivered: a record, or an error.
+    fn take(&self, message: KafkaResult<rdkafka::message::BorrowedMessage<'_>>) {
+        match message {
+            Ok(message) => {
+                bump(&self.control().counters.polled);
+                match record_from_message(&message) {
+                    Ok(record) => {
+                        let topic = {
+                            let mut topics = self.topics.borrow_mut();
+                            match topics.get(message.topic()) {
+                                Some(topic) => topic.clone(),
+                                None => {
+                                    let topic: Arc<str> = Arc::from(message.topic());
+                                    topics.insert(message.topic().to_string(), topic.clone());
+                                    topic
+                                }
+                            }
+                        };
+                        self.accept(topic, record.into_owned());
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "unreadable message from the consumer");
+                        lock(&self.shared.state).fatal.get_or_insert(error);
+                    }
+                }
+            }
+            Err(error) => {
+                bump(&self.control().counters.poll_errors);
+                if classify(&error) == ErrorClass::Fatal {
+                    tracing::error!(%error, "fatal consumer error");
+                    lock(&self.shared.state)
+                        .fatal
+                        .get_or_insert(kafka_error("poll", error));
+                } else {
+                    tracing::warn!(%error, "consumer error");
+                }
+            }
         }
     }
 
@@ -798,17 +1062,7 @@ impl<H: Handler> RunLoop<'_, H> {
         let result = if pause {
             self.consumer.pause(&assignment)
         } else {
-            // Partitions waiting for a redelivery stay paused until it is due.
-            let deferred = lock(&self.shared.state).deferred.clone();
-            let mut ready = TopicPartitionList::with_capacity(assignment.count());
-            for element in assignment.elements() {
-                if !deferred
-                    .contains_key(&TopicPartition::new(element.topic(), element.partition()))
-                {
-                    ready.add_partition(element.topic(), element.partition());
-                }
-            }
-            self.consumer.resume(&ready)
+            self.consumer.resume(&assignment)
         };
         match result {
             Ok(()) => {
@@ -819,173 +1073,78 @@ impl<H: Handler> RunLoop<'_, H> {
         }
     }
 
-    /// Seeks each partition with a requested redelivery back to the record and pauses it until
-    /// the record is due.
-    fn apply_redeliveries(&self) {
-        let requests = std::mem::take(&mut lock(&self.shared.state).redeliveries);
-        for (tp, offset, at) in requests {
-            // A partition revoked since the request belongs to someone else now.
-            if !lock(&self.control().assigned).contains(&tp) {
-                continue;
-            }
-            {
-                let mut state = lock(&self.shared.state);
-                state.queued.remove(&tp);
-                state.busy.remove(&tp);
-                state.tracker.rewind(&tp, offset);
-            }
-            let mut list = TopicPartitionList::with_capacity(1);
-            list.add_partition(&tp.topic, tp.partition);
-            if let Err(error) = self.consumer.pause(&list) {
-                tracing::warn!(%tp, %error, "could not pause the partition for a redelivery");
-            }
-            // No lock is held across librdkafka calls.
-            if let Err(error) = self.consumer.seek(
-                &tp.topic,
-                tp.partition,
-                rdkafka::Offset::Offset(offset.get()),
-                Duration::from_secs(10),
-            ) {
-                tracing::warn!(%tp, %offset, %error, "could not seek back for a redelivery; it will come with the next assignment");
-            }
-            let now = Timestamp::from_system_time(std::time::SystemTime::now());
-            let until = Instant::now() + at.saturating_since(now);
-            lock(&self.shared.state).deferred.insert(tp, until);
-        }
-    }
-
-    /// Resumes partitions whose redelivery is due (unless the whole assignment is paused: its
-    /// resume will include them).
-    fn resume_due_partitions(&self) {
-        let now = Instant::now();
-        let due: Vec<TopicPartition> = {
-            let mut state = lock(&self.shared.state);
-            let due: Vec<TopicPartition> = state
-                .deferred
-                .iter()
-                .filter(|(_, until)| **until <= now)
-                .map(|(tp, _)| tp.clone())
-                .collect();
-            for tp in &due {
-                state.deferred.remove(tp);
-            }
-            due
-        };
-        if due.is_empty() || self.control().paused.load(AtomicOrdering::SeqCst) {
-            return;
-        }
-        let mut list = TopicPartitionList::with_capacity(due.len());
-        for tp in &due {
-            list.add_partition(&tp.topic, tp.partition);
-        }
-        if let Err(error) = self.consumer.resume(&list) {
-            tracing::warn!(%error, "could not resume partitions after a redelivery delay");
-        }
-    }
-
-    fn poll_once(&mut self, timeout: Duration) {
-        let message = self.consumer.poll(timeout);
-        let elapsed = self.control().started.elapsed().as_millis();
-        self.control().counters.last_poll.store(
-            u64::try_from(elapsed).unwrap_or(u64::MAX - 1) + 1,
-            AtomicOrdering::Relaxed,
-        );
-        match message {
-            None => {}
-            Some(Ok(message)) => {
-                bump(&self.control().counters.polled);
-                match record_from_message(&message) {
-                    Ok(record) => {
-                        let topic = match self.topics.get(message.topic()) {
-                            Some(topic) => topic.clone(),
-                            None => {
-                                let topic: Arc<str> = Arc::from(message.topic());
-                                self.topics
-                                    .insert(message.topic().to_string(), topic.clone());
-                                topic
-                            }
-                        };
-                        self.accept(topic, record.into_owned());
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "unreadable message from the consumer");
-                        lock(&self.shared.state).fatal.get_or_insert(error);
-                    }
-                }
-            }
-            Some(Err(error)) => {
-                bump(&self.control().counters.poll_errors);
-                if classify(&error) == ErrorClass::Fatal {
-                    tracing::error!(%error, "fatal consumer error");
-                    lock(&self.shared.state)
-                        .fatal
-                        .get_or_insert(kafka_error("poll", error));
-                } else {
-                    tracing::warn!(%error, "consumer error");
-                }
-            }
-        }
-    }
-
-    /// Tracks a received record and dispatches it (or queues it behind its partition's
-    /// running record).
-    fn accept(&mut self, topic: Arc<str>, record: OwnedRecord) {
+    /// Tracks a received record and dispatches it, or queues it behind its partition's running
+    /// record.
+    fn accept(&self, topic: Arc<str>, record: OwnedRecord) {
         let tp = TopicPartition {
             topic,
             partition: record.partition,
         };
         let mut state = lock(&self.shared.state);
-        if state.deferred.contains_key(&tp) {
-            // Fetched before the partition was held for a redelivery: the seek back re-reads it.
-            return;
-        }
         if let Err(error) = state.tracker.track(&tp, record.offset) {
             // A partition re-read from an earlier offset without a revoke (a seek by someone
             // else): start its bookkeeping over rather than commit wrong offsets.
             tracing::warn!(%error, "restarting offset tracking for the partition");
             state.tracker.forget(&tp);
-            state.queued.remove(&tp);
+            if let Some(work) = state.work.get_mut(&tp) {
+                *work = PartitionWork::default();
+            }
             if let Err(error) = state.tracker.track(&tp, record.offset) {
                 state.fatal.get_or_insert(error);
                 return;
             }
         }
-        match self.driver.config.ordering {
+        let record = Arc::new(record);
+        match self.config().ordering {
             Ordering::Unordered => self.spawn(tp, record, &mut state),
             Ordering::PerPartition => {
-                state.queued.entry(tp).or_default().push_back(record);
-                self.dispatch_queued(&mut state);
+                state.work.entry(tp).or_default().waiting.push_back(record);
             }
         }
     }
 
-    /// Starts the next queued record of every idle partition.
-    fn dispatch_queued(&self, state: &mut LoopState) {
+    /// Starts every record that may run now: the head of each idle, unheld partition
+    /// (per-partition ordering) and every delayed record that is due. Returns how many.
+    fn dispatch_ready(&self, state: &mut LoopState) -> usize {
         if state.failure.is_some() || self.control().shutdown.load(AtomicOrdering::SeqCst) {
-            return;
+            return 0;
         }
-        let ready: Vec<TopicPartition> = state
-            .queued
-            .iter()
-            .filter(|(tp, queue)| {
-                !queue.is_empty()
-                    && state.busy.get(*tp).copied().unwrap_or(0) == 0
-                    && !state.deferred.contains_key(*tp)
-            })
-            .map(|(tp, _)| tp.clone())
-            .collect();
-        for tp in ready {
-            if let Some(record) = state.queued.get_mut(&tp).and_then(VecDeque::pop_front) {
-                self.spawn(tp, record, state);
+        let now = Instant::now();
+        let mut ready: Vec<(TopicPartition, Arc<OwnedRecord>)> = Vec::new();
+        for (tp, work) in state.work.iter_mut() {
+            if work.held_until.is_some_and(|until| until <= now) {
+                work.held_until = None;
+            }
+            if work.running.is_empty()
+                && work.held_until.is_none()
+                && let Some(record) = work.waiting.pop_front()
+            {
+                ready.push((tp.clone(), record));
+            }
+            if !work.delayed.is_empty() {
+                let (due, later): (Vec<_>, Vec<_>) =
+                    work.delayed.drain(..).partition(|(at, _)| *at <= now);
+                work.delayed = later;
+                ready.extend(due.into_iter().map(|(_, record)| (tp.clone(), record)));
             }
         }
+        let count = ready.len();
+        for (tp, record) in ready {
+            self.spawn(tp, record, state);
+        }
+        count
     }
 
-    fn spawn(&self, tp: TopicPartition, record: OwnedRecord, state: &mut LoopState) {
-        *state.busy.entry(tp.clone()).or_insert(0) += 1;
+    fn spawn(&self, tp: TopicPartition, record: Arc<OwnedRecord>, state: &mut LoopState) {
+        let offset = record.offset;
+        state
+            .work
+            .entry(tp.clone())
+            .or_default()
+            .running
+            .insert(offset.get(), record.clone());
         let handler = self.driver.handler.clone();
         let sender = self.sender.clone();
-        let offset = record.offset;
         let span = tracing::debug_span!("record", topic = %tp.topic, partition = tp.partition, offset = offset.get());
         self.runtime.spawn(
             async move {
@@ -1002,11 +1161,11 @@ impl<H: Handler> RunLoop<'_, H> {
                     });
                 // The receiver is gone only after the driver stopped; the record then stays
                 // uncommitted and is redelivered, which is the at-least-once contract.
-                let _ = sender.send(Completion {
+                let _ = sender.send(LoopEvent::Completion(Completion {
                     partition: tp,
                     offset,
                     result,
-                });
+                }));
             }
             .instrument(span),
         );
@@ -1016,32 +1175,35 @@ impl<H: Handler> RunLoop<'_, H> {
     /// Returns the number of records left unfinished.
     fn finish(&mut self) -> u64 {
         self.set_paused(true);
-        let deadline = Instant::now() + self.driver.config.shutdown_timeout;
+        let deadline = Instant::now() + self.config().shutdown_timeout;
         loop {
-            let running: usize = {
+            let running = {
                 let mut state = lock(&self.shared.state);
-                self.shared.drain_completions(&mut state);
-                state.busy.values().sum()
+                self.shared.drain_events(&mut state);
+                state.running_total()
             };
             let now = Instant::now();
             if running == 0 || now >= deadline {
                 break;
             }
             self.shared
-                .wait_for_completion((deadline - now).min(Duration::from_millis(50)));
-            // Keep serving the group (heartbeats, rebalance callbacks) while waiting.
+                .wait_for_event((deadline - now).min(Duration::from_millis(50)));
+            // Keep serving the group (heartbeats, rebalance callbacks) while waiting. A record
+            // returned here is not tracked, hence not committed: the next owner reads it.
             let _ = self.consumer.poll(Duration::ZERO);
+            self.apply_queue_changes();
         }
         // A rebalance racing the shutdown makes the coordinator refuse commits for a moment:
         // keep serving the group and retry while the shutdown bound allows.
         for attempt in 1..=5 {
-            match self.shared.commit(self.consumer, None) {
+            match self.shared.commit(self.consumer.as_ref(), None) {
                 Ok(()) => break,
                 Err(error)
                     if classify(&error) == ErrorClass::Transient && Instant::now() < deadline =>
                 {
                     tracing::info!(%error, attempt, "final commit refused; retrying");
                     let _ = self.consumer.poll(Duration::from_millis(200));
+                    self.apply_queue_changes();
                 }
                 Err(error) => {
                     tracing::warn!(%error, "final commit failed; unfinished offsets will be redelivered");
@@ -1050,8 +1212,7 @@ impl<H: Handler> RunLoop<'_, H> {
             }
         }
         let state = lock(&self.shared.state);
-        let running: usize = state.busy.values().sum();
         self.shared.publish_in_flight(&state);
-        running as u64
+        state.running_total() as u64
     }
 }

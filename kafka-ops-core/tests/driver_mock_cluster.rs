@@ -609,3 +609,47 @@ async fn dropping_the_run_future_shuts_the_driver_down() {
     .await;
     assert_all_committed(&kafka, &group, &topic).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_synchronous_handlers_still_run_in_parallel() {
+    let topic = unique_name("slow");
+    let group = unique_name("g");
+    let kafka = cluster_with_records(&topic).await;
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let (running, most, done) = (running.clone(), most.clone(), done.clone());
+        handler_fn(move |_record: &Record<'_>| {
+            // Work that never yields: it would hold the poll thread if it ran there.
+            let now = running.fetch_add(1, AtomicOrdering::SeqCst) + 1;
+            most.fetch_max(now, AtomicOrdering::SeqCst);
+            std::thread::sleep(Duration::from_millis(3));
+            running.fetch_sub(1, AtomicOrdering::SeqCst);
+            done.fetch_add(1, AtomicOrdering::SeqCst);
+            async { Ok(Outcome::Processed) }
+        })
+    };
+    let driver = Driver::new(
+        kafka.consumer_config(&group),
+        DriverConfig::new([topic.as_str()]),
+        handler,
+    );
+    let handle = driver.handle();
+    let run = tokio::spawn(driver.run());
+    wait_until("every record", Duration::from_secs(60), || {
+        done.load(AtomicOrdering::SeqCst) == 200
+    })
+    .await;
+    assert!(
+        handle.last_poll().unwrap().elapsed() < Duration::from_secs(1),
+        "the poll loop kept polling"
+    );
+    handle.shutdown();
+    run.await.unwrap().unwrap();
+    assert!(
+        most.load(AtomicOrdering::SeqCst) >= 2,
+        "partitions were handled one at a time"
+    );
+    assert_all_committed(&kafka, &group, &topic).await;
+}

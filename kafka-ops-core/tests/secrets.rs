@@ -153,6 +153,9 @@ async fn a_driver_run_logs_and_reports_without_secrets() {
     .unwrap_err();
     assert_clean("driver error", &format!("{error} {error:?}"));
     let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-    assert!(logs.contains("partitions assigned"), "the driver's logs were captured: {logs}");
+    assert!(
+        logs.contains("partitions assigned"),
+        "the driver's logs were captured: {logs}"
+    );
     assert_clean("logs", &logs);
 }

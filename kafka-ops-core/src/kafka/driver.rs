@@ -1,8 +1,10 @@
 //! The consumer driver: poll → handle → track → commit, with at-least-once guarantees.
 //!
 //! A [`Driver`] owns a consumer on a dedicated thread (librdkafka's poll, commit and rebalance
-//! calls block) and runs the [`Handler`] for each record as a tokio task, up to
-//! [`DriverConfig::max_in_flight`] at once. Records may finish out of order; an
+//! calls block) and runs the [`Handler`] for each record, up to [`DriverConfig::max_in_flight`]
+//! at once: a handler that finishes without waiting completes right on that thread (no task, no
+//! wake-up); one that waits goes on as a tokio task; one that computes for long makes every
+//! later handler run as a task. Records may finish out of order; an
 //! [`OffsetTracker`] decides what is safe to commit, so the driver:
 //!
 //! - never commits past a record whose handling has not finished (or failed);
@@ -38,12 +40,16 @@
 //! # Ok(()) }
 //! ```
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -793,6 +799,7 @@ impl<H: Handler> Driver<H> {
             topics: std::cell::RefCell::new(HashMap::new()),
             last_commit: Instant::now(),
             next_queue: 0,
+            inline_polls: Cell::new(true),
         };
         run.poll_until_stopped();
         let abandoned = run.finish();
@@ -824,6 +831,10 @@ impl<H: Handler> Driver<H> {
 /// Records the consumer hands over per poll call before the loop does its housekeeping.
 const POLL_BATCH: usize = 1_024;
 
+/// How long a handler's first poll may hold the poll thread before handlers stop being polled
+/// there (see `RunLoop::spawn`).
+const INLINE_POLL_BUDGET: Duration = Duration::from_millis(1);
+
 struct RunLoop<'a, H> {
     driver: &'a Driver<H>,
     shared: &'a Arc<Shared>,
@@ -839,6 +850,8 @@ struct RunLoop<'a, H> {
     last_commit: Instant,
     /// Where the next round of queue pulls starts, so no partition is always served last.
     next_queue: usize,
+    /// Whether handlers get their first poll on the poll thread.
+    inline_polls: Cell<bool>,
 }
 
 use rdkafka::consumer::base_consumer::PartitionQueue;
@@ -1106,6 +1119,20 @@ impl<H: Handler> RunLoop<'_, H> {
     /// Starts every record that may run now: the head of each idle, unheld partition
     /// (per-partition ordering) and every delayed record that is due. Returns how many.
     fn dispatch_ready(&self, state: &mut LoopState) -> usize {
+        // A record that completed inline frees its partition at once: go round again, a
+        // bounded number of times so the consumer is still served often.
+        let mut total = 0;
+        while total < POLL_BATCH {
+            let dispatched = self.dispatch_ready_once(state);
+            if dispatched == 0 {
+                break;
+            }
+            total += dispatched;
+        }
+        total
+    }
+
+    fn dispatch_ready_once(&self, state: &mut LoopState) -> usize {
         if state.failure.is_some() || self.control().shutdown.load(AtomicOrdering::SeqCst) {
             return 0;
         }
@@ -1135,6 +1162,12 @@ impl<H: Handler> RunLoop<'_, H> {
         count
     }
 
+    /// Starts `record`'s handler. Its first poll runs right here, on the poll thread: a handler
+    /// that finishes without waiting on anything (most successful records, through most layers)
+    /// completes without a task, a channel message and a thread wake-up. One that waits goes on
+    /// as a tokio task. The first handler to hold the poll thread longer than
+    /// [`INLINE_POLL_BUDGET`] ends inline polls for the run, so CPU-heavy handlers keep running
+    /// in parallel on the runtime's workers.
     fn spawn(&self, tp: TopicPartition, record: Arc<OwnedRecord>, state: &mut LoopState) {
         let offset = record.offset;
         state
@@ -1144,11 +1177,10 @@ impl<H: Handler> RunLoop<'_, H> {
             .running
             .insert(offset.get(), record.clone());
         let handler = self.driver.handler.clone();
-        let sender = self.sender.clone();
         let span = tracing::debug_span!("record", topic = %tp.topic, partition = tp.partition, offset = offset.get());
-        self.runtime.spawn(
-            async move {
-                let result = AssertUnwindSafe(handler.handle(&record))
+        let mut handling: Pin<Box<dyn Future<Output = Result<Outcome, HandlerError>> + Send>> =
+            Box::pin(async move {
+                AssertUnwindSafe(handler.handle(&record))
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|panic| {
@@ -1158,7 +1190,41 @@ impl<H: Handler> RunLoop<'_, H> {
                             .or_else(|| panic.downcast_ref::<String>().cloned())
                             .unwrap_or_else(|| "non-string panic".into());
                         Err(HandlerError::fatal(format!("handler panicked: {message}")))
-                    });
+                    })
+            });
+        if self.inline_polls.get() {
+            let started = Instant::now();
+            let polled = {
+                let _runtime = self.runtime.enter();
+                let _span = span.enter();
+                handling
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+            };
+            if started.elapsed() > INLINE_POLL_BUDGET {
+                tracing::debug!(
+                    "a handler held the poll thread for {:?}; handlers run as tasks from now on",
+                    started.elapsed()
+                );
+                self.inline_polls.set(false);
+            }
+            if let Poll::Ready(result) = polled {
+                state.apply(
+                    Completion {
+                        partition: tp,
+                        offset,
+                        result,
+                    },
+                    &self.control().counters,
+                );
+                return;
+            }
+        }
+        // Polling again from the task registers the real waker, whatever the first poll left.
+        let sender = self.sender.clone();
+        self.runtime.spawn(
+            async move {
+                let result = handling.await;
                 // The receiver is gone only after the driver stopped; the record then stays
                 // uncommitted and is redelivered, which is the at-least-once contract.
                 let _ = sender.send(LoopEvent::Completion(Completion {

@@ -159,3 +159,17 @@ async fn a_driver_run_logs_and_reports_without_secrets() {
     );
     assert_clean("logs", &logs);
 }
+
+#[test]
+fn a_configuration_error_about_a_secret_does_not_repeat_it() {
+    // librdkafka's error for a rejected property carries its value; rdkafka prints it.
+    let mut config = client_config("127.0.0.1:1");
+    config.set("vault.token.password", SASL_PASSWORD);
+    let error = KafkaCluster::from_config(&config).unwrap_err();
+    let printed = format!(
+        "{error} {error:?} {}",
+        std::error::Error::source(&error).unwrap()
+    );
+    assert!(printed.contains("vault.token.password"), "{printed}");
+    assert_clean("configuration error", &printed);
+}

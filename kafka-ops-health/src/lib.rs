@@ -1,22 +1,78 @@
 //! # kafka-ops-health
 //!
-//! Health checks for Kafka consumers and clusters, the runbooks' daily checks as code. This crate
-//! will own:
+//! The runbooks' health checks as code: "daily automated validation of cluster health", "check
+//! broker status", "under-replicated partitions > 0 → investigate", "DLQ depth > 100
+//! investigate, > 1000 critical", "consumer lag > 10000 alert", and "verify it's not the
+//! controller" before a rolling restart.
 //!
-//! - the `HealthProbe` trait (liveness / readiness / informational probes reporting status,
-//!   severity, message, details and latency);
-//! - a checker that runs probes concurrently, each under its own timeout, and aggregates them;
-//! - built-in probes: broker connectivity, controller presence, under-replicated and offline
-//!   partitions, required topics, consumer-group lag (core's lag engine), dead-letter depth, an
-//!   end-to-end canary, and consumer liveness from the driver's handle;
-//! - `safe_to_restart(broker)`, the maintenance runbook's rolling-restart gate;
-//! - `/livez`, `/readyz`, `/health` and `/metrics` HTTP endpoints (feature-gated).
-//!
-//! Until then it re-exports the core types probes are built from.
+//! - [`HealthProbe`]: one check with a name and a [`ProbeKind`] (liveness / readiness /
+//!   informational), reporting a [`Status`], a [`Severity`], a message, details and its latency.
+//! - [`HealthChecker`]: runs probes concurrently, each under its own timeout, combines them
+//!   (worst wins; readiness failures do not fail liveness), and can run on an interval caching
+//!   the last report. Every result goes to `tracing` and `metrics`.
+//! - [`probes`]: broker connectivity, controller, under-replicated and offline partitions,
+//!   required topics, consumer-group lag (core's lag engine), dead-letter depth, an end-to-end
+//!   canary, and consumer liveness read from the driver's handle.
+//! - [`safe_to_restart`](gate::safe_to_restart): the rolling-restart gate, with every reason it
+//!   refuses.
+//! - `http` (feature `http`): `/livez`, `/readyz`, `/health` and `/metrics`.
 //!
 //! ```
-//! use kafka_ops_health::core::lag::verdict::Severity;
-//! assert!(Severity::Critical > Severity::Warning);
+//! use std::sync::Arc;
+//! use kafka_ops_health::{Check, HealthChecker, HealthError, HealthProbe, ProbeKind, Status};
+//!
+//! /// A probe of the service's own downstream.
+//! struct Downstream;
+//!
+//! #[async_trait::async_trait]
+//! impl HealthProbe for Downstream {
+//!     fn name(&self) -> &str { "downstream" }
+//!     fn kind(&self) -> ProbeKind { ProbeKind::Readiness }
+//!     async fn check(&self) -> Result<Check, HealthError> {
+//!         Ok(Check::degraded("responding slowly").with_detail("p99_ms", 850))
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let report = HealthChecker::new().probe(Downstream).check().await;
+//! assert_eq!(report.ready, Status::Degraded);
+//! assert_eq!(report.live, Status::Healthy); // no liveness probe failed
+//! println!("{}", serde_json::to_string_pretty(&report).unwrap());
+//! # });
+//! ```
+//!
+//! Against a cluster, the built-in probes take core's query traits, so one
+//! [`KafkaCluster`](kafka_ops_core::kafka::cluster::KafkaCluster) serves them all:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use kafka_ops_core::kafka::{client_config, cluster::KafkaCluster};
+//! use kafka_ops_health::probes::*;
+//! use kafka_ops_health::HealthChecker;
+//!
+//! let cluster = Arc::new(KafkaCluster::from_config(&client_config("kafka:9092"))?);
+//! let report = HealthChecker::new()
+//!     .probe(BrokerConnectivityProbe::new(cluster.clone()).expect_brokers(3))
+//!     .probe(PartitionsProbe::new(cluster.clone()))
+//!     .probe(RequiredTopicsProbe::new(cluster.clone()).topic("outbox_events"))
+//!     .probe(ConsumerLagProbe::new(cluster.clone(), ["outbox_publisher_group"]))
+//!     .probe(DeadLetterDepthProbe::new(cluster.clone(), DeadLetterTopics::default()))
+//!     .check()
+//!     .await;
+//! std::process::exit(report.severity.exit_code());
+//! # }
 //! ```
 
-pub use kafka_ops_core as core;
+pub mod checker;
+pub mod error;
+pub mod gate;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod model;
+pub mod probes;
+
+pub use checker::{CachedHealth, HealthChecker};
+pub use error::HealthError;
+pub use gate::{RestartGateOptions, RestartRefusal, RestartVerdict, safe_to_restart};
+pub use model::{Check, HealthProbe, HealthReport, ProbeKind, ProbeReport, Severity, Status};

@@ -39,13 +39,31 @@ pub fn classify(error: &KafkaError) -> ErrorClass {
 }
 
 /// Wraps an rdkafka error with what was being done.
+///
+/// A configuration error about a secret property (`sasl.password`, `ssl.key.password`, ...)
+/// carries the property's value, which librdkafka and rdkafka print: the value is redacted here,
+/// before the error can reach a log or a user.
 pub fn kafka_error(operation: &'static str, error: KafkaError) -> Error {
+    let error = match error {
+        KafkaError::ClientConfig(result, description, key, value) if is_secret_key(&key) => {
+            let description = if value.is_empty() {
+                description
+            } else {
+                description.replace(&value, REDACTED)
+            };
+            KafkaError::ClientConfig(result, description, key, REDACTED.to_string())
+        }
+        other => other,
+    };
     Error::Kafka {
         operation,
         code: kafka_code(&error),
         source: Box::new(error),
     }
 }
+
+/// What a secret is shown as.
+const REDACTED: &str = "[redacted]";
 
 /// Whether a librdkafka configuration key holds a secret that must never be printed.
 pub fn is_secret_key(key: &str) -> bool {
@@ -65,11 +83,7 @@ pub fn redacted_config(config: &ClientConfig) -> BTreeMap<String, String> {
         .config_map()
         .iter()
         .map(|(key, value)| {
-            let shown = if is_secret_key(key) {
-                "[redacted]"
-            } else {
-                value
-            };
+            let shown = if is_secret_key(key) { REDACTED } else { value };
             (key.to_string(), shown.to_string())
         })
         .collect()

@@ -25,6 +25,9 @@ use kafka_ops_core::kafka::driver::{Driver, DriverConfig, DriverHandle};
 use kafka_ops_core::lag::verdict::{LagThresholds, judge};
 use kafka_ops_core::testkit::{MockKafka, TestRecord};
 use kafka_ops_core::{Handler, HandlerError, Offset, Outcome, Record, SystemClock, TopicPartition};
+use kafka_ops_health::HealthChecker;
+use kafka_ops_health::http::{HealthSource, install_prometheus_recorder, router, serve_on};
+use kafka_ops_health::probes::{BrokerConnectivityProbe, ConsumerLagProbe, ConsumerLivenessProbe};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
@@ -50,6 +53,10 @@ struct Args {
     /// Extra librdkafka settings for a real cluster (`-X security.protocol=SASL_SSL`).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     config: Vec<String>,
+    /// Where to serve /livez, /readyz, /health and /metrics (loopback by default; port 0 picks
+    /// a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    health_addr: std::net::SocketAddr,
 }
 
 /// The service's business event.
@@ -188,9 +195,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut driver_config = DriverConfig::new([args.topic.as_str()]);
     driver_config.max_in_flight = args.max_in_flight;
     let handler = Arc::new(OrderHandler::default());
-    let driver = Driver::new(consumer_config, driver_config, handler.clone());
+    let driver = Driver::new(consumer_config.clone(), driver_config, handler.clone());
     let handle = driver.handle();
     shutdown_on_signal(handle.clone());
+
+    // Health for Kubernetes: liveness from the poll loop itself, readiness from the cluster,
+    // and the group's lag judged on every check; served from a report refreshed every 5 s.
+    let cluster = Arc::new(cluster);
+    let checker = HealthChecker::new()
+        .probe(ConsumerLivenessProbe::for_consumer(
+            Arc::new(handle.clone()),
+            &consumer_config,
+        )?)
+        .probe(BrokerConnectivityProbe::new(cluster.clone()))
+        .probe(ConsumerLagProbe::new(cluster.clone(), [args.group.clone()]));
+    let metrics = install_prometheus_recorder()?;
+    let listener = tokio::net::TcpListener::bind(args.health_addr).await?;
+    println!(
+        "health endpoints on http://{}/{{livez,readyz,health,metrics}}",
+        listener.local_addr()?
+    );
+    let endpoints = router(
+        HealthSource::Cached(checker.spawn(Duration::from_secs(5))),
+        Some(metrics),
+    );
+    tokio::spawn(serve_on(listener, endpoints));
+
     let started = Instant::now();
     let run = tokio::spawn(driver.run());
 

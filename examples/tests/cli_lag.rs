@@ -8,26 +8,9 @@ use std::time::{Duration, Instant};
 
 use kafka_ops_core::testkit::{MockKafka, Tansu, TestRecord, unique_name};
 use kafka_ops_core::{Offset, TopicPartition};
-use kafka_ops_examples::cli::{Output, run};
 
-/// Runs the CLI in-process; returns (exit code, stdout, stderr).
-async fn cli(args: &[&str]) -> (i32, String, String) {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = run(
-        std::iter::once("kafka-ops").chain(args.iter().copied()),
-        &mut Output {
-            out: &mut out,
-            err: &mut err,
-        },
-    )
-    .await;
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
+mod support;
+use support::cli;
 
 /// orders: partition 0 has 30 records committed at 10, partition 1 has 20 committed at 20,
 /// partition 2 has 5 and no commit.

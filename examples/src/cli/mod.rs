@@ -3,6 +3,7 @@
 //! Exit codes follow the monitoring-plugin convention the runbook scripts use: 0 ok, 1 warning,
 //! 2 critical (only when `--fail-on` asks), 3 for errors (unreachable cluster, bad arguments).
 
+pub mod health;
 pub mod lag;
 
 use std::ffi::OsString;
@@ -30,6 +31,10 @@ pub struct Cli {
 enum Command {
     /// Consumer-group lag: offsets, time lag and a verdict (like kafka-consumer-groups --describe).
     Lag(lag::LagArgs),
+    /// The daily health check: brokers, controller, partitions, topics, lag, DLQ depth, canary.
+    Health(health::HealthArgs),
+    /// May this broker be stopped now? The rolling-restart checklist (exit 0 safe, 2 not).
+    RestartCheck(health::RestartCheckArgs),
 }
 
 /// How to reach the cluster. Extra librdkafka settings (SASL, TLS) go in `-X key=value`; their
@@ -148,6 +153,8 @@ where
     };
     match cli.command {
         Command::Lag(args) => lag::run(args, output).await,
+        Command::Health(args) => health::run(args, output).await,
+        Command::RestartCheck(args) => health::run_restart_check(args, output).await,
     }
 }
 

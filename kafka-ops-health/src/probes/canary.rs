@@ -83,7 +83,10 @@ impl CanaryProbe {
             .set("group.id", format!("kafka-ops-canary-{run}"))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // The records are there by the time it fetches: a long fetch wait would only time
+            // the broker's idle wait, not the pipeline.
+            .set("fetch.wait.max.ms", "10");
         let consumer: BaseConsumer = consumer_config
             .create()
             .map_err(|e| kafka_error("create canary consumer", e))?;

@@ -347,3 +347,55 @@ async fn a_stalled_poll_loop_fails_liveness() {
     handle.shutdown();
     run.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_restart_gate_refuses_while_a_broker_is_down() {
+    use kafka_ops_health::{RestartGateOptions, RestartRefusal, safe_to_restart};
+    let kafka = MockKafka::start(3).unwrap();
+    let topic = unique_name("gate");
+    kafka.create_topic(&topic, 6).unwrap();
+    let cluster = cluster(&kafka);
+    // Healthy but for the mock's controller id 0, which names no broker.
+    let verdict = safe_to_restart(cluster.as_ref(), 1, RestartGateOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        verdict.refusals,
+        vec![RestartRefusal::ControllerUnknown],
+        "{verdict:?}"
+    );
+    assert_eq!(verdict.in_sync_for, 6, "replicated on every broker");
+
+    let down = leader(&cluster, &topic, 0).await;
+    kafka.broker_down(down).unwrap();
+    let other = if down == 1 { 2 } else { 1 };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let verdict = loop {
+        let verdict = safe_to_restart(cluster.as_ref(), other, RestartGateOptions::default())
+            .await
+            .unwrap();
+        if verdict.refusals.len() > 1 || Instant::now() > deadline {
+            break verdict;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!verdict.safe);
+    assert!(
+        verdict
+            .refusals
+            .iter()
+            .any(|r| matches!(r, RestartRefusal::Offline { examples, .. } if examples.contains(&format!("{topic}/0")))),
+        "{verdict:?}"
+    );
+    // The broker that is down is not listed: asking about it says so.
+    let verdict = safe_to_restart(cluster.as_ref(), down, RestartGateOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        verdict
+            .refusals
+            .iter()
+            .any(|r| matches!(r, RestartRefusal::UnknownBroker { .. })),
+        "{verdict:?}"
+    );
+}

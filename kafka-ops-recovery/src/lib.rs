@@ -1,22 +1,60 @@
 //! # kafka-ops-recovery
 //!
-//! Recovery policies for Kafka consumers: the self-healing runbook as composable parts. This
-//! crate will own:
+//! The self-healing runbook's recovery policies as composable parts:
 //!
-//! - `RetryPolicy` (retry in place, hand to a retry tier, dead-letter, skip, stop) driven by
-//!   core's error classes and user rules, `Backoff` schedules on an injected clock, a shared
-//!   retry budget, and a retry layer for handlers;
-//! - a circuit breaker wired to the driver, pausing partitions while open;
-//! - offset operations: reset (earliest, latest, datetime, offset, shift) with dry-run, export
-//!   and import, and `wait_for_drain`;
-//! - the self-healing engine: monitors, grace periods, recovery actions retried with the
-//!   runbook's policy, escalation through notifiers, cooldowns, an audit trail and dry-run.
-//!
-//! Until then it re-exports the core types it builds on.
+//! - [`BackoffPolicy`] / [`Backoff`]: constant or exponential schedules with full, equal or
+//!   decorrelated jitter, a maximum delay, attempts and elapsed time, on an injected clock and a
+//!   seedable random source. [`BackoffPolicy::runbook`] is runbook 002's policy (10 s, 15 s,
+//!   22.5 s, then escalate).
+//! - [`RetryBudget`]: retries at a floor rate plus a share of successes, shared by every worker.
+//! - [`RetryPolicy`]: from core's error class and user rules, retry in place, hand to a retry
+//!   tier, dead-letter, skip or stop; [`RetryLayer`] applies it around a handler.
+//! - [`CircuitBreaker`]: count- or time-based windows, failure-rate and slow-call thresholds,
+//!   minimum calls, growing open durations, limited half-open probes, force-open and reset,
+//!   state-change listeners; [`CircuitBreakerLayer`] pauses the consumer while it is open.
+//! - `backoff-adapter` feature: schedules from a `backoff::ExponentialBackoff`.
 //!
 //! ```
-//! use kafka_ops_recovery::core::ErrorClass;
-//! assert!(ErrorClass::Transient.is_retryable());
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use kafka_ops_core::handler::{handler_fn, Handler, HandlerBuilder};
+//! use kafka_ops_core::kafka::driver::DriverHandle;
+//! use kafka_ops_core::{Disposition, HandlerError, Offset, Outcome, Record};
+//! use kafka_ops_recovery::{BackoffPolicy, BreakerConfig, CircuitBreaker, CircuitBreakerLayer, RetryLayer, RetryPolicy};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+//! // The driver's handle exists before the driver, so the breaker can pause it.
+//! let consumer = DriverHandle::new();
+//! let breaker = Arc::new(CircuitBreaker::new("payments", BreakerConfig::default()).unwrap());
+//! let handler = HandlerBuilder::new()
+//!     .layer(RetryLayer::new(RetryPolicy::new(BackoffPolicy::constant(Duration::from_millis(100), 2))))
+//!     .layer(CircuitBreakerLayer::new(breaker, Arc::new(consumer.clone())))
+//!     .handler(handler_fn(|_record: &Record<'_>| async {
+//!         Err::<Outcome, _>(HandlerError::transient("payments API: 503"))
+//!     }));
+//!
+//! let record = Record::new("orders", 0, Offset::ZERO);
+//! let error = handler.handle(&record).await.unwrap_err();
+//! // Retried twice in place, then handed to the dead-letter layer outside.
+//! assert_eq!(error.attempts(), 3);
+//! assert_eq!(error.disposition(), Disposition::DeadLetter);
+//! # });
 //! ```
 
-pub use kafka_ops_core as core;
+#[cfg(feature = "backoff-adapter")]
+pub mod adapter;
+pub mod backoff;
+pub mod breaker;
+pub mod budget;
+pub mod error;
+pub mod layer;
+pub mod policy;
+
+pub use backoff::{Backoff, BackoffPolicy, Jitter};
+pub use breaker::{
+    BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, SlidingWindow, StateChange,
+};
+pub use budget::{RetryBudget, RetryBudgetConfig};
+pub use error::{BreakerOpen, RecoveryError};
+pub use layer::{CircuitBreakerLayer, RetryLayer};
+pub use policy::{Decision, Matcher, RetryPolicy, Rule, RuleAction};

@@ -1,0 +1,782 @@
+//! A circuit breaker: closed → open when the recent failure (or slow-call) rate crosses its
+//! threshold, half-open after the open duration to let a few probe calls through, closed again
+//! when they succeed.
+//!
+//! The state machine is pure over an injected [`Clock`]; [`CircuitBreakerLayer`](crate::layer)
+//! wires it to a consumer so an open breaker pauses fetching instead of failing every record.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use kafka_ops_core::{Clock, SystemClock};
+use serde::{Deserialize, Serialize};
+
+use crate::error::RecoveryError;
+
+/// The breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Calls pass; outcomes are counted.
+    Closed,
+    /// Calls are rejected until the open duration ends.
+    Open,
+    /// A limited number of probe calls pass; their outcomes decide.
+    HalfOpen,
+}
+
+/// Which recent calls the rates are computed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlidingWindow {
+    /// The last N calls.
+    Count(usize),
+    /// The calls of the last span of time.
+    #[serde(with = "humantime_serde")]
+    Time(Duration),
+}
+
+/// A circuit breaker's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BreakerConfig {
+    /// The calls rates are computed over.
+    pub window: SlidingWindow,
+    /// Failed calls, percent of the window, at or above which the breaker opens.
+    pub failure_rate_threshold: f64,
+    /// Slow calls, percent of the window, at or above which the breaker opens (100: only when
+    /// every call is slow).
+    pub slow_call_rate_threshold: f64,
+    /// A call taking this long or longer is slow.
+    #[serde(with = "humantime_serde")]
+    pub slow_call_duration: Duration,
+    /// Calls in the window before any rate is judged.
+    pub minimum_calls: usize,
+    /// How long the breaker stays open the first time.
+    #[serde(with = "humantime_serde")]
+    pub open_duration: Duration,
+    /// Each consecutive opening lasts this many times longer (1.0: always the same).
+    pub open_duration_multiplier: f64,
+    /// The longest an opening lasts.
+    #[serde(with = "humantime_serde")]
+    pub max_open_duration: Duration,
+    /// Probe calls let through while half-open; all must succeed to close.
+    pub half_open_calls: usize,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            window: SlidingWindow::Count(20),
+            failure_rate_threshold: 50.0,
+            slow_call_rate_threshold: 100.0,
+            slow_call_duration: Duration::from_secs(5),
+            minimum_calls: 10,
+            open_duration: Duration::from_secs(30),
+            open_duration_multiplier: 1.0,
+            max_open_duration: Duration::from_secs(300),
+            half_open_calls: 3,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// Checks the settings are usable.
+    pub fn validate(&self) -> Result<(), RecoveryError> {
+        let percent = |v: f64| v.is_finite() && v > 0.0 && v <= 100.0;
+        let problem = if !percent(self.failure_rate_threshold)
+            || !percent(self.slow_call_rate_threshold)
+        {
+            Some("rate thresholds must be percentages in (0, 100]")
+        } else if self.minimum_calls == 0 || self.half_open_calls == 0 {
+            Some("minimum_calls and half_open_calls must be at least 1")
+        } else if matches!(self.window, SlidingWindow::Count(0))
+            || self.window == SlidingWindow::Time(Duration::ZERO)
+        {
+            Some("the sliding window must not be empty")
+        } else if !self.open_duration_multiplier.is_finite() || self.open_duration_multiplier < 1.0
+        {
+            Some("open_duration_multiplier must be ≥ 1")
+        } else if self.max_open_duration < self.open_duration {
+            Some("max_open_duration must be at least open_duration")
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(RecoveryError::Config(format!("circuit breaker: {problem}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How a call through the breaker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// It worked (or failed in a way that says nothing about the protected resource).
+    Success,
+    /// The protected resource failed.
+    Failure,
+}
+
+/// A state change, as listeners see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// The breaker's name.
+    pub breaker: String,
+    /// The state before.
+    pub from: BreakerState,
+    /// The state after.
+    pub to: BreakerState,
+    /// Why.
+    pub reason: String,
+}
+
+/// Permission for one call; give it back with [`CircuitBreaker::record`].
+#[derive(Debug)]
+#[must_use = "record the call's outcome with CircuitBreaker::record"]
+pub struct Permit {
+    started: Instant,
+    probe: bool,
+    generation: u64,
+}
+
+/// A call refused because the breaker is open (or half-open with every probe taken).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected {
+    /// The state that refused.
+    pub state: BreakerState,
+    /// When trying again makes sense.
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Call {
+    at: Instant,
+    failed: bool,
+    slow: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: BreakerState,
+    forced_open: bool,
+    open_until: Instant,
+    consecutive_opens: u32,
+    calls: VecDeque<Call>,
+    probes_started: usize,
+    probes_succeeded: usize,
+    /// Bumped on every transition so permits from an earlier state are ignored.
+    generation: u64,
+}
+
+type Listener = Box<dyn Fn(&StateChange) + Send + Sync>;
+
+/// A circuit breaker. Cheap to share behind an `Arc`.
+pub struct CircuitBreaker {
+    name: String,
+    config: BreakerConfig,
+    clock: Arc<dyn Clock>,
+    inner: Mutex<Inner>,
+    listeners: Mutex<Vec<Listener>>,
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl CircuitBreaker {
+    /// A closed breaker on the system clock.
+    pub fn new(name: impl Into<String>, config: BreakerConfig) -> Result<Self, RecoveryError> {
+        Self::with_clock(name, config, Arc::new(SystemClock))
+    }
+
+    /// A closed breaker timed by `clock`.
+    pub fn with_clock(
+        name: impl Into<String>,
+        config: BreakerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, RecoveryError> {
+        config.validate()?;
+        let now = clock.now();
+        Ok(CircuitBreaker {
+            name: name.into(),
+            config,
+            clock,
+            inner: Mutex::new(Inner {
+                state: BreakerState::Closed,
+                forced_open: false,
+                open_until: now,
+                consecutive_opens: 0,
+                calls: VecDeque::new(),
+                probes_started: 0,
+                probes_succeeded: 0,
+                generation: 0,
+            }),
+            listeners: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The state now (an open breaker whose duration ended reads as half-open).
+    pub fn state(&self) -> BreakerState {
+        let mut changes = Vec::new();
+        let state = {
+            let mut inner = self.lock();
+            self.half_open_if_due(&mut inner, &mut changes);
+            inner.state
+        };
+        self.notify(changes);
+        state
+    }
+
+    /// Calls `listener` on every state change (after the change, outside the breaker's lock).
+    pub fn on_state_change(&self, listener: impl Fn(&StateChange) + Send + Sync + 'static) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::new(listener));
+    }
+
+    /// Asks to make a call.
+    pub fn try_acquire(&self) -> Result<Permit, Rejected> {
+        let mut changes = Vec::new();
+        let result = {
+            let mut inner = self.lock();
+            self.half_open_if_due(&mut inner, &mut changes);
+            let now = self.clock.now();
+            match inner.state {
+                BreakerState::Closed => Ok(Permit {
+                    started: now,
+                    probe: false,
+                    generation: inner.generation,
+                }),
+                BreakerState::Open => Err(Rejected {
+                    state: BreakerState::Open,
+                    retry_after: if inner.forced_open {
+                        self.config.open_duration
+                    } else {
+                        inner.open_until.saturating_duration_since(now)
+                    },
+                }),
+                BreakerState::HalfOpen if inner.probes_started < self.config.half_open_calls => {
+                    inner.probes_started += 1;
+                    Ok(Permit {
+                        started: now,
+                        probe: true,
+                        generation: inner.generation,
+                    })
+                }
+                BreakerState::HalfOpen => Err(Rejected {
+                    state: BreakerState::HalfOpen,
+                    retry_after: (self.config.open_duration / 10).max(Duration::from_millis(10)),
+                }),
+            }
+        };
+        self.notify(changes);
+        result
+    }
+
+    /// Records how a permitted call ended.
+    pub fn record(&self, permit: Permit, outcome: CallOutcome) {
+        let mut changes = Vec::new();
+        {
+            let mut inner = self.lock();
+            let now = self.clock.now();
+            if permit.generation != inner.generation {
+                // The breaker moved on since this call started; its outcome is stale.
+            } else if permit.probe {
+                match outcome {
+                    CallOutcome::Failure => self.open(
+                        &mut inner,
+                        "a half-open probe call failed".into(),
+                        &mut changes,
+                    ),
+                    CallOutcome::Success => {
+                        inner.probes_succeeded += 1;
+                        let succeeded = inner.probes_succeeded;
+                        if succeeded >= self.config.half_open_calls {
+                            inner.consecutive_opens = 0;
+                            self.transition(
+                                &mut inner,
+                                BreakerState::Closed,
+                                format!("{succeeded} probe calls succeeded"),
+                                &mut changes,
+                            );
+                        }
+                    }
+                }
+            } else if inner.state == BreakerState::Closed {
+                let slow =
+                    now.saturating_duration_since(permit.started) >= self.config.slow_call_duration;
+                inner.calls.push_back(Call {
+                    at: now,
+                    failed: outcome == CallOutcome::Failure,
+                    slow,
+                });
+                self.trim(&mut inner, now);
+                if inner.calls.len() >= self.config.minimum_calls {
+                    let total = inner.calls.len() as f64;
+                    let failed =
+                        inner.calls.iter().filter(|c| c.failed).count() as f64 * 100.0 / total;
+                    let slow = inner.calls.iter().filter(|c| c.slow).count() as f64 * 100.0 / total;
+                    if failed >= self.config.failure_rate_threshold {
+                        self.open(
+                            &mut inner,
+                            format!(
+                                "failure rate {failed:.0}% ≥ {}%",
+                                self.config.failure_rate_threshold
+                            ),
+                            &mut changes,
+                        );
+                    } else if slow >= self.config.slow_call_rate_threshold {
+                        self.open(
+                            &mut inner,
+                            format!(
+                                "slow-call rate {slow:.0}% ≥ {}%",
+                                self.config.slow_call_rate_threshold
+                            ),
+                            &mut changes,
+                        );
+                    }
+                }
+            }
+        }
+        self.notify(changes);
+    }
+
+    /// Opens the breaker until [`reset`](Self::reset), whatever the calls do.
+    pub fn force_open(&self) {
+        let mut changes = Vec::new();
+        {
+            let mut inner = self.lock();
+            inner.forced_open = true;
+            if inner.state != BreakerState::Open {
+                self.transition(
+                    &mut inner,
+                    BreakerState::Open,
+                    "forced open".into(),
+                    &mut changes,
+                );
+            }
+        }
+        self.notify(changes);
+    }
+
+    /// Closes the breaker and forgets its history.
+    pub fn reset(&self) {
+        let mut changes = Vec::new();
+        {
+            let mut inner = self.lock();
+            inner.forced_open = false;
+            inner.consecutive_opens = 0;
+            if inner.state != BreakerState::Closed {
+                self.transition(
+                    &mut inner,
+                    BreakerState::Closed,
+                    "reset".into(),
+                    &mut changes,
+                );
+            }
+            inner.calls.clear();
+        }
+        self.notify(changes);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn trim(&self, inner: &mut Inner, now: Instant) {
+        match self.config.window {
+            SlidingWindow::Count(n) => {
+                while inner.calls.len() > n {
+                    inner.calls.pop_front();
+                }
+            }
+            SlidingWindow::Time(span) => {
+                while inner
+                    .calls
+                    .front()
+                    .is_some_and(|c| now.saturating_duration_since(c.at) > span)
+                {
+                    inner.calls.pop_front();
+                }
+            }
+        }
+    }
+
+    fn open(&self, inner: &mut Inner, reason: String, changes: &mut Vec<StateChange>) {
+        let factor = self
+            .config
+            .open_duration_multiplier
+            .powi(i32::try_from(inner.consecutive_opens).unwrap_or(i32::MAX));
+        let secs = self.config.open_duration.as_secs_f64() * factor;
+        let duration = if secs.is_finite() && secs < self.config.max_open_duration.as_secs_f64() {
+            Duration::from_secs_f64(secs)
+        } else {
+            self.config.max_open_duration
+        };
+        inner.consecutive_opens = inner.consecutive_opens.saturating_add(1);
+        inner.open_until = self.clock.now() + duration;
+        self.transition(
+            inner,
+            BreakerState::Open,
+            format!("{reason}; open for {duration:?}"),
+            changes,
+        );
+    }
+
+    fn half_open_if_due(&self, inner: &mut Inner, changes: &mut Vec<StateChange>) {
+        if inner.state == BreakerState::Open
+            && !inner.forced_open
+            && self.clock.now() >= inner.open_until
+        {
+            self.transition(
+                inner,
+                BreakerState::HalfOpen,
+                "open duration ended".into(),
+                changes,
+            );
+        }
+    }
+
+    fn transition(
+        &self,
+        inner: &mut Inner,
+        to: BreakerState,
+        reason: String,
+        changes: &mut Vec<StateChange>,
+    ) {
+        let from = inner.state;
+        inner.state = to;
+        inner.generation += 1;
+        inner.calls.clear();
+        inner.probes_started = 0;
+        inner.probes_succeeded = 0;
+        tracing::info!(breaker = %self.name, ?from, ?to, %reason, "circuit breaker state change");
+        metrics::counter!("kafka_ops_breaker_transitions_total", "breaker" => self.name.clone(), "to" => format!("{to:?}")).increment(1);
+        changes.push(StateChange {
+            breaker: self.name.clone(),
+            from,
+            to,
+            reason,
+        });
+    }
+
+    fn notify(&self, changes: Vec<StateChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        let listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for change in &changes {
+            for listener in listeners.iter() {
+                listener(change);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_ops_core::ManualClock;
+    use proptest::prelude::*;
+
+    fn breaker(config: BreakerConfig) -> (CircuitBreaker, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new());
+        (
+            CircuitBreaker::with_clock("downstream", config, clock.clone()).unwrap(),
+            clock,
+        )
+    }
+
+    fn call(b: &CircuitBreaker, outcome: CallOutcome) -> bool {
+        match b.try_acquire() {
+            Ok(permit) => {
+                b.record(permit, outcome);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn small() -> BreakerConfig {
+        BreakerConfig {
+            window: SlidingWindow::Count(10),
+            minimum_calls: 4,
+            failure_rate_threshold: 50.0,
+            open_duration: Duration::from_secs(30),
+            half_open_calls: 2,
+            ..BreakerConfig::default()
+        }
+    }
+
+    #[test]
+    fn opens_at_the_failure_rate_then_half_opens_then_closes() {
+        let (b, clock) = breaker(small());
+        let changes: Arc<Mutex<Vec<(BreakerState, BreakerState)>>> = Arc::default();
+        {
+            let changes = changes.clone();
+            b.on_state_change(move |c| changes.lock().unwrap().push((c.from, c.to)));
+        }
+        assert!(call(&b, CallOutcome::Success));
+        assert!(call(&b, CallOutcome::Failure));
+        assert!(call(&b, CallOutcome::Success));
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed,
+            "3 calls: below minimum_calls"
+        );
+        assert!(call(&b, CallOutcome::Failure));
+        // 2 of 4 failed: 50% ≥ 50%.
+        assert_eq!(b.state(), BreakerState::Open);
+        let rejected = b.try_acquire().unwrap_err();
+        assert_eq!(rejected.retry_after, Duration::from_secs(30));
+        clock.advance(Duration::from_secs(29));
+        assert!(b.try_acquire().is_err());
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        let first = b.try_acquire().unwrap();
+        let second = b.try_acquire().unwrap();
+        assert_eq!(
+            b.try_acquire().unwrap_err().state,
+            BreakerState::HalfOpen,
+            "only 2 probes"
+        );
+        b.record(first, CallOutcome::Success);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        b.record(second, CallOutcome::Success);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(
+            *changes.lock().unwrap(),
+            vec![
+                (BreakerState::Closed, BreakerState::Open),
+                (BreakerState::Open, BreakerState::HalfOpen),
+                (BreakerState::HalfOpen, BreakerState::Closed)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_probe_reopens_for_longer_when_asked() {
+        let config = BreakerConfig {
+            open_duration_multiplier: 2.0,
+            max_open_duration: Duration::from_secs(100),
+            ..small()
+        };
+        let (b, clock) = breaker(config);
+        for _ in 0..4 {
+            call(&b, CallOutcome::Failure);
+        }
+        assert_eq!(
+            b.try_acquire().unwrap_err().retry_after,
+            Duration::from_secs(30)
+        );
+        clock.advance(Duration::from_secs(30));
+        assert!(call(&b, CallOutcome::Failure), "the probe is let through");
+        assert_eq!(
+            b.try_acquire().unwrap_err().retry_after,
+            Duration::from_secs(60)
+        );
+        clock.advance(Duration::from_secs(60));
+        assert!(call(&b, CallOutcome::Failure));
+        // 120 s capped at 100 s.
+        assert_eq!(
+            b.try_acquire().unwrap_err().retry_after,
+            Duration::from_secs(100)
+        );
+        clock.advance(Duration::from_secs(100));
+        assert!(call(&b, CallOutcome::Success));
+        assert!(call(&b, CallOutcome::Success));
+        assert_eq!(b.state(), BreakerState::Closed);
+        // Closing starts the growth over.
+        for _ in 0..4 {
+            call(&b, CallOutcome::Failure);
+        }
+        assert_eq!(
+            b.try_acquire().unwrap_err().retry_after,
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn slow_calls_open_it_too() {
+        let config = BreakerConfig {
+            slow_call_rate_threshold: 75.0,
+            slow_call_duration: Duration::from_secs(2),
+            ..small()
+        };
+        let (b, clock) = breaker(config);
+        for _ in 0..4 {
+            let permit = b.try_acquire().unwrap();
+            clock.advance(Duration::from_secs(3));
+            b.record(permit, CallOutcome::Success);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn a_time_window_forgets_old_calls() {
+        let config = BreakerConfig {
+            window: SlidingWindow::Time(Duration::from_secs(10)),
+            ..small()
+        };
+        let (b, clock) = breaker(config);
+        for _ in 0..3 {
+            call(&b, CallOutcome::Failure);
+        }
+        clock.advance(Duration::from_secs(11));
+        call(&b, CallOutcome::Failure);
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed,
+            "the first three fell out of the window"
+        );
+    }
+
+    #[test]
+    fn force_open_holds_until_reset_and_stale_permits_are_ignored() {
+        let (b, clock) = breaker(small());
+        let early = b.try_acquire().unwrap();
+        b.force_open();
+        clock.advance(Duration::from_secs(3_600));
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.try_acquire().is_err());
+        b.reset();
+        assert_eq!(b.state(), BreakerState::Closed);
+        // A call that started before the reset says nothing about now.
+        b.record(early, CallOutcome::Failure);
+        for _ in 0..3 {
+            call(&b, CallOutcome::Success);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        for config in [
+            BreakerConfig {
+                failure_rate_threshold: 0.0,
+                ..small()
+            },
+            BreakerConfig {
+                minimum_calls: 0,
+                ..small()
+            },
+            BreakerConfig {
+                window: SlidingWindow::Count(0),
+                ..small()
+            },
+            BreakerConfig {
+                open_duration_multiplier: 0.5,
+                ..small()
+            },
+            BreakerConfig {
+                max_open_duration: Duration::from_secs(1),
+                ..small()
+            },
+        ] {
+            assert!(CircuitBreaker::new("x", config).is_err(), "{config:?}");
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Call { fail: bool, hold_secs: u64 },
+        Wait(u64),
+        ForceOpen,
+        Reset,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (any::<bool>(), 0u64..4).prop_map(|(fail, hold_secs)| Step::Call { fail, hold_secs }),
+            2 => (0u64..40).prop_map(Step::Wait),
+            1 => Just(Step::ForceOpen),
+            1 => Just(Step::Reset),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn the_state_machine_keeps_its_promises(steps in proptest::collection::vec(step(), 1..200)) {
+            let (b, clock) = breaker(BreakerConfig {
+                slow_call_rate_threshold: 90.0,
+                slow_call_duration: Duration::from_secs(2),
+                ..small()
+            });
+            let transitions: Arc<Mutex<Vec<(BreakerState, BreakerState)>>> = Arc::default();
+            {
+                let transitions = transitions.clone();
+                b.on_state_change(move |c| transitions.lock().unwrap().push((c.from, c.to)));
+            }
+            let mut forced = false;
+            for step in steps {
+                let before = b.state();
+                transitions.lock().unwrap().clear();
+                let natural = match step {
+                    Step::Call { fail, hold_secs } => {
+                        match b.try_acquire() {
+                            Ok(permit) => {
+                                prop_assert!(before != BreakerState::Open, "an open breaker let a call through");
+                                prop_assert!(!forced);
+                                clock.advance(Duration::from_secs(hold_secs));
+                                b.record(permit, if fail { CallOutcome::Failure } else { CallOutcome::Success });
+                            }
+                            Err(rejected) => {
+                                prop_assert!(before != BreakerState::Closed, "a closed breaker rejected a call");
+                                prop_assert!(rejected.state != BreakerState::Closed);
+                            }
+                        }
+                        true
+                    }
+                    Step::Wait(secs) => { clock.advance(Duration::from_secs(secs)); true }
+                    Step::ForceOpen => { b.force_open(); forced = true; false }
+                    Step::Reset => { b.reset(); forced = false; false }
+                };
+                if forced {
+                    prop_assert_eq!(b.state(), BreakerState::Open);
+                }
+                for (from, to) in transitions.lock().unwrap().iter() {
+                    prop_assert!(from != to);
+                    if natural {
+                        let allowed = matches!(
+                            (from, to),
+                            (BreakerState::Closed, BreakerState::Open)
+                                | (BreakerState::Open, BreakerState::HalfOpen)
+                                | (BreakerState::HalfOpen, BreakerState::Open)
+                                | (BreakerState::HalfOpen, BreakerState::Closed)
+                        );
+                        prop_assert!(allowed, "{:?} → {:?}", from, to);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn only_successes_never_open_it(calls in 1usize..100, hold in 0u64..2) {
+            let (b, clock) = breaker(small());
+            for _ in 0..calls {
+                let permit = b.try_acquire().unwrap();
+                clock.advance(Duration::from_secs(hold));
+                b.record(permit, CallOutcome::Success);
+            }
+            prop_assert_eq!(b.state(), BreakerState::Closed);
+        }
+    }
+}

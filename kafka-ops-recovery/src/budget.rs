@@ -1,0 +1,188 @@
+//! A retry budget shared by every worker: retries are allowed at a floor rate plus a share of
+//! successful calls, so a failing downstream cannot turn every record into a retry storm.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use kafka_ops_core::{Clock, SystemClock};
+use serde::{Deserialize, Serialize};
+
+use crate::error::RecoveryError;
+
+/// A retry budget's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetryBudgetConfig {
+    /// Retries always allowed per second, whatever the success rate.
+    pub min_retries_per_second: f64,
+    /// Retries earned per successful call (0.2: one retry per five successes).
+    pub retry_ratio: f64,
+    /// How long unspent retries are kept: the balance never exceeds what this span earns.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        RetryBudgetConfig {
+            min_retries_per_second: 10.0,
+            retry_ratio: 0.2,
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Balance {
+    tokens: f64,
+    earned_in_window: f64,
+    refilled_at: Instant,
+}
+
+/// A token bucket of retries. Cheap to clone; clones share the budget.
+#[derive(Debug, Clone)]
+pub struct RetryBudget {
+    config: RetryBudgetConfig,
+    clock: Arc<dyn Clock>,
+    balance: Arc<Mutex<Balance>>,
+}
+
+impl RetryBudget {
+    /// A budget on the system clock.
+    pub fn new(config: RetryBudgetConfig) -> Result<Self, RecoveryError> {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A budget timed by `clock`, starting full at its floor.
+    pub fn with_clock(
+        config: RetryBudgetConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, RecoveryError> {
+        let valid = |v: f64| v.is_finite() && v >= 0.0;
+        if !valid(config.min_retries_per_second)
+            || !valid(config.retry_ratio)
+            || config.window.is_zero()
+        {
+            return Err(RecoveryError::Config(format!(
+                "retry budget needs non-negative rates and a positive window: {config:?}"
+            )));
+        }
+        let now = clock.now();
+        let floor = config.min_retries_per_second * config.window.as_secs_f64();
+        Ok(RetryBudget {
+            config,
+            clock,
+            balance: Arc::new(Mutex::new(Balance {
+                tokens: floor,
+                earned_in_window: 0.0,
+                refilled_at: now,
+            })),
+        })
+    }
+
+    fn refill(&self, balance: &mut Balance) {
+        let now = self.clock.now();
+        let elapsed = now
+            .saturating_duration_since(balance.refilled_at)
+            .as_secs_f64();
+        balance.refilled_at = now;
+        let window = self.config.window.as_secs_f64();
+        // Earnings from successes fade over the window, the floor refills continuously.
+        balance.earned_in_window *= (1.0 - elapsed / window).max(0.0);
+        let cap = self.config.min_retries_per_second * window + balance.earned_in_window;
+        balance.tokens = (balance.tokens + elapsed * self.config.min_retries_per_second).min(cap);
+    }
+
+    /// Records a successful call: it earns `retry_ratio` retries.
+    pub fn record_success(&self) {
+        let mut balance = self.balance.lock().unwrap_or_else(PoisonError::into_inner);
+        self.refill(&mut balance);
+        balance.tokens += self.config.retry_ratio;
+        balance.earned_in_window += self.config.retry_ratio;
+    }
+
+    /// Takes one retry from the budget; `false` when it is spent (do not retry now).
+    pub fn try_withdraw(&self) -> bool {
+        let mut balance = self.balance.lock().unwrap_or_else(PoisonError::into_inner);
+        self.refill(&mut balance);
+        if balance.tokens >= 1.0 {
+            balance.tokens -= 1.0;
+            true
+        } else {
+            metrics::counter!("kafka_ops_retry_budget_exhausted_total").increment(1);
+            false
+        }
+    }
+
+    /// Retries available now.
+    pub fn available(&self) -> f64 {
+        let mut balance = self.balance.lock().unwrap_or_else(PoisonError::into_inner);
+        self.refill(&mut balance);
+        balance.tokens
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_ops_core::ManualClock;
+
+    fn budget(min_per_sec: f64, ratio: f64) -> (RetryBudget, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new());
+        let config = RetryBudgetConfig {
+            min_retries_per_second: min_per_sec,
+            retry_ratio: ratio,
+            window: Duration::from_secs(10),
+        };
+        (
+            RetryBudget::with_clock(config, clock.clone()).unwrap(),
+            clock,
+        )
+    }
+
+    #[test]
+    fn the_floor_allows_its_rate_and_no_more() {
+        let (budget, clock) = budget(1.0, 0.0);
+        // A full window's floor: 10 retries at once, then none.
+        assert_eq!((0..20).filter(|_| budget.try_withdraw()).count(), 10);
+        clock.advance(Duration::from_secs(3));
+        assert_eq!((0..20).filter(|_| budget.try_withdraw()).count(), 3);
+    }
+
+    #[test]
+    fn successes_earn_retries() {
+        let (budget, _) = budget(0.0, 0.25);
+        assert!(!budget.try_withdraw());
+        for _ in 0..8 {
+            budget.record_success();
+        }
+        // Eight successes at 0.25 earn two retries.
+        assert_eq!((0..10).filter(|_| budget.try_withdraw()).count(), 2);
+    }
+
+    #[test]
+    fn a_failing_downstream_cannot_retry_every_record() {
+        let (budget, clock) = budget(2.0, 0.1);
+        let mut retried = 0;
+        // 100 failing records a second for 10 s, nothing succeeding.
+        for _ in 0..10 {
+            retried += (0..100).filter(|_| budget.try_withdraw()).count();
+            clock.advance(Duration::from_secs(1));
+        }
+        // The initial window's floor (20) plus 2 a second for 9 s.
+        assert_eq!(retried, 38);
+    }
+
+    #[test]
+    fn clones_share_one_budget_and_bad_settings_are_refused() {
+        let (budget, _) = budget(0.1, 0.0);
+        let other = budget.clone();
+        assert!(budget.try_withdraw());
+        assert!(!other.try_withdraw());
+        let bad = RetryBudgetConfig {
+            retry_ratio: f64::NAN,
+            ..RetryBudgetConfig::default()
+        };
+        assert!(RetryBudget::new(bad).is_err());
+    }
+}

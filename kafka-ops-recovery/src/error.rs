@@ -10,6 +10,35 @@ pub enum RecoveryError {
     /// A cluster operation failed.
     #[error(transparent)]
     Cluster(#[from] kafka_ops_core::Error),
+    /// Offsets of a group with members cannot be changed: they would overwrite them.
+    #[error("group {group} is {state} with members {members:?}: stop its consumers first")]
+    GroupActive {
+        /// The group.
+        group: String,
+        /// Its state.
+        state: String,
+        /// Its members (client id and host).
+        members: Vec<String>,
+    },
+    /// The broker could not say whether the group has members.
+    #[error("cannot tell whether group {group} has members")]
+    CannotVerifyGroup {
+        /// The group.
+        group: String,
+        /// Why.
+        #[source]
+        source: Box<kafka_ops_core::Error>,
+    },
+    /// The group still lagged when the wait ended.
+    #[error("group {group} still lags by {lag} after {waited:?}")]
+    NotDrained {
+        /// The group.
+        group: String,
+        /// Its remaining lag.
+        lag: u64,
+        /// How long it was waited for.
+        waited: std::time::Duration,
+    },
 }
 
 /// The error a circuit breaker's rejection is reported as.

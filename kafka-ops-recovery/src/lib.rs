@@ -12,6 +12,8 @@
 //! - [`CircuitBreaker`]: count- or time-based windows, failure-rate and slow-call thresholds,
 //!   minimum calls, growing open durations, limited half-open probes, force-open and reset,
 //!   state-change listeners; [`CircuitBreakerLayer`] pauses the consumer while it is open.
+//! - [`OffsetOps`]: reset a group's offsets (earliest, latest, datetime, offset, shift) with a
+//!   dry-run plan, refusing while the group has members; export and import; `wait_for_drain`.
 //! - `backoff-adapter` feature: schedules from a `backoff::ExponentialBackoff`.
 //!
 //! ```
@@ -48,6 +50,7 @@ pub mod breaker;
 pub mod budget;
 pub mod error;
 pub mod layer;
+pub mod offsets;
 pub mod policy;
 
 pub use backoff::{Backoff, BackoffPolicy, Jitter};
@@ -57,4 +60,5 @@ pub use breaker::{
 pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use error::{BreakerOpen, RecoveryError};
 pub use layer::{CircuitBreakerLayer, RetryLayer};
+pub use offsets::{MembershipCheck, OffsetOps, OffsetsBackup, ResetPlan, ResetTarget};
 pub use policy::{Decision, Matcher, RetryPolicy, Rule, RuleAction};

@@ -19,6 +19,39 @@ use crate::types::{Offset, Timestamp};
 
 pub use cluster::KafkaCluster;
 
+/// Commits `offsets` for the group `consumer_config` names, without joining the group, as
+/// `kafka-consumer-groups --reset-offsets --execute` does. Nothing checks the group is idle:
+/// a member that commits later overwrites these offsets (offset tools check first).
+///
+/// The broker's answer is awaited; the blocking client work runs off the async threads.
+pub async fn commit_group_offsets(
+    consumer_config: &ClientConfig,
+    offsets: &[(crate::types::TopicPartition, Offset)],
+) -> Result<(), Error> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let config = consumer_config.clone();
+    let offsets = offsets.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| kafka_error("create committer", e))?;
+        let mut list = rdkafka::TopicPartitionList::new();
+        for (tp, offset) in &offsets {
+            list.add_partition_offset(
+                &tp.topic,
+                tp.partition,
+                rdkafka::Offset::Offset(offset.get()),
+            )
+            .map_err(|e| kafka_error("commit", e))?;
+        }
+        consumer
+            .commit(&list, CommitMode::Sync)
+            .map_err(|e| kafka_error("commit", e))
+    })
+    .await
+    .map_err(|e| Error::Task(Box::new(e)))?
+}
+
 /// The code inside an rdkafka error, when it carries one.
 pub fn kafka_code(error: &KafkaError) -> Option<KafkaCode> {
     match error {

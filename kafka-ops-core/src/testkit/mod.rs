@@ -44,7 +44,6 @@ mod tansu;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
@@ -393,34 +392,9 @@ impl TestProducer {
     }
 }
 
-/// Commits `offsets` for the group `consumer_config` names, without joining the group (as an
-/// admin tool would).
-pub async fn commit_offsets(
-    consumer_config: &ClientConfig,
-    offsets: &[(TopicPartition, Offset)],
-) -> Result<(), Error> {
-    let config = consumer_config.clone();
-    let offsets = offsets.to_vec();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|e| kafka_error("create committer", e))?;
-        let mut list = rdkafka::TopicPartitionList::new();
-        for (tp, offset) in &offsets {
-            list.add_partition_offset(
-                &tp.topic,
-                tp.partition,
-                rdkafka::Offset::Offset(offset.get()),
-            )
-            .map_err(|e| kafka_error("commit", e))?;
-        }
-        consumer
-            .commit(&list, CommitMode::Sync)
-            .map_err(|e| kafka_error("commit", e))
-    })
-    .await
-    .map_err(|e| Error::Task(Box::new(e)))?
-}
+/// Commits `offsets` for the group `consumer_config` names (see
+/// [`commit_group_offsets`](crate::kafka::commit_group_offsets)).
+pub use crate::kafka::commit_group_offsets as commit_offsets;
 
 /// A unique name for a test resource (topic, group), so tests sharing a broker do not collide.
 pub fn unique_name(prefix: &str) -> String {

@@ -1,0 +1,527 @@
+//! The runbooks' `kafka-consumer-groups.sh` offset commands as functions: reset (earliest,
+//! latest, a datetime, an offset, a shift) with a dry-run plan showing before → after, export
+//! and import (the daily offsets backup), and `wait_for_drain`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_ops_core::cluster::{ClusterQuery, GroupQuery, LagOptions, group_lag};
+use kafka_ops_core::kafka::commit_group_offsets;
+use kafka_ops_core::{
+    Clock, Error, IsolationLevel, Offset, OffsetSpec, SystemClock, Timestamp, TopicPartition,
+};
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::RecoveryError;
+
+/// Where a reset moves a group's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetTarget {
+    /// The log start: reprocess everything still retained.
+    Earliest,
+    /// The end: skip everything not consumed yet.
+    Latest,
+    /// The first record at or after this time (the end where none is).
+    DateTime(Timestamp),
+    /// This offset, clamped into the partition's range.
+    Offset(i64),
+    /// The committed offset moved by this much (negative: back), clamped; from the log start
+    /// where the group never committed.
+    ShiftBy(i64),
+}
+
+impl fmt::Display for ResetTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResetTarget::Earliest => f.write_str("earliest"),
+            ResetTarget::Latest => f.write_str("latest"),
+            ResetTarget::DateTime(at) => write!(f, "datetime:{at}"),
+            ResetTarget::Offset(offset) => write!(f, "offset:{offset}"),
+            ResetTarget::ShiftBy(by) => write!(f, "shift:{by}"),
+        }
+    }
+}
+
+impl FromStr for ResetTarget {
+    type Err = RecoveryError;
+
+    /// `earliest`, `latest`, `datetime:2026-11-23T08:00:00Z`, `offset:N`, `shift:±N`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            RecoveryError::Config(format!(
+                "reset target {text:?}: expected earliest, latest, datetime:RFC3339, offset:N or shift:±N"
+            ))
+        };
+        match text.split_once(':') {
+            None if text == "earliest" => Ok(ResetTarget::Earliest),
+            None if text == "latest" => Ok(ResetTarget::Latest),
+            Some(("datetime", at)) => humantime::parse_rfc3339_weak(at)
+                .map(|t| ResetTarget::DateTime(Timestamp::from_system_time(t)))
+                .map_err(|_| bad()),
+            Some(("offset", n)) => n.parse().map(ResetTarget::Offset).map_err(|_| bad()),
+            Some(("shift", n)) => n.parse().map(ResetTarget::ShiftBy).map_err(|_| bad()),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// One partition's move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetChange {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The committed offset now (`None`: never committed).
+    pub before: Option<i64>,
+    /// The offset it will be.
+    pub after: i64,
+    /// The target fell outside the partition's range and was clamped to it.
+    pub clamped: bool,
+}
+
+/// A reset worked out and not applied yet: what `--dry-run` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetPlan {
+    /// The group.
+    pub group: String,
+    /// Where it moves.
+    pub target: ResetTarget,
+    /// Partition by partition.
+    pub changes: Vec<OffsetChange>,
+}
+
+/// A group's committed offsets as a file keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetsBackup {
+    /// The group.
+    pub group: String,
+    /// When they were read.
+    pub exported_at: Timestamp,
+    /// Offsets by topic, then partition.
+    pub offsets: BTreeMap<String, BTreeMap<i32, i64>>,
+}
+
+/// Whether a reset may go ahead when the broker cannot say if the group has members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MembershipCheck {
+    /// Refuse unless the broker confirms the group has no members.
+    #[default]
+    Required,
+    /// Go ahead when the broker cannot describe groups (librdkafka's mock cluster); still refuse
+    /// when it says members are there.
+    SkipWhenUnsupported,
+}
+
+/// Progress of [`OffsetOps::wait_for_drain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainProgress {
+    /// Total lag now.
+    pub lag: u64,
+    /// Time waited so far.
+    pub elapsed: Duration,
+}
+
+/// Refuses when `group` has members (or when that cannot be known and `check` requires it).
+pub async fn ensure_group_inactive(
+    groups: &dyn GroupQuery,
+    group: &str,
+    check: MembershipCheck,
+) -> Result<(), RecoveryError> {
+    match groups.describe_groups(&[group.to_string()]).await {
+        Ok(descriptions) => {
+            let Some(description) = descriptions.into_iter().find(|d| d.group == group) else {
+                return Ok(());
+            };
+            if let Some(error) = &description.error {
+                let source = Error::Unsupported {
+                    operation: "describe group",
+                    reason: error.reason.clone(),
+                };
+                return if check == MembershipCheck::SkipWhenUnsupported {
+                    tracing::warn!(group, %error, "the broker could not describe the group; resetting without checking for members");
+                    Ok(())
+                } else {
+                    Err(RecoveryError::CannotVerifyGroup {
+                        group: group.to_string(),
+                        source: Box::new(source),
+                    })
+                };
+            }
+            if !description.members.is_empty() || description.state.has_members() {
+                return Err(RecoveryError::GroupActive {
+                    group: group.to_string(),
+                    state: description.state.to_string(),
+                    members: description
+                        .members
+                        .iter()
+                        .map(|m| format!("{} ({})", m.client_id, m.host))
+                        .collect(),
+                });
+            }
+            Ok(())
+        }
+        Err(Error::Unsupported { .. }) if check == MembershipCheck::SkipWhenUnsupported => {
+            tracing::warn!(
+                group,
+                "the broker cannot describe groups; resetting without checking for members"
+            );
+            Ok(())
+        }
+        Err(error) => Err(RecoveryError::CannotVerifyGroup {
+            group: group.to_string(),
+            source: Box::new(error),
+        }),
+    }
+}
+
+/// Offset operations on one cluster.
+#[derive(Clone)]
+pub struct OffsetOps {
+    cluster: Arc<dyn ClusterQuery>,
+    client_config: ClientConfig,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for OffsetOps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OffsetOps")
+            .field(
+                "client_config",
+                &kafka_ops_core::kafka::redacted_config(&self.client_config),
+            )
+            .finish()
+    }
+}
+
+impl OffsetOps {
+    /// Operations through `cluster` (queries) and `client_config` (commits; SASL/TLS included).
+    pub fn new(cluster: Arc<dyn ClusterQuery>, client_config: ClientConfig) -> Self {
+        OffsetOps {
+            cluster,
+            client_config,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Timestamps exports and drains with `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Works out a reset of `group` on `topics` (every partition of each) and `partitions`
+    /// (individually), without changing anything.
+    pub async fn plan_reset(
+        &self,
+        group: &str,
+        topics: &[String],
+        partitions: &[TopicPartition],
+        target: ResetTarget,
+    ) -> Result<ResetPlan, RecoveryError> {
+        let mut selected: Vec<TopicPartition> = partitions.to_vec();
+        if !topics.is_empty() {
+            let metadata = self.cluster.metadata(topics).await?;
+            for topic in topics {
+                let info = metadata
+                    .topic(topic)
+                    .filter(|t| t.error.is_none())
+                    .ok_or_else(|| {
+                        RecoveryError::Config(format!("topic {topic} does not exist"))
+                    })?;
+                selected.extend(info.topic_partitions());
+            }
+        }
+        selected.sort();
+        selected.dedup();
+        if selected.is_empty() {
+            return Err(RecoveryError::Config(
+                "no topic or partition selected".into(),
+            ));
+        }
+        let committed: BTreeMap<TopicPartition, Option<Offset>> = self
+            .cluster
+            .committed_offsets(group, &selected)
+            .await?
+            .into_iter()
+            .map(|(tp, offset)| offset.map(|o| (tp.clone(), o)).map_err(|e| (tp, e)))
+            .collect::<Result<_, _>>()
+            .map_err(|(tp, e)| {
+                RecoveryError::Config(format!("committed offset of {tp} unreadable: {e}"))
+            })?;
+        let marks: BTreeMap<TopicPartition, (i64, i64)> = self
+            .cluster
+            .watermarks(&selected, IsolationLevel::ReadUncommitted)
+            .await?
+            .into_iter()
+            .map(|(tp, w)| {
+                w.map(|w| (tp.clone(), (w.low.get(), w.high.get())))
+                    .map_err(|e| (tp, e))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|(tp, e)| RecoveryError::Config(format!("offsets of {tp} unreadable: {e}")))?;
+        let by_time: BTreeMap<TopicPartition, Option<i64>> = match target {
+            ResetTarget::DateTime(at) => {
+                let queries: Vec<_> = selected
+                    .iter()
+                    .map(|tp| (tp.clone(), OffsetSpec::AtTime(at)))
+                    .collect();
+                self.cluster
+                    .list_offsets(&queries, IsolationLevel::ReadUncommitted)
+                    .await?
+                    .into_iter()
+                    .map(|(tp, listed)| (tp, listed.ok().and_then(|l| l.offset.map(Offset::get))))
+                    .collect()
+            }
+            _ => BTreeMap::new(),
+        };
+        let changes = selected
+            .iter()
+            .map(|tp| {
+                let before = committed.get(tp).copied().flatten().map(Offset::get);
+                let (low, high) = marks.get(tp).copied().unwrap_or((0, 0));
+                let wanted = match target {
+                    ResetTarget::Earliest => low,
+                    ResetTarget::Latest => high,
+                    ResetTarget::DateTime(_) => by_time.get(tp).copied().flatten().unwrap_or(high),
+                    ResetTarget::Offset(offset) => offset,
+                    ResetTarget::ShiftBy(by) => before.unwrap_or(low).saturating_add(by),
+                };
+                let after = wanted.clamp(low, high.max(low));
+                OffsetChange {
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition,
+                    before,
+                    after,
+                    clamped: after != wanted,
+                }
+            })
+            .collect();
+        Ok(ResetPlan {
+            group: group.to_string(),
+            target,
+            changes,
+        })
+    }
+
+    /// Applies `plan` after checking the group has no members.
+    pub async fn apply(
+        &self,
+        plan: &ResetPlan,
+        check: MembershipCheck,
+    ) -> Result<(), RecoveryError> {
+        ensure_group_inactive(self.cluster.as_ref(), &plan.group, check).await?;
+        let offsets = plan
+            .changes
+            .iter()
+            .map(|c| {
+                Ok((
+                    TopicPartition::new(c.topic.as_str(), c.partition),
+                    Offset::new(c.after)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let mut config = self.client_config.clone();
+        config.set("group.id", &plan.group);
+        commit_group_offsets(&config, &offsets).await?;
+        tracing::info!(group = %plan.group, target = %plan.target, partitions = offsets.len(), "offsets reset");
+        Ok(())
+    }
+
+    /// Reads every committed offset of `group`.
+    pub async fn export(&self, group: &str) -> Result<OffsetsBackup, RecoveryError> {
+        let (lag, _) = group_lag(
+            self.cluster.as_ref(),
+            group,
+            self.clock.as_ref(),
+            LagOptions::default(),
+        )
+        .await?;
+        let mut offsets: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
+        for row in &lag.partitions {
+            if let Some(committed) = row.committed {
+                offsets
+                    .entry(row.topic.to_string())
+                    .or_default()
+                    .insert(row.partition, committed.get());
+            }
+        }
+        Ok(OffsetsBackup {
+            group: group.to_string(),
+            exported_at: self.clock.wall(),
+            offsets,
+        })
+    }
+
+    /// Works out restoring `backup` (to its own group, or to `group` when given), as a plan to
+    /// review or [`apply`](Self::apply).
+    pub async fn plan_import(
+        &self,
+        backup: &OffsetsBackup,
+        group: Option<&str>,
+    ) -> Result<ResetPlan, RecoveryError> {
+        let group = group.unwrap_or(&backup.group);
+        let partitions: Vec<TopicPartition> = backup
+            .offsets
+            .iter()
+            .flat_map(|(topic, parts)| {
+                parts
+                    .keys()
+                    .map(move |p| TopicPartition::new(topic.as_str(), *p))
+            })
+            .collect();
+        if partitions.is_empty() {
+            return Err(RecoveryError::Config(format!(
+                "the backup of {} holds no offsets",
+                backup.group
+            )));
+        }
+        let committed = self.cluster.committed_offsets(group, &partitions).await?;
+        let changes = committed
+            .into_iter()
+            .map(|(tp, before)| OffsetChange {
+                before: before.ok().flatten().map(Offset::get),
+                after: backup.offsets[&*tp.topic][&tp.partition],
+                topic: tp.topic.to_string(),
+                partition: tp.partition,
+                clamped: false,
+            })
+            .collect();
+        Ok(ResetPlan {
+            group: group.to_string(),
+            target: ResetTarget::Offset(-1),
+            changes,
+        })
+    }
+
+    /// Waits until `group` has no lag left (runbook 003's "wait for the pipeline to drain"),
+    /// checking every `interval` and reporting progress; fails when `timeout` passes first.
+    pub async fn wait_for_drain(
+        &self,
+        group: &str,
+        timeout: Duration,
+        interval: Duration,
+        mut progress: impl FnMut(DrainProgress) + Send,
+    ) -> Result<Duration, RecoveryError> {
+        let started = Instant::now();
+        loop {
+            let (lag, _) = group_lag(
+                self.cluster.as_ref(),
+                group,
+                self.clock.as_ref(),
+                LagOptions::default(),
+            )
+            .await?;
+            let total = lag.total_lag() + lag.unknown_partitions().count() as u64;
+            let elapsed = started.elapsed();
+            progress(DrainProgress {
+                lag: total,
+                elapsed,
+            });
+            if total == 0 && lag.is_complete() {
+                return Ok(elapsed);
+            }
+            if elapsed + interval > timeout {
+                return Err(RecoveryError::NotDrained {
+                    group: group.to_string(),
+                    lag: total,
+                    waited: elapsed,
+                });
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_ops_core::cluster::{GroupDescription, GroupMember, GroupState, MockGroupQuery};
+
+    #[test]
+    fn targets_parse_and_print() {
+        for text in ["earliest", "latest", "offset:42", "shift:-100", "shift:5"] {
+            assert_eq!(text.parse::<ResetTarget>().unwrap().to_string(), text);
+        }
+        let at: ResetTarget = "datetime:2026-11-23T08:00:00Z".parse().unwrap();
+        assert_eq!(
+            at,
+            ResetTarget::DateTime(Timestamp::from_millis(1_795_420_800_000))
+        );
+        for bad in ["", "soon", "offset:x", "datetime:yesterday", "shift:"] {
+            assert!(bad.parse::<ResetTarget>().is_err(), "{bad}");
+        }
+    }
+
+    fn describing(state: GroupState, members: usize) -> MockGroupQuery {
+        let mut mock = MockGroupQuery::new();
+        mock.expect_describe_groups().returning(move |groups| {
+            Ok(vec![GroupDescription {
+                group: groups[0].clone(),
+                state,
+                assignor: "range".into(),
+                coordinator: Some(1),
+                members: (0..members)
+                    .map(|i| GroupMember {
+                        member_id: format!("m{i}"),
+                        client_id: format!("billing-{i}"),
+                        host: "/10.0.0.7".into(),
+                        instance_id: None,
+                        assignment: Vec::new(),
+                    })
+                    .collect(),
+                error: None,
+            }])
+        });
+        mock
+    }
+
+    #[tokio::test]
+    async fn a_group_with_members_is_refused_with_their_names() {
+        let error = ensure_group_inactive(
+            &describing(GroupState::Stable, 2),
+            "billing",
+            MembershipCheck::Required,
+        )
+        .await
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("billing-0 (/10.0.0.7)") && text.contains("Stable"),
+            "{text}"
+        );
+        ensure_group_inactive(
+            &describing(GroupState::Empty, 0),
+            "billing",
+            MembershipCheck::Required,
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unverifiable_group_is_refused_unless_told_otherwise() {
+        let unsupported = || {
+            let mut mock = MockGroupQuery::new();
+            mock.expect_describe_groups().returning(|_| {
+                Err(Error::Unsupported {
+                    operation: "describe groups",
+                    reason: "the broker closed the connection".into(),
+                })
+            });
+            mock
+        };
+        assert!(matches!(
+            ensure_group_inactive(&unsupported(), "g", MembershipCheck::Required).await,
+            Err(RecoveryError::CannotVerifyGroup { .. })
+        ));
+        ensure_group_inactive(&unsupported(), "g", MembershipCheck::SkipWhenUnsupported)
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,325 @@
+//! Offset operations against the mock cluster (data paths) and tansu (group description,
+//! by-time offsets).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafka_ops_core::cluster::OffsetQuery;
+use kafka_ops_core::handler::{Outcome, handler_fn};
+use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
+use kafka_ops_core::testkit::{MockKafka, Tansu, TestRecord, unique_name};
+use kafka_ops_core::{Offset, Record, Timestamp, TopicPartition};
+use kafka_ops_recovery::offsets::{DrainProgress, OffsetChange};
+use kafka_ops_recovery::{MembershipCheck, OffsetOps, OffsetsBackup, RecoveryError, ResetTarget};
+
+async fn committed<Q: OffsetQuery>(
+    cluster: &Q,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<Option<i64>> {
+    let tps: Vec<_> = (0..partitions)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
+    cluster
+        .committed_offsets(group, &tps)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, o)| o.unwrap().map(Offset::get))
+        .collect()
+}
+
+/// 3 partitions of 20 records; the group committed 5 and 10 on the first two, nothing on the third.
+async fn setup() -> (MockKafka, String, String) {
+    let kafka = MockKafka::start(3).unwrap();
+    let topic = unique_name("orders");
+    kafka.create_topic(&topic, 3).unwrap();
+    for p in 0..3 {
+        let records = (0..20).map(|i| TestRecord::keyed(format!("k{i}"), "v").to_partition(p));
+        kafka.produce(&topic, records).await.unwrap();
+    }
+    let group = unique_name("billing");
+    kafka
+        .commit(
+            &group,
+            &[
+                (
+                    TopicPartition::new(topic.as_str(), 0),
+                    Offset::new(5).unwrap(),
+                ),
+                (
+                    TopicPartition::new(topic.as_str(), 1),
+                    Offset::new(10).unwrap(),
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    (kafka, topic, group)
+}
+
+fn afters(changes: &[OffsetChange]) -> Vec<i64> {
+    changes.iter().map(|c| c.after).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_reset_target_plans_before_and_after_and_applies() {
+    let (kafka, topic, group) = setup().await;
+    let ops = OffsetOps::new(Arc::new(kafka.cluster().unwrap()), kafka.client_config());
+    let topics = [topic.clone()];
+    let plan = |target| {
+        let ops = ops.clone();
+        let (group, topics) = (group.clone(), topics.clone());
+        async move { ops.plan_reset(&group, &topics, &[], target).await.unwrap() }
+    };
+    let earliest = plan(ResetTarget::Earliest).await;
+    assert_eq!(
+        earliest
+            .changes
+            .iter()
+            .map(|c| c.before)
+            .collect::<Vec<_>>(),
+        vec![Some(5), Some(10), None]
+    );
+    assert_eq!(afters(&earliest.changes), vec![0, 0, 0]);
+    assert_eq!(
+        afters(&plan(ResetTarget::Latest).await.changes),
+        vec![20, 20, 20]
+    );
+    assert_eq!(
+        afters(&plan(ResetTarget::Offset(15)).await.changes),
+        vec![15, 15, 15]
+    );
+    let beyond = plan(ResetTarget::Offset(99)).await;
+    assert_eq!(afters(&beyond.changes), vec![20, 20, 20]);
+    assert!(beyond.changes.iter().all(|c| c.clamped));
+    let back = plan(ResetTarget::ShiftBy(-7)).await;
+    assert_eq!(afters(&back.changes), vec![0, 3, 0]);
+    assert_eq!(
+        back.changes.iter().map(|c| c.clamped).collect::<Vec<_>>(),
+        vec![true, false, true]
+    );
+
+    // A plan is a dry run: nothing changed yet.
+    assert_eq!(
+        committed(&kafka.cluster().unwrap(), &group, &topic, 3).await,
+        vec![Some(5), Some(10), None]
+    );
+    // One partition only.
+    let one = ops
+        .plan_reset(
+            &group,
+            &[],
+            &[TopicPartition::new(topic.as_str(), 1)],
+            ResetTarget::ShiftBy(4),
+        )
+        .await
+        .unwrap();
+    // The mock cluster cannot describe groups: the caller must accept not checking for members.
+    assert!(matches!(
+        ops.apply(&one, MembershipCheck::Required).await,
+        Err(RecoveryError::CannotVerifyGroup { .. })
+    ));
+    ops.apply(&one, MembershipCheck::SkipWhenUnsupported)
+        .await
+        .unwrap();
+    assert_eq!(
+        committed(&kafka.cluster().unwrap(), &group, &topic, 3).await,
+        vec![Some(5), Some(14), None]
+    );
+
+    let missing = ops
+        .plan_reset(&group, &[unique_name("nope")], &[], ResetTarget::Earliest)
+        .await;
+    assert!(matches!(missing, Err(RecoveryError::Config(_))));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_then_import_restores_the_offsets() {
+    let (kafka, topic, group) = setup().await;
+    let ops = OffsetOps::new(Arc::new(kafka.cluster().unwrap()), kafka.client_config());
+    let backup = ops.export(&group).await.unwrap();
+    assert_eq!(
+        backup.offsets[&topic]
+            .clone()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![(0, 5), (1, 10)]
+    );
+    // Through a file's JSON.
+    let json = serde_json::to_string_pretty(&backup).unwrap();
+    let restored: OffsetsBackup = serde_json::from_str(&json).unwrap();
+    assert_eq!(restored, backup);
+
+    let wipe = ops
+        .plan_reset(
+            &group,
+            std::slice::from_ref(&topic),
+            &[],
+            ResetTarget::Latest,
+        )
+        .await
+        .unwrap();
+    ops.apply(&wipe, MembershipCheck::SkipWhenUnsupported)
+        .await
+        .unwrap();
+    assert_eq!(
+        committed(&kafka.cluster().unwrap(), &group, &topic, 3).await,
+        vec![Some(20), Some(20), Some(20)]
+    );
+
+    let import = ops.plan_import(&restored, None).await.unwrap();
+    assert_eq!(
+        import
+            .changes
+            .iter()
+            .map(|c| (c.before, c.after))
+            .collect::<Vec<_>>(),
+        vec![(Some(20), 5), (Some(20), 10)]
+    );
+    ops.apply(&import, MembershipCheck::SkipWhenUnsupported)
+        .await
+        .unwrap();
+    // Partition 2 was never in the backup and keeps what it has now.
+    assert_eq!(
+        committed(&kafka.cluster().unwrap(), &group, &topic, 3).await,
+        vec![Some(5), Some(10), Some(20)]
+    );
+
+    // The same offsets into another group.
+    let copy = unique_name("billing-copy");
+    let plan = ops.plan_import(&restored, Some(&copy)).await.unwrap();
+    ops.apply(&plan, MembershipCheck::SkipWhenUnsupported)
+        .await
+        .unwrap();
+    assert_eq!(
+        committed(&kafka.cluster().unwrap(), &copy, &topic, 3).await,
+        vec![Some(5), Some(10), None]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_for_drain_follows_a_consumer_to_zero_and_times_out_without_one() {
+    let (kafka, topic, group) = setup().await;
+    let ops = OffsetOps::new(Arc::new(kafka.cluster().unwrap()), kafka.client_config());
+    // Nobody consumes: the wait ends with the lag still there.
+    let error = ops
+        .wait_for_drain(
+            &group,
+            Duration::from_millis(600),
+            Duration::from_millis(200),
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, RecoveryError::NotDrained { lag: 25, .. }),
+        "{error}"
+    );
+
+    // Only the partitions the group committed on count; start the third at its end.
+    kafka
+        .commit(
+            &group,
+            &[(
+                TopicPartition::new(topic.as_str(), 2),
+                Offset::new(20).unwrap(),
+            )],
+        )
+        .await
+        .unwrap();
+    let driver = Driver::new(
+        kafka.consumer_config(&group),
+        DriverConfig::new([topic.as_str()]),
+        handler_fn(|_: &Record<'_>| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(Outcome::Processed)
+        }),
+    );
+    let handle = driver.handle();
+    let run = tokio::spawn(driver.run());
+    let seen: Arc<Mutex<Vec<DrainProgress>>> = Arc::default();
+    let waited = {
+        let seen = seen.clone();
+        ops.wait_for_drain(
+            &group,
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            move |p| seen.lock().unwrap().push(p),
+        )
+        .await
+        .unwrap()
+    };
+    handle.shutdown();
+    run.await.unwrap().unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.first().unwrap().lag, 25);
+    assert_eq!(seen.last().unwrap().lag, 0);
+    assert!(
+        seen.windows(2).all(|w| w[1].lag <= w[0].lag),
+        "lag only went down"
+    );
+    assert!(waited >= seen.first().unwrap().elapsed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_tansu_an_empty_group_resets_to_a_datetime() {
+    let tansu = tokio::task::spawn_blocking(Tansu::start)
+        .await
+        .unwrap()
+        .expect("tansu must be installed and start (the README's test command installs it)");
+    let topic = unique_name("events");
+    tansu.create_topic(&topic, 1).await.unwrap();
+    let producer = tansu.producer().unwrap();
+    let produce = |from: i64, to: i64| {
+        let (producer, topic) = (&producer, topic.clone());
+        async move {
+            for i in from..to {
+                producer
+                    .produce(&topic, [TestRecord::keyed(format!("k{i}"), "v")])
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    // Four records, a pause, six more: a time inside the pause finds offset 4, whichever of
+    // create or append time the broker indexes.
+    produce(0, 4).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let pause = Timestamp::from_system_time(std::time::SystemTime::now());
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    produce(4, 10).await;
+    let group = unique_name("reader");
+    tansu
+        .commit(
+            &group,
+            &[(
+                TopicPartition::new(topic.as_str(), 0),
+                Offset::new(9).unwrap(),
+            )],
+        )
+        .await
+        .unwrap();
+    let ops = OffsetOps::new(Arc::new(tansu.cluster().unwrap()), tansu.client_config());
+    let plan = ops
+        .plan_reset(
+            &group,
+            std::slice::from_ref(&topic),
+            &[],
+            ResetTarget::DateTime(pause),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (plan.changes[0].before, plan.changes[0].after),
+        (Some(9), 4)
+    );
+    // tansu describes the group (no members): the strict check passes.
+    ops.apply(&plan, MembershipCheck::Required).await.unwrap();
+    assert_eq!(
+        committed(&tansu.cluster().unwrap(), &group, &topic, 1).await,
+        vec![Some(4)]
+    );
+}

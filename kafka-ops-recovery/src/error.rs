@@ -29,6 +29,32 @@ pub enum RecoveryError {
         #[source]
         source: Box<kafka_ops_core::Error>,
     },
+    /// A file could not be read or written.
+    #[error("could not {what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A notifier could not deliver.
+    #[error("notifier {notifier} failed")]
+    Notify {
+        /// The notifier.
+        notifier: String,
+        /// Why.
+        #[source]
+        source: kafka_ops_core::BoxError,
+    },
+    /// A recovery action did not work.
+    #[error("{action}: {reason}")]
+    ActionFailed {
+        /// The action.
+        action: String,
+        /// Why.
+        reason: String,
+    },
     /// The group still lagged when the wait ended.
     #[error("group {group} still lags by {lag} after {waited:?}")]
     NotDrained {

@@ -14,6 +14,11 @@
 //!   state-change listeners; [`CircuitBreakerLayer`] pauses the consumer while it is open.
 //! - [`OffsetOps`]: reset a group's offsets (earliest, latest, datetime, offset, shift) with a
 //!   dry-run plan, refusing while the group has members; export and import; `wait_for_drain`.
+//! - [`Engine`]: the self-healing loop — [`Monitor`]s on an interval, anomalies with a grace
+//!   period, [`RecoveryAction`]s retried on the runbook policy, escalation through
+//!   [`Notifier`]s (log, webhook, SMTP with feature `smtp`), cooldowns, a "too widespread"
+//!   guard, a JSON-lines [`AuditTrail`], dry-run and graceful shutdown; health probes become
+//!   monitors with feature `health`.
 //! - `backoff-adapter` feature: schedules from a `backoff::ExponentialBackoff`.
 //!
 //! ```
@@ -43,22 +48,33 @@
 //! # });
 //! ```
 
+pub mod actions;
 #[cfg(feature = "backoff-adapter")]
 pub mod adapter;
+pub mod audit;
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
+pub mod engine;
 pub mod error;
 pub mod layer;
+#[cfg(feature = "health")]
+pub mod monitors;
+pub mod notify;
 pub mod offsets;
 pub mod policy;
 
+pub use audit::{AuditRecord, AuditTrail};
 pub use backoff::{Backoff, BackoffPolicy, Jitter};
 pub use breaker::{
     BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, SlidingWindow, StateChange,
 };
 pub use budget::{RetryBudget, RetryBudgetConfig};
+pub use engine::{
+    Anomaly, Engine, EngineConfig, EngineEvent, Monitor, Playbook, RecoveryAction, Signal,
+};
 pub use error::{BreakerOpen, RecoveryError};
 pub use layer::{CircuitBreakerLayer, RetryLayer};
+pub use notify::{LogNotifier, Notification, NotificationLevel, Notifier, WebhookNotifier};
 pub use offsets::{MembershipCheck, OffsetOps, OffsetsBackup, ResetPlan, ResetTarget};
 pub use policy::{Decision, Matcher, RetryPolicy, Rule, RuleAction};

@@ -1,0 +1,904 @@
+//! The self-healing engine (runbook 002): monitors on an interval → anomalies that must persist
+//! through a grace period → recovery actions, each retried on the runbook's policy → escalation
+//! through notifiers when recovery fails. With per-anomaly cooldowns, a "too widespread" guard,
+//! an append-only audit trail, a dry-run mode and a bounded graceful shutdown.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use kafka_ops_core::{Clock, SystemClock, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::audit::{AuditRecord, AuditTrail};
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::error::RecoveryError;
+use crate::notify::{Notification, NotificationLevel, Notifier};
+
+/// How much of something an anomaly touches, for the "too widespread" guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    /// Affected things (brokers, partitions, consumers).
+    pub affected: usize,
+    /// Of how many.
+    pub total: usize,
+}
+
+/// One thing a monitor saw: healthy, or an anomaly, under a stable key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    /// Stable key of what was checked (`consumer_liveness`, `partitions`, `lag:billing`).
+    pub key: String,
+    /// Whether it is anomalous.
+    pub anomalous: bool,
+    /// What was seen.
+    pub message: String,
+    /// How widespread, when the monitor knows.
+    pub extent: Option<Extent>,
+    /// Facts for actions (a poison record's coordinates, a group name).
+    pub details: Value,
+}
+
+impl Signal {
+    /// A healthy signal.
+    pub fn healthy(key: impl Into<String>) -> Self {
+        Signal {
+            key: key.into(),
+            anomalous: false,
+            message: String::new(),
+            extent: None,
+            details: Value::Null,
+        }
+    }
+
+    /// An anomaly.
+    pub fn anomaly(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Signal {
+            key: key.into(),
+            anomalous: true,
+            message: message.into(),
+            extent: None,
+            details: Value::Null,
+        }
+    }
+
+    /// With its extent.
+    pub fn with_extent(mut self, affected: usize, total: usize) -> Self {
+        self.extent = Some(Extent { affected, total });
+        self
+    }
+
+    /// With details.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// Watches something and reports signals.
+#[async_trait]
+pub trait Monitor: Send + Sync {
+    /// Its name (used in config and the audit trail).
+    fn name(&self) -> &str;
+    /// Checks once.
+    async fn observe(&self) -> Result<Vec<Signal>, RecoveryError>;
+}
+
+/// An anomaly the engine acts on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Anomaly {
+    /// The signal's key.
+    pub key: String,
+    /// The monitor that saw it.
+    pub monitor: String,
+    /// The latest message.
+    pub message: String,
+    /// Consecutive checks it was seen in.
+    pub checks: u32,
+    /// When it was first seen in this run of checks.
+    pub first_seen: Timestamp,
+    /// The latest signal's details.
+    pub details: Value,
+    /// The latest signal's extent.
+    pub extent: Option<Extent>,
+}
+
+/// Tries to fix an anomaly. Return `Ok` with what was done when it worked.
+#[async_trait]
+pub trait RecoveryAction: Send + Sync {
+    /// Its name (used in config and the audit trail).
+    fn name(&self) -> &str;
+    /// Acts once.
+    async fn execute(&self, anomaly: &Anomaly) -> Result<String, RecoveryError>;
+}
+
+/// Which actions handle which anomalies.
+#[derive(Clone)]
+pub struct Playbook {
+    /// Anomaly keys it handles: exact, a prefix ending in `*`, or `*` for all.
+    pub matches: String,
+    /// Actions in order; the first that succeeds ends the recovery.
+    pub actions: Vec<Arc<dyn RecoveryAction>>,
+}
+
+impl fmt::Debug for Playbook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Playbook")
+            .field("matches", &self.matches)
+            .field(
+                "actions",
+                &self.actions.iter().map(|a| a.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Playbook {
+    fn handles(&self, key: &str) -> bool {
+        match self.matches.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => self.matches == key,
+        }
+    }
+}
+
+/// The engine's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// How often monitors run.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Consecutive anomalous checks before acting.
+    pub grace_checks: u32,
+    /// How long an anomaly must last before acting.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// After acting on an anomaly (or escalating it), leave it alone this long.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// Each action's retries.
+    pub retry: BackoffPolicy,
+    /// More than this share (percent) affected → notify, do not act.
+    pub max_affected_percent: f64,
+    /// Decide and record, act on nothing.
+    pub dry_run: bool,
+    /// How long a shutdown waits for running actions.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            interval: Duration::from_secs(30),
+            grace_checks: 3,
+            grace_period: Duration::from_secs(60),
+            cooldown: Duration::from_secs(300),
+            retry: BackoffPolicy::runbook(),
+            max_affected_percent: 50.0,
+            dry_run: false,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks the settings are usable.
+    pub fn validate(&self) -> Result<(), RecoveryError> {
+        if self.interval.is_zero() {
+            return Err(RecoveryError::Config(
+                "engine.interval must be positive".into(),
+            ));
+        }
+        if self.grace_checks == 0 {
+            return Err(RecoveryError::Config(
+                "engine.grace_checks must be at least 1".into(),
+            ));
+        }
+        if !(self.max_affected_percent > 0.0 && self.max_affected_percent <= 100.0) {
+            return Err(RecoveryError::Config(format!(
+                "engine.max_affected_percent must be in (0, 100], got {}",
+                self.max_affected_percent
+            )));
+        }
+        self.retry.validate()
+    }
+}
+
+/// What happened to an anomaly in one round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum EngineEvent {
+    /// First seen, or still inside its grace period.
+    Detected {
+        /// The anomaly key.
+        key: String,
+        /// Checks so far.
+        checks: u32,
+    },
+    /// An action fixed it.
+    Recovered {
+        /// The anomaly key.
+        key: String,
+        /// The action that worked.
+        action: String,
+    },
+    /// Nothing worked: notifiers were told.
+    Escalated {
+        /// The anomaly key.
+        key: String,
+    },
+    /// Too widespread to act on automatically: notifiers were told.
+    TooWidespread {
+        /// The anomaly key.
+        key: String,
+    },
+    /// Dry run: what would have run.
+    WouldAct {
+        /// The anomaly key.
+        key: String,
+        /// The actions.
+        actions: Vec<String>,
+    },
+    /// No playbook handles it: notifiers were told.
+    Unhandled {
+        /// The anomaly key.
+        key: String,
+    },
+    /// It was anomalous and is healthy again.
+    Cleared {
+        /// The anomaly key.
+        key: String,
+    },
+    /// A monitor could not check.
+    MonitorFailed {
+        /// The monitor.
+        monitor: String,
+        /// Why.
+        error: String,
+    },
+}
+
+#[derive(Debug)]
+struct Tracked {
+    anomaly: Anomaly,
+    first_seen_at: Instant,
+    cooldown_until: Option<Instant>,
+}
+
+/// The self-healing engine. See the [module documentation](self).
+pub struct Engine {
+    config: EngineConfig,
+    monitors: Vec<Arc<dyn Monitor>>,
+    playbooks: Vec<Playbook>,
+    notifiers: Vec<Arc<dyn Notifier>>,
+    audit: Option<AuditTrail>,
+    clock: Arc<dyn Clock>,
+    tracked: Mutex<HashMap<String, Tracked>>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .field(
+                "monitors",
+                &self.monitors.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            )
+            .field("playbooks", &self.playbooks)
+            .field("notifiers", &self.notifiers.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine with no monitors, playbooks or notifiers yet.
+    pub fn new(config: EngineConfig) -> Result<Self, RecoveryError> {
+        config.validate()?;
+        Ok(Engine {
+            config,
+            monitors: Vec::new(),
+            playbooks: Vec::new(),
+            notifiers: Vec::new(),
+            audit: None,
+            clock: Arc::new(SystemClock),
+            tracked: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Adds a monitor.
+    pub fn monitor(mut self, monitor: Arc<dyn Monitor>) -> Self {
+        self.monitors.push(monitor);
+        self
+    }
+
+    /// Adds a playbook (tried after those added before).
+    pub fn playbook(mut self, playbook: Playbook) -> Self {
+        self.playbooks.push(playbook);
+        self
+    }
+
+    /// Adds a notifier.
+    pub fn notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifiers.push(notifier);
+        self
+    }
+
+    /// Records every decision in `audit`.
+    pub fn audit(mut self, audit: AuditTrail) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Times grace periods, cooldowns and records with `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    fn record(&self, record: AuditRecord) {
+        if let Some(audit) = &self.audit
+            && let Err(error) = audit.append(&record)
+        {
+            tracing::error!(%error, "could not write the audit trail");
+        }
+    }
+
+    fn audit_record(&self, anomaly: &Anomaly, decision: &str) -> AuditRecord {
+        AuditRecord {
+            time: self.clock.wall(),
+            anomaly: anomaly.key.clone(),
+            monitor: anomaly.monitor.clone(),
+            message: anomaly.message.clone(),
+            decision: decision.to_string(),
+            action: None,
+            attempt: None,
+            result: None,
+            dry_run: self.config.dry_run,
+        }
+    }
+
+    async fn notify(&self, level: NotificationLevel, anomaly: &Anomaly, text: String) {
+        let notification = Notification {
+            level,
+            title: format!("kafka-ops: {}", anomaly.key),
+            text,
+            anomaly: anomaly.key.clone(),
+            time: self.clock.wall(),
+        };
+        for notifier in &self.notifiers {
+            if let Err(error) = notifier.notify(&notification).await {
+                tracing::error!(notifier = notifier.name(), %error, "notification failed");
+                let mut record = self.audit_record(anomaly, "notification failed");
+                record.action = Some(notifier.name().to_string());
+                record.result = Some(error.to_string());
+                self.record(record);
+            }
+        }
+    }
+
+    /// One round: runs every monitor, tracks anomalies, and acts on those past their grace
+    /// period. Returns what happened.
+    pub async fn tick(&self) -> Vec<EngineEvent> {
+        let mut events = Vec::new();
+        let mut due = Vec::new();
+        let now = self.clock.now();
+        for monitor in &self.monitors {
+            let signals = match monitor.observe().await {
+                Ok(signals) => signals,
+                Err(error) => {
+                    tracing::warn!(monitor = monitor.name(), %error, "monitor failed");
+                    events.push(EngineEvent::MonitorFailed {
+                        monitor: monitor.name().to_string(),
+                        error: error.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let mut tracked = self.tracked.lock().unwrap_or_else(PoisonError::into_inner);
+            for signal in signals {
+                if !signal.anomalous {
+                    if tracked
+                        .get(&signal.key)
+                        .is_some_and(|t| t.cooldown_until.is_none_or(|until| now >= until))
+                        && let Some(gone) = tracked.remove(&signal.key)
+                    {
+                        events.push(EngineEvent::Cleared {
+                            key: signal.key.clone(),
+                        });
+                        self.record(self.audit_record(&gone.anomaly, "cleared"));
+                    }
+                    continue;
+                }
+                let entry = tracked
+                    .entry(signal.key.clone())
+                    .or_insert_with(|| Tracked {
+                        anomaly: Anomaly {
+                            key: signal.key.clone(),
+                            monitor: monitor.name().to_string(),
+                            message: signal.message.clone(),
+                            checks: 0,
+                            first_seen: self.clock.wall(),
+                            details: Value::Null,
+                            extent: None,
+                        },
+                        first_seen_at: now,
+                        cooldown_until: None,
+                    });
+                entry.anomaly.checks += 1;
+                entry.anomaly.message = signal.message.clone();
+                entry.anomaly.details = signal.details.clone();
+                entry.anomaly.extent = signal.extent;
+                if entry.cooldown_until.is_some_and(|until| now < until) {
+                    continue;
+                }
+                let lasted = now.saturating_duration_since(entry.first_seen_at);
+                if entry.anomaly.checks < self.config.grace_checks
+                    || lasted < self.config.grace_period
+                {
+                    if entry.anomaly.checks == 1 {
+                        self.record(self.audit_record(&entry.anomaly, "detected"));
+                    }
+                    events.push(EngineEvent::Detected {
+                        key: signal.key.clone(),
+                        checks: entry.anomaly.checks,
+                    });
+                    continue;
+                }
+                // Acted on now: no other round touches it until the cooldown ends.
+                entry.cooldown_until = Some(now + self.config.cooldown);
+                due.push(entry.anomaly.clone());
+            }
+        }
+        for anomaly in due {
+            events.push(self.handle(&anomaly).await);
+        }
+        events
+    }
+
+    async fn handle(&self, anomaly: &Anomaly) -> EngineEvent {
+        if let Some(extent) = anomaly.extent
+            && extent.total > 0
+            && extent.affected as f64 * 100.0 / extent.total as f64
+                > self.config.max_affected_percent
+        {
+            self.record(self.audit_record(anomaly, "too widespread: notify, do not act"));
+            self.notify(
+                NotificationLevel::Critical,
+                anomaly,
+                format!(
+                    "{} ({} of {} affected): too widespread to recover automatically; a person must look",
+                    anomaly.message, extent.affected, extent.total
+                ),
+            )
+            .await;
+            return EngineEvent::TooWidespread {
+                key: anomaly.key.clone(),
+            };
+        }
+        let Some(playbook) = self.playbooks.iter().find(|p| p.handles(&anomaly.key)) else {
+            self.record(self.audit_record(anomaly, "no playbook: notify"));
+            self.notify(
+                NotificationLevel::Warning,
+                anomaly,
+                format!("{}: no recovery playbook handles it", anomaly.message),
+            )
+            .await;
+            return EngineEvent::Unhandled {
+                key: anomaly.key.clone(),
+            };
+        };
+        let names: Vec<String> = playbook
+            .actions
+            .iter()
+            .map(|a| a.name().to_string())
+            .collect();
+        if self.config.dry_run {
+            self.record(
+                self.audit_record(anomaly, &format!("dry run: would run {}", names.join(", "))),
+            );
+            return EngineEvent::WouldAct {
+                key: anomaly.key.clone(),
+                actions: names,
+            };
+        }
+        for action in &playbook.actions {
+            let mut backoff =
+                Backoff::new(self.config.retry, self.clock.clone(), fastrand::u64(..));
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                let result = action.execute(anomaly).await;
+                let mut record = self.audit_record(anomaly, "act");
+                record.action = Some(action.name().to_string());
+                record.attempt = Some(attempt);
+                record.result = Some(match &result {
+                    Ok(done) => format!("ok: {done}"),
+                    Err(error) => format!("failed: {error}"),
+                });
+                self.record(record);
+                match result {
+                    Ok(done) => {
+                        tracing::info!(anomaly = %anomaly.key, action = action.name(), attempt, %done, "recovered");
+                        metrics::counter!("kafka_ops_recoveries_total", "result" => "recovered")
+                            .increment(1);
+                        return EngineEvent::Recovered {
+                            key: anomaly.key.clone(),
+                            action: action.name().to_string(),
+                        };
+                    }
+                    Err(error) => {
+                        tracing::warn!(anomaly = %anomaly.key, action = action.name(), attempt, %error, "recovery attempt failed");
+                        match backoff.next_delay() {
+                            Some(delay) => tokio::time::sleep(delay).await,
+                            None => break,
+                        }
+                    }
+                }
+            }
+        }
+        metrics::counter!("kafka_ops_recoveries_total", "result" => "escalated").increment(1);
+        self.record(self.audit_record(anomaly, "escalate"));
+        self.notify(
+            NotificationLevel::Critical,
+            anomaly,
+            format!(
+                "{}: automatic recovery failed after {} ({}); escalating",
+                anomaly.message,
+                names.join(", "),
+                match self.config.retry.max_attempts {
+                    Some(n) => format!("{} attempts each", n + 1),
+                    None => "retries exhausted".into(),
+                }
+            ),
+        )
+        .await;
+        EngineEvent::Escalated {
+            key: anomaly.key.clone(),
+        }
+    }
+
+    /// Runs rounds every interval until `shutdown` resolves; a round running then may finish
+    /// within the shutdown timeout (its actions and notifications included), then the engine
+    /// stops. `on_events` sees each round's events as they happen.
+    pub async fn run(
+        &self,
+        shutdown: impl std::future::Future<Output = ()>,
+        mut on_events: impl FnMut(&[EngineEvent]) + Send,
+    ) {
+        tokio::pin!(shutdown);
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = ticker.tick() => {}
+            }
+            let round = self.tick();
+            tokio::pin!(round);
+            let events = tokio::select! {
+                events = &mut round => events,
+                _ = &mut shutdown => {
+                    tracing::info!(timeout = ?self.config.shutdown_timeout, "shutting down; letting the running round finish");
+                    match tokio::time::timeout(self.config.shutdown_timeout, &mut round).await {
+                        Ok(events) => on_events(&events),
+                        Err(_) => tracing::warn!("the running round did not finish within the shutdown timeout"),
+                    }
+                    break;
+                }
+            };
+            on_events(&events);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_ops_core::ManualClock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A monitor whose next answers the test sets.
+    struct Scripted {
+        signals: Mutex<Vec<Signal>>,
+    }
+
+    #[async_trait]
+    impl Monitor for Scripted {
+        fn name(&self) -> &str {
+            "scripted"
+        }
+        async fn observe(&self) -> Result<Vec<Signal>, RecoveryError> {
+            Ok(self.signals.lock().unwrap().clone())
+        }
+    }
+
+    /// An action that fails a set number of times.
+    struct Flaky {
+        failures_left: AtomicU32,
+        runs: AtomicU32,
+    }
+
+    #[async_trait]
+    impl RecoveryAction for Flaky {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        async fn execute(&self, _anomaly: &Anomaly) -> Result<String, RecoveryError> {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            if self.failures_left.load(Ordering::SeqCst) > 0 {
+                self.failures_left.fetch_sub(1, Ordering::SeqCst);
+                return Err(RecoveryError::ActionFailed {
+                    action: "flaky".into(),
+                    reason: "not yet".into(),
+                });
+            }
+            Ok("fixed".into())
+        }
+    }
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Notification>>);
+
+    #[async_trait]
+    impl Notifier for Collect {
+        fn name(&self) -> &str {
+            "collect"
+        }
+        async fn notify(&self, n: &Notification) -> Result<(), RecoveryError> {
+            self.0.lock().unwrap().push(n.clone());
+            Ok(())
+        }
+    }
+
+    struct Setup {
+        engine: Engine,
+        monitor: Arc<Scripted>,
+        action: Arc<Flaky>,
+        notes: Arc<Collect>,
+        clock: Arc<ManualClock>,
+    }
+
+    fn setup(failures: u32, config: EngineConfig) -> Setup {
+        let clock = Arc::new(ManualClock::new());
+        let monitor = Arc::new(Scripted {
+            signals: Mutex::new(vec![Signal::anomaly("consumer_liveness", "not polling")]),
+        });
+        let action = Arc::new(Flaky {
+            failures_left: AtomicU32::new(failures),
+            runs: AtomicU32::new(0),
+        });
+        let notes = Arc::new(Collect::default());
+        let engine = Engine::new(config)
+            .unwrap()
+            .with_clock(clock.clone())
+            .monitor(monitor.clone())
+            .playbook(Playbook {
+                matches: "consumer_*".into(),
+                actions: vec![action.clone()],
+            })
+            .notifier(notes.clone());
+        Setup {
+            engine,
+            monitor,
+            action,
+            notes,
+            clock,
+        }
+    }
+
+    fn config() -> EngineConfig {
+        EngineConfig {
+            interval: Duration::from_secs(10),
+            grace_checks: 3,
+            grace_period: Duration::from_secs(20),
+            cooldown: Duration::from_secs(300),
+            ..EngineConfig::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acts_only_after_the_grace_period_then_cools_down() {
+        let s = setup(0, config());
+        for checks in 1..=2 {
+            assert_eq!(
+                s.engine.tick().await,
+                vec![EngineEvent::Detected {
+                    key: "consumer_liveness".into(),
+                    checks
+                }]
+            );
+            s.clock.advance(Duration::from_secs(10));
+        }
+        // Third check at 20 s: both the count and the period are met.
+        assert_eq!(
+            s.engine.tick().await,
+            vec![EngineEvent::Recovered {
+                key: "consumer_liveness".into(),
+                action: "flaky".into()
+            }]
+        );
+        // Still anomalous during the cooldown: left alone.
+        s.clock.advance(Duration::from_secs(10));
+        assert_eq!(s.engine.tick().await, vec![]);
+        assert_eq!(s.action.runs.load(Ordering::SeqCst), 1);
+        // Healthy again after the cooldown: cleared.
+        s.clock.advance(Duration::from_secs(300));
+        *s.monitor.signals.lock().unwrap() = vec![Signal::healthy("consumer_liveness")];
+        assert_eq!(
+            s.engine.tick().await,
+            vec![EngineEvent::Cleared {
+                key: "consumer_liveness".into()
+            }]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_runbook_policy_retries_then_escalates() {
+        let s = setup(
+            10,
+            EngineConfig {
+                grace_checks: 1,
+                grace_period: Duration::ZERO,
+                ..config()
+            },
+        );
+        let started = tokio::time::Instant::now();
+        let events = s.engine.tick().await;
+        assert_eq!(
+            events,
+            vec![EngineEvent::Escalated {
+                key: "consumer_liveness".into()
+            }]
+        );
+        // The first try and three retries after 10 s, 15 s and 22.5 s.
+        assert_eq!(s.action.runs.load(Ordering::SeqCst), 4);
+        assert_eq!(started.elapsed(), Duration::from_millis(47_500));
+        let notes = s.notes.0.lock().unwrap();
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].level, NotificationLevel::Critical);
+        assert!(
+            notes[0]
+                .text
+                .contains("automatic recovery failed after flaky (4 attempts each)"),
+            "{}",
+            notes[0].text
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dry_run_decides_without_acting_and_widespread_anomalies_only_notify() {
+        let s = setup(
+            0,
+            EngineConfig {
+                grace_checks: 1,
+                grace_period: Duration::ZERO,
+                dry_run: true,
+                ..config()
+            },
+        );
+        assert_eq!(
+            s.engine.tick().await,
+            vec![EngineEvent::WouldAct {
+                key: "consumer_liveness".into(),
+                actions: vec!["flaky".into()]
+            }]
+        );
+        assert_eq!(s.action.runs.load(Ordering::SeqCst), 0);
+
+        let s = setup(
+            0,
+            EngineConfig {
+                grace_checks: 1,
+                grace_period: Duration::ZERO,
+                ..config()
+            },
+        );
+        *s.monitor.signals.lock().unwrap() =
+            vec![Signal::anomaly("consumer_group", "3 of 4 consumers stuck").with_extent(3, 4)];
+        assert_eq!(
+            s.engine.tick().await,
+            vec![EngineEvent::TooWidespread {
+                key: "consumer_group".into()
+            }]
+        );
+        assert_eq!(s.action.runs.load(Ordering::SeqCst), 0);
+        assert!(s.notes.0.lock().unwrap()[0].text.contains("too widespread"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unhandled_anomaly_is_reported() {
+        let s = setup(
+            0,
+            EngineConfig {
+                grace_checks: 1,
+                grace_period: Duration::ZERO,
+                ..config()
+            },
+        );
+        *s.monitor.signals.lock().unwrap() = vec![Signal::anomaly("disk", "full")];
+        assert_eq!(
+            s.engine.tick().await,
+            vec![EngineEvent::Unhandled { key: "disk".into() }]
+        );
+        assert_eq!(
+            s.notes.0.lock().unwrap()[0].level,
+            NotificationLevel::Warning
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_lets_the_running_round_finish() {
+        let s = setup(
+            1,
+            EngineConfig {
+                grace_checks: 1,
+                grace_period: Duration::ZERO,
+                retry: BackoffPolicy::constant(Duration::from_secs(5), 3),
+                ..config()
+            },
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let seen: Arc<Mutex<Vec<EngineEvent>>> = Arc::default();
+        let run = {
+            let seen = seen.clone();
+            async move {
+                s.engine
+                    .run(
+                        async {
+                            stopped.await.ok();
+                        },
+                        |events| seen.lock().unwrap().extend_from_slice(events),
+                    )
+                    .await;
+                s.action.runs.load(Ordering::SeqCst)
+            }
+        };
+        let handle = tokio::spawn(run);
+        // Stop while the action waits 5 s before its retry.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.send(()).unwrap();
+        assert_eq!(handle.await.unwrap(), 2, "the retry still ran");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![EngineEvent::Recovered {
+                key: "consumer_liveness".into(),
+                action: "flaky".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(
+            Engine::new(EngineConfig {
+                interval: Duration::ZERO,
+                ..config()
+            })
+            .is_err()
+        );
+        assert!(
+            Engine::new(EngineConfig {
+                max_affected_percent: 0.0,
+                ..config()
+            })
+            .is_err()
+        );
+        assert!(
+            Engine::new(EngineConfig {
+                grace_checks: 0,
+                ..config()
+            })
+            .is_err()
+        );
+    }
+}

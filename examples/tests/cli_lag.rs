@@ -2,7 +2,6 @@
 //! for exit codes and the unreachable-cluster path.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,7 @@ use kafka_ops_core::testkit::{MockKafka, Tansu, TestRecord, unique_name};
 use kafka_ops_core::{Offset, TopicPartition};
 
 mod support;
-use support::cli;
+use support::{cli, example_binary};
 
 /// orders: partition 0 has 30 records committed at 10, partition 1 has 20 committed at 20,
 /// partition 2 has 5 and no commit.
@@ -260,19 +259,6 @@ async fn bad_arguments_are_errors_not_verdicts() {
     assert!(out.contains("lag"));
 }
 
-fn example_binary() -> PathBuf {
-    // tests run from target/<profile>/deps; examples are built beside them by `cargo test`.
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|p| p.parent()).unwrap();
-    let binary = profile_dir.join("examples").join("kafka-ops");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build the examples (cargo test builds them)",
-        binary.display()
-    );
-    binary
-}
-
 #[test]
 fn an_unreachable_cluster_is_a_clear_error_within_the_timeout() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -281,7 +267,7 @@ fn an_unreachable_cluster_is_a_clear_error_within_the_timeout() {
         .unwrap()
         .port();
     let started = Instant::now();
-    let output = Command::new(example_binary())
+    let output = Command::new(example_binary("kafka-ops"))
         .args(["lag", "--group", "billing", "--timeout", "2s"])
         .env("KAFKA_BOOTSTRAP_SERVERS", format!("127.0.0.1:{port}"))
         .output()
@@ -307,7 +293,7 @@ fn secrets_given_with_x_never_appear_in_output() {
         .local_addr()
         .unwrap()
         .port();
-    let output = Command::new(example_binary())
+    let output = Command::new(example_binary("kafka-ops"))
         .args([
             "lag",
             "--bootstrap",

@@ -55,6 +55,7 @@ pub mod audit;
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod layer;
@@ -70,6 +71,7 @@ pub use breaker::{
     BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, SlidingWindow, StateChange,
 };
 pub use budget::{RetryBudget, RetryBudgetConfig};
+pub use config::{BuildContext, Registry, SelfHealingConfig};
 pub use engine::{
     Anomaly, Engine, EngineConfig, EngineEvent, Monitor, Playbook, RecoveryAction, Signal,
 };

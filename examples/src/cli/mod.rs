@@ -5,6 +5,7 @@
 
 pub mod health;
 pub mod lag;
+pub mod offsets;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -35,6 +36,8 @@ enum Command {
     Health(health::HealthArgs),
     /// May this broker be stopped now? The rolling-restart checklist (exit 0 safe, 2 not).
     RestartCheck(health::RestartCheckArgs),
+    /// Reset, export, import a group's offsets; wait for a group to drain.
+    Offsets(offsets::OffsetsArgs),
 }
 
 /// How to reach the cluster. Extra librdkafka settings (SASL, TLS) go in `-X key=value`; their
@@ -155,6 +158,7 @@ where
         Command::Lag(args) => lag::run(args, output).await,
         Command::Health(args) => health::run(args, output).await,
         Command::RestartCheck(args) => health::run_restart_check(args, output).await,
+        Command::Offsets(args) => offsets::run(args, output).await,
     }
 }
 

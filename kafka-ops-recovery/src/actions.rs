@@ -131,6 +131,91 @@ pub trait PoisonRecordSink: Send + Sync {
     async fn store(&self, record: &OwnedRecord, reason: &str) -> Result<(), RecoveryError>;
 }
 
+/// Writes poison records to `<topic><suffix>` (`orders.dlq`) with an idempotent, `acks=all`
+/// producer, keeping key, value, headers and timestamp, and adding where it came from and why.
+/// (The dead-letter crate's sink adds the full provenance header set; this one needs only core.)
+pub struct KafkaPoisonSink {
+    producer: rdkafka::producer::FutureProducer,
+    suffix: String,
+}
+
+impl fmt::Debug for KafkaPoisonSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaPoisonSink")
+            .field("suffix", &self.suffix)
+            .finish()
+    }
+}
+
+impl KafkaPoisonSink {
+    /// A sink producing through `client_config` to the record's topic plus `suffix`.
+    pub fn new(
+        client_config: &ClientConfig,
+        suffix: impl Into<String>,
+    ) -> Result<Self, RecoveryError> {
+        let mut config = client_config.clone();
+        config
+            .remove("group.id")
+            .set("enable.idempotence", "true")
+            .set("acks", "all");
+        let producer = config
+            .create()
+            .map_err(|e| kafka_error("create poison sink", e))?;
+        Ok(KafkaPoisonSink {
+            producer,
+            suffix: suffix.into(),
+        })
+    }
+}
+
+#[async_trait]
+impl PoisonRecordSink for KafkaPoisonSink {
+    async fn store(&self, record: &OwnedRecord, reason: &str) -> Result<(), RecoveryError> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let topic = format!("{}{}", record.topic, self.suffix);
+        let mut headers = OwnedHeaders::new();
+        for header in record.headers.iter() {
+            headers = headers.insert(Header {
+                key: &header.key,
+                value: header.value.as_deref(),
+            });
+        }
+        let (partition, offset) = (record.partition.to_string(), record.offset.to_string());
+        headers = headers
+            .insert(Header {
+                key: "kafka-ops.poison.topic",
+                value: Some(record.topic.as_bytes()),
+            })
+            .insert(Header {
+                key: "kafka-ops.poison.partition",
+                value: Some(partition.as_bytes()),
+            })
+            .insert(Header {
+                key: "kafka-ops.poison.offset",
+                value: Some(offset.as_bytes()),
+            })
+            .insert(Header {
+                key: "kafka-ops.poison.reason",
+                value: Some(reason.as_bytes()),
+            });
+        let mut out = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(&topic).headers(headers);
+        if let Some(key) = record.key() {
+            out = out.key(key);
+        }
+        if let Some(value) = record.value() {
+            out = out.payload(value);
+        }
+        if let Some(time) = record.timestamp.time() {
+            out = out.timestamp(time.as_millis());
+        }
+        self.producer
+            .send(out, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| RecoveryError::from(kafka_error("store poison record", e)))?;
+        Ok(())
+    }
+}
+
 /// Skips a poison record: reads it, hands it to a [`PoisonRecordSink`] (the dead-letter topic),
 /// and commits the group past it. The anomaly's details name it:
 /// `{"group": .., "topic": .., "partition": .., "offset": ..}`.

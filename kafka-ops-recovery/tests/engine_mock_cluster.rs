@@ -301,3 +301,91 @@ async fn notifications_arrive_by_mail() {
     assert!(printed.contains("billing stopped polling"), "{printed}");
     assert!(printed.contains("oncall@example.com"), "{printed}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_record_is_dead_lettered_and_committed_past() {
+    use kafka_ops_core::cluster::OffsetQuery;
+    use kafka_ops_core::{IsolationLevel, Offset, TopicPartition};
+    use kafka_ops_recovery::actions::{KafkaPoisonSink, SkipPoisonRecord};
+    use kafka_ops_recovery::{Anomaly, RecoveryAction};
+
+    let kafka = MockKafka::start(1).unwrap();
+    let topic = unique_name("orders");
+    kafka.create_topic(&topic, 1).unwrap();
+    kafka.create_topic(&format!("{topic}.dlq"), 1).unwrap();
+    let records = (0..5).map(|i| {
+        TestRecord::keyed(format!("k{i}"), format!("order {i}")).header("trace-id", format!("t{i}"))
+    });
+    kafka.produce(&topic, records).await.unwrap();
+    let group = unique_name("billing");
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    kafka
+        .commit(&group, &[(tp.clone(), Offset::new(3).unwrap())])
+        .await
+        .unwrap();
+
+    let sink = Arc::new(KafkaPoisonSink::new(&kafka.client_config(), ".dlq").unwrap());
+    let action = SkipPoisonRecord::new(kafka.client_config(), sink);
+    let anomaly = Anomaly {
+        key: "poison_record".into(),
+        monitor: "consumer".into(),
+        message: "offset 3 fails every time: unparseable amount".into(),
+        checks: 3,
+        first_seen: Timestamp::from_millis(0),
+        details: serde_json::json!({"group": group, "topic": topic, "partition": 0, "offset": 3}),
+        extent: None,
+    };
+    let done = action.execute(&anomaly).await.unwrap();
+    assert!(done.contains("dead-lettered"), "{done}");
+
+    let cluster = kafka.cluster().unwrap();
+    let committed = cluster
+        .committed_offsets(&group, &[tp.clone()])
+        .await
+        .unwrap();
+    assert_eq!(committed[0].1.as_ref().unwrap().map(Offset::get), Some(4));
+    let dlq = TopicPartition::new(format!("{topic}.dlq"), 0);
+    let marks = cluster
+        .watermarks(&[dlq.clone()], IsolationLevel::ReadUncommitted)
+        .await
+        .unwrap();
+    assert_eq!(marks[0].1.as_ref().unwrap().depth(), 1);
+    // The dead-lettered copy keeps key, value and headers, and says where it came from.
+    let copy = {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = kafka
+            .consumer_config(&unique_name("reader"))
+            .create()
+            .unwrap();
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition_offset(&dlq.topic, 0, rdkafka::Offset::Beginning)
+            .unwrap();
+        consumer.assign(&list).unwrap();
+        let message = loop {
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                break message.unwrap().detach();
+            }
+        };
+        kafka_ops_core::kafka::record_from_message(&message)
+            .unwrap()
+            .into_owned()
+    };
+    assert_eq!(copy.key(), Some(&b"k3"[..]));
+    assert_eq!(copy.value(), Some(&b"order 3"[..]));
+    assert_eq!(copy.headers.get_str("trace-id").unwrap(), Some("t3"));
+    assert_eq!(
+        copy.headers.get_str("kafka-ops.poison.offset").unwrap(),
+        Some("3")
+    );
+    assert_eq!(
+        copy.headers.get_str("kafka-ops.poison.topic").unwrap(),
+        Some(topic.as_str())
+    );
+
+    // A malformed anomaly is refused, not guessed at.
+    let vague = Anomaly {
+        details: serde_json::json!({"topic": topic}),
+        ..anomaly
+    };
+    assert!(action.execute(&vague).await.is_err());
+}

@@ -340,13 +340,13 @@ async fn a_poison_record_is_dead_lettered_and_committed_past() {
 
     let cluster = kafka.cluster().unwrap();
     let committed = cluster
-        .committed_offsets(&group, &[tp.clone()])
+        .committed_offsets(&group, std::slice::from_ref(&tp))
         .await
         .unwrap();
     assert_eq!(committed[0].1.as_ref().unwrap().map(Offset::get), Some(4));
     let dlq = TopicPartition::new(format!("{topic}.dlq"), 0);
     let marks = cluster
-        .watermarks(&[dlq.clone()], IsolationLevel::ReadUncommitted)
+        .watermarks(std::slice::from_ref(&dlq), IsolationLevel::ReadUncommitted)
         .await
         .unwrap();
     assert_eq!(marks[0].1.as_ref().unwrap().depth(), 1);

@@ -1,21 +1,55 @@
 //! # kafka-ops-idempotency
 //!
-//! "Process each event once" as a handler layer. This crate will own:
+//! "Process each event once" as a layer. Kafka redelivers after every rebalance, crash and
+//! replay; this crate skips what was already done:
 //!
-//! - `KeyExtractor` with built-ins (a header, the record key, a payload or JSON-field hash, the
-//!   record's coordinates, composites) and explicit handling of records without a key;
-//! - the `IdempotencyStore` contract with fencing tokens and leases (`begin` → acquired /
-//!   duplicate / in progress / conflict; fenced `complete` and `release`), and in-memory, redb,
-//!   Redis and PostgreSQL (with an inbox for exactly-once side effects) implementations passing
-//!   one conformance suite;
-//! - the idempotent layer, with an offset fast path for redeliveries after a rebalance.
-//!
-//! Until then it re-exports the core types it builds on.
+//! - [`keys`]: where a record's key comes from (a header, the record key, a payload hash, a
+//!   JSON field, the coordinates, a composite) and what happens when it is missing; keys are
+//!   namespaced so services sharing a store do not collide.
+//! - [`IdempotencyStore`]: `begin` → acquired with a fencing token | duplicate with the stored
+//!   outcome | in progress until T | conflict (same key, different payload); `complete` and
+//!   `release` succeed only for the current token, so a holder whose lease expired cannot
+//!   overwrite its successor. Stores: [`MemoryStore`] (default), redb (feature `redb`), Redis
+//!   (feature `redis`), PostgreSQL with an inbox (feature `postgres`); all pass one conformance
+//!   suite (feature `testkit`).
+//! - [`IdempotencyLayer`]: extract key → per-partition offset fast path → begin → handler →
+//!   complete or release.
 //!
 //! ```
-//! use kafka_ops_idempotency::core::{Offset, Record};
-//! let record = Record::new("payments", 0, Offset::ZERO).with_header("event-id", b"e-1".as_slice());
-//! assert_eq!(record.headers.get_str("event-id").unwrap(), Some("e-1"));
+//! use std::sync::Arc;
+//! use kafka_ops_core::handler::{handler_fn, Handler, HandlerBuilder};
+//! use kafka_ops_core::{Offset, Outcome, Record};
+//! use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
+//! use kafka_ops_idempotency::{IdempotencyLayer, MemoryStore};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let layer = IdempotencyLayer::new(
+//!     Arc::new(MemoryStore::new(1_000_000)),
+//!     KeyPolicy::new("billing", HeaderKey("event-id".into())),
+//! );
+//! let handler = HandlerBuilder::new()
+//!     .layer(layer)
+//!     .handler(handler_fn(|_record: &Record<'_>| async { Ok(Outcome::Processed) }));
+//!
+//! let event = Record::new("payments", 0, Offset::ZERO)
+//!     .with_value(b"{}".to_vec())
+//!     .with_header("event-id", b"evt-1".to_vec());
+//! assert_eq!(handler.handle(&event).await.unwrap(), Outcome::Processed);
+//! // The same event again (a replay, at another offset): skipped.
+//! let mut again = event.clone();
+//! again.offset = Offset::new(7).unwrap();
+//! assert_eq!(handler.handle(&again).await.unwrap(), Outcome::Duplicate);
+//! # });
 //! ```
 
-pub use kafka_ops_core as core;
+#[cfg(feature = "testkit")]
+pub mod conformance;
+pub mod error;
+pub mod keys;
+pub mod layer;
+pub mod store;
+
+pub use error::IdempotencyError;
+pub use layer::{IdempotencyLayer, InProgressPolicy};
+pub use store::memory::MemoryStore;
+pub use store::{Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome};

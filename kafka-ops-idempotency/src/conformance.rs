@@ -1,0 +1,229 @@
+//! The conformance suite every [`IdempotencyStore`] must pass (feature `testkit`): run
+//! [`run_all`] from a test of your store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kafka_ops_core::Outcome;
+
+use crate::error::IdempotencyError;
+use crate::store::{Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome};
+
+/// Moves the store's notion of time forward: advance a manual clock, or sleep for stores that
+/// keep server time.
+#[async_trait]
+pub trait TimePasses: Send + Sync {
+    /// Lets `duration` pass.
+    async fn pass(&self, duration: Duration);
+}
+
+/// Real time (for stores whose leases run on the server's clock).
+#[derive(Debug, Clone, Copy)]
+pub struct RealTime;
+
+#[async_trait]
+impl TimePasses for RealTime {
+    async fn pass(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+#[async_trait]
+impl TimePasses for kafka_ops_core::ManualClock {
+    async fn pass(&self, duration: Duration) {
+        self.advance(duration);
+    }
+}
+
+fn key(case: &str) -> String {
+    format!("conformance:{case}:{:016x}", fastrand::u64(..))
+}
+
+const A: PayloadDigest = PayloadDigest(0xaaaa);
+const B: PayloadDigest = PayloadDigest(0xbbbb);
+/// Leases and TTLs short enough to expire within a test, long enough for a round trip.
+const SHORT: Duration = Duration::from_millis(600);
+const LONG: Duration = Duration::from_secs(60);
+
+fn processed() -> StoredOutcome {
+    StoredOutcome {
+        outcome: Outcome::Processed,
+        result: Some(b"receipt-42".to_vec()),
+    }
+}
+
+fn acquired(begin: Begin) -> FencingToken {
+    match begin {
+        Begin::Acquired(token) => token,
+        other => panic!("expected Acquired, got {other:?}"),
+    }
+}
+
+/// Runs every case against `store`.
+pub async fn run_all(store: Arc<dyn IdempotencyStore>, time: &dyn TimePasses) {
+    exactly_one_of_many_concurrent_begins_acquires(store.clone(), 64).await;
+    duplicates_return_the_stored_outcome(store.as_ref()).await;
+    a_holder_is_seen_in_progress(store.as_ref()).await;
+    an_expired_lease_hands_over_and_fences_the_old_holder(store.as_ref(), time).await;
+    a_stale_or_foreign_token_is_rejected(store.as_ref()).await;
+    completed_keys_expire_after_their_ttl(store.as_ref(), time).await;
+    a_different_payload_is_a_conflict(store.as_ref()).await;
+    a_released_key_may_run_again(store.as_ref()).await;
+}
+
+/// N concurrent `begin`s on one key: exactly one acquires, the rest see it in progress.
+pub async fn exactly_one_of_many_concurrent_begins_acquires(
+    store: Arc<dyn IdempotencyStore>,
+    n: usize,
+) {
+    let key = key("race");
+    let attempts: Vec<_> = (0..n)
+        .map(|_| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move { store.begin(&key, A, LONG).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for attempt in attempts {
+        match attempt.await.expect("task").expect("begin") {
+            Begin::Acquired(_) => winners += 1,
+            Begin::InProgress { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners, 1, "{} of {n} concurrent begins acquired", winners);
+}
+
+/// A completed key answers `Duplicate` with what was stored.
+pub async fn duplicates_return_the_stored_outcome(store: &dyn IdempotencyStore) {
+    let key = key("duplicate");
+    let token = acquired(store.begin(&key, A, LONG).await.expect("begin"));
+    store
+        .complete(&key, token, &processed(), LONG)
+        .await
+        .expect("complete");
+    // Completing again with the same token is harmless (an inbox already marked it).
+    store
+        .complete(&key, token, &processed(), LONG)
+        .await
+        .expect("complete twice");
+    assert_eq!(
+        store.begin(&key, A, LONG).await.expect("begin"),
+        Begin::Duplicate(processed())
+    );
+}
+
+/// A key held by someone is in progress until their lease ends.
+pub async fn a_holder_is_seen_in_progress(store: &dyn IdempotencyStore) {
+    let key = key("in-progress");
+    acquired(store.begin(&key, A, LONG).await.expect("begin"));
+    match store.begin(&key, A, LONG).await.expect("begin") {
+        Begin::InProgress { until } => {
+            let now = kafka_ops_core::Timestamp::from_system_time(std::time::SystemTime::now());
+            assert!(
+                until.saturating_since(now) <= LONG,
+                "until {until} is beyond the lease"
+            );
+        }
+        other => panic!("expected InProgress, got {other:?}"),
+    }
+}
+
+/// After the lease, another caller takes over, and the first holder can neither complete nor
+/// release (fencing).
+pub async fn an_expired_lease_hands_over_and_fences_the_old_holder(
+    store: &dyn IdempotencyStore,
+    time: &dyn TimePasses,
+) {
+    let key = key("takeover");
+    let first = acquired(store.begin(&key, A, SHORT).await.expect("begin"));
+    time.pass(SHORT + Duration::from_millis(400)).await;
+    let second = acquired(store.begin(&key, A, LONG).await.expect("takeover"));
+    assert_ne!(first, second);
+    assert!(matches!(
+        store.complete(&key, first, &processed(), LONG).await,
+        Err(IdempotencyError::StaleToken { .. })
+    ));
+    assert!(matches!(
+        store.release(&key, first).await,
+        Err(IdempotencyError::StaleToken { .. })
+    ));
+    store
+        .complete(&key, second, &processed(), LONG)
+        .await
+        .expect("the new holder completes");
+    assert_eq!(
+        store.begin(&key, A, LONG).await.expect("begin"),
+        Begin::Duplicate(processed())
+    );
+}
+
+/// Tokens that never held the key are rejected, and do not disturb the holder.
+pub async fn a_stale_or_foreign_token_is_rejected(store: &dyn IdempotencyStore) {
+    let key = key("foreign");
+    let token = acquired(store.begin(&key, A, LONG).await.expect("begin"));
+    let foreign = FencingToken(token.0.wrapping_add(1));
+    assert!(matches!(
+        store.complete(&key, foreign, &processed(), LONG).await,
+        Err(IdempotencyError::StaleToken { .. })
+    ));
+    assert!(matches!(
+        store.release(&key, foreign).await,
+        Err(IdempotencyError::StaleToken { .. })
+    ));
+    let unknown = self::key("unknown");
+    assert!(matches!(
+        store.complete(&unknown, token, &processed(), LONG).await,
+        Err(IdempotencyError::StaleToken { .. })
+    ));
+    store
+        .complete(&key, token, &processed(), LONG)
+        .await
+        .expect("the holder completes");
+}
+
+/// A completed key is forgotten after its TTL.
+pub async fn completed_keys_expire_after_their_ttl(
+    store: &dyn IdempotencyStore,
+    time: &dyn TimePasses,
+) {
+    let key = key("ttl");
+    let token = acquired(store.begin(&key, A, LONG).await.expect("begin"));
+    store
+        .complete(&key, token, &processed(), SHORT)
+        .await
+        .expect("complete");
+    assert!(matches!(
+        store.begin(&key, A, LONG).await.expect("begin"),
+        Begin::Duplicate(_)
+    ));
+    time.pass(SHORT + Duration::from_millis(400)).await;
+    acquired(store.begin(&key, A, LONG).await.expect("begin after ttl"));
+}
+
+/// The same key with another payload is a conflict, completed or in progress.
+pub async fn a_different_payload_is_a_conflict(store: &dyn IdempotencyStore) {
+    let key = key("conflict");
+    let token = acquired(store.begin(&key, A, LONG).await.expect("begin"));
+    assert_eq!(
+        store.begin(&key, B, LONG).await.expect("begin"),
+        Begin::Conflict
+    );
+    store
+        .complete(&key, token, &processed(), LONG)
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.begin(&key, B, LONG).await.expect("begin"),
+        Begin::Conflict
+    );
+}
+
+/// A released key (the handler failed) may be taken again at once.
+pub async fn a_released_key_may_run_again(store: &dyn IdempotencyStore) {
+    let key = key("release");
+    let token = acquired(store.begin(&key, A, LONG).await.expect("begin"));
+    store.release(&key, token).await.expect("release");
+    acquired(store.begin(&key, A, LONG).await.expect("begin again"));
+}

@@ -186,23 +186,27 @@ impl<H: Handler> Idempotent<H> {
 impl<H: Handler> Handler for Idempotent<H> {
     async fn handle(&self, record: &Record<'_>) -> Result<Outcome, HandlerError> {
         let layer = &self.layer;
+        let tp = record.topic_partition();
+        let offset = record.offset.get();
+        // Before the key: a record completed here needs nothing else.
+        if layer.fast_path.seen(&tp, offset) {
+            metrics::counter!("kafka_ops_idempotency_duplicates_total", "path" => "offset")
+                .increment(1);
+            tracing::debug!(%tp, offset, "redelivered record already completed here");
+            return Ok(Outcome::Duplicate);
+        }
         let key = match layer.keys.decide(record) {
             Ok(KeyDecision::Guard(key)) => key,
             Ok(KeyDecision::Unguarded(why)) => {
                 tracing::debug!(%why, "no idempotency key; processing unguarded");
                 metrics::counter!("kafka_ops_idempotency_unguarded_total").increment(1);
-                return self.inner.handle(record).await;
+                let outcome = self.inner.handle(record).await?;
+                // Done here all the same: the run of completed offsets goes on past it.
+                layer.fast_path.done(tp, offset);
+                return Ok(outcome);
             }
             Err(error) => return Err(HandlerError::permanent(error)),
         };
-        let tp = record.topic_partition();
-        let offset = record.offset.get();
-        if layer.fast_path.seen(&tp, offset) {
-            metrics::counter!("kafka_ops_idempotency_duplicates_total", "path" => "offset")
-                .increment(1);
-            tracing::debug!(%key, %tp, offset, "redelivered record already completed here");
-            return Ok(Outcome::Duplicate);
-        }
         let digest = PayloadDigest::of(record.value());
         let waited_since = Instant::now();
         let token = loop {
@@ -636,10 +640,11 @@ mod tests {
             lenient.handle(&no_header).await.unwrap(),
             Outcome::Processed
         );
-        assert_eq!(
-            lenient.handle(&no_header).await.unwrap(),
-            Outcome::Processed
-        );
+        let mut another = no_header.clone();
+        another.offset = Offset::new(1).unwrap();
+        assert_eq!(lenient.handle(&another).await.unwrap(), Outcome::Processed);
+        // The same offset again (a redelivery after a rebalance) was completed here.
+        assert_eq!(lenient.handle(&another).await.unwrap(), Outcome::Duplicate);
         let fallback = HandlerBuilder::new()
             .layer(IdempotencyLayer::new(
                 f.store.clone(),

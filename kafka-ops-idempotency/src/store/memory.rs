@@ -1,6 +1,8 @@
 //! The default store: in memory, sharded, bounded, with TTLs on an injected clock.
 
+use std::collections::hash_map::Entry as Entry_;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -11,31 +13,91 @@ use xxhash_rust::xxh3::xxh3_128;
 use super::{Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome};
 use crate::error::IdempotencyError;
 
-#[derive(Debug, Clone)]
-enum State {
-    InProgress {
-        token: FencingToken,
-        until: Timestamp,
-    },
-    Completed {
-        outcome: StoredOutcome,
-        expires: Timestamp,
-        token: FencingToken,
-    },
+/// A key's 128-bit hash, as two words (8-byte aligned, so a table slot is 72 bytes, not 80).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct KeyHash(u64, u64);
+
+impl KeyHash {
+    fn of(key: &str) -> Self {
+        Self::split(xxh3_128(key.as_bytes()))
+    }
+
+    fn split(hash: u128) -> Self {
+        KeyHash((hash >> 64) as u64, hash as u64)
+    }
 }
 
+/// The table's hasher: the keys already are uniform 128-bit hashes, so hashing them again
+/// (SipHash, the std default) would only cost time. Folds the two words together.
+#[derive(Debug, Default)]
+struct FoldHasher(u64);
+
+impl Hasher for FoldHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for `KeyHash` (it writes words); FNV-1a keeps any other use sound.
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 ^= word;
+    }
+}
+
+/// One key's state in 32 bytes, whatever the key's length (a table slot is 48 with the key).
 #[derive(Debug, Clone)]
 struct Entry {
-    digest: PayloadDigest,
-    state: State,
+    /// 64 bits of the payload digest: a different payload under the same key goes unnoticed
+    /// with probability 2^-64.
+    digest: u64,
+    token: FencingToken,
+    /// The lease's end while in progress; the expiry once completed.
+    deadline: Timestamp,
+    /// `None` while in progress.
+    outcome: Option<kafka_ops_core::Outcome>,
+    /// Whether the shard's side table holds a stored result for the key (few handlers store
+    /// one, so it is not paid for in every slot).
+    has_result: bool,
+}
+
+fn short_digest(digest: PayloadDigest) -> u64 {
+    digest.0 as u64 ^ (digest.0 >> 64) as u64
+}
+
+impl Entry {
+    fn is_completed(&self) -> bool {
+        self.outcome.is_some()
+    }
 }
 
 #[derive(Debug, Default)]
 struct Shard {
-    /// Keyed by a 128-bit hash of the key: a fixed 16 bytes per key whatever its length.
-    entries: HashMap<u128, Entry>,
+    entries: HashMap<KeyHash, Entry, BuildHasherDefault<FoldHasher>>,
+    /// Stored results of completed keys that have one.
+    results: HashMap<KeyHash, Box<[u8]>, BuildHasherDefault<FoldHasher>>,
     /// Completed keys, oldest first (may hold keys taken over since; checked when evicting).
-    completed: VecDeque<u128>,
+    completed: VecDeque<KeyHash>,
+    /// Evictions since the last sweep for expired keys: sweeping scans the whole shard, so a
+    /// full shard sweeps once per many evictions rather than on every insert.
+    evictions_since_sweep: usize,
+}
+
+impl Shard {
+    /// Drops the queue's stale entries (keys gone, in progress again, or completed again
+    /// later), so keys completed over and over cannot grow it without bound.
+    fn compact_completed(&mut self) {
+        let mut kept = std::collections::HashSet::with_capacity(self.entries.len());
+        let mut queue: Vec<KeyHash> = self.completed.drain(..).rev().collect();
+        queue.retain(|hash| {
+            self.entries.get(hash).is_some_and(Entry::is_completed) && kept.insert(*hash)
+        });
+        self.completed.extend(queue.into_iter().rev());
+    }
 }
 
 /// Sharded, bounded in-memory store. When full it evicts expired keys, then the oldest
@@ -49,6 +111,9 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     /// A store of at most `max_keys` keys on the system clock.
+    ///
+    /// The bound is kept per shard (an equal share each), so eviction can start a little
+    /// before `max_keys` keys in all: size it with some headroom over the keys you must keep.
     pub fn new(max_keys: usize) -> Self {
         Self::with_clock(max_keys, Arc::new(SystemClock))
     }
@@ -84,8 +149,8 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn shard(&self, hash: u128) -> std::sync::MutexGuard<'_, Shard> {
-        let index = (hash as u64 % self.shards.len() as u64) as usize;
+    fn shard(&self, hash: KeyHash) -> std::sync::MutexGuard<'_, Shard> {
+        let index = (hash.0 % self.shards.len() as u64) as usize;
         self.shards[index]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -96,23 +161,21 @@ impl MemoryStore {
         if shard.entries.len() < self.per_shard {
             return Ok(());
         }
-        // Expired first: completed past their TTL, leases past their end.
-        shard.entries.retain(|_, e| match &e.state {
-            State::Completed { expires, .. } => *expires > now,
-            State::InProgress { until, .. } => *until > now,
-        });
+        // Expired first (completed past their TTL, leases past their end); the sweep is a scan
+        // of the shard, so it runs on the first eviction and then once per 1/16 of the shard.
+        if shard.evictions_since_sweep == 0 || shard.completed.is_empty() {
+            shard.entries.retain(|_, entry| entry.deadline > now);
+            let entries = &shard.entries;
+            shard.results.retain(|hash, _| entries.contains_key(hash));
+        }
+        shard.evictions_since_sweep = (shard.evictions_since_sweep + 1) % (self.per_shard / 16 + 1);
         while shard.entries.len() >= self.per_shard {
             let Some(oldest) = shard.completed.pop_front() else {
                 return Err(IdempotencyError::StoreFull(shard.entries.len()));
             };
-            if matches!(
-                shard.entries.get(&oldest),
-                Some(Entry {
-                    state: State::Completed { .. },
-                    ..
-                })
-            ) {
+            if shard.entries.get(&oldest).is_some_and(Entry::is_completed) {
                 shard.entries.remove(&oldest);
+                shard.results.remove(&oldest);
                 metrics::counter!("kafka_ops_idempotency_evictions_total").increment(1);
             }
         }
@@ -128,46 +191,58 @@ impl IdempotencyStore for MemoryStore {
         digest: PayloadDigest,
         lease: Duration,
     ) -> Result<Begin, IdempotencyError> {
-        let hash = xxh3_128(key.as_bytes());
+        let hash = KeyHash::of(key);
         let now = self.clock.wall();
-        let mut shard = self.shard(hash);
-        let token = FencingToken::random();
-        let acquired = Entry {
-            digest,
-            state: State::InProgress {
+        let mut guard = self.shard(hash);
+        let shard = &mut *guard;
+        let acquire = |digest: PayloadDigest| {
+            let token = FencingToken::random();
+            let entry = Entry {
+                digest: short_digest(digest),
                 token,
-                until: now.plus(lease),
-            },
+                deadline: now.plus(lease),
+                outcome: None,
+                has_result: false,
+            };
+            (token, entry)
         };
-        match shard
-            .entries
-            .get(&hash)
-            .map(|e| (e.digest, e.state.clone()))
-        {
-            Some((
-                stored,
-                State::Completed {
-                    outcome, expires, ..
-                },
-            )) if expires > now => Ok(if stored == digest {
-                Begin::Duplicate(outcome)
-            } else {
-                Begin::Conflict
-            }),
-            Some((stored, State::InProgress { until, .. })) if until > now => {
-                Ok(if stored == digest {
-                    Begin::InProgress { until }
-                } else {
+        let has_room = shard.entries.len() < self.per_shard;
+        match shard.entries.entry(hash) {
+            Entry_::Occupied(mut held) => {
+                let entry = held.get_mut();
+                if entry.deadline <= now {
+                    // Expired: taken over in place.
+                    let (token, acquired) = acquire(digest);
+                    let had_result = std::mem::replace(entry, acquired).has_result;
+                    if had_result {
+                        shard.results.remove(&hash);
+                    }
+                    return Ok(Begin::Acquired(token));
+                }
+                Ok(if entry.digest != short_digest(digest) {
                     Begin::Conflict
+                } else if let Some(outcome) = entry.outcome {
+                    let result = if entry.has_result {
+                        shard.results.get(&hash).map(|bytes| bytes.to_vec())
+                    } else {
+                        None
+                    };
+                    Begin::Duplicate(StoredOutcome { outcome, result })
+                } else {
+                    Begin::InProgress {
+                        until: entry.deadline,
+                    }
                 })
             }
-            // Expired: taken over in place.
-            Some(_) => {
-                shard.entries.insert(hash, acquired);
+            // The common case: a new key and room for it, in one probe of the table.
+            Entry_::Vacant(slot) if has_room => {
+                let (token, acquired) = acquire(digest);
+                slot.insert(acquired);
                 Ok(Begin::Acquired(token))
             }
-            None => {
-                self.make_room(&mut shard, now)?;
+            Entry_::Vacant(_) => {
+                self.make_room(shard, now)?;
+                let (token, acquired) = acquire(digest);
                 shard.entries.insert(hash, acquired);
                 Ok(Begin::Acquired(token))
             }
@@ -181,24 +256,26 @@ impl IdempotencyStore for MemoryStore {
         outcome: &StoredOutcome,
         ttl: Duration,
     ) -> Result<(), IdempotencyError> {
-        let hash = xxh3_128(key.as_bytes());
+        let hash = KeyHash::of(key);
         let now = self.clock.wall();
-        let mut shard = self.shard(hash);
+        let mut guard = self.shard(hash);
+        let shard = &mut *guard;
         match shard.entries.get_mut(&hash) {
-            Some(entry) if matches!(entry.state, State::InProgress { token: t, .. } if t == token) =>
-            {
-                entry.state = State::Completed {
-                    outcome: outcome.clone(),
-                    expires: now.plus(ttl),
-                    token,
-                };
+            Some(entry) if entry.token == token && !entry.is_completed() => {
+                entry.outcome = Some(outcome.outcome);
+                entry.has_result = outcome.result.is_some();
+                if let Some(result) = &outcome.result {
+                    shard.results.insert(hash, Box::from(result.as_slice()));
+                }
+                entry.deadline = now.plus(ttl);
                 shard.completed.push_back(hash);
+                if shard.completed.len() > 2 * self.per_shard {
+                    shard.compact_completed();
+                }
                 Ok(())
             }
-            Some(Entry {
-                state: State::Completed { token: t, .. },
-                ..
-            }) if *t == token => Ok(()),
+            // Completing again with the same token is a no-op.
+            Some(entry) if entry.token == token => Ok(()),
             _ => Err(IdempotencyError::StaleToken {
                 key: key.to_string(),
             }),
@@ -206,13 +283,10 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError> {
-        let hash = xxh3_128(key.as_bytes());
+        let hash = KeyHash::of(key);
         let mut shard = self.shard(hash);
         match shard.entries.get(&hash) {
-            Some(Entry {
-                state: State::InProgress { token: t, .. },
-                ..
-            }) if *t == token => {
+            Some(entry) if entry.token == token && !entry.is_completed() => {
                 shard.entries.remove(&hash);
                 Ok(())
             }
@@ -229,8 +303,45 @@ impl IdempotencyStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn keys_completed_again_and_again_do_not_grow_the_eviction_queue() {
+        let clock = Arc::new(kafka_ops_core::ManualClock::new());
+        let store = MemoryStore::with_clock(64, clock.clone());
+        let digest = PayloadDigest::of(Some(b"x"));
+        let done = StoredOutcome {
+            outcome: kafka_ops_core::Outcome::Processed,
+            result: None,
+        };
+        for _ in 0..1_000 {
+            for key in ["a", "b", "c"] {
+                let Ok(Begin::Acquired(token)) =
+                    store.begin(key, digest, Duration::from_secs(1)).await
+                else {
+                    panic!("not acquired");
+                };
+                store
+                    .complete(key, token, &done, Duration::from_secs(1))
+                    .await
+                    .unwrap();
+            }
+            clock.advance(Duration::from_secs(2));
+        }
+        let queued: usize = store
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().completed.len())
+            .sum();
+        assert!(queued <= 2 * 64 + 3, "{queued} queued for 3 keys");
+        assert_eq!(store.len(), 3);
+    }
+
     use super::*;
     use kafka_ops_core::{ManualClock, Outcome};
+
+    #[test]
+    fn a_table_slot_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<(KeyHash, Entry)>(), 48);
+    }
 
     fn done() -> StoredOutcome {
         StoredOutcome {

@@ -1,22 +1,50 @@
 //! # kafka-ops-dlq
 //!
-//! Dead-letter handling for Kafka consumers. This crate will own:
+//! Dead-letter handling for Kafka consumers: a record is either processed or dead-lettered,
+//! never lost.
 //!
-//! - a `DeadLetterSink` trait and a Kafka sink that returns only after the broker acknowledged,
-//!   and a handler layer so the driver commits a source offset only once its record is either
-//!   processed or dead-lettered;
-//! - topic naming (`<topic>.dlq`, Spring's `<topic>-dlt`, custom) and partition strategies;
-//! - a documented, versioned provenance header set, and parsing of Spring Kafka, Kafka Connect,
-//!   Kafka Streams and Karafka dead-letter headers into one model;
-//! - non-blocking retry topics with delay tiers;
-//! - inspect (depth, samples, error fingerprints), replay (filters, rate limit, resumable, loop
-//!   guard) and purge (archive first, then delete records).
-//!
-//! Until then it re-exports the core types it builds on.
+//! - [`DeadLetterLayer`] wraps a core handler: what it gives up on (a failure marked
+//!   [`DeadLetter`](kafka_ops_core::Disposition::DeadLetter), or an undecided permanent one)
+//!   is written through a [`DeadLetterSink`], and only after the sink acknowledged it does the
+//!   record end as [`DeadLettered`](kafka_ops_core::Outcome::DeadLettered) so the driver
+//!   commits past it. A failed write leaves the record uncommitted and brings it back.
+//! - [`KafkaDeadLetterSink`] writes with an idempotent, `acks=all` producer.
+//! - [`Envelope`] builds the dead-letter record: target topic ([`TopicNaming`]: `<topic>.dlq`,
+//!   Spring's `<topic>-dlt`, fixed, custom) and partition ([`PartitionStrategy`]), the original
+//!   key, value bytes, headers and timestamp, and the versioned provenance header set of
+//!   [`headers`]; records over the producer's limit lose their cause chain, then their value is
+//!   truncated (size and digest recorded), and a record that still cannot fit stops the
+//!   consumer rather than vanish.
+//! - [`headers::parse`] reads provenance written by kafka-ops, Spring Kafka (`kafka_dlt-*`),
+//!   Kafka Connect (`__connect.errors.*`), Kafka Streams (`__streams.errors.*`) and Karafka
+//!   (`source_*`) into one [`DeadLetterInfo`], listing unreadable headers instead of failing.
 //!
 //! ```
-//! use kafka_ops_dlq::core::ErrorClass;
-//! assert!(!ErrorClass::Permanent.is_retryable());
+//! use kafka_ops_core::{ErrorClass, HandlerError, Offset, Record};
+//! use kafka_ops_dlq::{Envelope, headers};
+//!
+//! let record = Record::new("orders", 2, Offset::new(41).unwrap()).with_value(b"{\"amount\":\"x\"}".to_vec());
+//! let error = HandlerError::permanent(std::io::Error::other("amount is not a number"));
+//! let letter = Envelope::new("billing", "billing-1").build(&record, &error, Some(4)).unwrap();
+//! assert_eq!((letter.topic.as_str(), letter.partition), ("orders.dlq", Some(2)));
+//!
+//! let info = headers::parse(&letter.headers);
+//! assert_eq!(info.original_offset, Some(41));
+//! assert_eq!(info.error_class, Some(ErrorClass::Permanent));
+//! assert_eq!(info.error_message.as_deref(), Some("amount is not a number"));
 //! ```
 
+pub mod envelope;
+pub mod error;
+pub mod headers;
+pub mod layer;
+pub mod sink;
+
+pub use envelope::{CausePolicy, DeadLetter, Envelope, PartitionStrategy, TopicNaming};
+pub use error::DlqError;
+pub use headers::{DeadLetterInfo, Format, HeaderProblem};
+pub use layer::DeadLetterLayer;
+pub use sink::{DeadLetterSink, Delivered, KafkaDeadLetterSink};
+
+/// The core crate this one builds on.
 pub use kafka_ops_core as core;

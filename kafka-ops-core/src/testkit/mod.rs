@@ -248,6 +248,34 @@ impl MockKafka {
         &self.producer
     }
 
+    /// `group`'s committed offsets on partitions `0..partitions` of `topic` (`None`: none).
+    pub async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<Vec<Option<i64>>, Error> {
+        use crate::cluster::OffsetQuery;
+        let partitions: Vec<TopicPartition> = (0..partitions)
+            .map(|p| TopicPartition::new(topic, p))
+            .collect();
+        self.cluster()?
+            .committed_offsets(group, &partitions)
+            .await?
+            .into_iter()
+            .map(|(tp, offset)| {
+                offset
+                    .map(|o| o.map(Offset::get))
+                    .map_err(|e| Error::Config(format!("committed offset of {tp}: {}", e.reason)))
+            })
+            .collect()
+    }
+
+    /// Every record of `topic` now, partition by partition, in offset order.
+    pub async fn read_all(&self, topic: &str) -> Result<Vec<crate::OwnedRecord>, Error> {
+        read_all(self.client_config(), topic).await
+    }
+
     /// Commits `offsets` for `group` without joining it (as an admin tool would).
     pub async fn commit(
         &self,
@@ -395,6 +423,69 @@ impl TestProducer {
 /// Commits `offsets` for the group `consumer_config` names (see
 /// [`commit_group_offsets`](crate::kafka::commit_group_offsets)).
 pub use crate::kafka::commit_group_offsets as commit_offsets;
+
+/// Every record of `topic` up to its end when called, partition by partition, read with an
+/// assigned consumer (no group membership) through `client_config`.
+pub async fn read_all(
+    client_config: ClientConfig,
+    topic: &str,
+) -> Result<Vec<crate::OwnedRecord>, Error> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    let topic = topic.to_string();
+    let read = move || -> Result<Vec<crate::OwnedRecord>, Error> {
+        let mut config = client_config;
+        config
+            .set("group.id", unique_name("read-all"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true");
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| kafka_error("create reader", e))?;
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .map_err(|e| kafka_error("read metadata", e))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len());
+        let mut list = rdkafka::TopicPartitionList::new();
+        for partition in 0..partitions {
+            let partition = i32::try_from(partition).unwrap_or(i32::MAX);
+            list.add_partition_offset(&topic, partition, rdkafka::Offset::Beginning)
+                .map_err(|e| kafka_error("assign", e))?;
+        }
+        consumer
+            .assign(&list)
+            .map_err(|e| kafka_error("assign", e))?;
+        let mut records = Vec::new();
+        let mut at_end = std::collections::HashSet::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while at_end.len() < partitions {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Config(format!(
+                    "reading {topic}: only {} of {partitions} partitions reached their end in 30 s",
+                    at_end.len()
+                )));
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    at_end.insert(partition);
+                }
+                Some(Err(e)) => return Err(kafka_error("read", e)),
+                Some(Ok(message)) => {
+                    records.push(crate::kafka::record_from_message(&message)?.into_owned());
+                }
+            }
+        }
+        records.sort_by_key(|r| (r.partition, r.offset));
+        Ok(records)
+    };
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| Error::Config(format!("reader task failed: {e}")))?
+}
 
 /// A unique name for a test resource (topic, group), so tests sharing a broker do not collide.
 pub fn unique_name(prefix: &str) -> String {

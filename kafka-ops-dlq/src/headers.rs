@@ -1,0 +1,776 @@
+//! The provenance header set kafka-ops writes on a dead-letter record (version 1), and the
+//! reader that turns it — or the headers Spring Kafka, Kafka Connect, Kafka Streams and Karafka
+//! write — into one model.
+//!
+//! # Version 1
+//!
+//! Every value is UTF-8 text; numbers are decimal, times are milliseconds since the Unix epoch.
+//!
+//! | header | value |
+//! |---|---|
+//! | `kafka-ops.dlt.version` | `1` |
+//! | `kafka-ops.dlt.original-topic` | the source topic |
+//! | `kafka-ops.dlt.original-partition` | the source partition |
+//! | `kafka-ops.dlt.original-offset` | the source offset |
+//! | `kafka-ops.dlt.original-timestamp` | the source record's timestamp (absent when it had none) |
+//! | `kafka-ops.dlt.original-timestamp-type` | `create` or `log-append` |
+//! | `kafka-ops.dlt.group` | the consumer group |
+//! | `kafka-ops.dlt.error-class` | `transient`, `permanent` or `fatal` |
+//! | `kafka-ops.dlt.error-message` | the error's message |
+//! | `kafka-ops.dlt.cause-chain` | a JSON array of the error's causes, outermost first (capped; absent when turned off) |
+//! | `kafka-ops.dlt.attempts` | how many times the record was tried, over every failure so far |
+//! | `kafka-ops.dlt.first-failure` | when it first failed |
+//! | `kafka-ops.dlt.last-failure` | when it last failed |
+//! | `kafka-ops.dlt.instance-id` | the consumer instance that dead-lettered it |
+//! | `kafka-ops.dlt.truncated-value-size` | the value's size before it was truncated to fit (only then) |
+//! | `kafka-ops.dlt.value-digest` | hex xxh3-128 of the untruncated value (only then) |
+//!
+//! When a record fails again, its previous `kafka-ops.dlt.*` headers are replaced, not piled
+//! up; the first failure time is kept and the attempts add up.
+
+use std::borrow::Cow;
+
+use kafka_ops_core::{ErrorClass, Headers, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// The prefix of every provenance header.
+pub const PREFIX: &str = "kafka-ops.dlt.";
+/// The header-set version this crate writes.
+pub const VERSION: u32 = 1;
+
+/// Names of the version-1 headers.
+pub mod names {
+    /// `kafka-ops.dlt.version`
+    pub const VERSION: &str = "kafka-ops.dlt.version";
+    /// `kafka-ops.dlt.original-topic`
+    pub const ORIGINAL_TOPIC: &str = "kafka-ops.dlt.original-topic";
+    /// `kafka-ops.dlt.original-partition`
+    pub const ORIGINAL_PARTITION: &str = "kafka-ops.dlt.original-partition";
+    /// `kafka-ops.dlt.original-offset`
+    pub const ORIGINAL_OFFSET: &str = "kafka-ops.dlt.original-offset";
+    /// `kafka-ops.dlt.original-timestamp`
+    pub const ORIGINAL_TIMESTAMP: &str = "kafka-ops.dlt.original-timestamp";
+    /// `kafka-ops.dlt.original-timestamp-type`
+    pub const ORIGINAL_TIMESTAMP_TYPE: &str = "kafka-ops.dlt.original-timestamp-type";
+    /// `kafka-ops.dlt.group`
+    pub const GROUP: &str = "kafka-ops.dlt.group";
+    /// `kafka-ops.dlt.error-class`
+    pub const ERROR_CLASS: &str = "kafka-ops.dlt.error-class";
+    /// `kafka-ops.dlt.error-message`
+    pub const ERROR_MESSAGE: &str = "kafka-ops.dlt.error-message";
+    /// `kafka-ops.dlt.cause-chain`
+    pub const CAUSE_CHAIN: &str = "kafka-ops.dlt.cause-chain";
+    /// `kafka-ops.dlt.attempts`
+    pub const ATTEMPTS: &str = "kafka-ops.dlt.attempts";
+    /// `kafka-ops.dlt.first-failure`
+    pub const FIRST_FAILURE: &str = "kafka-ops.dlt.first-failure";
+    /// `kafka-ops.dlt.last-failure`
+    pub const LAST_FAILURE: &str = "kafka-ops.dlt.last-failure";
+    /// `kafka-ops.dlt.instance-id`
+    pub const INSTANCE_ID: &str = "kafka-ops.dlt.instance-id";
+    /// `kafka-ops.dlt.truncated-value-size`
+    pub const TRUNCATED_VALUE_SIZE: &str = "kafka-ops.dlt.truncated-value-size";
+    /// `kafka-ops.dlt.value-digest`
+    pub const VALUE_DIGEST: &str = "kafka-ops.dlt.value-digest";
+}
+
+/// Whose headers a dead-letter record carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Format {
+    /// kafka-ops' own set, with its version.
+    KafkaOps(u32),
+    /// Spring Kafka's `DeadLetterPublishingRecoverer` (`kafka_dlt-*`).
+    Spring,
+    /// Kafka Connect's error reporter (`__connect.errors.*`).
+    Connect,
+    /// Kafka Streams' dead-letter queue (`__streams.errors.*`).
+    Streams,
+    /// Karafka's dead-letter queue (`source_*`).
+    Karafka,
+    /// No known provenance headers.
+    Unknown,
+}
+
+/// A header that was there but could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderProblem {
+    /// The header's name.
+    pub header: String,
+    /// What was wrong with it.
+    pub reason: String,
+}
+
+/// Where a dead-letter record came from and why, as far as its headers tell. Every field is
+/// optional: a foreign or damaged record gives what it has, and `problems` lists what could not
+/// be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterInfo {
+    /// Whose headers these were (`None` until parsed).
+    pub format: Option<Format>,
+    /// Source topic.
+    pub original_topic: Option<String>,
+    /// Source partition.
+    pub original_partition: Option<i32>,
+    /// Source offset.
+    pub original_offset: Option<i64>,
+    /// Source record timestamp.
+    pub original_timestamp: Option<Timestamp>,
+    /// `create` or `log-append`, when known.
+    pub original_timestamp_type: Option<String>,
+    /// Consumer group (or connector, for Connect).
+    pub group: Option<String>,
+    /// kafka-ops' error class.
+    pub error_class: Option<ErrorClass>,
+    /// The exception or error type, for foreign formats (`java.lang.NumberFormatException`).
+    pub error_type: Option<String>,
+    /// The error message.
+    pub error_message: Option<String>,
+    /// Causes, outermost first.
+    pub cause_chain: Vec<String>,
+    /// A stack trace, for foreign formats.
+    pub stacktrace: Option<String>,
+    /// Attempts so far.
+    pub attempts: Option<u32>,
+    /// First failure time.
+    pub first_failure: Option<Timestamp>,
+    /// Last failure time.
+    pub last_failure: Option<Timestamp>,
+    /// The instance that dead-lettered it.
+    pub instance_id: Option<String>,
+    /// The value's size before truncation, when it was truncated.
+    pub truncated_value_size: Option<u64>,
+    /// Digest of the untruncated value, when it was truncated.
+    pub value_digest: Option<String>,
+    /// Headers present but unreadable.
+    pub problems: Vec<HeaderProblem>,
+}
+
+/// The provenance kafka-ops writes: [`DeadLetterInfo`]'s fields it fills, as input to
+/// [`encode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// Source topic.
+    pub original_topic: String,
+    /// Source partition.
+    pub original_partition: i32,
+    /// Source offset.
+    pub original_offset: i64,
+    /// Source timestamp and its type (`create` / `log-append`), if it had one.
+    pub original_timestamp: Option<(Timestamp, &'static str)>,
+    /// Consumer group.
+    pub group: String,
+    /// Error class.
+    pub error_class: ErrorClass,
+    /// Error message.
+    pub error_message: String,
+    /// Causes, outermost first (empty: the header is left out).
+    pub cause_chain: Vec<String>,
+    /// Attempts, this failure's and earlier ones'.
+    pub attempts: u32,
+    /// First failure.
+    pub first_failure: Timestamp,
+    /// Last failure.
+    pub last_failure: Timestamp,
+    /// This instance.
+    pub instance_id: String,
+    /// Set when the value was truncated: its original size and digest.
+    pub truncated_value: Option<(u64, String)>,
+}
+
+/// Replaces every `kafka-ops.dlt.*` header in `headers` with `provenance`'s.
+pub fn encode(headers: &mut Headers<'_>, provenance: &Provenance) {
+    headers.remove_where(|key| key.starts_with(PREFIX));
+    let mut set = |name: &'static str, value: String| {
+        headers.push(name, Some(Cow::Owned(value.into_bytes())));
+    };
+    set(names::VERSION, VERSION.to_string());
+    set(names::ORIGINAL_TOPIC, provenance.original_topic.clone());
+    set(
+        names::ORIGINAL_PARTITION,
+        provenance.original_partition.to_string(),
+    );
+    set(
+        names::ORIGINAL_OFFSET,
+        provenance.original_offset.to_string(),
+    );
+    if let Some((time, kind)) = provenance.original_timestamp {
+        set(names::ORIGINAL_TIMESTAMP, time.as_millis().to_string());
+        set(names::ORIGINAL_TIMESTAMP_TYPE, kind.to_string());
+    }
+    set(names::GROUP, provenance.group.clone());
+    set(
+        names::ERROR_CLASS,
+        provenance.error_class.as_str().to_string(),
+    );
+    set(names::ERROR_MESSAGE, provenance.error_message.clone());
+    if !provenance.cause_chain.is_empty() {
+        // A JSON array of strings cannot fail to serialize.
+        let chain = serde_json::to_string(&provenance.cause_chain).unwrap_or_default();
+        set(names::CAUSE_CHAIN, chain);
+    }
+    set(names::ATTEMPTS, provenance.attempts.to_string());
+    set(
+        names::FIRST_FAILURE,
+        provenance.first_failure.as_millis().to_string(),
+    );
+    set(
+        names::LAST_FAILURE,
+        provenance.last_failure.as_millis().to_string(),
+    );
+    set(names::INSTANCE_ID, provenance.instance_id.clone());
+    if let Some((size, digest)) = &provenance.truncated_value {
+        set(names::TRUNCATED_VALUE_SIZE, size.to_string());
+        set(names::VALUE_DIGEST, digest.clone());
+    }
+}
+
+/// Reads one header at a time, recording what it cannot read.
+struct Reader<'h, 'a> {
+    headers: &'h Headers<'a>,
+    problems: Vec<HeaderProblem>,
+}
+
+impl Reader<'_, '_> {
+    fn problem(&mut self, header: &str, reason: impl Into<String>) {
+        self.problems.push(HeaderProblem {
+            header: header.to_string(),
+            reason: reason.into(),
+        });
+    }
+
+    /// The last value of `name` (Kafka allows repeats; the last one written wins).
+    fn bytes(&mut self, name: &str) -> Option<Vec<u8>> {
+        match self.headers.get_all(name).last() {
+            None => None,
+            Some(None) => {
+                self.problem(name, "null value");
+                None
+            }
+            Some(Some(bytes)) => Some(bytes.to_vec()),
+        }
+    }
+
+    fn text(&mut self, name: &str) -> Option<String> {
+        let bytes = self.bytes(name)?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Some(text),
+            Err(error) => {
+                self.problem(name, format!("not UTF-8 ({error})"));
+                Some(String::from_utf8_lossy(error.as_bytes()).into_owned())
+            }
+        }
+    }
+
+    /// A number written as decimal text (kafka-ops, Connect, Streams, Karafka) or, as Spring
+    /// does, as big-endian binary of 4 or 8 bytes.
+    fn number(&mut self, name: &str) -> Option<i64> {
+        let bytes = self.bytes(name)?;
+        if let Some(value) = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| text.trim().parse::<i64>().ok())
+        {
+            return Some(value);
+        }
+        match bytes.len() {
+            4 => Some(i64::from(i32::from_be_bytes([
+                bytes[0], bytes[1], bytes[2], bytes[3],
+            ]))),
+            8 => {
+                let mut word = [0_u8; 8];
+                word.copy_from_slice(&bytes);
+                Some(i64::from_be_bytes(word))
+            }
+            _ => {
+                self.problem(
+                    name,
+                    format!(
+                        "not a number (neither decimal text nor 4/8-byte binary): {} bytes",
+                        bytes.len()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn int32(&mut self, name: &str) -> Option<i32> {
+        let value = self.number(name)?;
+        match i32::try_from(value) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                self.problem(name, format!("{value} is out of range"));
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, name: &str) -> Option<u32> {
+        let value = self.number(name)?;
+        match u32::try_from(value) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                self.problem(name, format!("{value} is not a count"));
+                None
+            }
+        }
+    }
+
+    fn time(&mut self, name: &str) -> Option<Timestamp> {
+        self.number(name).map(Timestamp::from_millis)
+    }
+}
+
+fn has_prefix(headers: &Headers<'_>, prefix: &str) -> bool {
+    headers.iter().any(|h| h.key.starts_with(prefix))
+}
+
+/// Reads a dead-letter record's provenance, whoever wrote it. Never fails: unreadable headers
+/// are listed in [`DeadLetterInfo::problems`], and a record without any known set gives
+/// [`Format::Unknown`].
+pub fn parse(headers: &Headers<'_>) -> DeadLetterInfo {
+    let mut r = Reader {
+        headers,
+        problems: Vec::new(),
+    };
+    let mut info = if has_prefix(headers, PREFIX) {
+        parse_kafka_ops(&mut r)
+    } else if has_prefix(headers, "kafka_dlt-") {
+        parse_spring(&mut r)
+    } else if has_prefix(headers, "__connect.errors.") {
+        parse_connect(&mut r)
+    } else if has_prefix(headers, "__streams.errors.") {
+        parse_streams(&mut r)
+    } else if has_prefix(headers, "source_") {
+        parse_karafka(&mut r)
+    } else {
+        DeadLetterInfo {
+            format: Some(Format::Unknown),
+            ..DeadLetterInfo::default()
+        }
+    };
+    info.problems = r.problems;
+    info
+}
+
+fn parse_kafka_ops(r: &mut Reader<'_, '_>) -> DeadLetterInfo {
+    let version = match r.count(names::VERSION) {
+        Some(version) => version,
+        None => {
+            r.problem(names::VERSION, "missing or unreadable; read as version 1");
+            VERSION
+        }
+    };
+    if version > VERSION {
+        r.problem(
+            names::VERSION,
+            format!("version {version} is newer than {VERSION}; read as {VERSION}"),
+        );
+    }
+    let error_class = r.text(names::ERROR_CLASS).and_then(|text| {
+        let parsed = text.parse::<ErrorClass>().ok();
+        if parsed.is_none() {
+            r.problem(names::ERROR_CLASS, format!("unknown class {text:?}"));
+        }
+        parsed
+    });
+    let cause_chain = match r.text(names::CAUSE_CHAIN) {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str(&text).unwrap_or_else(|error| {
+            r.problem(
+                names::CAUSE_CHAIN,
+                format!("not a JSON array of strings ({error})"),
+            );
+            vec![text]
+        }),
+    };
+    DeadLetterInfo {
+        format: Some(Format::KafkaOps(version)),
+        original_topic: r.text(names::ORIGINAL_TOPIC),
+        original_partition: r.int32(names::ORIGINAL_PARTITION),
+        original_offset: r.number(names::ORIGINAL_OFFSET),
+        original_timestamp: r.time(names::ORIGINAL_TIMESTAMP),
+        original_timestamp_type: r.text(names::ORIGINAL_TIMESTAMP_TYPE),
+        group: r.text(names::GROUP),
+        error_class,
+        error_type: None,
+        error_message: r.text(names::ERROR_MESSAGE),
+        cause_chain,
+        stacktrace: None,
+        attempts: r.count(names::ATTEMPTS),
+        first_failure: r.time(names::FIRST_FAILURE),
+        last_failure: r.time(names::LAST_FAILURE),
+        instance_id: r.text(names::INSTANCE_ID),
+        truncated_value_size: r
+            .number(names::TRUNCATED_VALUE_SIZE)
+            .and_then(|n| u64::try_from(n).ok()),
+        value_digest: r.text(names::VALUE_DIGEST),
+        problems: Vec::new(),
+    }
+}
+
+fn parse_spring(r: &mut Reader<'_, '_>) -> DeadLetterInfo {
+    // Spring writes the value's exception, or the key's when the key failed to deserialize.
+    let exception = |r: &mut Reader<'_, '_>, part: &str| r.text(&format!("kafka_dlt-{part}"));
+    let error_type = exception(r, "exception-fqcn").or_else(|| exception(r, "key-exception-fqcn"));
+    let error_message =
+        exception(r, "exception-message").or_else(|| exception(r, "key-exception-message"));
+    let stacktrace =
+        exception(r, "exception-stacktrace").or_else(|| exception(r, "key-exception-stacktrace"));
+    let cause_chain = exception(r, "exception-cause-fqcn").into_iter().collect();
+    let timestamp_type = r.text("kafka_dlt-original-timestamp-type");
+    DeadLetterInfo {
+        format: Some(Format::Spring),
+        original_topic: r.text("kafka_dlt-original-topic"),
+        original_partition: r.int32("kafka_dlt-original-partition"),
+        original_offset: r.number("kafka_dlt-original-offset"),
+        original_timestamp: r.time("kafka_dlt-original-timestamp"),
+        original_timestamp_type: timestamp_type.map(|t| match t.as_str() {
+            "CREATE_TIME" => "create".to_string(),
+            "LOG_APPEND_TIME" => "log-append".to_string(),
+            _ => t,
+        }),
+        group: r.text("kafka_dlt-original-consumer-group"),
+        error_type,
+        error_message,
+        cause_chain,
+        stacktrace,
+        attempts: r.count("retry_topic-attempts"),
+        ..DeadLetterInfo::default()
+    }
+}
+
+fn parse_connect(r: &mut Reader<'_, '_>) -> DeadLetterInfo {
+    DeadLetterInfo {
+        format: Some(Format::Connect),
+        original_topic: r.text("__connect.errors.topic"),
+        original_partition: r.int32("__connect.errors.partition"),
+        original_offset: r.number("__connect.errors.offset"),
+        group: r.text("__connect.errors.connector.name"),
+        instance_id: r.text("__connect.errors.task.id"),
+        error_type: r.text("__connect.errors.exception.class.name"),
+        error_message: r.text("__connect.errors.exception.message"),
+        stacktrace: r.text("__connect.errors.exception.stacktrace"),
+        // The stage (KEY_CONVERTER, TRANSFORMATION, ...) and its class locate the failure.
+        cause_chain: [
+            r.text("__connect.errors.stage"),
+            r.text("__connect.errors.class.name"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        ..DeadLetterInfo::default()
+    }
+}
+
+fn parse_streams(r: &mut Reader<'_, '_>) -> DeadLetterInfo {
+    DeadLetterInfo {
+        format: Some(Format::Streams),
+        original_topic: r.text("__streams.errors.topic"),
+        original_partition: r.int32("__streams.errors.partition"),
+        original_offset: r.number("__streams.errors.offset"),
+        error_type: r.text("__streams.errors.exception"),
+        error_message: r.text("__streams.errors.message"),
+        stacktrace: r.text("__streams.errors.stacktrace"),
+        ..DeadLetterInfo::default()
+    }
+}
+
+fn parse_karafka(r: &mut Reader<'_, '_>) -> DeadLetterInfo {
+    DeadLetterInfo {
+        format: Some(Format::Karafka),
+        original_topic: r.text("source_topic"),
+        original_partition: r.int32("source_partition"),
+        original_offset: r.number("source_offset"),
+        group: r.text("source_consumer_group"),
+        attempts: r.count("source_attempts"),
+        ..DeadLetterInfo::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    fn provenance() -> Provenance {
+        Provenance {
+            original_topic: "orders".into(),
+            original_partition: 3,
+            original_offset: 1_234,
+            original_timestamp: Some((Timestamp::from_millis(1_700_000_000_000), "create")),
+            group: "billing".into(),
+            error_class: ErrorClass::Permanent,
+            error_message: "invalid amount".into(),
+            cause_chain: vec!["invalid amount".into(), "expected a number".into()],
+            attempts: 3,
+            first_failure: Timestamp::from_millis(1_700_000_001_000),
+            last_failure: Timestamp::from_millis(1_700_000_002_000),
+            instance_id: "billing-7f9".into(),
+            truncated_value: None,
+        }
+    }
+
+    fn expected(p: &Provenance) -> DeadLetterInfo {
+        DeadLetterInfo {
+            format: Some(Format::KafkaOps(1)),
+            original_topic: Some(p.original_topic.clone()),
+            original_partition: Some(p.original_partition),
+            original_offset: Some(p.original_offset),
+            original_timestamp: p.original_timestamp.map(|(t, _)| t),
+            original_timestamp_type: p.original_timestamp.map(|(_, k)| k.to_string()),
+            group: Some(p.group.clone()),
+            error_class: Some(p.error_class),
+            error_type: None,
+            error_message: Some(p.error_message.clone()),
+            cause_chain: p.cause_chain.clone(),
+            stacktrace: None,
+            attempts: Some(p.attempts),
+            first_failure: Some(p.first_failure),
+            last_failure: Some(p.last_failure),
+            instance_id: Some(p.instance_id.clone()),
+            truncated_value_size: p.truncated_value.as_ref().map(|(s, _)| *s),
+            value_digest: p.truncated_value.as_ref().map(|(_, d)| d.clone()),
+            problems: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn encode_then_parse_gives_the_provenance_back_and_keeps_other_headers() {
+        let mut headers = Headers::new();
+        headers.set("traceparent", b"00-abc".to_vec());
+        encode(&mut headers, &provenance());
+        assert_eq!(parse(&headers), expected(&provenance()));
+        assert_eq!(headers.get_bytes("traceparent"), Some(&b"00-abc"[..]));
+    }
+
+    #[test]
+    fn a_second_failure_replaces_the_first_provenance() {
+        let mut headers = Headers::new();
+        encode(&mut headers, &provenance());
+        let mut again = provenance();
+        again.error_message = "still invalid".into();
+        again.cause_chain.clear();
+        encode(&mut headers, &again);
+        let prefixed = headers.iter().filter(|h| h.key.starts_with(PREFIX)).count();
+        assert_eq!(prefixed, 13, "one of each, nothing piled up");
+        assert_eq!(parse(&headers), expected(&again));
+    }
+
+    #[test]
+    fn spring_headers_with_binary_numbers() {
+        let mut headers = Headers::new();
+        headers.set("kafka_dlt-original-topic", b"payments".to_vec());
+        headers.set("kafka_dlt-original-partition", 7_i32.to_be_bytes().to_vec());
+        headers.set("kafka_dlt-original-offset", 99_i64.to_be_bytes().to_vec());
+        headers.set(
+            "kafka_dlt-original-timestamp",
+            1_700_000_000_123_i64.to_be_bytes().to_vec(),
+        );
+        headers.set("kafka_dlt-original-timestamp-type", b"CREATE_TIME".to_vec());
+        headers.set("kafka_dlt-original-consumer-group", b"pay".to_vec());
+        headers.set(
+            "kafka_dlt-exception-fqcn",
+            b"org.springframework.kafka.listener.ListenerExecutionFailedException".to_vec(),
+        );
+        headers.set(
+            "kafka_dlt-exception-cause-fqcn",
+            b"java.lang.NumberFormatException".to_vec(),
+        );
+        headers.set(
+            "kafka_dlt-exception-message",
+            b"For input string: \"x\"".to_vec(),
+        );
+        headers.set("kafka_dlt-exception-stacktrace", b"at Foo.bar()".to_vec());
+        let info = parse(&headers);
+        assert_eq!(info.format, Some(Format::Spring));
+        assert_eq!(info.original_topic.as_deref(), Some("payments"));
+        assert_eq!(info.original_partition, Some(7));
+        assert_eq!(info.original_offset, Some(99));
+        assert_eq!(
+            info.original_timestamp,
+            Some(Timestamp::from_millis(1_700_000_000_123))
+        );
+        assert_eq!(info.original_timestamp_type.as_deref(), Some("create"));
+        assert_eq!(info.group.as_deref(), Some("pay"));
+        assert_eq!(
+            info.cause_chain,
+            vec!["java.lang.NumberFormatException".to_string()]
+        );
+        assert_eq!(
+            info.error_message.as_deref(),
+            Some("For input string: \"x\"")
+        );
+        assert!(info.problems.is_empty());
+    }
+
+    #[test]
+    fn connect_streams_and_karafka_headers() {
+        let mut connect = Headers::new();
+        for (k, v) in [
+            ("__connect.errors.topic", "cdc.orders"),
+            ("__connect.errors.partition", "2"),
+            ("__connect.errors.offset", "4711"),
+            ("__connect.errors.connector.name", "pg-sink"),
+            ("__connect.errors.task.id", "0"),
+            ("__connect.errors.stage", "VALUE_CONVERTER"),
+            (
+                "__connect.errors.class.name",
+                "io.confluent.connect.avro.AvroConverter",
+            ),
+            (
+                "__connect.errors.exception.class.name",
+                "org.apache.kafka.connect.errors.DataException",
+            ),
+            ("__connect.errors.exception.message", "Unknown magic byte!"),
+        ] {
+            connect.set(k, v.as_bytes().to_vec());
+        }
+        let info = parse(&connect);
+        assert_eq!(info.format, Some(Format::Connect));
+        assert_eq!(
+            (
+                info.original_topic.as_deref(),
+                info.original_partition,
+                info.original_offset
+            ),
+            (Some("cdc.orders"), Some(2), Some(4711))
+        );
+        assert_eq!(info.group.as_deref(), Some("pg-sink"));
+        assert_eq!(info.error_message.as_deref(), Some("Unknown magic byte!"));
+        assert_eq!(info.cause_chain.len(), 2);
+
+        let mut streams = Headers::new();
+        for (k, v) in [
+            ("__streams.errors.topic", "clicks"),
+            ("__streams.errors.partition", "0"),
+            ("__streams.errors.offset", "12"),
+            (
+                "__streams.errors.exception",
+                "org.apache.kafka.common.errors.SerializationException",
+            ),
+            ("__streams.errors.message", "Size of data received is not 8"),
+        ] {
+            streams.set(k, v.as_bytes().to_vec());
+        }
+        let info = parse(&streams);
+        assert_eq!(info.format, Some(Format::Streams));
+        assert_eq!(info.original_offset, Some(12));
+        assert_eq!(
+            info.error_type.as_deref(),
+            Some("org.apache.kafka.common.errors.SerializationException")
+        );
+
+        let mut karafka = Headers::new();
+        for (k, v) in [
+            ("source_topic", "events"),
+            ("source_partition", "5"),
+            ("source_offset", "300"),
+            ("source_consumer_group", "app"),
+            ("source_attempts", "4"),
+        ] {
+            karafka.set(k, v.as_bytes().to_vec());
+        }
+        let info = parse(&karafka);
+        assert_eq!(info.format, Some(Format::Karafka));
+        assert_eq!(info.original_partition, Some(5));
+        assert_eq!(info.attempts, Some(4));
+        assert!(info.problems.is_empty());
+    }
+
+    #[test]
+    fn malformed_headers_give_a_partial_model_and_a_list_of_problems() {
+        let mut headers = Headers::new();
+        headers.set(names::VERSION, b"9".to_vec());
+        headers.set(names::ORIGINAL_TOPIC, vec![b'o', 0xff, b'k']);
+        headers.set(names::ORIGINAL_PARTITION, b"three".to_vec());
+        headers.set(names::ORIGINAL_OFFSET, b"99999999999".to_vec());
+        headers.push(names::GROUP, None::<Vec<u8>>);
+        headers.set(names::ERROR_CLASS, b"cosmic".to_vec());
+        headers.set(names::CAUSE_CHAIN, b"not json".to_vec());
+        headers.set(names::ATTEMPTS, b"-1".to_vec());
+        let info = parse(&headers);
+        assert_eq!(info.format, Some(Format::KafkaOps(9)));
+        assert_eq!(info.original_topic.as_deref(), Some("o\u{fffd}k"));
+        assert_eq!(info.original_partition, None);
+        assert_eq!(info.original_offset, Some(99_999_999_999));
+        assert_eq!(info.group, None);
+        assert_eq!(info.error_class, None);
+        assert_eq!(info.cause_chain, vec!["not json".to_string()]);
+        assert_eq!(info.attempts, None);
+        let named: Vec<&str> = info.problems.iter().map(|p| p.header.as_str()).collect();
+        assert_eq!(
+            named,
+            [
+                names::VERSION,
+                names::ERROR_CLASS,
+                names::CAUSE_CHAIN,
+                names::ORIGINAL_TOPIC,
+                names::ORIGINAL_PARTITION,
+                names::GROUP,
+                names::ATTEMPTS,
+            ]
+        );
+        // Nothing at all: unknown, no problems.
+        let info = parse(&Headers::new());
+        assert_eq!(info.format, Some(Format::Unknown));
+        assert!(info.problems.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn any_provenance_round_trips(
+            topic in "[a-zA-Z0-9._-]{1,40}",
+            partition in 0_i32..10_000,
+            offset in 0_i64..i64::MAX,
+            message in "\\PC{0,200}",
+            chain in proptest::collection::vec("\\PC{0,50}", 0..5),
+            attempts in 1_u32..1_000,
+            first in 0_i64..4_000_000_000_000,
+            later in 0_i64..1_000_000,
+        ) {
+            let p = Provenance {
+                original_topic: topic,
+                original_partition: partition,
+                original_offset: offset,
+                original_timestamp: None,
+                group: "g".into(),
+                error_class: ErrorClass::Transient,
+                error_message: message,
+                cause_chain: chain,
+                attempts,
+                first_failure: Timestamp::from_millis(first),
+                last_failure: Timestamp::from_millis(first + later),
+                instance_id: "i".into(),
+                truncated_value: Some((12_345, "ab".into())),
+            };
+            let mut headers = Headers::new();
+            encode(&mut headers, &p);
+            prop_assert_eq!(parse(&headers), expected(&p));
+        }
+
+        #[test]
+        fn arbitrary_header_bytes_never_panic(
+            entries in proptest::collection::vec(
+                (prop_oneof![
+                    Just(names::ORIGINAL_PARTITION.to_string()),
+                    Just(names::ORIGINAL_OFFSET.to_string()),
+                    Just(names::CAUSE_CHAIN.to_string()),
+                    Just("kafka_dlt-original-partition".to_string()),
+                    Just("__connect.errors.offset".to_string()),
+                    Just("source_partition".to_string()),
+                    "[a-z_.-]{1,20}",
+                ], proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16))),
+                0..12,
+            )
+        ) {
+            let mut headers = Headers::new();
+            for (key, value) in entries {
+                headers.push(key, value);
+            }
+            let _ = parse(&headers);
+        }
+    }
+}

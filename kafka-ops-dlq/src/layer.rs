@@ -1,0 +1,267 @@
+//! The dead-letter layer: what the inner handler gives up on is written to the dead-letter
+//! topic, and only then does the record count as done.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kafka_ops_core::handler::Layer;
+use kafka_ops_core::{Disposition, ErrorClass, Handler, HandlerError, Outcome, Record};
+
+use crate::envelope::Envelope;
+use crate::error::DlqError;
+use crate::sink::DeadLetterSink;
+
+/// Routes failed records to a [`DeadLetterSink`].
+///
+/// A failure is dead-lettered when its disposition is
+/// [`DeadLetter`](Disposition::DeadLetter), or when it is undecided and permanent (bad data
+/// will not get better). Once the sink has acknowledged it the record ends as
+/// [`Outcome::DeadLettered`] and the driver may commit past it. Until then nothing is
+/// committed: a sink failure comes back as a transient error asking the driver to redeliver
+/// the record after `retry_after`, and a record too large to write even truncated stops the
+/// consumer ([`Disposition::Stop`]) rather than lose it.
+#[derive(Clone)]
+pub struct DeadLetterLayer {
+    sink: Arc<dyn DeadLetterSink>,
+    envelope: Envelope,
+    route_permanent: bool,
+    retry_after: Duration,
+}
+
+impl fmt::Debug for DeadLetterLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetterLayer")
+            .field("envelope", &self.envelope)
+            .field("route_permanent", &self.route_permanent)
+            .field("retry_after", &self.retry_after)
+            .finish()
+    }
+}
+
+impl DeadLetterLayer {
+    /// A layer writing through `sink`, building records with `envelope`.
+    pub fn new(sink: Arc<dyn DeadLetterSink>, envelope: Envelope) -> Self {
+        DeadLetterLayer {
+            sink,
+            envelope,
+            route_permanent: true,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+
+    /// Whether undecided permanent failures are dead-lettered (default yes); when not, only
+    /// failures marked [`Disposition::DeadLetter`] are.
+    pub fn route_permanent(mut self, route: bool) -> Self {
+        self.route_permanent = route;
+        self
+    }
+
+    /// How long after a failed dead-letter write the record is tried again (default 1 s).
+    pub fn retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = delay;
+        self
+    }
+
+    fn routes(&self, error: &HandlerError) -> bool {
+        match error.disposition() {
+            Disposition::DeadLetter => true,
+            Disposition::Undecided => {
+                self.route_permanent && error.class() == ErrorClass::Permanent
+            }
+            _ => false,
+        }
+    }
+}
+
+impl<H: Handler> Layer<H> for DeadLetterLayer {
+    type Handler = DeadLettering<H>;
+    fn layer(&self, inner: H) -> DeadLettering<H> {
+        DeadLettering {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The handler [`DeadLetterLayer`] makes.
+#[derive(Debug)]
+pub struct DeadLettering<H> {
+    inner: H,
+    layer: DeadLetterLayer,
+}
+
+impl<H: Handler> DeadLettering<H> {
+    async fn route(
+        &self,
+        record: &Record<'_>,
+        error: HandlerError,
+    ) -> Result<Outcome, HandlerError> {
+        let layer = &self.layer;
+        let target = layer.envelope.naming.target(&record.topic);
+        let partitions = layer.sink.partitions(&target).await;
+        let mut envelope = layer.envelope.clone();
+        envelope.max_record_bytes = envelope.max_record_bytes.min(layer.sink.max_record_bytes());
+        let letter = match envelope.build(record, &error, partitions) {
+            Ok(letter) => letter,
+            Err(oversize @ DlqError::Oversize { .. }) => {
+                tracing::error!(error = %oversize, "cannot dead-letter the record; stopping without committing it");
+                return Err(HandlerError::fatal(oversize).with_disposition(Disposition::Stop));
+            }
+            Err(other) => return Err(HandlerError::transient(other)),
+        };
+        match layer.sink.send(&letter).await {
+            Ok(delivered) => {
+                tracing::warn!(
+                    topic = %record.topic, partition = record.partition, offset = record.offset.get(),
+                    dlq = %letter.topic, dlq_partition = delivered.partition, dlq_offset = delivered.offset,
+                    class = %error.class(), error = %error.cause(),
+                    "record dead-lettered"
+                );
+                Ok(Outcome::DeadLettered)
+            }
+            Err(send_error) => {
+                metrics::counter!("kafka_ops_dlq_send_failures_total").increment(1);
+                tracing::warn!(error = %send_error, topic = %record.topic, offset = record.offset.get(),
+                    "dead-letter write failed; the record stays uncommitted and comes back");
+                let again = layer.envelope.clock.wall().plus(layer.retry_after);
+                Err(HandlerError::transient(send_error)
+                    .with_disposition(Disposition::RedeliverAt(again)))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<H: Handler> Handler for DeadLettering<H> {
+    async fn handle(&self, record: &Record<'_>) -> Result<Outcome, HandlerError> {
+        match self.inner.handle(record).await {
+            Err(error) if self.layer.routes(&error) => self.route(record, error).await,
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Mutex;
+
+    use kafka_ops_core::handler::{HandlerBuilder, handler_fn};
+    use kafka_ops_core::{ManualClock, Offset, Timestamp};
+
+    use super::*;
+    use crate::envelope::DeadLetter;
+    use crate::sink::Delivered;
+
+    /// Keeps what it is given, or fails while `failing` is set.
+    #[derive(Default)]
+    struct Recorded {
+        letters: Mutex<Vec<DeadLetter>>,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl DeadLetterSink for Recorded {
+        async fn send(&self, letter: &DeadLetter) -> Result<Delivered, DlqError> {
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(DlqError::NotAcknowledged {
+                    topic: letter.topic.clone(),
+                    source: "broker down".into(),
+                });
+            }
+            let mut letters = self.letters.lock().unwrap();
+            letters.push(letter.clone());
+            Ok(Delivered {
+                partition: 0,
+                offset: letters.len() as i64 - 1,
+            })
+        }
+        fn max_record_bytes(&self) -> usize {
+            1_000
+        }
+    }
+
+    fn handler(sink: Arc<Recorded>, error: fn() -> HandlerError) -> impl Handler {
+        let envelope = Envelope {
+            clock: Arc::new(ManualClock::at(Timestamp::from_millis(10_000))),
+            ..Envelope::new("g", "i")
+        };
+        HandlerBuilder::new()
+            .layer(DeadLetterLayer::new(sink, envelope))
+            .handler(handler_fn(
+                move |_r: &Record<'_>| async move { Err(error()) },
+            ))
+    }
+
+    fn record() -> Record<'static> {
+        Record::new("orders", 0, Offset::new(5).unwrap()).with_value(b"v".to_vec())
+    }
+
+    #[tokio::test]
+    async fn permanent_and_marked_failures_are_dead_lettered_transient_ones_pass() {
+        let sink = Arc::new(Recorded::default());
+        let permanent = handler(sink.clone(), || {
+            HandlerError::permanent(std::io::Error::other("bad"))
+        });
+        assert_eq!(
+            permanent.handle(&record()).await.unwrap(),
+            Outcome::DeadLettered
+        );
+        let marked = handler(sink.clone(), || {
+            HandlerError::transient(std::io::Error::other("gave up"))
+                .with_disposition(Disposition::DeadLetter)
+        });
+        assert_eq!(
+            marked.handle(&record()).await.unwrap(),
+            Outcome::DeadLettered
+        );
+        let transient = handler(sink.clone(), || {
+            HandlerError::transient(std::io::Error::other("later"))
+        });
+        assert_eq!(
+            transient.handle(&record()).await.unwrap_err().class(),
+            ErrorClass::Transient
+        );
+        assert_eq!(sink.letters.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_keeps_the_record_for_redelivery() {
+        let sink = Arc::new(Recorded::default());
+        sink.failing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let h = handler(sink.clone(), || {
+            HandlerError::permanent(std::io::Error::other("bad"))
+        });
+        let error = h.handle(&record()).await.unwrap_err();
+        assert_eq!(error.class(), ErrorClass::Transient);
+        assert_eq!(
+            error.disposition(),
+            Disposition::RedeliverAt(Timestamp::from_millis(11_000))
+        );
+        sink.failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(h.handle(&record()).await.unwrap(), Outcome::DeadLettered);
+    }
+
+    #[tokio::test]
+    async fn a_record_too_large_even_truncated_stops_the_consumer() {
+        let sink = Arc::new(Recorded::default());
+        let h = handler(sink.clone(), || {
+            HandlerError::permanent(std::io::Error::other("bad"))
+        });
+        let huge_key = record().with_key(vec![0_u8; 5_000]);
+        let error = h.handle(&huge_key).await.unwrap_err();
+        assert_eq!(error.disposition(), Disposition::Stop);
+        assert!(matches!(
+            error.downcast_ref::<DlqError>(),
+            Some(DlqError::Oversize { .. })
+        ));
+        // The sink's limit applies: a large value is truncated to it, not refused.
+        let big_value = record().with_value(vec![1_u8; 5_000]);
+        assert_eq!(h.handle(&big_value).await.unwrap(), Outcome::DeadLettered);
+        assert!(sink.letters.lock().unwrap()[0].size() <= 1_000);
+    }
+}

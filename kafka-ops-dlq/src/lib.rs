@@ -18,6 +18,9 @@
 //! - [`headers::parse`] reads provenance written by kafka-ops, Spring Kafka (`kafka_dlt-*`),
 //!   Kafka Connect (`__connect.errors.*`), Kafka Streams (`__streams.errors.*`) and Karafka
 //!   (`source_*`) into one [`DeadLetterInfo`], listing unreadable headers instead of failing.
+//! - [`inspect::inspect`] reports a dead-letter topic's depth per partition, a sample, and its
+//!   records grouped by error class and a normalized message fingerprint ("identify the error
+//!   pattern").
 //!
 //! ```
 //! use kafka_ops_core::{ErrorClass, HandlerError, Offset, Record};
@@ -37,6 +40,7 @@
 pub mod envelope;
 pub mod error;
 pub mod headers;
+pub mod inspect;
 pub mod layer;
 pub mod sink;
 

@@ -11,6 +11,7 @@ use kafka_ops_core::Record;
 use kafka_ops_core::handler::{HandlerBuilder, HandlerError, Outcome, handler_fn};
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig, DriverHandle};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
+use kafka_ops_dlq::inspect::inspect;
 use kafka_ops_dlq::{DeadLetterLayer, Envelope, Format, KafkaDeadLetterSink, headers};
 use rdkafka::types::RDKafkaRespErr;
 
@@ -144,6 +145,35 @@ async fn failing_produce_requests_lose_nothing_and_duplicate_nothing() {
     handle.shutdown();
     run.await.unwrap();
     assert_dead_lettered(&kafka, &topic, &group, &poison).await;
+
+    // Inspecting the dead-letter topic finds them all, as one pattern.
+    let inspection = inspect(&kafka.client_config(), &format!("{topic}.dlq"), 5)
+        .await
+        .unwrap();
+    assert_eq!(inspection.depth, poison.len() as i64);
+    assert_eq!(inspection.read, poison.len() as u64);
+    assert_eq!(inspection.partitions.len(), PARTITIONS as usize);
+    assert_eq!(inspection.sample.len(), 5);
+    assert_eq!(inspection.patterns.len(), 1);
+    let pattern = &inspection.patterns[0];
+    assert_eq!(pattern.count, poison.len() as u64);
+    assert_eq!(
+        pattern.error_class,
+        Some(kafka_ops_core::ErrorClass::Permanent)
+    );
+    assert_eq!(pattern.example, "cannot parse the order");
+    assert_eq!(pattern.original_topics, vec![topic.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inspecting_a_missing_topic_or_an_unreachable_cluster_is_a_typed_error() {
+    let kafka = MockKafka::start(1).unwrap();
+    kafka.create_topic("present", 1).unwrap();
+    let empty = inspect(&kafka.client_config(), "present", 3).await.unwrap();
+    assert_eq!((empty.depth, empty.read, empty.patterns.len()), (0, 0, 0));
+    let mut unreachable = kafka_ops_core::kafka::client_config("127.0.0.1:1");
+    unreachable.set("socket.connection.setup.timeout.ms", "1000");
+    assert!(inspect(&unreachable, "orders.dlq", 3).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread")]

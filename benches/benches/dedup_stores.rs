@@ -57,6 +57,9 @@ fn resident_bytes() -> u64 {
     pages * 4096
 }
 
+/// One side of P4: keys in, (time taken, resident bytes grown) out.
+type Run = fn(&[String], PayloadDigest) -> (Duration, u64);
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -116,7 +119,7 @@ fn p4_memory_vs_hashmap() {
     let (mut peer_bytes, mut our_bytes) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         // Alternate which goes first, so neither always meets a warm allocator.
-        let runs: [fn(&[String], PayloadDigest) -> (Duration, u64); 2] = if round % 2 == 0 {
+        let runs: [Run; 2] = if round % 2 == 0 {
             [bare_hashmap, memory_store]
         } else {
             [memory_store, bare_hashmap]

@@ -1,7 +1,6 @@
 //! `kafka-ops offsets` end to end on the mock cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use kafka_ops_core::cluster::OffsetQuery;
 use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
 use kafka_ops_core::{Offset, TopicPartition};
 
@@ -9,16 +8,7 @@ mod support;
 use support::cli;
 
 async fn committed(kafka: &MockKafka, group: &str, topic: &str) -> Vec<Option<i64>> {
-    let tps: Vec<_> = (0..2).map(|p| TopicPartition::new(topic, p)).collect();
-    kafka
-        .cluster()
-        .unwrap()
-        .committed_offsets(group, &tps)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, o)| o.unwrap().map(Offset::get))
-        .collect()
+    kafka.committed(group, topic, 2).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

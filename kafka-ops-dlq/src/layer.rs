@@ -42,7 +42,9 @@ impl fmt::Debug for DeadLetterLayer {
 
 impl DeadLetterLayer {
     /// A layer writing through `sink`, building records with `envelope`.
-    pub fn new(sink: Arc<dyn DeadLetterSink>, envelope: Envelope) -> Self {
+    pub fn new(sink: Arc<dyn DeadLetterSink>, mut envelope: Envelope) -> Self {
+        // The sink's limit is fixed: apply it once, not per record.
+        envelope.max_record_bytes = envelope.max_record_bytes.min(sink.max_record_bytes());
         DeadLetterLayer {
             sink,
             envelope,
@@ -101,9 +103,7 @@ impl<H: Handler> DeadLettering<H> {
         let layer = &self.layer;
         let target = layer.envelope.naming.target(&record.topic);
         let partitions = layer.sink.partitions(&target).await;
-        let mut envelope = layer.envelope.clone();
-        envelope.max_record_bytes = envelope.max_record_bytes.min(layer.sink.max_record_bytes());
-        let letter = match envelope.build(record, &error, partitions) {
+        let letter = match layer.envelope.build(record, &error, partitions) {
             Ok(letter) => letter,
             Err(oversize @ DlqError::Oversize { .. }) => {
                 tracing::error!(error = %oversize, "cannot dead-letter the record; stopping without committing it");

@@ -227,3 +227,16 @@ pub async fn a_released_key_may_run_again(store: &dyn IdempotencyStore) {
     store.release(&key, token).await.expect("release");
     acquired(store.begin(&key, A, LONG).await.expect("begin again"));
 }
+
+/// The Redis the store tests use: `KAFKA_OPS_REDIS_URL` (the test command exports it), else the
+/// loopback server. A server that does not answer fails the test.
+pub fn redis_url() -> String {
+    std::env::var("KAFKA_OPS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The PostgreSQL the store tests use: `KAFKA_OPS_POSTGRES_URL` (the test command exports it),
+/// else database `test` on the loopback server.
+pub fn postgres_config() -> String {
+    std::env::var("KAFKA_OPS_POSTGRES_URL")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 dbname=test user=postgres".into())
+}

@@ -6,21 +6,10 @@ use std::sync::Arc;
 
 use kafka_ops_core::ManualClock;
 use kafka_ops_idempotency::MemoryStore;
-use kafka_ops_idempotency::conformance::{RealTime, run_all};
+use kafka_ops_idempotency::conformance::{RealTime, postgres_config, redis_url, run_all};
 use kafka_ops_idempotency::store::postgres::PostgresStore;
 use kafka_ops_idempotency::store::redb::RedbStore;
 use kafka_ops_idempotency::store::redis::RedisStore;
-
-/// Where the test servers are; the test command exports these, and the defaults are the
-/// loopback services. A server that does not answer fails the test.
-pub fn redis_url() -> String {
-    std::env::var("KAFKA_OPS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-pub fn postgres_config() -> String {
-    std::env::var("KAFKA_OPS_POSTGRES_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 dbname=test user=postgres".into())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_memory_store_conforms() {

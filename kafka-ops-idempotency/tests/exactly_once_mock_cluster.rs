@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
+use kafka_ops_core::Record;
 use kafka_ops_core::handler::{HandlerBuilder, HandlerError, Outcome, handler_fn};
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
-use kafka_ops_core::{Record, TopicPartition, cluster::OffsetQuery};
+use kafka_ops_idempotency::conformance::postgres_config;
 use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
 use kafka_ops_idempotency::layer::current_claim;
 use kafka_ops_idempotency::store::postgres::PostgresStore;
@@ -26,11 +27,6 @@ use tokio_postgres::NoTls;
 const PARTITIONS: i32 = 3;
 const UNIQUE_EVENTS: usize = 2_400;
 const DUPLICATES: usize = 600;
-
-fn postgres_config() -> String {
-    std::env::var("KAFKA_OPS_POSTGRES_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 dbname=test user=postgres".into())
-}
 
 async fn connect() -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(&postgres_config(), NoTls)
@@ -255,19 +251,10 @@ async fn exactly_once_across_crashes() {
 
     // 3: runs to the end of every partition.
     let mut third = job(None).spawn();
-    let cluster = kafka.cluster().unwrap();
-    let partitions: Vec<TopicPartition> = (0..PARTITIONS)
-        .map(|p| TopicPartition::new(topic.as_str(), p))
-        .collect();
+    let ends: Vec<Option<i64>> = ends.into_iter().map(Some).collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let committed = cluster
-            .committed_offsets(&group, &partitions)
-            .await
-            .unwrap();
-        let at_end = committed.iter().all(
-            |(tp, offset)| matches!(offset, Ok(Some(o)) if o.get() == ends[tp.partition as usize]),
-        );
+        let at_end = kafka.committed(&group, &topic, PARTITIONS).await.unwrap() == ends;
         if at_end {
             break;
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use kafka_ops_core::cluster::OffsetQuery;
 use kafka_ops_core::handler::{Outcome, handler_fn};
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
-use kafka_ops_core::testkit::{MockKafka, Tansu, TestRecord, unique_name};
+use kafka_ops_core::testkit::{self, MockKafka, Tansu, TestRecord, unique_name};
 use kafka_ops_core::{Offset, Record, Timestamp, TopicPartition};
 use kafka_ops_recovery::offsets::{DrainProgress, OffsetChange};
 use kafka_ops_recovery::{MembershipCheck, OffsetOps, OffsetsBackup, RecoveryError, ResetTarget};
@@ -19,16 +19,9 @@ async fn committed<Q: OffsetQuery>(
     topic: &str,
     partitions: i32,
 ) -> Vec<Option<i64>> {
-    let tps: Vec<_> = (0..partitions)
-        .map(|p| TopicPartition::new(topic, p))
-        .collect();
-    cluster
-        .committed_offsets(group, &tps)
+    testkit::committed(cluster, group, topic, partitions)
         .await
         .unwrap()
-        .into_iter()
-        .map(|(_, o)| o.unwrap().map(Offset::get))
-        .collect()
 }
 
 /// 3 partitions of 20 records; the group committed 5 and 10 on the first two, nothing on the third.

@@ -255,20 +255,7 @@ impl MockKafka {
         topic: &str,
         partitions: i32,
     ) -> Result<Vec<Option<i64>>, Error> {
-        use crate::cluster::OffsetQuery;
-        let partitions: Vec<TopicPartition> = (0..partitions)
-            .map(|p| TopicPartition::new(topic, p))
-            .collect();
-        self.cluster()?
-            .committed_offsets(group, &partitions)
-            .await?
-            .into_iter()
-            .map(|(tp, offset)| {
-                offset
-                    .map(|o| o.map(Offset::get))
-                    .map_err(|e| Error::Config(format!("committed offset of {tp}: {}", e.reason)))
-            })
-            .collect()
+        committed(&self.cluster()?, group, topic, partitions).await
     }
 
     /// Every record of `topic` now, partition by partition, in offset order.
@@ -423,6 +410,29 @@ impl TestProducer {
 /// Commits `offsets` for the group `consumer_config` names (see
 /// [`commit_group_offsets`](crate::kafka::commit_group_offsets)).
 pub use crate::kafka::commit_group_offsets as commit_offsets;
+
+/// `group`'s committed offsets on partitions `0..partitions` of `topic` (`None`: none), from
+/// any cluster (the mock cluster, tansu).
+pub async fn committed<Q: crate::cluster::OffsetQuery>(
+    cluster: &Q,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<Option<i64>>, Error> {
+    let partitions: Vec<TopicPartition> = (0..partitions)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
+    cluster
+        .committed_offsets(group, &partitions)
+        .await?
+        .into_iter()
+        .map(|(tp, offset)| {
+            offset
+                .map(|o| o.map(Offset::get))
+                .map_err(|e| Error::Config(format!("committed offset of {tp}: {}", e.reason)))
+        })
+        .collect()
+}
 
 /// Every record of `topic` up to its end when called, partition by partition, read with an
 /// assigned consumer (no group membership) through `client_config`.

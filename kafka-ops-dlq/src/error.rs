@@ -34,6 +34,36 @@ pub enum DlqError {
         #[source]
         source: BoxError,
     },
+    /// Records that should be there could not be read.
+    #[error("no records from {topic} for {waited:?} while {partitions} partitions were unread")]
+    Stalled {
+        /// The topic read.
+        topic: String,
+        /// Partitions not read to their end.
+        partitions: usize,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+    /// The operation was refused, and nothing was changed.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The broker cannot do what was asked.
+    #[error("{operation} is not supported by this cluster: {reason}")]
+    Unsupported {
+        /// What was asked.
+        operation: &'static str,
+        /// The broker's answer.
+        reason: String,
+    },
+    /// Reading or writing a local file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A setting is invalid.
     #[error("invalid dead-letter configuration: {0}")]
     Config(String),

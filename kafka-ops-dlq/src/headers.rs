@@ -74,6 +74,38 @@ pub mod names {
     pub const VALUE_DIGEST: &str = "kafka-ops.dlt.value-digest";
 }
 
+/// The lineage headers a [replay](crate::replay) writes on every record it copies back.
+pub mod lineage {
+    /// `kafka-ops.replay.id`: the replay that wrote the record.
+    pub const REPLAY_ID: &str = "kafka-ops.replay.id";
+    /// `kafka-ops.replay.count`: how many times the record has been replayed, this time
+    /// included (the loop guard reads it).
+    pub const REPLAY_COUNT: &str = "kafka-ops.replay.count";
+    /// `kafka-ops.replay.source`: `<dead-letter topic>/<partition>/<offset>` it was copied from.
+    pub const REPLAY_SOURCE: &str = "kafka-ops.replay.source";
+}
+
+/// The prefix of the headers a retry tier writes (see [`crate::retry`]).
+pub const RETRY_PREFIX: &str = "kafka-ops.retry.";
+
+/// Removes the dead-letter provenance a record carries (kafka-ops' own and the retry tiers'
+/// always; a foreign tool's when `format` says it wrote them), leaving the application's
+/// headers: what a record replayed to its topic should look like.
+pub fn strip_provenance(headers: &mut Headers<'_>, format: Format) {
+    let foreign = match format {
+        Format::Spring => Some("kafka_dlt-"),
+        Format::Connect => Some("__connect.errors."),
+        Format::Streams => Some("__streams.errors."),
+        Format::Karafka => Some("source_"),
+        Format::KafkaOps(_) | Format::Unknown => None,
+    };
+    headers.remove_where(|key| {
+        key.starts_with(PREFIX)
+            || key.starts_with(RETRY_PREFIX)
+            || foreign.is_some_and(|prefix| key.starts_with(prefix))
+    });
+}
+
 /// Whose headers a dead-letter record carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

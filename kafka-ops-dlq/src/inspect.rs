@@ -2,16 +2,15 @@
 //! and the records grouped by error class and a normalized error-message fingerprint.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use kafka_ops_core::kafka::{kafka_error, record_from_message};
+use kafka_ops_core::kafka::record_from_message;
 use kafka_ops_core::{ErrorClass, OwnedRecord, Timestamp};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 
 use crate::error::DlqError;
 use crate::headers::{self, DeadLetterInfo};
+use crate::scan;
 
 /// An error message with its variable parts (numbers, ids, quoted values) replaced, so
 /// "offset 17 out of range" and "offset 942 out of range" are one pattern.
@@ -223,88 +222,41 @@ pub async fn inspect(
     topic: &str,
     sample: usize,
 ) -> Result<Inspection, DlqError> {
-    let mut config = client_config.clone();
-    config
-        .set("group.id", "kafka-ops-dlq-inspect")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
+    let config = client_config.clone();
     let topic = topic.to_string();
     let read = move || -> Result<Inspection, DlqError> {
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|e| kafka_error("create inspector", e))?;
-        let timeout = Duration::from_secs(10);
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), timeout)
-            .map_err(|e| kafka_error("read metadata", e))?;
-        let count = metadata
-            .topics()
-            .first()
-            .filter(|t| t.error().is_none())
-            .map_or(0, |t| t.partitions().len());
-        if count == 0 {
-            return Err(DlqError::Config(format!("topic {topic} does not exist")));
-        }
-        let mut partitions = Vec::new();
-        let mut list = rdkafka::TopicPartitionList::new();
-        for partition in 0..i32::try_from(count).unwrap_or(i32::MAX) {
-            let (low, high) = consumer
-                .fetch_watermarks(&topic, partition, timeout)
-                .map_err(|e| kafka_error("read watermarks", e))?;
-            partitions.push(PartitionDepth {
+        let consumer = scan::reader(&config, "kafka-ops-dlq-inspect")?;
+        let partitions: Vec<PartitionDepth> = scan::watermarks(&consumer, &topic)?
+            .into_iter()
+            .map(|(partition, low, high)| PartitionDepth {
                 partition,
                 low,
                 high,
-            });
-            if high > low {
-                list.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(low))
-                    .map_err(|e| kafka_error("assign", e))?;
-            }
-        }
-        let mut remaining: BTreeMap<i32, i64> = partitions
+            })
+            .collect();
+        let ranges: Vec<scan::Range> = partitions
             .iter()
-            .filter(|p| p.high > p.low)
-            .map(|p| (p.partition, p.high))
+            .map(|p| scan::Range {
+                partition: p.partition,
+                start: p.low,
+                end: p.high,
+            })
             .collect();
         let mut patterns = Patterns::default();
         let mut samples = Vec::new();
         let mut read = 0_u64;
-        if !remaining.is_empty() {
-            consumer
-                .assign(&list)
-                .map_err(|e| kafka_error("assign", e))?;
-        }
-        let mut idle = 0;
-        while !remaining.is_empty() {
-            match consumer.poll(Duration::from_millis(500)) {
-                None => {
-                    idle += 1;
-                    if idle > 60 {
-                        return Err(DlqError::Config(format!(
-                            "no records from {topic} for 30 s while {} partitions were unread",
-                            remaining.len()
-                        )));
-                    }
-                }
-                Some(Err(e)) => return Err(kafka_error("read dead letters", e).into()),
-                Some(Ok(message)) => {
-                    idle = 0;
-                    let record = record_from_message(&message)?.into_owned();
-                    patterns.add(&record);
-                    read += 1;
-                    if samples.len() < sample {
-                        let info = headers::parse(&record.headers);
-                        samples.push((record.clone(), info));
-                    }
-                    let partition = record.partition;
-                    if let Some(end) = remaining.get(&partition)
-                        && record.offset.get() + 1 >= *end
-                    {
-                        remaining.remove(&partition);
-                    }
+        scan::read_ranges(&consumer, &topic, &ranges, |step| {
+            if let scan::Step::Record(message) = step {
+                let record = record_from_message(&message)?.into_owned();
+                patterns.add(&record);
+                read += 1;
+                if samples.len() < sample {
+                    let info = headers::parse(&record.headers);
+                    samples.push((record, info));
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(Inspection {
             depth: partitions.iter().map(PartitionDepth::depth).sum(),
             topic,

@@ -42,12 +42,16 @@ pub mod error;
 pub mod headers;
 pub mod inspect;
 pub mod layer;
+pub mod rate;
+pub mod replay;
+mod scan;
 pub mod sink;
 
 pub use envelope::{CausePolicy, DeadLetter, Envelope, PartitionStrategy, TopicNaming};
 pub use error::DlqError;
 pub use headers::{DeadLetterInfo, Format, HeaderProblem};
 pub use layer::DeadLetterLayer;
+pub use replay::{Destination, HeaderMatch, Replay, ReplayProgress, ReplayReport, Selection};
 pub use sink::{DeadLetterSink, Delivered, KafkaDeadLetterSink};
 
 /// The core crate this one builds on.

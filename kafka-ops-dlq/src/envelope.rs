@@ -170,6 +170,31 @@ impl fmt::Debug for Envelope {
     }
 }
 
+/// Where a record was first consumed: its own coordinates, or those its retry headers carry.
+struct Origin {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+impl Origin {
+    fn of(record: &Record<'_>) -> Origin {
+        match crate::retry::RetryState::read(&record.headers) {
+            Ok(Some(state)) => Origin {
+                topic: state.topic,
+                partition: state.partition,
+                offset: state.offset,
+            },
+            // Unreadable retry headers: the record is taken as it is.
+            _ => Origin {
+                topic: record.topic.to_string(),
+                partition: record.partition,
+                offset: record.offset.get(),
+            },
+        }
+    }
+}
+
 fn cut(text: &str, max_bytes: usize) -> String {
     if text.len() <= max_bytes {
         return text.to_string();
@@ -196,6 +221,12 @@ impl Envelope {
         }
     }
 
+    /// The dead-letter topic for `record`: its original topic's, when it was read from a retry
+    /// tier.
+    pub fn target_for(&self, record: &Record<'_>) -> String {
+        self.naming.target(&Origin::of(record).topic)
+    }
+
     /// The dead-letter record for `record`, which failed with `error`. `target_partitions` is
     /// the dead-letter topic's partition count, when known.
     ///
@@ -209,7 +240,8 @@ impl Envelope {
         error: &HandlerError,
         target_partitions: Option<i32>,
     ) -> Result<DeadLetter, DlqError> {
-        let topic = self.naming.target(&record.topic);
+        let origin = Origin::of(record);
+        let topic = self.naming.target(&origin.topic);
         let now = self.clock.wall();
         let previous = headers::parse(&record.headers);
         let earlier = matches!(previous.format, Some(headers::Format::KafkaOps(_)));
@@ -226,9 +258,9 @@ impl Envelope {
             .map(|cause| cut(cause, self.causes.max_message_bytes))
             .collect();
         let mut provenance = Provenance {
-            original_topic: record.topic.to_string(),
-            original_partition: record.partition,
-            original_offset: record.offset.get(),
+            original_topic: origin.topic,
+            original_partition: origin.partition,
+            original_offset: origin.offset,
             original_timestamp: match record.timestamp {
                 RecordTimestamp::NotAvailable => None,
                 RecordTimestamp::CreateTime(t) => Some((t, "create")),
@@ -249,11 +281,13 @@ impl Envelope {
             truncated_value: None,
         };
         let mut headers = record.headers.clone().into_owned();
+        // The retry tiers' state is summed up in the provenance.
+        headers.remove_where(|key| key.starts_with(headers::RETRY_PREFIX));
         headers::encode(&mut headers, &provenance);
         let mut letter = DeadLetter {
             partition: self
                 .partitioning
-                .choose(record.partition, target_partitions),
+                .choose(origin.partition, target_partitions),
             topic,
             key: record.key().map(<[u8]>::to_vec),
             value: record.value().map(<[u8]>::to_vec),

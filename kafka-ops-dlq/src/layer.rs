@@ -101,7 +101,7 @@ impl<H: Handler> DeadLettering<H> {
         error: HandlerError,
     ) -> Result<Outcome, HandlerError> {
         let layer = &self.layer;
-        let target = layer.envelope.naming.target(&record.topic);
+        let target = layer.envelope.target_for(record);
         let partitions = layer.sink.partitions(&target).await;
         let letter = match layer.envelope.build(record, &error, partitions) {
             Ok(letter) => letter,

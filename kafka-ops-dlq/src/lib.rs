@@ -44,6 +44,7 @@ pub mod inspect;
 pub mod layer;
 pub mod rate;
 pub mod replay;
+pub mod retry;
 mod scan;
 pub mod sink;
 
@@ -52,6 +53,7 @@ pub use error::DlqError;
 pub use headers::{DeadLetterInfo, Format, HeaderProblem};
 pub use layer::DeadLetterLayer;
 pub use replay::{Destination, HeaderMatch, Replay, ReplayProgress, ReplayReport, Selection};
+pub use retry::{RetryTiers, RetryTopicLayer};
 pub use sink::{DeadLetterSink, Delivered, KafkaDeadLetterSink};
 
 /// The core crate this one builds on.

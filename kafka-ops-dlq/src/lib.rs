@@ -42,6 +42,7 @@ pub mod error;
 pub mod headers;
 pub mod inspect;
 pub mod layer;
+pub mod purge;
 pub mod rate;
 pub mod replay;
 pub mod retry;

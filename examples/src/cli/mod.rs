@@ -3,6 +3,7 @@
 //! Exit codes follow the monitoring-plugin convention the runbook scripts use: 0 ok, 1 warning,
 //! 2 critical (only when `--fail-on` asks), 3 for errors (unreachable cluster, bad arguments).
 
+pub mod dlq;
 pub mod health;
 pub mod lag;
 pub mod offsets;
@@ -38,6 +39,8 @@ enum Command {
     RestartCheck(health::RestartCheckArgs),
     /// Reset, export, import a group's offsets; wait for a group to drain.
     Offsets(offsets::OffsetsArgs),
+    /// Dead letters: inspect, replay, archive, purge.
+    Dlq(dlq::DlqArgs),
 }
 
 /// How to reach the cluster. Extra librdkafka settings (SASL, TLS) go in `-X key=value`; their
@@ -159,6 +162,7 @@ where
         Command::Health(args) => health::run(args, output).await,
         Command::RestartCheck(args) => health::run_restart_check(args, output).await,
         Command::Offsets(args) => offsets::run(args, output).await,
+        Command::Dlq(args) => dlq::run(args, output).await,
     }
 }
 

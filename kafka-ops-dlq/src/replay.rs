@@ -446,6 +446,33 @@ struct Run {
     report: ReplayReport,
     started: Instant,
     total: u64,
+    /// Destination partitions of the batch being gathered.
+    destinations: DestinationSet,
+    /// Per destination partition, the offset after the last record this run wrote there.
+    written_up_to: HashMap<(String, i32), i64>,
+}
+
+/// Destination `(topic, partition)`s, looked up without building a key.
+#[derive(Debug, Default)]
+struct DestinationSet(HashMap<String, BTreeSet<i32>>, usize);
+
+impl DestinationSet {
+    fn contains(&self, (topic, partition): &(&str, i32)) -> bool {
+        self.0.get(*topic).is_some_and(|p| p.contains(partition))
+    }
+    fn insert(&mut self, (topic, partition): (String, i32)) {
+        if self.0.entry(topic).or_default().insert(partition) {
+            self.1 += 1;
+        }
+    }
+    fn len(&self) -> usize {
+        self.1
+    }
+    fn into_pairs(self) -> impl Iterator<Item = (String, i32)> {
+        self.0
+            .into_iter()
+            .flat_map(|(topic, partitions)| partitions.into_iter().map(move |p| (topic.clone(), p)))
+    }
 }
 
 impl Run {
@@ -491,6 +518,8 @@ impl Run {
             report,
             started: Instant::now(),
             total: 0,
+            destinations: DestinationSet::default(),
+            written_up_to: HashMap::new(),
         })
     }
 
@@ -625,13 +654,16 @@ impl Run {
                     let record = record_from_message(&message)?.into_owned();
                     self.report.scanned += 1;
                     if let Some(outgoing) = self.consider(record)? {
+                        if !self
+                            .destinations
+                            .contains(&(outgoing.topic.as_str(), outgoing.target_partition))
+                        {
+                            self.destinations
+                                .insert((outgoing.topic.clone(), outgoing.target_partition));
+                        }
                         batch.push(outgoing);
                     }
-                    let destinations: BTreeSet<(&str, i32)> = batch
-                        .iter()
-                        .map(|o| (o.topic.as_str(), o.target_partition))
-                        .collect();
-                    if batch.len() >= batch_size || destinations.len() >= MAX_MARKS {
+                    if batch.len() >= batch_size || self.destinations.len() >= MAX_MARKS {
                         self.flush(&mut batch, &mut next, &mut positions, &pending_to, &already)?;
                     }
                 }
@@ -711,7 +743,14 @@ impl Run {
             }
             return Ok(None);
         }
-        let mut out = record.clone();
+        let source = format!(
+            "{}/{}/{}",
+            record.topic,
+            record.partition,
+            record.offset.get()
+        );
+        let (partition, offset) = (record.partition, record.offset.get());
+        let mut out = record;
         headers::strip_provenance(
             &mut out.headers,
             info.format.unwrap_or(headers::Format::Unknown),
@@ -724,21 +763,11 @@ impl Run {
             lineage::REPLAY_COUNT,
             Some((replayed_before + 1).to_string().into_bytes()),
         );
-        out.headers.push(
-            lineage::REPLAY_SOURCE,
-            Some(
-                format!(
-                    "{}/{}/{}",
-                    record.topic,
-                    record.partition,
-                    record.offset.get()
-                )
-                .into_bytes(),
-            ),
-        );
+        out.headers
+            .push(lineage::REPLAY_SOURCE, Some(source.into_bytes()));
         Ok(Some(Outgoing {
-            partition: record.partition,
-            offset: record.offset.get(),
+            partition,
+            offset,
             topic,
             target_partition,
             record: out,
@@ -784,17 +813,22 @@ impl Run {
             return Ok(());
         }
         if !batch.is_empty() {
-            let mut destinations: BTreeSet<(String, i32)> = BTreeSet::new();
-            for outgoing in batch.iter() {
-                destinations.insert((outgoing.topic.clone(), outgoing.target_partition));
-            }
+            let destinations = std::mem::take(&mut self.destinations);
             let mut marks = Vec::with_capacity(destinations.len());
-            for (topic, partition) in destinations {
-                let (_, high) = self
-                    .consumer
-                    .fetch_watermarks(&topic, partition, scan::TIMEOUT)
-                    .map_err(|e| kafka_error("read destination watermarks", e))?;
-                marks.push((topic, partition, high));
+            for (topic, partition) in destinations.into_pairs() {
+                // Anything this batch writes lands after what this run wrote there before,
+                // so that end is a safe place to start looking; only a partition not
+                // written yet needs asking.
+                let from = match self.written_up_to.get(&(topic.clone(), partition)) {
+                    Some(end) => *end,
+                    None => {
+                        self.consumer
+                            .fetch_watermarks(&topic, partition, scan::TIMEOUT)
+                            .map_err(|e| kafka_error("read destination watermarks", e))?
+                            .1
+                    }
+                };
+                marks.push((topic, partition, from));
             }
             let mut noted = positions.clone();
             for (partition, (_, state)) in noted.iter_mut() {
@@ -821,7 +855,14 @@ impl Run {
             }
             for (topic, delivery) in deliveries {
                 match self.runtime.block_on(delivery) {
-                    Ok(Ok(_)) => self.report.replayed += 1,
+                    Ok(Ok(delivered)) => {
+                        self.report.replayed += 1;
+                        let end = self
+                            .written_up_to
+                            .entry((topic, delivered.partition))
+                            .or_default();
+                        *end = (*end).max(delivered.offset + 1);
+                    }
                     Ok(Err((error, _))) => {
                         return Err(DlqError::NotAcknowledged {
                             topic,

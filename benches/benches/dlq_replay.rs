@@ -30,7 +30,9 @@ use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
 use kafka_ops_dlq::{DeadLetterLayer, Destination, Envelope, KafkaDeadLetterSink, Replay};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-const PARTITIONS: i32 = 12;
+/// The mock cluster keeps at most 5 MB per partition (older records are dropped, like
+/// retention): 64 partitions hold a million records with room to spare.
+const PARTITIONS: i32 = 64;
 
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -18,9 +18,18 @@
 //! - [`headers::parse`] reads provenance written by kafka-ops, Spring Kafka (`kafka_dlt-*`),
 //!   Kafka Connect (`__connect.errors.*`), Kafka Streams (`__streams.errors.*`) and Karafka
 //!   (`source_*`) into one [`DeadLetterInfo`], listing unreadable headers instead of failing.
+//! - [`RetryTopicLayer`] (inside the dead-letter layer) gives transient failures non-blocking
+//!   retries in delay tiers ([`retry`]): each tier record waits, its partition held by the
+//!   driver, until it is due; after the last tier it is dead-lettered under its original
+//!   coordinates.
 //! - [`inspect::inspect`] reports a dead-letter topic's depth per partition, a sample, and its
 //!   records grouped by error class and a normalized message fingerprint ("identify the error
 //!   pattern").
+//! - [`Replay`] copies selected dead letters back (by original topic, class, fingerprint, time,
+//!   header; to allow-listed destinations; rate-limited; with lineage and a loop guard), and
+//!   resumes after a crash writing each record exactly once ([`replay`]).
+//! - [`purge`] archives a topic to JSON lines and deletes exactly what it archived, after the
+//!   topic is named again.
 //!
 //! ```
 //! use kafka_ops_core::{ErrorClass, HandlerError, Offset, Record};

@@ -279,13 +279,14 @@ struct State {
 struct Pending {
     /// The offset after the batch, in this partition.
     to: i64,
-    /// Destination partitions written by the batch, with their end offsets before it.
-    marks: Vec<(String, i32, i64)>,
+    /// Destination partitions written by the batch, by topic, with the offset to look from.
+    marks: BTreeMap<String, Vec<(i32, i64)>>,
 }
 
-/// Destination partitions in one batch at most, so the note fits the broker's 4 KiB limit on
-/// commit metadata.
-const MAX_MARKS: usize = 24;
+/// The most a batch's note may take, so it fits the broker's 4 KiB limit on commit metadata
+/// (`offset.metadata.max.bytes`) with the rest of the state; a batch ends early when its
+/// destinations would need more.
+const NOTE_BUDGET: usize = 3_000;
 
 /// A record ready to be written.
 struct Outgoing {
@@ -452,7 +453,8 @@ struct Run {
     written_up_to: HashMap<(String, i32), i64>,
 }
 
-/// Destination `(topic, partition)`s, looked up without building a key.
+/// Destination `(topic, partition)`s, looked up without building a key, with the size their
+/// marks take in the note (worst case).
 #[derive(Debug, Default)]
 struct DestinationSet(HashMap<String, BTreeSet<i32>>, usize);
 
@@ -461,11 +463,17 @@ impl DestinationSet {
         self.0.get(*topic).is_some_and(|p| p.contains(partition))
     }
     fn insert(&mut self, (topic, partition): (String, i32)) {
+        // `"topic":[],` once, `[2147483647,9223372036854775807],` per partition at most.
+        let topic_bytes = if self.0.contains_key(&topic) {
+            0
+        } else {
+            topic.len() + 6
+        };
         if self.0.entry(topic).or_default().insert(partition) {
-            self.1 += 1;
+            self.1 += topic_bytes + 33;
         }
     }
-    fn len(&self) -> usize {
+    fn note_bytes(&self) -> usize {
         self.1
     }
     fn into_pairs(self) -> impl Iterator<Item = (String, i32)> {
@@ -596,7 +604,9 @@ impl Run {
                 Some((offset, state)) => {
                     if let Some(pending) = &state.pending {
                         pending_to.insert(partition, pending.to);
-                        marks.extend(pending.marks.iter().cloned());
+                        for (topic, partitions) in &pending.marks {
+                            marks.extend(partitions.iter().map(|(p, o)| (topic.clone(), *p, *o)));
+                        }
                     }
                     ((*offset).max(low), state.end)
                 }
@@ -663,7 +673,7 @@ impl Run {
                         }
                         batch.push(outgoing);
                     }
-                    if batch.len() >= batch_size || self.destinations.len() >= MAX_MARKS {
+                    if batch.len() >= batch_size || self.destinations.note_bytes() >= NOTE_BUDGET {
                         self.flush(&mut batch, &mut next, &mut positions, &pending_to, &already)?;
                     }
                 }
@@ -796,10 +806,12 @@ impl Run {
         pending_to: &BTreeMap<i32, i64>,
         already: &HashSet<(i32, i64)>,
     ) -> Result<(), DlqError> {
-        let advanced = next
+        let moved: Vec<i32> = next
             .iter()
-            .any(|(p, offset)| positions.get(p).is_some_and(|(at, _)| offset > at));
-        if !advanced {
+            .filter(|(p, offset)| positions.get(p).is_some_and(|(at, _)| *offset > at))
+            .map(|(p, _)| *p)
+            .collect();
+        if moved.is_empty() {
             return Ok(());
         }
         if self.replay.dry_run {
@@ -814,7 +826,7 @@ impl Run {
         }
         if !batch.is_empty() {
             let destinations = std::mem::take(&mut self.destinations);
-            let mut marks = Vec::with_capacity(destinations.len());
+            let mut marks: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
             for (topic, partition) in destinations.into_pairs() {
                 // Anything this batch writes lands after what this run wrote there before,
                 // so that end is a safe place to start looking; only a partition not
@@ -828,17 +840,30 @@ impl Run {
                             .1
                     }
                 };
-                marks.push((topic, partition, from));
+                marks.entry(topic).or_default().push((partition, from));
             }
-            let mut noted = positions.clone();
-            for (partition, (_, state)) in noted.iter_mut() {
-                if let Some(to) = next.get(partition) {
-                    state.pending = Some(Pending {
-                        to: *to,
+            // Only the partitions this batch moves get the note.
+            let noted: BTreeMap<i32, (i64, State)> = moved
+                .iter()
+                .filter_map(|p| {
+                    let (at, state) = positions.get(p)?;
+                    let to = *next.get(p)?;
+                    let pending = Pending {
+                        to,
                         marks: marks.clone(),
-                    });
-                }
-            }
+                    };
+                    Some((
+                        *p,
+                        (
+                            *at,
+                            State {
+                                pending: Some(pending),
+                                ..state.clone()
+                            },
+                        ),
+                    ))
+                })
+                .collect();
             self.commit(&noted)?;
             let mut deliveries = Vec::with_capacity(batch.len());
             for outgoing in batch.drain(..) {
@@ -878,13 +903,17 @@ impl Run {
                 }
             }
         }
-        for (partition, offset) in next.iter() {
-            if let Some((at, state)) = positions.get_mut(partition) {
+        let mut done = BTreeMap::new();
+        for partition in moved {
+            if let (Some((at, state)), Some(offset)) =
+                (positions.get_mut(&partition), next.get(&partition))
+            {
                 *at = *offset;
                 state.pending = None;
+                done.insert(partition, (*at, state.clone()));
             }
         }
-        self.commit(positions)?;
+        self.commit(&done)?;
         self.report_progress();
         Ok(())
     }

@@ -227,3 +227,70 @@ async fn with_the_dead_letter_leader_down_the_source_offset_waits() {
     run.await.unwrap();
     assert_dead_lettered(&kafka, &topic, &group, &poison).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversize_dead_letters_are_truncated_or_stop_the_consumer_uncommitted() {
+    let kafka = MockKafka::start(1).unwrap();
+    let topic = unique_name("orders");
+    let group = unique_name("billing");
+    kafka.create_topic(&topic, 1).unwrap();
+    kafka.create_topic(&format!("{topic}.dlq"), 1).unwrap();
+    kafka
+        .produce(
+            &topic,
+            [
+                TestRecord::keyed("small", "poison"),
+                TestRecord::keyed("big-value", vec![7_u8; 60_000]),
+                TestRecord::keyed(vec![b'k'; 15_000], "poison"),
+                TestRecord::keyed("after", "fine"),
+            ],
+        )
+        .await
+        .unwrap();
+    // The producer refuses records over 10 000 bytes.
+    let mut sink_config = kafka.client_config();
+    sink_config.set("message.max.bytes", "10000");
+    let sink = Arc::new(KafkaDeadLetterSink::new(&sink_config).unwrap());
+    let handler = HandlerBuilder::new()
+        .layer(DeadLetterLayer::new(
+            sink,
+            Envelope::new(&group, "test-instance"),
+        ))
+        .handler(handler_fn(|record: &Record<'_>| {
+            let fine = record.value() == Some(&b"fine"[..]);
+            async move {
+                if fine {
+                    Ok(Outcome::Processed)
+                } else {
+                    Err(HandlerError::permanent(std::io::Error::other(
+                        "cannot parse the order",
+                    )))
+                }
+            }
+        }));
+    let mut config = DriverConfig::new([topic.as_str()]);
+    config.commit_interval = Duration::from_millis(100);
+    let report = Driver::new(kafka.consumer_config(&group), config, handler)
+        .run()
+        .await;
+    let error = report.unwrap_err().to_string();
+    assert!(error.contains("after truncation"), "{error}");
+
+    let letters = kafka.read_all(&format!("{topic}.dlq")).await.unwrap();
+    assert_eq!(letters.len(), 2, "the small one and the truncated one");
+    assert_eq!(letters[0].value(), Some(&b"poison"[..]));
+    let truncated = &letters[1];
+    let info = headers::parse(&truncated.headers);
+    assert_eq!(info.truncated_value_size, Some(60_000));
+    assert_eq!(
+        info.value_digest.as_deref(),
+        Some(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&[7_u8; 60_000])).as_str())
+    );
+    let kept = truncated.value().unwrap();
+    assert!(!kept.is_empty() && kept.len() < 10_000 && kept.iter().all(|b| *b == 7));
+    // The record that could not be written is where the group stands: nothing was lost.
+    assert_eq!(
+        kafka.committed(&group, &topic, 1).await.unwrap(),
+        vec![Some(2)]
+    );
+}

@@ -81,6 +81,7 @@ pub enum Begin {
 
 /// The answer to a fenced write that changed `rows` rows: done when it changed one, else the
 /// token no longer held `key`.
+#[cfg(any(feature = "redis", feature = "postgres"))]
 pub(crate) fn fenced(rows: u64, key: &str) -> Result<(), IdempotencyError> {
     if rows == 1 {
         Ok(())

@@ -87,8 +87,10 @@ pub struct RetryState {
     pub partition: i32,
     /// The original offset.
     pub offset: i64,
-    /// Failures so far.
+    /// Failures so far (every try counts, in place and in the tiers).
     pub attempts: u32,
+    /// The tier it was written to (0 is the first).
+    pub tier: u32,
     /// When it may be tried again.
     pub due: Timestamp,
     /// When it first failed.
@@ -134,6 +136,7 @@ impl RetryState {
             partition: number(headers, names::ORIGINAL_PARTITION)?,
             offset: number(headers, names::ORIGINAL_OFFSET)?,
             attempts: number(headers, names::ATTEMPTS)?,
+            tier: number(headers, names::TIER)?,
             due: Timestamp::from_millis(number(headers, names::DUE)?),
             first_failure: Timestamp::from_millis(number(headers, names::FIRST_FAILURE)?),
         }))
@@ -202,18 +205,18 @@ impl RetryTiers {
 }
 
 /// The error handed to the dead-letter layer when a record's retry headers are unreadable or
-/// claim more attempts than there are tiers (a record copied between topics by hand, or tiers
+/// name a tier past the last one (a record copied between topics by hand, or tiers
 /// reconfigured): it is not retried again, so it cannot loop.
 #[derive(Debug, thiserror::Error)]
 pub enum RetryGuard {
     /// Headers present but unreadable.
     #[error("retry headers are unreadable: {0}")]
     Unreadable(#[from] BadRetryHeader),
-    /// More attempts than tiers.
-    #[error("record claims {attempts} attempts with only {tiers} retry tiers")]
-    TooManyAttempts {
-        /// Attempts it claims.
-        attempts: u32,
+    /// A tier past the last one.
+    #[error("record claims retry tier {tier} with only {tiers} retry tiers")]
+    PastLastTier {
+        /// The tier it claims.
+        tier: u32,
         /// Tiers configured.
         tiers: usize,
     },
@@ -395,10 +398,10 @@ impl<H: Handler> Handler for RetryTopics<H> {
             }
         };
         if let Some(state) = &state {
-            if state.attempts as usize > tiers {
+            if state.tier as usize >= tiers {
                 let now = layer.clock.wall();
-                let guard = RetryGuard::TooManyAttempts {
-                    attempts: state.attempts,
+                let guard = RetryGuard::PastLastTier {
+                    tier: state.tier,
                     tiers,
                 };
                 return Err(to_dead_letter(
@@ -440,7 +443,7 @@ impl<H: Handler> Handler for RetryTopics<H> {
             // Fatal, Stop, Skip, RedeliverAt and DeadLetter pass through as they are.
             return Err(error);
         }
-        let index = before as usize;
+        let index = state.as_ref().map_or(0, |s| s.tier as usize + 1);
         if index >= tiers {
             metrics::counter!("kafka_ops_retry_exhausted_total").increment(1);
             return Err(to_dead_letter(error, attempts, first, now));
@@ -530,6 +533,7 @@ mod tests {
                 partition: 2,
                 offset: 41,
                 attempts: 1,
+                tier: 0,
                 due: Timestamp::from_millis(105_000),
                 first_failure: Timestamp::from_millis(100_000),
             }
@@ -555,7 +559,7 @@ mod tests {
             (state.topic.as_str(), state.partition, state.offset),
             ("orders", 2, 41)
         );
-        assert_eq!(state.attempts, 2);
+        assert_eq!((state.attempts, state.tier), (2, 1));
         assert_eq!(state.due, Timestamp::from_millis(135_000));
         assert_eq!(
             tier1
@@ -579,6 +583,27 @@ mod tests {
                 Some(Timestamp::from_millis(135_000))
             )
         );
+    }
+
+    #[tokio::test]
+    async fn in_place_retries_add_attempts_but_do_not_use_up_tiers() {
+        // Each pass retried 4 times in place (a retry layer inside this one).
+        let (handler, sink, clock) = setup(|| transient().with_attempts(4));
+        let first = Record::new("orders", 0, Offset::new(3).unwrap()).with_value(b"v".to_vec());
+        assert_eq!(handler.handle(&first).await.unwrap(), Outcome::Retried);
+        let tier0 = sink.0.lock().unwrap()[0].clone();
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(
+            handler.handle(&as_record(&tier0, 0)).await.unwrap(),
+            Outcome::Retried
+        );
+        let tier1 = sink.0.lock().unwrap()[1].clone();
+        let state = RetryState::read(&tier1.headers).unwrap().unwrap();
+        assert_eq!((state.tier, state.attempts), (1, 8));
+        clock.advance(Duration::from_secs(30));
+        let exhausted = handler.handle(&as_record(&tier1, 0)).await.unwrap_err();
+        assert_eq!(exhausted.disposition(), Disposition::DeadLetter);
+        assert_eq!(exhausted.attempts(), 12);
     }
 
     #[tokio::test]
@@ -606,16 +631,14 @@ mod tests {
             .with_header(names::ORIGINAL_PARTITION, b"0".to_vec())
             .with_header(names::ORIGINAL_OFFSET, b"9".to_vec())
             .with_header(names::ATTEMPTS, b"7".to_vec())
+            .with_header(names::TIER, b"2".to_vec())
             .with_header(names::DUE, b"0".to_vec())
             .with_header(names::FIRST_FAILURE, b"0".to_vec());
         let error = handler.handle(&too_many).await.unwrap_err();
         assert_eq!(error.disposition(), Disposition::DeadLetter);
         assert!(matches!(
             error.downcast_ref::<RetryGuard>(),
-            Some(RetryGuard::TooManyAttempts {
-                attempts: 7,
-                tiers: 2
-            })
+            Some(RetryGuard::PastLastTier { tier: 2, tiers: 2 })
         ));
         let garbled = Record::new("orders.retry.0", 0, Offset::new(1).unwrap())
             .with_header(names::ATTEMPTS, vec![0xff, 0xfe]);

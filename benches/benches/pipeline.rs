@@ -26,7 +26,9 @@ use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const RECORDS: u64 = 1_000_000;
-const PARTITIONS: i32 = 12;
+/// The mock cluster keeps at most 5 MB per partition (older records are dropped, like
+/// retention): 64 partitions hold a million records.
+const PARTITIONS: i32 = 64;
 
 fn main() {
     let records: u64 = std::env::var("KAFKA_OPS_BENCH_RECORDS")

@@ -581,6 +581,14 @@ impl Run {
     fn execute(mut self) -> Result<ReplayReport, DlqError> {
         let source = self.replay.source.clone();
         let marks_now = scan::watermarks(&self.consumer, &source)?;
+        if let Destination::Topic(topic) = &self.replay.destination {
+            let topic = topic.clone();
+            if self.partitions_of(&topic)?.is_none() {
+                return Err(DlqError::Config(format!(
+                    "destination topic {topic} does not exist"
+                )));
+            }
+        }
         let count = i32::try_from(marks_now.len()).unwrap_or(i32::MAX);
         let saved = if self.replay.start_over {
             BTreeMap::new()

@@ -232,6 +232,17 @@ async fn other_destinations_must_be_allow_listed() {
     assert!(refused.to_string().contains("allow-listed"));
     assert!(kafka.read_all("orders.repair").await.unwrap().is_empty());
 
+    let missing = Replay::new("orders.dlq", "nowhere")
+        .to(Destination::Topic("orders.absent".into()))
+        .allow("orders.absent")
+        .run(&kafka.client_config())
+        .await
+        .unwrap_err();
+    assert!(
+        missing.to_string().contains("orders.absent does not exist"),
+        "{missing}"
+    );
+
     let report = Replay::new("orders.dlq", "elsewhere")
         .select(Selection {
             original_topic: Some("refunds".into()),

@@ -34,10 +34,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_ops_core::kafka::{kafka_error, record_from_message};
+use kafka_ops_core::kafka::{kafka_error, owned_headers, record_from_message};
 use kafka_ops_core::{Clock, ErrorClass, OwnedRecord, SystemClock, Timestamp};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
@@ -940,16 +939,9 @@ impl Run {
             return Err(DlqError::Config("a dry run writes nothing".into()));
         };
         let record = &outgoing.record;
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for header in record.headers.iter() {
-            headers = headers.insert(Header {
-                key: &header.key,
-                value: header.value.as_deref(),
-            });
-        }
         let mut out = FutureRecord::<[u8], [u8]>::to(&outgoing.topic)
             .partition(outgoing.target_partition)
-            .headers(headers);
+            .headers(owned_headers(&record.headers));
         if let Some(key) = record.key() {
             out = out.key(key);
         }

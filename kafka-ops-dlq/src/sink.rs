@@ -6,9 +6,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use kafka_ops_core::kafka::kafka_error;
+use kafka_ops_core::kafka::{kafka_error, owned_headers};
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::envelope::DeadLetter;
@@ -111,14 +110,8 @@ impl KafkaDeadLetterSink {
 #[async_trait]
 impl DeadLetterSink for KafkaDeadLetterSink {
     async fn send(&self, letter: &DeadLetter) -> Result<Delivered, DlqError> {
-        let mut headers = OwnedHeaders::new_with_capacity(letter.headers.len());
-        for header in letter.headers.iter() {
-            headers = headers.insert(Header {
-                key: &header.key,
-                value: header.value.as_deref(),
-            });
-        }
-        let mut out = FutureRecord::<[u8], [u8]>::to(&letter.topic).headers(headers);
+        let mut out =
+            FutureRecord::<[u8], [u8]>::to(&letter.topic).headers(owned_headers(&letter.headers));
         if let Some(partition) = letter.partition {
             out = out.partition(partition);
         }

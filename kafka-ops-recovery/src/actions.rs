@@ -171,17 +171,10 @@ impl KafkaPoisonSink {
 #[async_trait]
 impl PoisonRecordSink for KafkaPoisonSink {
     async fn store(&self, record: &OwnedRecord, reason: &str) -> Result<(), RecoveryError> {
-        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::message::Header;
         let topic = format!("{}{}", record.topic, self.suffix);
-        let mut headers = OwnedHeaders::new();
-        for header in record.headers.iter() {
-            headers = headers.insert(Header {
-                key: &header.key,
-                value: header.value.as_deref(),
-            });
-        }
         let (partition, offset) = (record.partition.to_string(), record.offset.to_string());
-        headers = headers
+        let headers = kafka_ops_core::kafka::owned_headers(&record.headers)
             .insert(Header {
                 key: "kafka-ops.poison.topic",
                 value: Some(record.topic.as_bytes()),

@@ -133,6 +133,20 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
     config
 }
 
+/// The headers to produce for `headers`, in order, null values kept: the inverse of what
+/// [`record_from_message`] reads.
+pub fn owned_headers(headers: &Headers<'_>) -> rdkafka::message::OwnedHeaders {
+    headers.iter().fold(
+        rdkafka::message::OwnedHeaders::new_with_capacity(headers.len()),
+        |owned, header| {
+            owned.insert(rdkafka::message::Header {
+                key: &header.key,
+                value: header.value.as_deref(),
+            })
+        },
+    )
+}
+
 /// Views an rdkafka message as a [`Record`] without copying its bytes.
 ///
 /// Fails only on a negative offset, which librdkafka never delivers for a consumed message.
@@ -203,6 +217,25 @@ mod tests {
         );
         assert_eq!(wrapped.class(), ErrorClass::Transient);
         assert_eq!(wrapped.code(), Some(KafkaCode::ALL_BROKERS_DOWN));
+    }
+
+    #[test]
+    fn headers_convert_to_rdkafka_and_back() {
+        let mut headers = Headers::new();
+        headers.push("event-id", Some(b"e-1".to_vec()));
+        headers.push("null", None::<Vec<u8>>);
+        headers.push("event-id", Some(vec![0xff, 0x00]));
+        let message = OwnedMessage::new(
+            None,
+            None,
+            "orders".into(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            0,
+            Some(owned_headers(&headers)),
+        );
+        let record = record_from_message(&message).unwrap();
+        assert_eq!(record.headers, headers);
     }
 
     #[test]

@@ -436,9 +436,10 @@ impl Replay {
 /// One run of a replay, on a blocking thread.
 struct Run {
     replay: Replay,
-    config: ClientConfig,
     runtime: tokio::runtime::Handle,
-    consumer: BaseConsumer,
+    /// Reads the dead-letter topic and the destinations, and commits the replay's progress:
+    /// shared with the read loop, which holds `self` mutably.
+    consumer: Arc<BaseConsumer>,
     producer: Option<FutureProducer>,
     bucket: Option<TokenBucket>,
     spec: String,
@@ -488,11 +489,11 @@ impl Run {
         config: ClientConfig,
         runtime: tokio::runtime::Handle,
     ) -> Result<Self, DlqError> {
-        let consumer = scan::reader(&config, &replay.group())?;
+        let consumer = Arc::new(scan::reader(&config, &replay.group())?);
         let producer = if replay.dry_run {
             None
         } else {
-            let mut producer_config = config.clone();
+            let mut producer_config = config;
             producer_config
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
@@ -516,7 +517,6 @@ impl Run {
         Ok(Run {
             spec: replay.spec_digest(),
             replay,
-            config,
             runtime,
             consumer,
             producer,
@@ -662,7 +662,7 @@ impl Run {
             .collect();
         let mut batch: Vec<Outgoing> = Vec::new();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-        let consumer = scan::reader(&self.config, &self.replay.group())?;
+        let consumer = Arc::clone(&self.consumer);
         let batch_size = self.replay.batch_size;
         scan::read_ranges(&consumer, &source, &ranges, |step| {
             match step {
@@ -990,8 +990,7 @@ impl Run {
         }
         let source_prefix = format!("{}/", self.replay.source);
         for (topic, ranges) in by_topic {
-            let reader = scan::reader(&self.config, "kafka-ops-dlq-replay-check")?;
-            scan::read_ranges(&reader, topic, &ranges, |step| {
+            scan::read_ranges(&self.consumer, topic, &ranges, |step| {
                 if let scan::Step::Record(message) = step {
                     let record = record_from_message(&message)?;
                     let ours = record.headers.get_bytes(lineage::REPLAY_ID)

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use kafka_ops_core::{ErrorClass, Timestamp};
 use kafka_ops_dlq::inspect::inspect;
 use kafka_ops_dlq::purge::{archive, purge};
-use kafka_ops_dlq::{Destination, DlqError, HeaderMatch, Replay, ReplayProgress, Selection};
+use kafka_ops_dlq::{Destination, DlqError, HeaderMatch, Replay, Selection};
 use serde::Serialize;
 
 use super::{ConnectionArgs, EXIT_ERROR, Output};
@@ -158,6 +158,35 @@ fn progress_line(done: u64, total: u64, rate: f64, eta: Option<Duration>) -> Str
         "-".repeat((WIDTH - filled) as usize),
         eta.map_or_else(|| "?".to_string(), compact_duration)
     )
+}
+
+/// Runs `work`, drawing a progress line on stderr from the `(done, total)` counts it reports
+/// through `counts`, and ends the line when it finishes.
+async fn with_progress<T>(
+    label: &str,
+    work: impl std::future::Future<Output = T>,
+    mut counts: tokio::sync::watch::Receiver<(u64, u64)>,
+    output: &mut Output<'_>,
+) -> T {
+    let started = std::time::Instant::now();
+    tokio::pin!(work);
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            changed = counts.changed() => {
+                if changed.is_ok() {
+                    let (done, total) = *counts.borrow_and_update();
+                    let secs = started.elapsed().as_secs_f64();
+                    let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+                    let eta = (rate > 0.0)
+                        .then(|| Duration::from_secs_f64(total.saturating_sub(done) as f64 / rate));
+                    let _ = write!(output.err, "\r{label} {}", progress_line(done, total, rate, eta));
+                }
+            }
+        }
+    };
+    let _ = writeln!(output.err);
+    result
 }
 
 fn fail(output: &mut Output<'_>, error: &DlqError) -> i32 {
@@ -318,14 +347,14 @@ async fn run_replay(args: ReplayArgs, output: &mut Output<'_>) -> i32 {
         until: args.until,
         header: args.header.as_deref().map(HeaderMatch::parse),
     };
-    let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(None::<ReplayProgress>);
+    let (progress_tx, progress_rx) = tokio::sync::watch::channel((0_u64, 0_u64));
     let mut replay = Replay::new(args.target.topic.clone(), args.id)
         .select(selection)
         .max_replays(args.max_replays)
         .dry_run(args.dry_run)
         .start_over(args.start_over)
         .on_progress(move |p| {
-            let _ = progress_tx.send(Some(*p));
+            let _ = progress_tx.send((p.scanned, p.total));
         });
     if let Some(topic) = args.to {
         replay = replay.to(Destination::Topic(topic));
@@ -336,21 +365,7 @@ async fn run_replay(args: ReplayArgs, output: &mut Output<'_>) -> i32 {
     if let Some(rate) = args.rate {
         replay = replay.rate_limit(rate, args.burst);
     }
-    let run = replay.run(&config);
-    tokio::pin!(run);
-    let result = loop {
-        tokio::select! {
-            result = &mut run => break result,
-            changed = progress_rx.changed() => {
-                if changed.is_ok()
-                    && let Some(p) = *progress_rx.borrow_and_update()
-                {
-                    let _ = write!(output.err, "\rreplay {}", progress_line(p.scanned, p.total, p.rate(), p.eta()));
-                }
-            }
-        }
-    };
-    let _ = writeln!(output.err);
+    let result = with_progress("replay", replay.run(&config), progress_rx, output).await;
     let report = match result {
         Ok(report) => report,
         Err(error) => return fail(output, &error),
@@ -411,8 +426,7 @@ async fn run_replay(args: ReplayArgs, output: &mut Output<'_>) -> i32 {
 
 async fn run_archive(args: ArchiveArgs, output: &mut Output<'_>) -> i32 {
     let config = args.target.connection.client_config();
-    let (tx, mut rx) = tokio::sync::watch::channel((0_u64, 0_u64));
-    let started = std::time::Instant::now();
+    let (tx, rx) = tokio::sync::watch::channel((0_u64, 0_u64));
     let run = archive(
         &config,
         &args.target.topic,
@@ -421,22 +435,7 @@ async fn run_archive(args: ArchiveArgs, output: &mut Output<'_>) -> i32 {
             let _ = tx.send((done, total));
         },
     );
-    tokio::pin!(run);
-    let result = loop {
-        tokio::select! {
-            result = &mut run => break result,
-            changed = rx.changed() => {
-                if changed.is_ok() {
-                    let (done, total) = *rx.borrow_and_update();
-                    let secs = started.elapsed().as_secs_f64();
-                    let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
-                    let eta = (rate > 0.0).then(|| Duration::from_secs_f64(total.saturating_sub(done) as f64 / rate));
-                    let _ = write!(output.err, "\rarchive {}", progress_line(done, total, rate, eta));
-                }
-            }
-        }
-    };
-    let _ = writeln!(output.err);
+    let result = with_progress("archive", run, rx, output).await;
     match result {
         Ok(report) if args.target.json => print_json(output, &report),
         Ok(report) => {

@@ -53,29 +53,14 @@ fn count(kafka: &MockKafka, topic: &str) -> i64 {
         .sum()
 }
 
+/// 100-byte values with 5 headers.
 fn fill(runtime: &tokio::runtime::Runtime, kafka: &MockKafka, topic: &str, records: u64) {
     let payload = vec![b'x'; 100];
-    runtime.block_on(async {
-        let batch = 50_000;
-        let mut sent = 0;
-        while sent < records {
-            let n = batch.min(records - sent);
-            kafka
-                .produce(
-                    topic,
-                    (0..n).map(|i| {
-                        let mut record =
-                            TestRecord::keyed(format!("k{}", sent + i), payload.clone());
-                        for h in 0..5 {
-                            record = record.header(format!("h{h}"), format!("value-{h}"));
-                        }
-                        record
-                    }),
-                )
-                .await
-                .unwrap();
-            sent += n;
-        }
+    kafka_ops_benches::fill(runtime, kafka, topic, records, |i| {
+        (0..5).fold(
+            TestRecord::keyed(format!("k{i}"), payload.clone()),
+            |record, h| record.header(format!("h{h}"), format!("value-{h}")),
+        )
     });
 }
 

@@ -39,20 +39,8 @@ fn main() {
     let kafka = MockKafka::start(3).unwrap();
     kafka.create_topic("pipeline", PARTITIONS).unwrap();
     let payload = vec![b'x'; 100];
-    runtime.block_on(async {
-        let batch = 50_000;
-        let mut sent = 0;
-        while sent < records {
-            let n = batch.min(records - sent);
-            kafka
-                .produce(
-                    "pipeline",
-                    (0..n).map(|i| TestRecord::keyed(format!("k{}", sent + i), payload.clone())),
-                )
-                .await
-                .unwrap();
-            sent += n;
-        }
+    kafka_ops_benches::fill(&runtime, &kafka, "pipeline", records, |i| {
+        TestRecord::keyed(format!("k{i}"), payload.clone())
     });
 
     // Raw: a BaseConsumer in a loop, counting messages.

@@ -1,1 +1,25 @@
-//! Shared helpers for the kafka-ops benchmarks live in the bench targets; this crate has no library API.
+//! What the side-by-side benchmarks share; each benchmark is its own target in `benches/`.
+
+use kafka_ops_core::testkit::{MockKafka, TestRecord};
+
+/// Writes `records` records to `topic`, record `i` being `record(i)`, in batches of 50 000 so
+/// the test producer's queue never fills; panics on any failure (a benchmark cannot go on).
+pub fn fill(
+    runtime: &tokio::runtime::Runtime,
+    kafka: &MockKafka,
+    topic: &str,
+    records: u64,
+    record: impl Fn(u64) -> TestRecord,
+) {
+    const BATCH: u64 = 50_000;
+    runtime.block_on(async {
+        let mut sent = 0;
+        while sent < records {
+            let n = BATCH.min(records - sent);
+            if let Err(error) = kafka.produce(topic, (sent..sent + n).map(&record)).await {
+                panic!("filling {topic}: {error}");
+            }
+            sent += n;
+        }
+    });
+}

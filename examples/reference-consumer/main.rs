@@ -215,7 +215,7 @@ async fn lag_total(cluster: &KafkaCluster, group: &str) -> Option<u64> {
     let (lag, _) = group_lag(cluster, group, &SystemClock, LagOptions::default())
         .await
         .ok()?;
-    Some(lag.partitions.iter().filter_map(|p| p.lag).sum::<u64>())
+    Some(lag.total_lag())
 }
 
 async fn print_lag(

@@ -4,11 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_ops_core::testkit::{MockKafka, unique_name};
+use kafka_ops_core::testkit::{MockKafka, test_process, unique_name};
 use kafka_ops_core::{
     ErrorClass, HandlerError, ManualClock, Offset, OwnedRecord, Record, RecordTimestamp, Timestamp,
 };
@@ -428,9 +428,8 @@ async fn replay_process() {
 }
 
 fn run_replay_process(kafka: &MockKafka, abort_at: Option<i64>) -> Option<serde_json::Value> {
-    let mut command = Command::new(std::env::current_exe().unwrap());
+    let mut command = test_process("replay_process").unwrap();
     command
-        .args(["replay_process", "--exact", "--ignored", "--nocapture"])
         .env("REPLAY_BOOTSTRAP", kafka.bootstrap())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

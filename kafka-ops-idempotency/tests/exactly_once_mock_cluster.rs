@@ -8,7 +8,7 @@
 //! again with `consumer_process` selected, told what to do through the environment.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use kafka_ops_core::Record;
 use kafka_ops_core::handler::{HandlerBuilder, HandlerError, Outcome, handler_fn};
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
-use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
+use kafka_ops_core::testkit::{MockKafka, TestRecord, test_process, unique_name};
 use kafka_ops_idempotency::conformance::postgres_config;
 use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
 use kafka_ops_idempotency::layer::current_claim;
@@ -48,9 +48,8 @@ struct Assignment {
 
 impl Assignment {
     fn spawn(&self) -> Child {
-        let mut command = Command::new(std::env::current_exe().unwrap());
+        let mut command = test_process("consumer_process").unwrap();
         command
-            .args(["consumer_process", "--exact", "--ignored", "--nocapture"])
             .env("E2E_BOOTSTRAP", &self.bootstrap)
             .env("E2E_TOPIC", &self.topic)
             .env("E2E_GROUP", &self.group)

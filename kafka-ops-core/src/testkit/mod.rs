@@ -497,6 +497,17 @@ pub async fn read_all(
         .map_err(|e| Error::Config(format!("reader task failed: {e}")))?
 }
 
+/// A command running the ignored test `name` of the current test binary, alone, in a new
+/// process: for tests that kill a consumer (`kill -9`, `abort`) and start it again. The
+/// caller adds its environment and stdio.
+pub fn test_process(name: &str) -> Result<std::process::Command, Error> {
+    let binary = std::env::current_exe()
+        .map_err(|e| Error::Config(format!("cannot find the test binary: {e}")))?;
+    let mut command = std::process::Command::new(binary);
+    command.args([name, "--exact", "--ignored", "--nocapture"]);
+    Ok(command)
+}
+
 /// A unique name for a test resource (topic, group), so tests sharing a broker do not collide.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

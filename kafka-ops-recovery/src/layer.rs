@@ -95,7 +95,11 @@ impl<H: Handler> Handler for Retry<H> {
                         topic = %record.topic, partition = record.partition, offset = %record.offset,
                         attempt = attempts, ?delay, %error, "retrying the record"
                     );
-                    tokio::time::sleep(delay).await;
+                    // A zero delay retries at once: tokio's timer would round it up to its
+                    // next tick (a millisecond or more).
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                 }
                 other => {
                     let disposition = other.disposition().unwrap_or(Disposition::Undecided);

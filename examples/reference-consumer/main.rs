@@ -6,8 +6,9 @@
 //! ```
 //!
 //! Without `--bootstrap` it starts librdkafka's in-process mock cluster (no Kafka needed) and
-//! produces a demo workload of orders — some duplicated (same `event-id`), some poison (not
-//! JSON) — then consumes it through every kafka-ops layer, outermost first:
+//! produces a demo workload of orders — some duplicated (same `event-id`), some poison (a
+//! legacy pipe-delimited format the handler rejects until `--accept-legacy-orders`) — then
+//! consumes it through every kafka-ops layer, outermost first:
 //!
 //! 1. dead-letter routing (`DeadLetterLayer`): what is given up on goes to `<topic>.dlq`, and
 //!    only then is its offset committed;
@@ -19,7 +20,9 @@
 //!    consumer pauses instead of failing every record;
 //! 5. in-place retries with backoff (`RetryLayer`), exhausted ones handed to the tiers;
 //! 6. the service's own handler, calling a simulated downstream (`--failure-rate`,
-//!    `--latency`).
+//!    `--latency`). With a PostgreSQL store and `--charges-table`, each charge is also a row
+//!    written in the same transaction as its idempotency mark (the inbox): one row per event,
+//!    even when the process is killed between the row and the offset commit.
 //!
 //! The driver commits only what finished. Health endpoints and Prometheus metrics are served on
 //! loopback; SIGINT/SIGTERM stop polling, finish in-flight records, commit, and flush the
@@ -30,7 +33,7 @@
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -40,18 +43,20 @@ use kafka_ops_core::handler::HandlerBuilder;
 use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig, DriverHandle};
 use kafka_ops_core::lag::verdict::{LagThresholds, judge};
-use kafka_ops_core::testkit::{MockKafka, TestRecord};
+use kafka_ops_core::testkit::MockKafka;
 use kafka_ops_core::{Handler, HandlerError, Offset, Outcome, Record, SystemClock, TopicPartition};
 use kafka_ops_dlq::retry::{RetryTiers, RetryTopicLayer};
 use kafka_ops_dlq::{DeadLetterLayer, Envelope, KafkaDeadLetterSink};
+use kafka_ops_examples::orders::Workload;
 use kafka_ops_health::HealthChecker;
 use kafka_ops_health::http::{HealthSource, install_prometheus_recorder, router, serve_on};
 use kafka_ops_health::probes::{BrokerConnectivityProbe, ConsumerLagProbe, ConsumerLivenessProbe};
 use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
+use kafka_ops_idempotency::layer::current_claim;
 use kafka_ops_idempotency::store::postgres::PostgresStore;
 use kafka_ops_idempotency::store::redb::RedbStore;
 use kafka_ops_idempotency::store::redis::RedisStore;
-use kafka_ops_idempotency::{IdempotencyLayer, IdempotencyStore, MemoryStore};
+use kafka_ops_idempotency::{IdempotencyLayer, IdempotencyStore, MemoryStore, StoredOutcome};
 use kafka_ops_recovery::breaker::{BreakerConfig, CircuitBreaker};
 use kafka_ops_recovery::{BackoffPolicy, CircuitBreakerLayer, RetryLayer, RetryPolicy};
 use rdkafka::ClientConfig;
@@ -76,9 +81,14 @@ struct Args {
     /// Demo workload: share of records repeating an earlier event id.
     #[arg(long, default_value_t = 0.10)]
     duplicate_rate: f64,
-    /// Demo workload: share of records that are not valid orders (they end in the DLQ).
+    /// Demo workload: share of orders in the legacy pipe-delimited format, poison to this
+    /// consumer unless `--accept-legacy-orders` (they end in the DLQ).
     #[arg(long, default_value_t = 0.01)]
     poison_rate: f64,
+    /// Also read the legacy `id|customer|amount` format: the fix deployed before the dead
+    /// letters are replayed.
+    #[arg(long)]
+    accept_legacy_orders: bool,
     /// The simulated downstream: share of calls failing transiently.
     #[arg(long, default_value_t = 0.05)]
     failure_rate: f64,
@@ -89,6 +99,17 @@ struct Args {
     /// path for redb.
     #[arg(long, default_value = "memory")]
     store: String,
+    /// With a PostgreSQL store: record each charge as a row of this table (created if missing),
+    /// committed together with the event's idempotency mark.
+    #[arg(long, value_name = "TABLE")]
+    charges_table: Option<String>,
+    /// How long an event is held by the instance handling it; a crashed instance's events are
+    /// taken over after it. Keep it above the slowest handling.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    lease: Duration,
+    /// In-place retries of a transient failure before the record goes to the retry tiers.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
     /// Retry-tier delays, comma-separated.
     #[arg(long, default_value = "1s,3s", value_delimiter = ',', value_parser = humantime::parse_duration)]
     retry_tiers: Vec<Duration>,
@@ -112,6 +133,30 @@ struct Order {
     amount_cents: u64,
 }
 
+impl Order {
+    /// An order in JSON, or — once the fix is deployed — in the legacy `id|customer|amount`
+    /// format an old producer still writes.
+    fn parse(value: &[u8], accept_legacy: bool) -> Result<Order, HandlerError> {
+        let json = serde_json::from_slice(value);
+        if accept_legacy && json.is_err() {
+            let legacy = std::str::from_utf8(value).ok().and_then(|text| {
+                match text.split('|').collect::<Vec<_>>()[..] {
+                    [id, customer, amount] => Some(Order {
+                        order_id: id.parse().ok()?,
+                        customer: customer.to_string(),
+                        amount_cents: amount.parse().ok()?,
+                    }),
+                    _ => None,
+                }
+            });
+            if let Some(order) = legacy {
+                return Ok(order);
+            }
+        }
+        json.map_err(HandlerError::permanent)
+    }
+}
+
 /// The downstream the service calls (a payment API, a database): here simulated, failing
 /// transiently at a given rate.
 #[derive(Debug)]
@@ -126,7 +171,9 @@ struct DownstreamTimeout;
 
 impl Downstream {
     async fn charge(&self, _order: &Order) -> Result<(), DownstreamTimeout> {
-        tokio::time::sleep(self.latency).await;
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
         if fastrand::f64() < self.failure_rate {
             return Err(DownstreamTimeout);
         }
@@ -134,10 +181,106 @@ impl Downstream {
     }
 }
 
+/// The charges table: one row per charged event, written in the same PostgreSQL transaction
+/// that completes the event's idempotency key. Either both commit or neither does, so a crash
+/// anywhere leaves no row without its mark and no mark without its row.
+struct Ledger {
+    store: PostgresStore,
+    /// Transactions need a connection each; the handler runs one per partition at a time.
+    connections: Vec<tokio::sync::Mutex<tokio_postgres::Client>>,
+    next: AtomicUsize,
+    insert: String,
+}
+
+impl Ledger {
+    async fn open(
+        config: &str,
+        store: PostgresStore,
+        table: &str,
+        connections: usize,
+    ) -> Result<Ledger, Box<dyn std::error::Error>> {
+        let valid = table
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!("--charges-table {table:?} is not a plain SQL identifier").into());
+        }
+        let mut clients = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let (client, connection) =
+                tokio_postgres::connect(config, tokio_postgres::NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::error!(%error, "charges connection failed");
+                }
+            });
+            clients.push(tokio::sync::Mutex::new(client));
+        }
+        // No unique index on event_id on purpose: the inbox alone keeps it to one row, and a
+        // double would show. A service would add one as a second guard.
+        clients[0]
+            .get_mut()
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {table} (
+                     id bigserial PRIMARY KEY,
+                     event_id text NOT NULL,
+                     order_id bigint NOT NULL,
+                     amount_cents bigint NOT NULL,
+                     charged_at timestamptz NOT NULL DEFAULT now())"
+            ))
+            .await?;
+        Ok(Ledger {
+            store,
+            connections: clients,
+            next: AtomicUsize::new(0),
+            insert: format!(
+                "INSERT INTO {table} (event_id, order_id, amount_cents) VALUES ($1, $2, $3)"
+            ),
+        })
+    }
+
+    /// Writes the charge and completes the key held by this handling, in one transaction.
+    async fn record(&self, event_id: &str, order: &Order) -> Result<(), HandlerError> {
+        let claim = current_claim().ok_or_else(|| {
+            HandlerError::fatal("the charges ledger runs inside the idempotency layer")
+        })?;
+        let slot = self.next.fetch_add(1, AtomicOrdering::Relaxed) % self.connections.len();
+        let mut client = self.connections[slot].lock().await;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(HandlerError::transient)?;
+        tx.execute(
+            &self.insert,
+            &[
+                &event_id,
+                &(order.order_id as i64),
+                &(order.amount_cents as i64),
+            ],
+        )
+        .await
+        .map_err(HandlerError::transient)?;
+        let done = StoredOutcome {
+            outcome: Outcome::Processed,
+            result: None,
+        };
+        // Fenced: if this instance's lease ran out and another took the event over, this fails
+        // and the transaction rolls back with the row.
+        self.store
+            .complete_in(&tx, &claim, &done)
+            .await
+            .map_err(HandlerError::transient)?;
+        tx.commit().await.map_err(HandlerError::transient)
+    }
+}
+
 /// The service's own logic: the only part a team writes. Everything else is kafka-ops.
-#[derive(Debug)]
 struct OrderHandler {
     downstream: Downstream,
+    accept_legacy: bool,
+    ledger: Option<Ledger>,
     orders: AtomicU64,
     revenue_cents: AtomicU64,
 }
@@ -149,12 +292,20 @@ impl Handler for OrderHandler {
         let value = record
             .value()
             .ok_or_else(|| HandlerError::permanent("tombstone on the orders topic"))?;
-        let order: Order = serde_json::from_slice(value).map_err(HandlerError::permanent)?;
+        let order = Order::parse(value, self.accept_legacy)?;
         // A flaky downstream is a transient error: retried in place, then in the tiers.
         self.downstream
             .charge(&order)
             .await
             .map_err(HandlerError::transient)?;
+        if let Some(ledger) = &self.ledger {
+            let event_id = record
+                .headers
+                .get_str("event-id")
+                .map_err(HandlerError::permanent)?
+                .ok_or_else(|| HandlerError::permanent("no event-id header"))?;
+            ledger.record(event_id, &order).await?;
+        }
         tracing::debug!(order = order.order_id, customer = %order.customer, "charged");
         self.orders.fetch_add(1, AtomicOrdering::Relaxed);
         self.revenue_cents
@@ -163,51 +314,24 @@ impl Handler for OrderHandler {
     }
 }
 
-/// The demo workload: record `i`, repeating an earlier event id at `duplicate_rate`, not JSON at
-/// `poison_rate` (both spread evenly, so runs are repeatable).
-fn demo_order(i: u64, duplicate_rate: f64, poison_rate: f64) -> TestRecord {
-    let every = |rate: f64| {
-        if rate > 0.0 {
-            (1.0 / rate).round().max(1.0) as u64
-        } else {
-            u64::MAX
-        }
-    };
-    let event = if i % every(duplicate_rate) == every(duplicate_rate) - 1 && i >= 7 {
-        i - 7
-    } else {
-        i
-    };
-    let customer = format!("customer-{}", event % 50);
-    let value = if i % every(poison_rate) == every(poison_rate) / 2 {
-        format!("order #{event}: not JSON")
-    } else {
-        format!(
-            r#"{{"order_id":{event},"customer":"{customer}","amount_cents":{}}}"#,
-            100 + (event * 37) % 9_900
-        )
-    };
-    TestRecord::keyed(customer, value)
-        .header("event-id", format!("order-{event}"))
-        .header("content-type", "application/json")
-}
-
+/// The idempotency store named by `--store`, and the PostgreSQL one again when it is that (the
+/// charges ledger completes keys inside its own transactions).
 async fn idempotency_store(
     spec: &str,
-) -> Result<Arc<dyn IdempotencyStore>, Box<dyn std::error::Error>> {
+) -> Result<(Arc<dyn IdempotencyStore>, Option<PostgresStore>), Box<dyn std::error::Error>> {
     Ok(if spec == "memory" {
-        Arc::new(MemoryStore::new(1_000_000))
+        (Arc::new(MemoryStore::new(1_000_000)), None)
     } else if spec.starts_with("redis://") || spec.starts_with("rediss://") {
-        Arc::new(RedisStore::connect(spec).await?)
+        (Arc::new(RedisStore::connect(spec).await?), None)
     } else if spec.starts_with("postgres://")
         || spec.starts_with("postgresql://")
         || spec.contains("host=")
     {
         let store = PostgresStore::connect(spec).await?;
         store.migrate().await?;
-        Arc::new(store)
+        (Arc::new(store.clone()), Some(store))
     } else {
-        Arc::new(RedbStore::open(spec)?)
+        (Arc::new(RedbStore::open(spec)?), None)
     })
 }
 
@@ -292,9 +416,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let expected = match &embedded {
         Some(kafka) => {
-            let workload =
-                (0..args.records).map(|i| demo_order(i, args.duplicate_rate, args.poison_rate));
-            let written = kafka.produce(&args.topic, workload).await?;
+            let workload = Workload {
+                duplicate_rate: args.duplicate_rate,
+                legacy_rate: args.poison_rate,
+            };
+            let written = kafka
+                .produce(&args.topic, (0..args.records).map(|i| workload.record(i)))
+                .await?;
             println!("produced {} orders to {}", written.len(), args.topic);
             // Start the group at the beginning, as `kafka-consumer-groups --reset-offsets
             // --to-earliest` would, so the "before" table shows the backlog.
@@ -306,7 +434,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
-    print_lag(&cluster, &args.group, "lag before").await?;
+    // The tables are for the operator; a cluster that cannot answer yet does not stop the
+    // consumer (it waits for the brokers itself).
+    if let Err(error) = print_lag(&cluster, &args.group, "lag before").await {
+        println!("lag before: unavailable ({error})");
+    }
 
     let mut consumer_config: ClientConfig = client_config.clone();
     consumer_config
@@ -320,12 +452,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handle = DriverHandle::new();
     let sink = Arc::new(KafkaDeadLetterSink::new(&client_config)?);
     let breaker = Arc::new(CircuitBreaker::new("downstream", BreakerConfig::default())?);
-    let store = idempotency_store(&args.store).await?;
+    let (store, postgres) = idempotency_store(&args.store).await?;
+    let ledger = match (&args.charges_table, postgres) {
+        (None, _) => None,
+        (Some(table), Some(postgres)) => Some(Ledger::open(&args.store, postgres, table, 8).await?),
+        (Some(_), None) => return Err("--charges-table needs a PostgreSQL --store".into()),
+    };
     let handler = Arc::new(OrderHandler {
         downstream: Downstream {
             failure_rate: args.failure_rate,
             latency: args.latency,
         },
+        accept_legacy: args.accept_legacy_orders,
+        ledger,
         orders: AtomicU64::new(0),
         revenue_cents: AtomicU64::new(0),
     });
@@ -336,17 +475,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Envelope::new(&args.group, instance),
         ))
         .layer(RetryTopicLayer::new(tiers.clone(), sink.clone()))
-        .layer(IdempotencyLayer::new(
-            store,
-            KeyPolicy::new(&args.group, HeaderKey("event-id".into())),
-        ))
+        .layer(
+            IdempotencyLayer::new(
+                store,
+                KeyPolicy::new(&args.group, HeaderKey("event-id".into())),
+            )
+            .with_lease(args.lease),
+        )
         .layer(CircuitBreakerLayer::new(
             breaker.clone(),
             Arc::new(handle.clone()),
         ))
         .layer(RetryLayer::new(
-            RetryPolicy::new(BackoffPolicy::constant(Duration::from_millis(20), 3))
-                .with_retry_tiers(),
+            RetryPolicy::new(BackoffPolicy::constant(
+                Duration::from_millis(20),
+                args.retries,
+            ))
+            .with_retry_tiers(),
         ))
         .handler(handler.clone());
     let driver = Driver::with_handle(
@@ -422,7 +567,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.dead_lettered,
         stats.commits,
     );
-    print_lag(&cluster, &args.group, "lag after").await?;
+    if let Err(error) = print_lag(&cluster, &args.group, "lag after").await {
+        println!("lag after: unavailable ({error})");
+    }
     // Clients first, then the embedded cluster they talk to.
     drop(cluster);
     drop(sink);

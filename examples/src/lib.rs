@@ -2,7 +2,9 @@
 //!
 //! The `kafka-ops` command-line tool lives in [`cli`] as a library, so its commands run
 //! in-process in tests with exactly the code the binary runs; `kafka-ops/main.rs` only forwards
-//! the process arguments. [`table`] prints aligned columns like the Kafka tools do.
+//! the process arguments. [`table`] prints aligned columns like the Kafka tools do. [`orders`] is
+//! the reference consumer's demo workload, shared with the tests that drive it.
 
 pub mod cli;
+pub mod orders;
 pub mod table;

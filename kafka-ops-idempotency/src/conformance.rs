@@ -240,3 +240,19 @@ pub fn postgres_config() -> String {
     std::env::var("KAFKA_OPS_POSTGRES_URL")
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 dbname=test user=postgres".into())
 }
+
+/// A client of [`postgres_config`]'s database, its connection driven by a task on the current
+/// runtime. Panics when the server does not answer: the tests that call it need it.
+#[cfg(feature = "postgres")]
+pub async fn postgres_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&postgres_config(), tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "PostgreSQL does not answer at {}: {error}",
+                postgres_config()
+            )
+        });
+    tokio::spawn(connection);
+    client
+}

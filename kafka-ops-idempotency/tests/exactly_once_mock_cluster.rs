@@ -17,24 +17,15 @@ use kafka_ops_core::Record;
 use kafka_ops_core::handler::{HandlerBuilder, HandlerError, Outcome, handler_fn};
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, test_process, unique_name};
-use kafka_ops_idempotency::conformance::postgres_config;
+use kafka_ops_idempotency::conformance::{postgres_client, postgres_config};
 use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
 use kafka_ops_idempotency::layer::current_claim;
 use kafka_ops_idempotency::store::postgres::PostgresStore;
 use kafka_ops_idempotency::{IdempotencyLayer, StoredOutcome};
-use tokio_postgres::NoTls;
 
 const PARTITIONS: i32 = 3;
 const UNIQUE_EVENTS: usize = 2_400;
 const DUPLICATES: usize = 600;
-
-async fn connect() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&postgres_config(), NoTls)
-        .await
-        .expect("PostgreSQL answers (the test command starts it)");
-    tokio::spawn(connection);
-    client
-}
 
 /// What the parent tells a consumer process.
 struct Assignment {
@@ -83,7 +74,7 @@ impl Assignment {
 async fn consumer_process() {
     let job = Assignment::from_env();
     let store = PostgresStore::connect(&postgres_config()).await.unwrap();
-    let writer = Arc::new(tokio::sync::Mutex::new(connect().await));
+    let writer = Arc::new(tokio::sync::Mutex::new(postgres_client().await));
     let rows_written = Arc::new(AtomicU64::new(0));
     let insert = format!(
         "INSERT INTO {} (event_id, payload) VALUES ($1, $2)",
@@ -192,8 +183,8 @@ async fn exactly_once_across_crashes() {
     let table = unique_name("e2e_rows").replace('-', "_");
     kafka.create_topic(&topic, PARTITIONS).unwrap();
 
-    let client = connect().await;
-    PostgresStore::from_client(Arc::new(connect().await))
+    let client = postgres_client().await;
+    PostgresStore::from_client(Arc::new(postgres_client().await))
         .migrate()
         .await
         .unwrap();

@@ -59,8 +59,34 @@ struct Consumers {
     started: u32,
 }
 
+/// A consumer process, killed if it is still running when dropped: a failing assertion must
+/// not leave consumers running after the test.
+struct KillOnDrop(Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 impl Consumers {
-    fn spawn(&mut self, extra: &[&str]) -> (Child, PathBuf) {
+    fn spawn(&mut self, extra: &[&str]) -> (KillOnDrop, PathBuf) {
         self.started += 1;
         let log = self.logs.join(format!("consumer-{}.log", self.started));
         let out = std::fs::File::create(&log).unwrap();
@@ -97,7 +123,7 @@ impl Consumers {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        (child, log)
+        (KillOnDrop(child), log)
     }
 }
 
@@ -108,7 +134,7 @@ fn tail(log: &Path) -> String {
 }
 
 /// SIGTERM, then wait for the graceful exit (bounded).
-fn terminate(mut child: Child, log: &Path) -> String {
+fn terminate(mut child: KillOnDrop, log: &Path) -> String {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -366,7 +392,7 @@ async fn every_order_ends_exactly_once_under_chaos() {
     let expected_rows = good_events.len() as u64;
     let mut unexpected_exits = 0;
     for kill in 1..=kills {
-        let (mut child, log) = consumers.spawn(&[]);
+        let (mut child, mut log) = consumers.spawn(&[]);
         let threshold = expected_rows * kill / (kills + 1);
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
@@ -377,7 +403,7 @@ async fn every_order_ends_exactly_once_under_chaos() {
                 // Not one of ours: a crash under faults. Count it, restart, go on.
                 unexpected_exits += 1;
                 println!("chaos: consumer exited on its own:\n{}", tail(&log));
-                child = consumers.spawn(&[]).0;
+                (child, log) = consumers.spawn(&[]);
             }
             assert!(
                 Instant::now() < deadline,

@@ -24,7 +24,9 @@
 //! assert_eq!(tracker.safe_offset(&tp), Some(o(13))); // all done: commit the next offset
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 
 use crate::error::Error;
 use crate::types::{Offset, TopicPartition};

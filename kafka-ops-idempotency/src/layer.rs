@@ -1,6 +1,6 @@
 //! The idempotent handler layer.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -85,6 +85,9 @@ pub struct IdempotencyLayer {
     ttl: Duration,
     in_progress: InProgressPolicy,
     fast_path: Arc<FastPath>,
+    /// The store-latency histogram, registered at the first record (after the application
+    /// installed its recorder) so its labels are not built again for every record.
+    begin_latency: Arc<std::sync::OnceLock<metrics::Histogram>>,
 }
 
 impl std::fmt::Debug for IdempotencyLayer {
@@ -110,6 +113,7 @@ impl IdempotencyLayer {
             ttl: Duration::from_secs(7 * 24 * 3600),
             in_progress: InProgressPolicy::Redeliver,
             fast_path: Arc::default(),
+            begin_latency: Arc::default(),
         }
     }
 
@@ -176,7 +180,11 @@ impl<H: Handler> Idempotent<H> {
     async fn begin(&self, key: &str, digest: PayloadDigest) -> Result<Begin, HandlerError> {
         let started = Instant::now();
         let result = self.layer.store.begin(key, digest, self.layer.lease).await;
-        metrics::histogram!("kafka_ops_idempotency_store_seconds", "op" => "begin", "store" => self.layer.store.name())
+        self.layer
+            .begin_latency
+            .get_or_init(|| {
+                metrics::histogram!("kafka_ops_idempotency_store_seconds", "op" => "begin", "store" => self.layer.store.name())
+            })
             .record(started.elapsed().as_secs_f64());
         result.map_err(store_failure)
     }

@@ -41,7 +41,9 @@
 //! ```
 
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -401,6 +403,25 @@ struct LoopState {
     ordering: Ordering,
 }
 
+/// Counts a finished record by outcome. Literal labels let `metrics` build each key once, in
+/// a static, instead of a label vector per record.
+fn count_outcome(outcome: Outcome) {
+    let counter = match outcome {
+        Outcome::Processed => {
+            metrics::counter!("kafka_ops_records_total", "outcome" => "processed")
+        }
+        Outcome::Duplicate => {
+            metrics::counter!("kafka_ops_records_total", "outcome" => "duplicate")
+        }
+        Outcome::Retried => metrics::counter!("kafka_ops_records_total", "outcome" => "retried"),
+        Outcome::DeadLettered => {
+            metrics::counter!("kafka_ops_records_total", "outcome" => "dead_lettered")
+        }
+        Outcome::Skipped => metrics::counter!("kafka_ops_records_total", "outcome" => "skipped"),
+    };
+    counter.increment(1);
+}
+
 /// When a redelivery asked for `at` (wall clock) is due, on the monotonic clock.
 fn due_instant(at: Timestamp) -> Instant {
     let now = Timestamp::from_system_time(std::time::SystemTime::now());
@@ -435,8 +456,7 @@ impl LoopState {
                     _ => &counters.processed,
                 };
                 bump(counter);
-                metrics::counter!("kafka_ops_records_total", "outcome" => outcome.as_str())
-                    .increment(1);
+                count_outcome(outcome);
                 self.tracker.complete(&partition, offset);
             }
             Err(error) => {
@@ -756,7 +776,7 @@ impl<H: Handler> Driver<H> {
             control: self.control.clone(),
             state: Mutex::new(LoopState {
                 tracker: OffsetTracker::new(),
-                work: HashMap::new(),
+                work: HashMap::default(),
                 failure: None,
                 fatal: None,
                 to_split: Vec::new(),
@@ -795,11 +815,12 @@ impl<H: Handler> Driver<H> {
             consumer: &consumer,
             sender,
             runtime,
-            queues: HashMap::new(),
-            topics: std::cell::RefCell::new(HashMap::new()),
+            queues: HashMap::default(),
+            topics: std::cell::RefCell::new(HashMap::default()),
             last_commit: Instant::now(),
             next_queue: 0,
             inline_polls: Cell::new(true),
+            slow_inline_polls: Cell::new(0),
         };
         run.poll_until_stopped();
         let abandoned = run.finish();
@@ -835,6 +856,11 @@ const POLL_BATCH: usize = 1_024;
 /// there (see `RunLoop::spawn`).
 const INLINE_POLL_BUDGET: Duration = Duration::from_millis(1);
 
+/// Inline polls over [`INLINE_POLL_BUDGET`] in a row that end inline polls for the run. One is
+/// not enough: a hash table growing, a page fault or the thread losing its core makes a single
+/// poll slow now and then, and ending inline polls for that costs every later record a task.
+const SLOW_INLINE_POLLS_IN_A_ROW: u32 = 3;
+
 struct RunLoop<'a, H> {
     driver: &'a Driver<H>,
     shared: &'a Arc<Shared>,
@@ -852,6 +878,8 @@ struct RunLoop<'a, H> {
     next_queue: usize,
     /// Whether handlers get their first poll on the poll thread.
     inline_polls: Cell<bool>,
+    /// Inline polls over the budget since the last one within it.
+    slow_inline_polls: Cell<u32>,
 }
 
 use rdkafka::consumer::base_consumer::PartitionQueue;
@@ -1165,9 +1193,9 @@ impl<H: Handler> RunLoop<'_, H> {
     /// Starts `record`'s handler. Its first poll runs right here, on the poll thread: a handler
     /// that finishes without waiting on anything (most successful records, through most layers)
     /// completes without a task, a channel message and a thread wake-up. One that waits goes on
-    /// as a tokio task. The first handler to hold the poll thread longer than
-    /// [`INLINE_POLL_BUDGET`] ends inline polls for the run, so CPU-heavy handlers keep running
-    /// in parallel on the runtime's workers.
+    /// as a tokio task. Handlers holding the poll thread longer than [`INLINE_POLL_BUDGET`]
+    /// [`SLOW_INLINE_POLLS_IN_A_ROW`] times in a row end inline polls for the run, so CPU-heavy
+    /// handlers keep running in parallel on the runtime's workers.
     fn spawn(&self, tp: TopicPartition, record: Arc<OwnedRecord>, state: &mut LoopState) {
         let offset = record.offset;
         state
@@ -1202,11 +1230,16 @@ impl<H: Handler> RunLoop<'_, H> {
                     .poll(&mut Context::from_waker(Waker::noop()))
             };
             if started.elapsed() > INLINE_POLL_BUDGET {
-                tracing::debug!(
-                    "a handler held the poll thread for {:?}; handlers run as tasks from now on",
-                    started.elapsed()
-                );
-                self.inline_polls.set(false);
+                let slow = self.slow_inline_polls.get() + 1;
+                self.slow_inline_polls.set(slow);
+                if slow >= SLOW_INLINE_POLLS_IN_A_ROW {
+                    tracing::debug!(
+                        "handlers held the poll thread for over {INLINE_POLL_BUDGET:?} {slow} times in a row; they run as tasks from now on"
+                    );
+                    self.inline_polls.set(false);
+                }
+            } else {
+                self.slow_inline_polls.set(0);
             }
             if let Poll::Ready(result) = polled {
                 state.apply(

@@ -340,10 +340,18 @@ impl std::fmt::Debug for TestProducer {
 impl TestProducer {
     /// A producer for `bootstrap` (10 s delivery timeout, no lingering).
     pub fn new(bootstrap: &str) -> Result<Self, Error> {
+        Self::with_linger(bootstrap, Duration::ZERO)
+    }
+
+    /// A producer that waits up to `linger` to fill a batch: bulk loads write few, large
+    /// message sets, as a busy producer does (the mock cluster scans a partition's message
+    /// sets to serve a fetch, so many small ones slow every reader down).
+    pub fn with_linger(bootstrap: &str, linger: Duration) -> Result<Self, Error> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("message.timeout.ms", "10000")
-            .set("linger.ms", "0")
+            .set("linger.ms", linger.as_millis().to_string())
+            .set("batch.num.messages", "10000")
             .create()
             .map_err(|e| kafka_error("create test producer", e))?;
         Ok(TestProducer { producer })

@@ -261,11 +261,7 @@ async fn bad_arguments_are_errors_not_verdicts() {
 
 #[test]
 fn an_unreachable_cluster_is_a_clear_error_within_the_timeout() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = kafka_ops_core::testkit::free_port().unwrap();
     let started = Instant::now();
     let output = Command::new(example_binary("kafka-ops"))
         .args(["lag", "--group", "billing", "--timeout", "2s"])

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kafka_ops_core::testkit::MockKafka;
+use kafka_ops_core::testkit::{MockKafka, free_port};
 
 mod support;
 use support::example_binary;
@@ -42,19 +42,10 @@ fn assert_clean(what: &str, text: &str) {
     }
 }
 
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn no_command_prints_a_secret() {
     // A broker that is not there: every command fails, through its error path.
-    let unreachable = format!("127.0.0.1:{}", closed_port());
+    let unreachable = format!("127.0.0.1:{}", free_port().unwrap());
     // A broker that is there: the commands work, and log at every level on the way.
     let kafka = MockKafka::start(1).unwrap();
     kafka.create_topic("orders.dlq", 1).unwrap();
@@ -116,7 +107,7 @@ fn http_get(address: &str, path: &str) -> String {
 
 #[test]
 fn the_reference_consumer_prints_no_secret() {
-    let bootstrap = format!("127.0.0.1:{}", closed_port());
+    let bootstrap = format!("127.0.0.1:{}", free_port().unwrap());
     let mut child = Command::new(example_binary("reference-consumer"))
         .args(["--bootstrap", &bootstrap])
         .args(secret_settings())

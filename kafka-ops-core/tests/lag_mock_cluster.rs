@@ -346,12 +346,7 @@ async fn a_broker_taken_down_mid_snapshot_is_reported() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_cluster_fails_fast_with_a_typed_error() {
-    // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = kafka_ops_core::testkit::free_port().unwrap();
     let cluster = kafka_ops_core::kafka::KafkaCluster::connect(&format!("127.0.0.1:{port}"))
         .unwrap()
         .with_timeout(Duration::from_secs(2));

@@ -516,6 +516,17 @@ pub fn test_process(name: &str) -> Result<std::process::Command, Error> {
     Ok(command)
 }
 
+/// A loopback port nothing listens on now: for a server to start on, or for a broker that is
+/// not there.
+pub fn free_port() -> Result<u16, Error> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::Config(format!("no free loopback port: {e}")))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::Config(format!("no free loopback port: {e}")))
+}
+
 /// A unique name for a test resource (topic, group), so tests sharing a broker do not collide.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

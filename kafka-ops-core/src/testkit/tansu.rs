@@ -1,6 +1,5 @@
 //! A tansu broker process for admin-path tests.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use rdkafka::client::DefaultClientContext;
 
 use crate::error::Error;
 use crate::kafka::KafkaCluster;
-use crate::testkit::{TestProducer, commit_offsets};
+use crate::testkit::{TestProducer, commit_offsets, free_port};
 use crate::types::{Offset, TopicPartition};
 
 /// Environment variable naming the tansu binary to run.
@@ -58,15 +57,6 @@ fn find_binary() -> Result<PathBuf, Error> {
                  `cargo install tansu --locked --features dynostore`) or set {TANSU_BIN_ENV}"
             ))
         })
-}
-
-fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::Config(format!("no free loopback port: {e}")))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| Error::Config(format!("no free loopback port: {e}")))
 }
 
 impl Tansu {

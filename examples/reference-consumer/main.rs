@@ -47,7 +47,7 @@ use kafka_ops_core::testkit::MockKafka;
 use kafka_ops_core::{Handler, HandlerError, Offset, Outcome, Record, SystemClock, TopicPartition};
 use kafka_ops_dlq::retry::{RetryTiers, RetryTopicLayer};
 use kafka_ops_dlq::{DeadLetterLayer, Envelope, KafkaDeadLetterSink};
-use kafka_ops_examples::orders::Workload;
+use kafka_ops_examples::orders::{EVENT_ID_HEADER, Workload};
 use kafka_ops_health::HealthChecker;
 use kafka_ops_health::http::{HealthSource, install_prometheus_recorder, router, serve_on};
 use kafka_ops_health::probes::{BrokerConnectivityProbe, ConsumerLagProbe, ConsumerLivenessProbe};
@@ -301,7 +301,7 @@ impl Handler for OrderHandler {
         if let Some(ledger) = &self.ledger {
             let event_id = record
                 .headers
-                .get_str("event-id")
+                .get_str(EVENT_ID_HEADER)
                 .map_err(HandlerError::permanent)?
                 .ok_or_else(|| HandlerError::permanent("no event-id header"))?;
             ledger.record(event_id, &order).await?;
@@ -342,19 +342,23 @@ async fn lag_total(cluster: &KafkaCluster, group: &str) -> Option<u64> {
     Some(lag.total_lag())
 }
 
-async fn print_lag(
-    cluster: &KafkaCluster,
-    group: &str,
-    title: &str,
-) -> Result<(), kafka_ops_core::Error> {
+/// Prints `group`'s lag table under `title`. The table is for the operator: a cluster that
+/// cannot answer yet is said so and does not stop the consumer (it waits for the brokers
+/// itself).
+async fn print_lag(cluster: &KafkaCluster, group: &str, title: &str) {
+    match lag_table(cluster, group).await {
+        Ok(text) => println!("== {title}\n{text}"),
+        Err(error) => println!("{title}: unavailable ({error})"),
+    }
+}
+
+async fn lag_table(cluster: &KafkaCluster, group: &str) -> Result<String, kafka_ops_core::Error> {
     let (mut lag, _) = group_lag(cluster, group, &SystemClock, LagOptions::default()).await?;
     fill_time_lag_from_records(cluster, &mut lag).await?;
     let verdict = judge(&lag, &[], None, &LagThresholds::default());
     let taken_at = lag.taken_at;
-    let text = kafka_ops_examples::cli::lag::render(&[(lag, Vec::new(), verdict)], taken_at, false)
-        .map_err(|e| kafka_ops_core::Error::InvalidInput(e.to_string()))?;
-    println!("== {title}\n{text}");
-    Ok(())
+    kafka_ops_examples::cli::lag::render(&[(lag, Vec::new(), verdict)], taken_at, false)
+        .map_err(|e| kafka_ops_core::Error::InvalidInput(e.to_string()))
 }
 
 /// Stops the driver on Ctrl-C or SIGTERM: in-flight records finish and are committed.
@@ -434,11 +438,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
-    // The tables are for the operator; a cluster that cannot answer yet does not stop the
-    // consumer (it waits for the brokers itself).
-    if let Err(error) = print_lag(&cluster, &args.group, "lag before").await {
-        println!("lag before: unavailable ({error})");
-    }
+    print_lag(&cluster, &args.group, "lag before").await;
 
     let mut consumer_config: ClientConfig = client_config.clone();
     consumer_config
@@ -478,7 +478,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(
             IdempotencyLayer::new(
                 store,
-                KeyPolicy::new(&args.group, HeaderKey("event-id".into())),
+                KeyPolicy::new(&args.group, HeaderKey(EVENT_ID_HEADER.into())),
             )
             .with_lease(args.lease),
         )
@@ -567,9 +567,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.dead_lettered,
         stats.commits,
     );
-    if let Err(error) = print_lag(&cluster, &args.group, "lag after").await {
-        println!("lag after: unavailable ({error})");
-    }
+    print_lag(&cluster, &args.group, "lag after").await;
     // Clients first, then the embedded cluster they talk to.
     drop(cluster);
     drop(sink);

@@ -61,12 +61,15 @@ impl Workload {
             )
         };
         TestRecord::keyed(customer, value)
-            .header("event-id", event_id(event))
+            .header(EVENT_ID_HEADER, event_id(event))
             .header("content-type", "application/json")
     }
 }
 
-/// The `event-id` header of event `event`.
+/// The header carrying each order's event id, the idempotency key.
+pub const EVENT_ID_HEADER: &str = "event-id";
+
+/// The `event-id` header's value for event `event`.
 pub fn event_id(event: u64) -> String {
     format!("order-{event}")
 }

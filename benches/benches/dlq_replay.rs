@@ -34,13 +34,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 /// retention): 64 partitions hold a million records with room to spare.
 const PARTITIONS: i32 = 64;
 
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn count(kafka: &MockKafka, topic: &str) -> i64 {
     let consumer: BaseConsumer = kafka.consumer_config("count").create().unwrap();
     (0..PARTITIONS)
@@ -147,8 +140,8 @@ fn route(
 }
 
 fn main() {
-    let records = knob("KAFKA_OPS_BENCH_RECORDS", 1_000_000);
-    let routed = knob("KAFKA_OPS_BENCH_ROUTED", 20_000);
+    let records = kafka_ops_benches::knob("KAFKA_OPS_BENCH_RECORDS", 1_000_000);
+    let routed = kafka_ops_benches::knob("KAFKA_OPS_BENCH_ROUTED", 20_000);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let kafka = MockKafka::start(3).unwrap();
     for topic in [

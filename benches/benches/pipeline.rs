@@ -38,10 +38,7 @@ const RECORDS: u64 = 1_000_000;
 const PARTITIONS: i32 = 64;
 
 fn main() {
-    let records: u64 = std::env::var("KAFKA_OPS_BENCH_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(RECORDS);
+    let records = kafka_ops_benches::knob("KAFKA_OPS_BENCH_RECORDS", RECORDS);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let kafka = MockKafka::start(3).unwrap();
     kafka.create_topic("pipeline", PARTITIONS).unwrap();
@@ -61,17 +58,15 @@ fn main() {
     let best = |a: (Duration, Duration), b: (Duration, Duration)| (a.0.min(b.0), a.1.min(b.1));
     for round in 0..6 {
         let cpu_before = cpu_time();
-        let wall = match round {
-            0 | 5 => raw_loop(&kafka, records),
-            1 | 4 => runtime.block_on(bare_driver(&kafka, records)),
-            _ => runtime.block_on(composition(&kafka, records)),
+        let (kept, wall) = match round {
+            0 | 5 => (&mut raw, raw_loop(&kafka, records)),
+            1 | 4 => (&mut bare, runtime.block_on(bare_driver(&kafka, records))),
+            _ => (
+                &mut composed,
+                runtime.block_on(composition(&kafka, records)),
+            ),
         };
-        let measured = (wall, cpu_time().saturating_sub(cpu_before));
-        match round {
-            0 | 5 => raw = best(raw, measured),
-            1 | 4 => bare = best(bare, measured),
-            _ => composed = best(composed, measured),
-        }
+        *kept = best(*kept, (wall, cpu_time().saturating_sub(cpu_before)));
     }
 
     let rate = |d: Duration| records as f64 / d.as_secs_f64();
@@ -180,10 +175,7 @@ fn raw_loop(kafka: &MockKafka, records: u64) -> Duration {
 
 fn driver_config() -> DriverConfig {
     let mut config = DriverConfig::new(["pipeline"]);
-    config.max_in_flight = std::env::var("KAFKA_OPS_BENCH_INFLIGHT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4_096);
+    config.max_in_flight = kafka_ops_benches::knob("KAFKA_OPS_BENCH_INFLIGHT", 4_096) as usize;
     if std::env::var("KAFKA_OPS_BENCH_UNORDERED").is_ok() {
         config.ordering = kafka_ops_core::kafka::driver::Ordering::Unordered;
     }

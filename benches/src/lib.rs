@@ -2,6 +2,14 @@
 
 use kafka_ops_core::testkit::{MockKafka, TestProducer, TestRecord};
 
+/// The number in environment variable `name`, or `default` when it is unset or not a number.
+pub fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Writes `records` records to `topic`, record `i` being `record(i)`, in batches of 50 000 so
 /// the producer's queue never fills, lingering so the broker gets large message sets;
 /// panics on any failure (a benchmark cannot go on).

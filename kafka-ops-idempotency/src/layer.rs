@@ -1,10 +1,10 @@
 //! The idempotent handler layer.
 
-use foldhash::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use foldhash::HashMap;
 use kafka_ops_core::handler::Layer;
 use kafka_ops_core::{
     Disposition, Handler, HandlerError, Outcome, Record, Timestamp, TopicPartition,

@@ -17,6 +17,14 @@ pub trait Clock: Send + Sync + fmt::Debug {
 
     /// Wall-clock now: use it where the time is compared with Kafka timestamps.
     fn wall(&self) -> Timestamp;
+
+    /// Wall-clock now to within the kernel's tick (1–10 ms behind [`wall`](Clock::wall)), for
+    /// deadlines of seconds and more that are taken on every record (leases, TTLs), where
+    /// reading the precise clock would be a measurable share of the work. The default is
+    /// [`wall`](Clock::wall): clocks that have nothing cheaper, and test clocks, stay exact.
+    fn coarse_wall(&self) -> Timestamp {
+        self.wall()
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
@@ -26,6 +34,9 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     fn wall(&self) -> Timestamp {
         (**self).wall()
     }
+    fn coarse_wall(&self) -> Timestamp {
+        (**self).coarse_wall()
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for &C {
@@ -34,6 +45,9 @@ impl<C: Clock + ?Sized> Clock for &C {
     }
     fn wall(&self) -> Timestamp {
         (**self).wall()
+    }
+    fn coarse_wall(&self) -> Timestamp {
+        (**self).coarse_wall()
     }
 }
 
@@ -47,6 +61,11 @@ impl Clock for SystemClock {
     }
     fn wall(&self) -> Timestamp {
         Timestamp::from_system_time(SystemTime::now())
+    }
+    /// `CLOCK_REALTIME_COARSE` on Linux (the time of the last tick, read without asking the
+    /// hardware: a fraction of the precise clock's cost); the precise clock elsewhere.
+    fn coarse_wall(&self) -> Timestamp {
+        crate::ffi::coarse_wall_millis().map_or_else(|| self.wall(), Timestamp::from_millis)
     }
 }
 
@@ -169,5 +188,46 @@ mod tests {
         assert_eq!(wall_of(&manual), Timestamp::from_millis(7));
         let shared: Arc<dyn Clock> = Arc::new(manual);
         assert_eq!(wall_of(shared), Timestamp::from_millis(7));
+    }
+
+    #[test]
+    fn the_coarse_wall_clock_trails_the_precise_one_by_at_most_a_tick() {
+        let clock = SystemClock;
+        for _ in 0..1_000 {
+            let before = clock.wall();
+            let coarse = clock.coarse_wall();
+            let after = clock.wall();
+            assert!(coarse <= after, "{coarse:?} after {after:?}");
+            // A tick is at most 10 ms (HZ=100); the margin covers a preempted thread.
+            assert!(
+                coarse.as_millis() >= before.as_millis() - 50,
+                "{coarse:?} long before {before:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn test_clocks_stay_exact_and_wrappers_keep_a_clocks_coarse_reading() {
+        #[derive(Debug)]
+        struct Ticking;
+        impl Clock for Ticking {
+            fn now(&self) -> Instant {
+                Instant::now()
+            }
+            fn wall(&self) -> Timestamp {
+                Timestamp::from_millis(1_001)
+            }
+            fn coarse_wall(&self) -> Timestamp {
+                Timestamp::from_millis(1_000)
+            }
+        }
+        let manual = ManualClock::at(Timestamp::from_millis(7));
+        assert_eq!(manual.coarse_wall(), Timestamp::from_millis(7));
+        let shared: Arc<dyn Clock> = Arc::new(Ticking);
+        assert_eq!(shared.coarse_wall(), Timestamp::from_millis(1_000));
+        assert_eq!(
+            <&Ticking as Clock>::coarse_wall(&&Ticking),
+            Timestamp::from_millis(1_000)
+        );
     }
 }

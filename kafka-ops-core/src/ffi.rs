@@ -1,4 +1,5 @@
-//! The one module with `unsafe`: librdkafka admin calls that rdkafka 0.39 does not wrap.
+//! The one module with `unsafe`: librdkafka admin calls that rdkafka 0.39 does not wrap, and
+//! the coarse wall clock (a libc call std does not offer).
 //!
 //! rdkafka 0.39 has no list-offsets, list/describe consumer groups or list-group-offsets; the
 //! librdkafka 2.12 C API it bundles has all four. Each function here:
@@ -844,4 +845,27 @@ pub(crate) mod mock {
         unsafe { rd::rd_kafka_mock_request_destroy_array(array, count) };
         out
     }
+}
+
+/// The wall clock in milliseconds as of the kernel's last tick (`CLOCK_REALTIME_COARSE`), or
+/// `None` where there is no such clock or the call fails.
+#[cfg(target_os = "linux")]
+// `time_t` and `c_long` are 32 bits on some Linux targets.
+#[allow(clippy::useless_conversion)]
+pub(crate) fn coarse_wall_millis() -> Option<i64> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec that outlives the call, and
+    // CLOCK_REALTIME_COARSE is a clock id every Linux since 2.6.32 knows (else the call
+    // returns -1, handled below).
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) };
+    (status == 0).then(|| i64::from(now.tv_sec) * 1_000 + i64::from(now.tv_nsec) / 1_000_000)
+}
+
+/// No coarse clock here: callers fall back to the precise one.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn coarse_wall_millis() -> Option<i64> {
+    None
 }

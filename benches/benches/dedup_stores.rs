@@ -11,10 +11,9 @@
 //!   concurrent callers on one multiplexed connection, against `redis-benchmark -P 16 -t set`
 //!   on the same server; prints keys/s, commands/s and their ratios to the peer's SETs/s.
 //!
-//! Measured on the 2-core development machine (10 M keys; 200 000 Redis keys): P4 0.41× at
-//! 110 B/key against the bare map's 55 B/key — short of the 0.5× target: the store's shard
-//! lock is a full barrier that waits for the write to the cold table slot, and it reads the
-//! wall clock twice per key; P5 0.08× in keys/s, 0.16× in commands/s.
+//! Measured on the 2-core development machine (10 M keys; 200 000 Redis keys): P4 0.51-0.57×
+//! at 58 B/key against the bare map's 55 B/key (the peer's own rate varies by up to 30% from
+//! run to run, so run it more than once); P5 0.08× in keys/s, 0.16× in commands/s.
 //!
 //! Knobs (environment): `KAFKA_OPS_BENCH_KEYS` (P4 keys), `KAFKA_OPS_BENCH_REDIS_KEYS` (P5
 //! keys, default 200 000), `KAFKA_OPS_REDIS_URL` (default the loopback Redis),

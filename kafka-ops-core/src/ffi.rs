@@ -853,15 +853,19 @@ pub(crate) mod mock {
 // `time_t` and `c_long` are 32 bits on some Linux targets.
 #[allow(clippy::useless_conversion)]
 pub(crate) fn coarse_wall_millis() -> Option<i64> {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec that outlives the call, and
+    // Uninitialized rather than a literal: on some targets `timespec` has private padding.
+    let mut now = std::mem::MaybeUninit::<libc::timespec>::uninit();
+    // SAFETY: `now` is writable memory for one timespec that outlives the call, and
     // CLOCK_REALTIME_COARSE is a clock id every Linux since 2.6.32 knows (else the call
-    // returns -1, handled below).
-    let status = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) };
-    (status == 0).then(|| i64::from(now.tv_sec) * 1_000 + i64::from(now.tv_nsec) / 1_000_000)
+    // returns -1 and `now` is not read).
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, now.as_mut_ptr()) };
+    if status != 0 {
+        return None;
+    }
+    // SAFETY: the call returned 0, so it filled `now`.
+    let now = unsafe { now.assume_init() };
+    // Before the epoch clamps to it, as `Timestamp::from_system_time` does.
+    Some((i64::from(now.tv_sec) * 1_000 + i64::from(now.tv_nsec) / 1_000_000).max(0))
 }
 
 /// No coarse clock here: callers fall back to the precise one.

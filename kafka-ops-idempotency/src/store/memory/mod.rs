@@ -162,7 +162,7 @@ impl MemoryStore {
         // A pass over the shard: drop what has expired (completed past their TTL, leases past
         // their end), and note the age of every completed key that is left.
         let completions = shard.completions;
-        let mut ages = Vec::new();
+        let mut ages = Vec::with_capacity(shard.entries.len());
         shard.entries.retain(|_, entry| {
             let live = entry.deadline > now;
             if live && entry.is_completed() {

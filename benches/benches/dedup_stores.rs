@@ -11,7 +11,7 @@
 //!   concurrent callers on one multiplexed connection, against `redis-benchmark -P 16 -t set`
 //!   on the same server; prints keys/s, commands/s and their ratios to the peer's SETs/s.
 //!
-//! Measured on the 2-core development machine (10 M keys; 200 000 Redis keys): P4 0.51-0.57×
+//! Measured on the 2-core development machine (10 M keys; 200 000 Redis keys): P4 0.53-0.55×
 //! at 58 B/key against the bare map's 55 B/key (the peer's own rate varies by up to 30% from
 //! run to run, so run it more than once); P5 0.08× in keys/s, 0.16× in commands/s.
 //!

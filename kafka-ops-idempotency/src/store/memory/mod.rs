@@ -93,6 +93,20 @@ struct Shard {
     completions: u32,
 }
 
+impl Shard {
+    /// Keeps the entries `keep` says so, and the stored results of those only.
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        let results = &mut self.results;
+        self.entries.retain(|hash, entry| {
+            let kept = keep(entry);
+            if !kept && entry.has_result {
+                results.remove(hash);
+            }
+            kept
+        });
+    }
+}
+
 /// Sharded, bounded in-memory store. When full it evicts expired keys, then the oldest
 /// completed ones, a sixteenth of a shard at a time; keys in progress are never evicted (a
 /// full store of them refuses new keys).
@@ -163,7 +177,7 @@ impl MemoryStore {
         // their end), and note the age of every completed key that is left.
         let completions = shard.completions;
         let mut ages = Vec::with_capacity(shard.entries.len());
-        shard.entries.retain(|_, entry| {
+        shard.retain(|entry| {
             let live = entry.deadline > now;
             if live && entry.is_completed() {
                 ages.push(completions.wrapping_sub(entry.completed_as));
@@ -179,14 +193,10 @@ impl MemoryStore {
             let cutoff_index = ages.len() - evict;
             let (_, cutoff, _) = ages.select_nth_unstable(cutoff_index);
             let cutoff = *cutoff;
-            shard.entries.retain(|_, entry| {
+            shard.retain(|entry| {
                 !(entry.is_completed() && completions.wrapping_sub(entry.completed_as) >= cutoff)
             });
             metrics::counter!("kafka_ops_idempotency_evictions_total").increment(evict as u64);
-        }
-        if !shard.results.is_empty() {
-            let entries = &shard.entries;
-            shard.results.retain(|hash, _| entries.contains(*hash));
         }
         if shard.entries.len() >= self.per_shard {
             return Err(IdempotencyError::StoreFull(shard.entries.len()));
@@ -416,6 +426,50 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn stored_results_go_with_their_keys_when_evicted_or_expired() {
+        let clock = Arc::new(ManualClock::new());
+        let store = MemoryStore {
+            shards: vec![Mutex::new(Shard::default())],
+            per_shard: 2,
+            clock: clock.clone(),
+        };
+        let with_result = StoredOutcome {
+            outcome: Outcome::Processed,
+            result: Some(b"receipt".to_vec()),
+        };
+        for (key, ttl) in [("short", Duration::from_secs(1)), ("long", LEASE)] {
+            let Begin::Acquired(token) = store.begin(key, D, LEASE).await.unwrap() else {
+                panic!("{key} not acquired")
+            };
+            store.complete(key, token, &with_result, ttl).await.unwrap();
+        }
+        clock.advance(Duration::from_secs(2));
+        // Full: "short" has expired and goes, with its result; that is room enough.
+        assert!(matches!(
+            store.begin("new", D, LEASE).await.unwrap(),
+            Begin::Acquired(_)
+        ));
+        {
+            let shard = store.shards[0].lock().unwrap();
+            assert_eq!(shard.entries.len(), 2);
+            assert_eq!(shard.results.len(), 1);
+            assert!(shard.results.contains_key(&KeyHash::of("long")));
+        }
+        // Full again, nothing expired: "long" is the oldest completed and goes, with its result.
+        assert!(matches!(
+            store.begin("newer", D, LEASE).await.unwrap(),
+            Begin::Acquired(_)
+        ));
+        let shard = store.shards[0].lock().unwrap();
+        assert_eq!(shard.entries.len(), 2);
+        assert!(
+            shard.results.is_empty(),
+            "{} results left",
+            shard.results.len()
+        );
     }
 
     #[tokio::test]

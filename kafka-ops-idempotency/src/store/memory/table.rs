@@ -201,9 +201,9 @@ impl<V> Table<V> {
     }
 
     /// Keeps the entries for which `keep` says so.
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&KeyHash, &mut V) -> bool) {
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&KeyHash, &V) -> bool) {
         for slot in 0..self.slab.len() {
-            let doomed = match &mut self.slab[slot] {
+            let doomed = match &self.slab[slot] {
                 Some((hash, value)) => (!keep(hash, value)).then_some(*hash),
                 None => None,
             };

@@ -39,7 +39,9 @@
 //! group joins after earlier groups left uncleanly. Data-path numbers are therefore asserted on
 //! the mock cluster; tansu tests stick to admin paths.
 
+mod real;
 mod tansu;
+mod transactions;
 
 use std::time::Duration;
 
@@ -54,7 +56,9 @@ use crate::ffi;
 use crate::kafka::{KafkaCluster, kafka_error};
 use crate::types::{Offset, TopicPartition};
 
+pub use real::{BOOTSTRAP_ENV, RealKafka, SCRIPT_ENV, ToolRow, TopicSpec, parse_group_tool_output};
 pub use tansu::Tansu;
+pub use transactions::TransactionalProducer;
 
 /// A record to produce in a test.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -153,6 +153,12 @@ pub enum GroupState {
     Dead,
     /// No members, offsets may remain.
     Empty,
+    /// KIP-848 (consumer protocol): the coordinator is computing a new target assignment after
+    /// members joined, left or changed their subscription.
+    Assigning,
+    /// KIP-848 (consumer protocol): members are moving to their target assignment (revoking
+    /// what they lose, then taking what they gain).
+    Reconciling,
 }
 
 impl GroupState {
@@ -161,6 +167,17 @@ impl GroupState {
         !matches!(
             self,
             GroupState::Empty | GroupState::Dead | GroupState::Unknown
+        )
+    }
+
+    /// Whether the group is moving partitions between members (either protocol's rebalance).
+    pub fn is_rebalancing(self) -> bool {
+        matches!(
+            self,
+            GroupState::PreparingRebalance
+                | GroupState::CompletingRebalance
+                | GroupState::Assigning
+                | GroupState::Reconciling
         )
     }
 }
@@ -174,8 +191,35 @@ impl fmt::Display for GroupState {
             GroupState::Stable => "Stable",
             GroupState::Dead => "Dead",
             GroupState::Empty => "Empty",
+            GroupState::Assigning => "Assigning",
+            GroupState::Reconciling => "Reconciling",
         };
         f.write_str(name)
+    }
+}
+
+/// Which rebalance protocol a group uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GroupType {
+    /// The broker did not say (brokers before Kafka 3.8, or a mock).
+    #[default]
+    Unknown,
+    /// The classic protocol: join/sync rounds, client-side assignment.
+    Classic,
+    /// KIP-848's consumer protocol (`group.protocol=consumer`): broker-side assignment,
+    /// incremental rebalances.
+    Consumer,
+}
+
+impl fmt::Display for GroupType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GroupType::Unknown => "unknown",
+            GroupType::Classic => "classic",
+            GroupType::Consumer => "consumer",
+        })
     }
 }
 
@@ -188,6 +232,9 @@ pub struct GroupListing {
     pub state: GroupState,
     /// A "simple" group: offsets committed without group membership (no subscription).
     pub is_simple: bool,
+    /// Its rebalance protocol.
+    #[serde(default)]
+    pub group_type: GroupType,
 }
 
 /// One member of a group.
@@ -203,6 +250,10 @@ pub struct GroupMember {
     pub instance_id: Option<String>,
     /// Partitions assigned to it.
     pub assignment: Vec<TopicPartition>,
+    /// KIP-848 groups: the partitions the coordinator wants it to own (`None` for classic
+    /// groups, where the broker does not know a target).
+    #[serde(default)]
+    pub target_assignment: Option<Vec<TopicPartition>>,
 }
 
 /// A group as the describe-groups call reports it.
@@ -212,6 +263,9 @@ pub struct GroupDescription {
     pub group: String,
     /// State.
     pub state: GroupState,
+    /// Its rebalance protocol.
+    #[serde(default)]
+    pub group_type: GroupType,
     /// The partition assignor in use.
     pub assignor: String,
     /// Coordinator broker id.
@@ -359,7 +413,29 @@ async fn discover_group_partitions<C: ClusterQuery + ?Sized>(
     }
 }
 
-/// A consumer group's lag, partition by partition, for every topic the group has committed on.
+/// The partitions `group`'s members own now, so a member that has not committed yet shows as
+/// "no committed offset" (as `kafka-consumer-groups --describe` prints `-`) instead of not at all.
+/// Empty where the broker cannot describe groups: the lag then covers committed topics only.
+async fn assigned_partitions<C: ClusterQuery + ?Sized>(
+    cluster: &C,
+    group: &str,
+) -> Vec<TopicPartition> {
+    match cluster.describe_groups(&[group.to_string()]).await {
+        Ok(described) => described
+            .into_iter()
+            .filter(|d| d.group == group && d.error.is_none())
+            .flat_map(|d| d.members)
+            .flat_map(|m| m.assignment)
+            .collect(),
+        Err(error) => {
+            tracing::debug!(%error, group, "cannot describe the group; lag covers committed partitions only");
+            Vec::new()
+        }
+    }
+}
+
+/// A consumer group's lag, partition by partition, for every topic the group has committed on
+/// and every partition its members own.
 ///
 /// Partitions whose watermarks or committed offset cannot be read (leader down, coordinator
 /// error) are reported with `unknown_reason` set and `lag: None`, never with a guessed number. An
@@ -370,7 +446,10 @@ pub async fn group_lag<C: ClusterQuery + ?Sized>(
     clock: &dyn Clock,
     options: LagOptions,
 ) -> Result<(GroupLag, Discovery), Error> {
-    let (committed, discovery) = discover_group_partitions(cluster, group).await?;
+    let (mut committed, discovery) = discover_group_partitions(cluster, group).await?;
+    for tp in assigned_partitions(cluster, group).await {
+        committed.entry(tp).or_insert(Ok(None));
+    }
     let partitions: Vec<TopicPartition> = committed.keys().cloned().collect();
     let marks: HashMap<TopicPartition, PartitionResult<Watermarks>> = if partitions.is_empty() {
         HashMap::new()
@@ -520,6 +599,73 @@ mod tests {
         }
     }
 
+    impl Mocks {
+        /// Mocks of a broker without DescribeGroups (as librdkafka's mock cluster).
+        fn cannot_describe() -> Self {
+            let mut m = Mocks::default();
+            m.groups.expect_describe_groups().returning(|_| {
+                Err(Error::Unsupported {
+                    operation: "describe consumer groups",
+                    reason: "no admin API".into(),
+                })
+            });
+            m
+        }
+    }
+
+    #[tokio::test]
+    async fn partitions_members_own_without_a_commit_are_listed_as_unknown() {
+        let mut m = Mocks::default();
+        m.groups.expect_group_offsets().returning(|_| {
+            Ok(BTreeMap::from([(
+                TopicPartition::new("orders", 0),
+                Ok(o(40)),
+            )]))
+        });
+        m.groups.expect_describe_groups().returning(|groups| {
+            Ok(vec![GroupDescription {
+                group: groups[0].clone(),
+                state: GroupState::Reconciling,
+                group_type: GroupType::Consumer,
+                assignor: "uniform".into(),
+                coordinator: Some(1),
+                members: vec![GroupMember {
+                    member_id: "m-1".into(),
+                    client_id: "billing".into(),
+                    host: "/10.0.0.1".into(),
+                    instance_id: None,
+                    assignment: vec![
+                        TopicPartition::new("orders", 0),
+                        TopicPartition::new("refunds", 2),
+                    ],
+                    target_assignment: Some(vec![TopicPartition::new("refunds", 2)]),
+                }],
+                error: None,
+            }])
+        });
+        m.metadata
+            .expect_metadata()
+            .returning(|_| Ok(metadata(vec![topic("orders", 1)])));
+        m.offsets
+            .expect_watermarks()
+            .returning(|p, _| Ok(marks_for(p)));
+        let (lag, _) = group_lag(&m, "g", &ManualClock::new(), LagOptions::default())
+            .await
+            .unwrap();
+        let rows: Vec<(String, Option<Offset>, Option<u64>)> = lag
+            .partitions
+            .iter()
+            .map(|r| (r.topic_partition().to_string(), r.committed, r.lag))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("orders/0".to_string(), Some(o(40)), Some(60)),
+                ("refunds/2".to_string(), None, None)
+            ]
+        );
+    }
+
     fn o(v: i64) -> Offset {
         Offset::new(v).unwrap()
     }
@@ -564,7 +710,7 @@ mod tests {
 
     #[tokio::test]
     async fn group_offsets_path_lists_every_partition_of_committed_topics() {
-        let mut m = Mocks::default();
+        let mut m = Mocks::cannot_describe();
         m.groups
             .expect_group_offsets()
             .with(eq("g"))
@@ -598,7 +744,7 @@ mod tests {
     #[tokio::test]
     async fn unsupported_or_empty_listing_falls_back_to_a_metadata_scan() {
         for unsupported in [true, false] {
-            let mut m = Mocks::default();
+            let mut m = Mocks::cannot_describe();
             m.groups.expect_group_offsets().returning(move |_| {
                 if unsupported {
                     Err(Error::Unsupported {
@@ -655,7 +801,7 @@ mod tests {
 
     #[tokio::test]
     async fn unreadable_partitions_are_reported_not_guessed() {
-        let mut m = Mocks::default();
+        let mut m = Mocks::cannot_describe();
         m.groups.expect_group_offsets().returning(|_| {
             Ok(BTreeMap::from([
                 (TopicPartition::new("down", 0), Ok(o(1))),
@@ -692,7 +838,7 @@ mod tests {
 
     #[tokio::test]
     async fn errors_other_than_unsupported_propagate() {
-        let mut m = Mocks::default();
+        let mut m = Mocks::cannot_describe();
         m.groups.expect_group_offsets().returning(|_| {
             Err(Error::Timeout {
                 operation: "list group offsets",
@@ -705,7 +851,7 @@ mod tests {
 
     #[tokio::test]
     async fn time_lag_from_record_timestamps() {
-        let mut m = Mocks::default();
+        let mut m = Mocks::cannot_describe();
         m.offsets
             .expect_record_timestamps()
             .withf(|positions| positions.len() == 1 && positions[0].1 == o(10))
@@ -739,18 +885,20 @@ mod tests {
 
     #[tokio::test]
     async fn all_groups_are_collected_in_name_order() {
-        let mut m = Mocks::default();
+        let mut m = Mocks::cannot_describe();
         m.groups.expect_list_groups().returning(|| {
             Ok(vec![
                 GroupListing {
                     group: "z".into(),
                     state: GroupState::Stable,
                     is_simple: false,
+                    group_type: GroupType::Classic,
                 },
                 GroupListing {
                     group: "a".into(),
                     state: GroupState::Empty,
                     is_simple: false,
+                    group_type: GroupType::Consumer,
                 },
             ])
         });

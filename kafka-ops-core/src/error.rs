@@ -267,6 +267,8 @@ impl KafkaCode {
     pub const REQUEST_TIMED_OUT: KafkaCode = KafkaCode(7);
     /// `MSG_SIZE_TOO_LARGE` (10).
     pub const MESSAGE_TOO_LARGE: KafkaCode = KafkaCode(10);
+    /// `COORDINATOR_LOAD_IN_PROGRESS` (14).
+    pub const COORDINATOR_LOAD_IN_PROGRESS: KafkaCode = KafkaCode(14);
     /// `COORDINATOR_NOT_AVAILABLE` (15).
     pub const COORDINATOR_NOT_AVAILABLE: KafkaCode = KafkaCode(15);
     /// `NOT_COORDINATOR` (16).

@@ -27,7 +27,8 @@ use rdkafka::bindings as rd;
 use rdkafka::client::Client;
 
 use crate::cluster::{
-    GroupDescription, GroupListing, GroupMember, GroupState, PartitionError, PartitionResults,
+    GroupDescription, GroupListing, GroupMember, GroupState, GroupType, PartitionError,
+    PartitionResults,
 };
 use crate::error::{Error, KafkaCode};
 use crate::types::{IsolationLevel, ListedOffset, Offset, OffsetSpec, Timestamp, TopicPartition};
@@ -509,6 +510,15 @@ fn group_state(state: rd::rd_kafka_consumer_group_state_t) -> GroupState {
     }
 }
 
+fn group_type(group_type: rd::rd_kafka_consumer_group_type_t) -> GroupType {
+    use rd::rd_kafka_consumer_group_type_t as T;
+    match group_type {
+        T::RD_KAFKA_CONSUMER_GROUP_TYPE_CLASSIC => GroupType::Classic,
+        T::RD_KAFKA_CONSUMER_GROUP_TYPE_CONSUMER => GroupType::Consumer,
+        _ => GroupType::Unknown,
+    }
+}
+
 /// Group listings, and the errors of brokers that could not list theirs.
 pub(crate) type GroupListings = (Vec<GroupListing>, Vec<(KafkaCode, String)>);
 
@@ -539,17 +549,19 @@ pub(crate) fn list_consumer_groups<C: ClientContext>(
     let mut listings = Vec::with_capacity(valid.len());
     for listing in valid {
         // SAFETY: each listing is valid while `event` lives.
-        let (group, state, simple) = unsafe {
+        let (group, state, simple, kind) = unsafe {
             (
                 opt_string(rd::rd_kafka_ConsumerGroupListing_group_id(*listing)),
                 rd::rd_kafka_ConsumerGroupListing_state(*listing),
                 rd::rd_kafka_ConsumerGroupListing_is_simple_consumer_group(*listing),
+                rd::rd_kafka_ConsumerGroupListing_type(*listing),
             )
         };
         listings.push(GroupListing {
             group: group.unwrap_or_default(),
             state: group_state(state),
             is_simple: simple != 0,
+            group_type: group_type(kind),
         });
     }
     let mut count = 0usize;
@@ -564,12 +576,19 @@ pub(crate) fn list_consumer_groups<C: ClientContext>(
     Ok((listings, errors))
 }
 
-/// `DescribeGroups` for the named groups.
+/// A group description with its coordinator's advertised address.
+pub(crate) struct DescribedGroup {
+    pub(crate) description: GroupDescription,
+    pub(crate) coordinator_address: Option<(String, u16)>,
+}
+
+/// `DescribeGroups` (or ConsumerGroupDescribe, which librdkafka tries first) for the named
+/// groups.
 pub(crate) fn describe_consumer_groups<C: ClientContext>(
     client: &Client<C>,
     groups: &[String],
     timeout: Duration,
-) -> Result<Vec<GroupDescription>, Error> {
+) -> Result<Vec<DescribedGroup>, Error> {
     if groups.is_empty() {
         return Ok(Vec::new());
     }
@@ -626,6 +645,13 @@ pub(crate) fn describe_consumer_groups<C: ClientContext>(
                 } else {
                     rd::rd_kafka_MemberAssignment_partitions(assignment)
                 };
+                let target = rd::rd_kafka_MemberDescription_target_assignment(member);
+                let target = (!target.is_null()).then(|| {
+                    read_partition_list(rd::rd_kafka_MemberAssignment_partitions(target))
+                        .into_iter()
+                        .map(|p| p.tp)
+                        .collect()
+                });
                 members.push(GroupMember {
                     member_id: opt_string(rd::rd_kafka_MemberDescription_consumer_id(member))
                         .unwrap_or_default(),
@@ -640,12 +666,21 @@ pub(crate) fn describe_consumer_groups<C: ClientContext>(
                         .into_iter()
                         .map(|p| p.tp)
                         .collect(),
+                    target_assignment: target,
                 });
             }
-            GroupDescription {
+            let coordinator_address = (!coordinator.is_null())
+                .then(|| {
+                    let host = opt_string(rd::rd_kafka_Node_host(coordinator))?;
+                    let port = rd::rd_kafka_Node_port(coordinator);
+                    Some((host, port))
+                })
+                .flatten();
+            let description = GroupDescription {
                 group: opt_string(rd::rd_kafka_ConsumerGroupDescription_group_id(description))
                     .unwrap_or_default(),
                 state: group_state(rd::rd_kafka_ConsumerGroupDescription_state(description)),
+                group_type: group_type(rd::rd_kafka_ConsumerGroupDescription_type(description)),
                 assignor: opt_string(rd::rd_kafka_ConsumerGroupDescription_partition_assignor(
                     description,
                 ))
@@ -658,6 +693,10 @@ pub(crate) fn describe_consumer_groups<C: ClientContext>(
                         reason,
                     },
                 ),
+            };
+            DescribedGroup {
+                description,
+                coordinator_address,
             }
         };
         out.push(parsed);

@@ -12,12 +12,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
 
 use crate::cluster::{
-    BrokerInfo, ClusterMetadata, GroupDescription, GroupListing, GroupQuery, MetadataQuery,
-    OffsetQuery, PartitionError, PartitionInfo, PartitionResult, PartitionResults, TopicInfo,
+    BrokerInfo, ClusterMetadata, GroupDescription, GroupListing, GroupQuery, GroupState, GroupType,
+    MetadataQuery, OffsetQuery, PartitionError, PartitionInfo, PartitionResult, PartitionResults,
+    TopicInfo,
 };
 use crate::error::{Error, KafkaCode};
 use crate::ffi;
-use crate::kafka::{client_config, kafka_error, redacted_config};
+use crate::kafka::{client_config, group_state, kafka_error, redacted_config};
 use crate::types::{
     IsolationLevel, ListedOffset, Offset, OffsetSpec, Timestamp, TopicPartition, Watermarks,
 };
@@ -572,6 +573,79 @@ fn read_timestamps(
         .collect())
 }
 
+/// Per-group errors that go away on their own: the coordinator is moving or loading (after a
+/// broker restart, for instance). librdkafka returns them as they are; they are retried here
+/// within the request bound.
+fn is_coordinator_moving(error: &PartitionError) -> bool {
+    error.code.is_some_and(|code| {
+        [
+            KafkaCode::NOT_COORDINATOR,
+            KafkaCode::COORDINATOR_NOT_AVAILABLE,
+            KafkaCode::COORDINATOR_LOAD_IN_PROGRESS,
+        ]
+        .contains(&code)
+    })
+}
+
+/// Describes `groups`, retrying groups whose coordinator is moving, and gives KIP-848 groups
+/// the state librdkafka cannot name (see [`group_state`](crate::kafka::group_state)).
+fn describe_groups(inner: &Inner<'_>, groups: &[String]) -> Result<Vec<GroupDescription>, Error> {
+    let deadline = Instant::now() + inner.timeout;
+    let mut answers: BTreeMap<String, ffi::DescribedGroup> = BTreeMap::new();
+    let mut asking: Vec<String> = unique(groups.iter().cloned());
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let described = ffi::describe_consumer_groups(
+            inner.admin.inner(),
+            &asking,
+            remaining.max(Duration::from_millis(100)),
+        )?;
+        asking.clear();
+        for group in described {
+            let retry = group
+                .description
+                .error
+                .as_ref()
+                .is_some_and(is_coordinator_moving);
+            if retry {
+                asking.push(group.description.group.clone());
+            }
+            answers.insert(group.description.group.clone(), group);
+        }
+        if asking.is_empty() || Instant::now() + Duration::from_millis(200) >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let plaintext = group_state::is_plaintext(inner.config.get("security.protocol"));
+    Ok(groups
+        .iter()
+        .filter_map(|name| answers.remove(name))
+        .map(|described| {
+            let mut description = described.description;
+            if description.state == GroupState::Unknown
+                && description.group_type == GroupType::Consumer
+                && description.error.is_none()
+            {
+                let coordinator = described
+                    .coordinator_address
+                    .as_ref()
+                    .map(|(host, port)| (host.as_str(), *port));
+                let (state, source) = group_state::resolve(
+                    &description.group,
+                    coordinator,
+                    plaintext,
+                    &description.members,
+                    inner.timeout.min(Duration::from_secs(5)),
+                );
+                tracing::debug!(group = %description.group, %state, ?source, "consumer-protocol group state");
+                description.state = state;
+            }
+            description
+        })
+        .collect())
+}
+
 #[async_trait]
 impl GroupQuery for KafkaCluster {
     async fn list_groups(&self) -> Result<Vec<GroupListing>, Error> {
@@ -594,6 +668,24 @@ impl GroupQuery for KafkaCluster {
             }
             let mut listings = listings;
             listings.sort_by(|a, b| a.group.cmp(&b.group));
+            // librdkafka lists KIP-848 groups that are assigning or reconciling as unknown:
+            // describe those to name their state.
+            let unnamed: Vec<String> = listings
+                .iter()
+                .filter(|l| l.state == GroupState::Unknown && l.group_type == GroupType::Consumer)
+                .map(|l| l.group.clone())
+                .collect();
+            if !unnamed.is_empty() {
+                let states: HashMap<String, GroupState> = describe_groups(inner, &unnamed)?
+                    .into_iter()
+                    .map(|d| (d.group, d.state))
+                    .collect();
+                for listing in &mut listings {
+                    if let Some(state) = states.get(&listing.group) {
+                        listing.state = *state;
+                    }
+                }
+            }
             Ok(listings)
         })
         .await
@@ -601,10 +693,8 @@ impl GroupQuery for KafkaCluster {
 
     async fn describe_groups(&self, groups: &[String]) -> Result<Vec<GroupDescription>, Error> {
         let groups = groups.to_vec();
-        self.blocking(move |inner| {
-            ffi::describe_consumer_groups(inner.admin.inner(), &groups, inner.timeout)
-        })
-        .await
+        self.blocking(move |inner| describe_groups(inner, &groups))
+            .await
     }
 
     async fn group_offsets(

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod driver;
+mod group_state;
 
 use std::collections::BTreeMap;
 

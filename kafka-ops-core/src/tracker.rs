@@ -168,6 +168,23 @@ impl OffsetTracker {
         }
     }
 
+    /// Moves `partition` past offsets that hold no record for the consumer — transaction
+    /// markers, and aborted records under `read_committed` — once the consumer's `position`
+    /// (the offset after the last record or marker it handed over) is past them. Without this a
+    /// consumer that read everything before a transaction's commit marker commits the marker's
+    /// offset and shows a lag of 1 for as long as no record follows.
+    ///
+    /// Every record below `position` must have been [tracked](Self::track): the position then
+    /// only adds offsets without records, and the partition's safe offset reaches it once every
+    /// tracked record is done. A lower position changes nothing.
+    pub fn observe_position(&mut self, partition: &TopicPartition, position: Offset) {
+        let state = self.partitions.entry(partition.clone()).or_default();
+        let position = position.get();
+        if state.next.is_none_or(|next| position > next) {
+            state.next = Some(position);
+        }
+    }
+
     /// Records still running (or failed) in `partition`.
     pub fn in_flight(&self, partition: &TopicPartition) -> usize {
         self.partitions.get(partition).map_or(0, |s| s.unfinished)
@@ -202,6 +219,42 @@ impl OffsetTracker {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_position_past_markers_is_committed_once_every_record_is_done() {
+        let tp = TopicPartition::new("t", 0);
+        let mut tracker = OffsetTracker::new();
+        for offset in 0..5 {
+            tracker.track(&tp, o(offset)).unwrap();
+        }
+        // The consumer handed over records 0..=4 and the commit marker at 5.
+        tracker.observe_position(&tp, o(6));
+        assert_eq!(tracker.safe_offset(&tp), Some(o(0)));
+        for offset in [4, 0, 1, 2] {
+            tracker.complete(&tp, o(offset));
+        }
+        assert_eq!(tracker.safe_offset(&tp), Some(o(3)));
+        tracker.complete(&tp, o(3));
+        assert_eq!(tracker.safe_offset(&tp), Some(o(6)));
+        assert_eq!(tracker.commit_candidates(), [(tp.clone(), o(6))]);
+        // A lower or equal position changes nothing; the next record comes after the marker.
+        tracker.observe_position(&tp, o(2));
+        assert_eq!(tracker.safe_offset(&tp), Some(o(6)));
+        assert!(tracker.track(&tp, o(5)).is_err());
+        tracker.track(&tp, o(6)).unwrap();
+        assert_eq!(tracker.safe_offset(&tp), Some(o(6)));
+    }
+
+    #[test]
+    fn a_position_alone_makes_a_partition_committable() {
+        // A partition whose consumer only passed markers since its assignment.
+        let tp = TopicPartition::new("t", 1);
+        let mut tracker = OffsetTracker::new();
+        tracker.observe_position(&tp, o(9));
+        assert_eq!(tracker.commit_candidates(), [(tp.clone(), o(9))]);
+        tracker.mark_committed(&tp, o(9));
+        assert!(tracker.commit_candidates().is_empty());
+    }
 
     fn o(v: i64) -> Offset {
         Offset::new(v).unwrap()

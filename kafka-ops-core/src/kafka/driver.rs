@@ -919,6 +919,7 @@ impl<H: Handler> RunLoop<'_, H> {
             };
             self.set_paused(self.control().user_paused.load(AtomicOrdering::SeqCst));
             if self.last_commit.elapsed() >= self.config().commit_interval {
+                self.observe_positions();
                 // Failures are counted and logged inside; the next interval retries.
                 let _ = self.shared.commit(self.consumer.as_ref(), None);
                 self.last_commit = Instant::now();
@@ -933,6 +934,29 @@ impl<H: Handler> RunLoop<'_, H> {
                         .min(self.config().poll_timeout)
                 });
                 self.shared.wait_for_event(wait);
+            }
+        }
+    }
+
+    /// Lets the tracker step over transaction markers (and records aborted under
+    /// `read_committed`): librdkafka hides them but moves the consumer's position past them.
+    /// Only called from the running loop, where every record taken from librdkafka has been
+    /// tracked, so a position never skips a record that is not done.
+    fn observe_positions(&self) {
+        let positions = match self.consumer.position() {
+            Ok(positions) => positions,
+            Err(error) => {
+                tracing::debug!(%error, "could not read the consumer's positions");
+                return;
+            }
+        };
+        let mut state = lock(&self.shared.state);
+        for element in positions.elements() {
+            if let rdkafka::Offset::Offset(position) = element.offset()
+                && let Ok(position) = Offset::new(position)
+            {
+                let tp = TopicPartition::new(element.topic(), element.partition());
+                state.tracker.observe_position(&tp, position);
             }
         }
     }

@@ -67,7 +67,7 @@ fn main() {
     let checker = HealthChecker::new()
         .with_default_timeout(Duration::from_secs(30))
         .probe(BrokerConnectivityProbe::new(cluster.clone()).expect_brokers(3))
-        .probe(ControllerProbe::new(cluster.clone()))
+        .probe(ControllerProbe::new(cluster.clone()).with_configs(cluster.clone()))
         .probe(PartitionsProbe::new(cluster.clone()))
         .probe(
             RequiredTopicsProbe::new(cluster.clone())

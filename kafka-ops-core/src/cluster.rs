@@ -337,6 +337,25 @@ pub trait GroupQuery: Send + Sync {
     ) -> Result<BTreeMap<TopicPartition, PartitionResult<Offset>>, Error>;
 }
 
+/// A resource's configuration: every entry the broker returns, by name (a sensitive entry's
+/// value is absent: brokers never send it).
+pub type ConfigEntries = BTreeMap<String, Option<String>>;
+
+/// Resource configuration (DescribeConfigs; librdkafka's mock cluster does not serve it).
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait ConfigQuery: Send + Sync {
+    /// The configuration of each topic (`min.insync.replicas`, `cleanup.policy`, ...), defaults
+    /// resolved. Each topic gets its own result.
+    async fn topic_configs(
+        &self,
+        topics: &[String],
+    ) -> Result<Vec<(String, Result<ConfigEntries, PartitionError>)>, Error>;
+
+    /// The configuration of broker `id` (`process.roles`, `controller.quorum.voters`, ...).
+    async fn broker_config(&self, id: i32) -> Result<ConfigEntries, Error>;
+}
+
 /// Everything the lag collector needs.
 pub trait ClusterQuery: MetadataQuery + OffsetQuery + GroupQuery {}
 impl<T: MetadataQuery + OffsetQuery + GroupQuery + ?Sized> ClusterQuery for T {}

@@ -1,11 +1,16 @@
 //! The rolling-restart gate: may this broker be stopped now?
+//!
+//! [`safe_to_restart`] reads what it needs from the cluster — the metadata, every topic's
+//! `min.insync.replicas` and the [control plane](crate::control_plane) — and [`evaluate`]
+//! judges it, purely, so every rule is tested exactly.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use kafka_ops_core::cluster::MetadataQuery;
+use kafka_ops_core::cluster::{ClusterMetadata, ConfigQuery, MetadataQuery};
 use serde::{Deserialize, Serialize};
 
+use crate::control_plane::ControlPlane;
 use crate::error::HealthError;
 use crate::probes::cluster::is_offline;
 
@@ -22,10 +27,19 @@ pub enum RestartRefusal {
         /// The brokers it does list.
         listed: Vec<i32>,
     },
-    /// The broker is the controller: move the controller first.
+    /// ZooKeeper mode: the broker is the controller; move the controller first.
     IsController,
-    /// The metadata names no controller that is a listed broker, so it cannot be ruled out.
+    /// ZooKeeper mode (or a cluster whose mode cannot be read): the metadata names no
+    /// controller that is a listed broker, so it cannot be ruled out.
     ControllerUnknown,
+    /// KRaft in combined mode: the node is a controller voter, and without it the voters that
+    /// are up would not be a majority.
+    QuorumAtRisk {
+        /// Every voter.
+        voters: Vec<i32>,
+        /// The voters up now.
+        up: Vec<i32>,
+    },
     /// Partitions are under-replicated somewhere in the cluster.
     UnderReplicated {
         /// How many.
@@ -43,7 +57,8 @@ pub enum RestartRefusal {
     /// Partitions whose in-sync replicas other than this broker are too few to carry on
     /// without it.
     NoInSyncReplicaElsewhere {
-        /// In-sync replicas needed elsewhere (1, or `min.insync.replicas`).
+        /// In-sync replicas needed elsewhere (the highest `min.insync.replicas` among the
+        /// partitions listed, at least 1).
         required: usize,
         /// How many partitions fall short.
         count: usize,
@@ -64,6 +79,11 @@ impl fmt::Display for RestartRefusal {
             RestartRefusal::ControllerUnknown => {
                 f.write_str("no known controller, so the broker may be it")
             }
+            RestartRefusal::QuorumAtRisk { voters, up } => write!(
+                f,
+                "the broker is a KRaft controller voter and only voters {up:?} of {voters:?} are up: \
+                 without it the quorum loses its majority"
+            ),
             RestartRefusal::UnderReplicated { count, examples } => write!(
                 f,
                 "{count} under-replicated partitions in the cluster: {}",
@@ -98,13 +118,15 @@ pub struct RestartVerdict {
     pub leads: usize,
     /// Partitions whose in-sync replica set includes it.
     pub in_sync_for: usize,
+    /// How the cluster is controlled, as it reported.
+    pub control_plane: ControlPlane,
 }
 
 /// Options for [`safe_to_restart`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RestartGateOptions {
-    /// The topics' `min.insync.replicas`, when known: every partition must keep at least this
-    /// many in-sync replicas without the broker (otherwise at least one).
+    /// Overrides every topic's `min.insync.replicas`, which is otherwise read from the topic
+    /// configuration (and taken as 1 where the broker cannot describe configurations).
     pub min_insync_replicas: Option<usize>,
 }
 
@@ -113,15 +135,63 @@ fn examples(names: &[String]) -> Vec<String> {
 }
 
 /// The maintenance runbook's checklist before stopping `broker`: no under-replicated or offline
-/// partitions in the cluster, the broker is not the controller, and every partition whose ISR
-/// includes it keeps enough in-sync replicas elsewhere (one, or `min.insync.replicas`). The
-/// verdict lists every reason it refuses, not just the first.
-pub async fn safe_to_restart(
-    cluster: &dyn MetadataQuery,
+/// partitions in the cluster; the control plane keeps working without it (KRaft: the voters
+/// left up are a majority; ZooKeeper: it is not the controller); and every partition whose ISR
+/// includes it keeps at least its topic's `min.insync.replicas` in-sync replicas elsewhere (so
+/// `acks=all` producers are not refused). The verdict lists every reason it refuses.
+pub async fn safe_to_restart<C>(
+    cluster: &C,
     broker: i32,
     options: RestartGateOptions,
-) -> Result<RestartVerdict, HealthError> {
+) -> Result<RestartVerdict, HealthError>
+where
+    C: MetadataQuery + ConfigQuery + ?Sized,
+{
     let metadata = cluster.metadata(&[]).await?;
+    let control = ControlPlane::discover(cluster, &metadata).await;
+    let min_insync = if options.min_insync_replicas.is_some() {
+        BTreeMap::new()
+    } else {
+        topic_min_insync_replicas(cluster, &metadata).await
+    };
+    Ok(evaluate(&metadata, &control, &min_insync, broker, options))
+}
+
+/// Every topic's `min.insync.replicas`, in one DescribeConfigs request; empty where the broker
+/// cannot answer.
+pub async fn topic_min_insync_replicas(
+    cluster: &(impl ConfigQuery + ?Sized),
+    metadata: &ClusterMetadata,
+) -> BTreeMap<String, usize> {
+    let topics: Vec<String> = metadata
+        .topics
+        .iter()
+        .filter(|t| t.error.is_none())
+        .map(|t| t.name.to_string())
+        .collect();
+    match cluster.topic_configs(&topics).await {
+        Ok(configs) => configs
+            .into_iter()
+            .filter_map(|(topic, entries)| {
+                let value = entries.ok()?.get("min.insync.replicas")?.clone()?;
+                Some((topic, value.trim().parse().ok()?))
+            })
+            .collect(),
+        Err(error) => {
+            tracing::debug!(%error, "cannot read topic configurations; min.insync.replicas taken as 1");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// The gate's rules over what [`safe_to_restart`] read (see there).
+pub fn evaluate(
+    metadata: &ClusterMetadata,
+    control: &ControlPlane,
+    min_insync_replicas: &BTreeMap<String, usize>,
+    broker: i32,
+    options: RestartGateOptions,
+) -> RestartVerdict {
     let brokers: BTreeSet<i32> = metadata.brokers.iter().map(|b| b.id).collect();
     let mut refusals = Vec::new();
     if !brokers.contains(&broker) {
@@ -129,15 +199,33 @@ pub async fn safe_to_restart(
             listed: brokers.iter().copied().collect(),
         });
     }
-    match metadata.controller {
-        Some(id) if id == broker => refusals.push(RestartRefusal::IsController),
-        Some(id) if brokers.contains(&id) => {}
-        _ => refusals.push(RestartRefusal::ControllerUnknown),
+    match control {
+        // The metadata's controller is a random live broker in KRaft: only the quorum counts.
+        ControlPlane::KRaft { .. } => {
+            if let Some(quorum) = control.quorum(metadata)
+                && quorum.voters.contains(&broker)
+                && !quorum.survives_stopping(broker)
+            {
+                refusals.push(RestartRefusal::QuorumAtRisk {
+                    voters: quorum.voters,
+                    up: quorum.up,
+                });
+            }
+        }
+        ControlPlane::ZooKeeper | ControlPlane::Unknown => match metadata.controller {
+            Some(id) if id == broker => refusals.push(RestartRefusal::IsController),
+            Some(id) if brokers.contains(&id) => {}
+            _ => refusals.push(RestartRefusal::ControllerUnknown),
+        },
     }
-    let required = options.min_insync_replicas.unwrap_or(1).max(1);
     let (mut under, mut offline, mut short) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut leads, mut in_sync_for) = (0, 0);
+    let (mut leads, mut in_sync_for, mut required_max) = (0, 0, 1);
     for topic in metadata.topics.iter().filter(|t| t.error.is_none()) {
+        let required = options
+            .min_insync_replicas
+            .or_else(|| min_insync_replicas.get(&*topic.name).copied())
+            .unwrap_or(1)
+            .max(1);
         for partition in &topic.partitions {
             let name = format!("{}/{}", topic.name, partition.id);
             if is_offline(partition, &brokers) {
@@ -153,6 +241,7 @@ pub async fn safe_to_restart(
                 let elsewhere = partition.isr.iter().filter(|id| **id != broker).count();
                 if elsewhere < required {
                     short.push(name);
+                    required_max = required_max.max(required);
                 }
             }
         }
@@ -171,25 +260,29 @@ pub async fn safe_to_restart(
     }
     if !short.is_empty() {
         refusals.push(RestartRefusal::NoInSyncReplicaElsewhere {
-            required,
+            required: required_max,
             count: short.len(),
             examples: examples(&short),
         });
     }
-    Ok(RestartVerdict {
+    RestartVerdict {
         broker,
         safe: refusals.is_empty(),
         refusals,
         leads,
         in_sync_for,
-    })
+        control_plane: control.clone(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_trait::async_trait;
+    use kafka_ops_core::Error;
     use kafka_ops_core::cluster::{
-        BrokerInfo, ClusterMetadata, MockMetadataQuery, PartitionInfo, TopicInfo,
+        BrokerInfo, ConfigEntries, MockConfigQuery, MockMetadataQuery, PartitionError,
+        PartitionInfo, TopicInfo,
     };
 
     fn broker(id: i32) -> BrokerInfo {
@@ -210,41 +303,64 @@ mod tests {
         }
     }
 
-    fn cluster(controller: Option<i32>, partitions: Vec<PartitionInfo>) -> MockMetadataQuery {
-        let metadata = ClusterMetadata {
-            brokers: vec![broker(1), broker(2), broker(3)],
+    fn metadata_with(
+        brokers: &[i32],
+        controller: Option<i32>,
+        partitions: Vec<PartitionInfo>,
+    ) -> ClusterMetadata {
+        ClusterMetadata {
+            brokers: brokers.iter().map(|id| broker(*id)).collect(),
             controller,
             topics: vec![TopicInfo {
                 name: "orders".into(),
                 partitions,
                 error: None,
             }],
-        };
-        let mut mock = MockMetadataQuery::new();
-        mock.expect_metadata()
-            .returning(move |_| Ok(metadata.clone()));
-        mock
+        }
     }
 
-    #[tokio::test]
-    async fn a_healthy_follower_may_restart() {
-        let mock = cluster(
+    fn metadata(controller: Option<i32>, partitions: Vec<PartitionInfo>) -> ClusterMetadata {
+        metadata_with(&[1, 2, 3], controller, partitions)
+    }
+
+    fn zk() -> ControlPlane {
+        ControlPlane::ZooKeeper
+    }
+
+    fn kraft() -> ControlPlane {
+        ControlPlane::KRaft {
+            voters: Some(vec![1, 2, 3]),
+            combined: true,
+        }
+    }
+
+    fn judge(metadata: &ClusterMetadata, control: &ControlPlane, broker: i32) -> RestartVerdict {
+        evaluate(
+            metadata,
+            control,
+            &BTreeMap::new(),
+            broker,
+            RestartGateOptions::default(),
+        )
+    }
+
+    #[test]
+    fn a_healthy_follower_may_restart() {
+        let metadata = metadata(
             Some(3),
             vec![
                 partition(0, 1, &[1, 2, 3], &[1, 2, 3]),
                 partition(1, 2, &[2, 3, 1], &[2, 3, 1]),
             ],
         );
-        let verdict = safe_to_restart(&mock, 1, RestartGateOptions::default())
-            .await
-            .unwrap();
+        let verdict = judge(&metadata, &zk(), 1);
         assert!(verdict.safe, "{verdict:?}");
         assert_eq!((verdict.leads, verdict.in_sync_for), (1, 2));
     }
 
-    #[tokio::test]
-    async fn every_reason_is_listed() {
-        let mock = cluster(
+    #[test]
+    fn every_reason_is_listed() {
+        let metadata = metadata(
             Some(1),
             vec![
                 // Led by 1 with no other in-sync replica.
@@ -253,9 +369,7 @@ mod tests {
                 partition(1, 9, &[9, 2], &[9, 2]),
             ],
         );
-        let verdict = safe_to_restart(&mock, 1, RestartGateOptions::default())
-            .await
-            .unwrap();
+        let verdict = judge(&metadata, &zk(), 1);
         assert!(!verdict.safe);
         assert_eq!(
             verdict.refusals,
@@ -278,41 +392,50 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn min_insync_replicas_raises_the_bar() {
-        let partitions = vec![partition(0, 1, &[1, 2, 3], &[1, 2, 3])];
-        let lenient = safe_to_restart(
-            &cluster(Some(2), partitions.clone()),
+    #[test]
+    fn min_insync_replicas_raises_the_bar_per_topic_or_for_all() {
+        let metadata = metadata(Some(2), vec![partition(0, 1, &[1, 2, 3], &[1, 2, 3])]);
+        assert!(judge(&metadata, &zk(), 1).safe);
+        let from_config = BTreeMap::from([("orders".to_string(), 3)]);
+        let strict = evaluate(
+            &metadata,
+            &zk(),
+            &from_config,
             1,
             RestartGateOptions::default(),
-        )
-        .await
-        .unwrap();
-        assert!(lenient.safe);
-        let strict = safe_to_restart(
-            &cluster(Some(2), partitions),
+        );
+        let expected = vec![RestartRefusal::NoInSyncReplicaElsewhere {
+            required: 3,
+            count: 1,
+            examples: vec!["orders/0".into()],
+        }];
+        assert_eq!(strict.refusals, expected);
+        let overridden = evaluate(
+            &metadata,
+            &zk(),
+            &BTreeMap::new(),
             1,
             RestartGateOptions {
                 min_insync_replicas: Some(3),
             },
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            strict.refusals,
-            vec![RestartRefusal::NoInSyncReplicaElsewhere {
-                required: 3,
-                count: 1,
-                examples: vec!["orders/0".into()]
-            }]
         );
+        assert_eq!(overridden.refusals, expected);
+        // The override wins over the topic's own setting.
+        let lenient = evaluate(
+            &metadata,
+            &zk(),
+            &from_config,
+            1,
+            RestartGateOptions {
+                min_insync_replicas: Some(2),
+            },
+        );
+        assert!(lenient.safe, "{lenient:?}");
     }
 
-    #[tokio::test]
-    async fn unknown_brokers_and_controllers_are_refused() {
-        let verdict = safe_to_restart(&cluster(None, vec![]), 7, RestartGateOptions::default())
-            .await
-            .unwrap();
+    #[test]
+    fn unknown_brokers_and_controllers_are_refused() {
+        let verdict = judge(&metadata(None, vec![]), &ControlPlane::Unknown, 7);
         assert_eq!(
             verdict.refusals,
             vec![
@@ -323,5 +446,115 @@ mod tests {
             ]
         );
         assert!(verdict.refusals[0].to_string().contains("[1, 2, 3]"));
+    }
+
+    #[test]
+    fn in_kraft_the_metadata_controller_is_not_judged_but_the_quorum_is() {
+        // KRaft brokers name a random live broker as "controller": no refusal for it.
+        let all_up = metadata(Some(1), vec![partition(0, 2, &[1, 2, 3], &[1, 2, 3])]);
+        let verdict = judge(&all_up, &kraft(), 1);
+        assert!(verdict.safe, "{verdict:?}");
+        assert_eq!(verdict.control_plane, kraft());
+        // A controller naming no listed broker is no reason either.
+        assert!(judge(&metadata(None, vec![]), &kraft(), 2).safe);
+        // Voter 3 is down already: stopping voter 1 would leave one of three.
+        let one_down = metadata_with(&[1, 2], Some(2), vec![]);
+        assert_eq!(
+            judge(&one_down, &kraft(), 1).refusals,
+            vec![RestartRefusal::QuorumAtRisk {
+                voters: vec![1, 2, 3],
+                up: vec![1, 2]
+            }]
+        );
+        // A broker that is not a voter never endangers the quorum.
+        let five = metadata_with(&[1, 2, 4], Some(2), vec![]);
+        assert!(judge(&five, &kraft(), 4).safe);
+    }
+
+    /// A cluster answering metadata and configuration queries from mocks.
+    struct Cluster {
+        metadata: MockMetadataQuery,
+        configs: MockConfigQuery,
+    }
+
+    #[async_trait]
+    impl MetadataQuery for Cluster {
+        async fn metadata(&self, topics: &[String]) -> Result<ClusterMetadata, Error> {
+            self.metadata.metadata(topics).await
+        }
+    }
+
+    #[async_trait]
+    impl ConfigQuery for Cluster {
+        async fn topic_configs(
+            &self,
+            topics: &[String],
+        ) -> Result<Vec<(String, Result<ConfigEntries, PartitionError>)>, Error> {
+            self.configs.topic_configs(topics).await
+        }
+        async fn broker_config(&self, id: i32) -> Result<ConfigEntries, Error> {
+            self.configs.broker_config(id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_gate_reads_min_insync_replicas_and_the_mode_from_the_cluster() {
+        let mut cluster = Cluster {
+            metadata: MockMetadataQuery::new(),
+            configs: MockConfigQuery::new(),
+        };
+        // Node 3 is down: orders/0 has ISR {1, 2} = min.insync.replicas.
+        let metadata = metadata_with(&[1, 2], Some(2), vec![partition(0, 1, &[1, 2, 3], &[1, 2])]);
+        cluster
+            .metadata
+            .expect_metadata()
+            .returning(move |_| Ok(metadata.clone()));
+        cluster
+            .configs
+            .expect_broker_config()
+            .withf(|id| *id == 1)
+            .returning(|_| {
+                Ok(ConfigEntries::from([
+                    ("process.roles".into(), Some("broker,controller".into())),
+                    (
+                        "controller.quorum.voters".into(),
+                        Some("1@a:1,2@b:1,3@c:1".into()),
+                    ),
+                ]))
+            });
+        cluster
+            .configs
+            .expect_topic_configs()
+            .withf(|topics| topics == ["orders".to_string()])
+            .returning(|topics| {
+                Ok(vec![(
+                    topics[0].clone(),
+                    Ok(ConfigEntries::from([(
+                        "min.insync.replicas".into(),
+                        Some("2".into()),
+                    )])),
+                )])
+            });
+        let verdict = safe_to_restart(&cluster, 2, RestartGateOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            verdict.refusals,
+            vec![
+                RestartRefusal::QuorumAtRisk {
+                    voters: vec![1, 2, 3],
+                    up: vec![1, 2]
+                },
+                RestartRefusal::UnderReplicated {
+                    count: 1,
+                    examples: vec!["orders/0".into()]
+                },
+                RestartRefusal::NoInSyncReplicaElsewhere {
+                    required: 2,
+                    count: 1,
+                    examples: vec!["orders/0".into()]
+                },
+            ]
+        );
     }
 }

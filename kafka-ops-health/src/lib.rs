@@ -65,6 +65,7 @@
 //! ```
 
 pub mod checker;
+pub mod control_plane;
 pub mod error;
 pub mod gate;
 #[cfg(feature = "http")]
@@ -73,6 +74,7 @@ pub mod model;
 pub mod probes;
 
 pub use checker::{CachedHealth, HealthChecker};
+pub use control_plane::{ControlPlane, Quorum};
 pub use error::HealthError;
 pub use gate::{RestartGateOptions, RestartRefusal, RestartVerdict, safe_to_restart};
 pub use model::{Check, HealthProbe, HealthReport, ProbeKind, ProbeReport, Severity, Status};

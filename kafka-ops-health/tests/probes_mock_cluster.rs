@@ -119,7 +119,7 @@ async fn a_slow_broker_times_the_probe_out() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mock_cluster_reports_no_real_controller() {
     // librdkafka's mock cluster answers controller id 0, which names none of its brokers
-    // (1..=n); the healthy path is tested on tansu.
+    // (1..=n); the healthy path is tested on the real cluster (real_kafka.rs).
     let kafka = MockKafka::start(3).unwrap();
     let check = ControllerProbe::new(cluster(&kafka)).check().await.unwrap();
     assert_eq!(check.status, Status::Unhealthy);

@@ -650,7 +650,8 @@ mod health {
                         }
                         checker.probe(probe)
                     }
-                    "controller" => checker.probe(ControllerProbe::new(cluster.clone())),
+                    "controller" => checker
+                        .probe(ControllerProbe::new(cluster.clone()).with_configs(cluster.clone())),
                     "partitions" => checker.probe(PartitionsProbe::new(cluster.clone())),
                     "required_topics" => {
                         let mut probe = RequiredTopicsProbe::new(cluster.clone());

@@ -441,7 +441,9 @@ impl OffsetOps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_ops_core::cluster::{GroupDescription, GroupMember, GroupState, MockGroupQuery};
+    use kafka_ops_core::cluster::{
+        GroupDescription, GroupMember, GroupState, GroupType, MockGroupQuery,
+    };
 
     #[test]
     fn targets_parse_and_print() {
@@ -464,6 +466,7 @@ mod tests {
             Ok(vec![GroupDescription {
                 group: groups[0].clone(),
                 state,
+                group_type: GroupType::Classic,
                 assignor: "range".into(),
                 coordinator: Some(1),
                 members: (0..members)
@@ -473,6 +476,7 @@ mod tests {
                         host: "/10.0.0.7".into(),
                         instance_id: None,
                         assignment: Vec::new(),
+                        target_assignment: None,
                     })
                     .collect(),
                 error: None,

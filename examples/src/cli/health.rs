@@ -115,7 +115,7 @@ pub async fn run(args: HealthArgs, output: &mut Output<'_>) -> i32 {
     let mut checker = HealthChecker::new()
         .with_default_timeout(args.probe_timeout)
         .probe(connectivity)
-        .probe(ControllerProbe::new(cluster.clone()))
+        .probe(ControllerProbe::new(cluster.clone()).with_configs(cluster.clone()))
         .probe(PartitionsProbe::new(cluster.clone()))
         .probe(DeadLetterDepthProbe::new(
             cluster.clone(),
@@ -166,8 +166,8 @@ pub struct RestartCheckArgs {
     /// The broker to be stopped.
     #[arg(long)]
     broker: i32,
-    /// The topics' `min.insync.replicas`: partitions must keep this many in-sync replicas
-    /// without the broker.
+    /// Overrides every topic's `min.insync.replicas` (read from the topic configuration
+    /// otherwise): partitions must keep this many in-sync replicas without the broker.
     #[arg(long)]
     min_insync_replicas: Option<usize>,
     /// Print JSON instead of text.

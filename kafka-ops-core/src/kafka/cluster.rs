@@ -6,15 +6,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::admin::AdminClient;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
 
 use crate::cluster::{
-    BrokerInfo, ClusterMetadata, GroupDescription, GroupListing, GroupQuery, GroupState, GroupType,
-    MetadataQuery, OffsetQuery, PartitionError, PartitionInfo, PartitionResult, PartitionResults,
-    TopicInfo,
+    BrokerInfo, ClusterMetadata, ConfigEntries, ConfigQuery, GroupDescription, GroupListing,
+    GroupQuery, GroupState, GroupType, MetadataQuery, OffsetQuery, PartitionError, PartitionInfo,
+    PartitionResult, PartitionResults, TopicInfo,
 };
 use crate::error::{Error, KafkaCode};
 use crate::ffi;
@@ -571,6 +572,109 @@ fn read_timestamps(
         .iter()
         .map(|(tp, _)| (tp.clone(), found.get(tp).copied().flatten()))
         .collect())
+}
+
+fn config_entries(resource: &rdkafka::admin::ConfigResource) -> ConfigEntries {
+    resource
+        .entries
+        .iter()
+        .map(|entry| {
+            let value = if entry.is_sensitive {
+                None
+            } else {
+                entry.value.clone()
+            };
+            (entry.name.clone(), value)
+        })
+        .collect()
+}
+
+impl KafkaCluster {
+    async fn describe_configs(
+        &self,
+        operation: &'static str,
+        resources: &[ResourceSpecifier<'_>],
+    ) -> Result<Vec<rdkafka::admin::ConfigResourceResult>, Error> {
+        let options = AdminOptions::new().request_timeout(Some(self.timeout));
+        match tokio::time::timeout(
+            self.timeout + Duration::from_secs(1),
+            self.shared.admin.describe_configs(resources, &options),
+        )
+        .await
+        {
+            Ok(result) => result.map_err(|e| {
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::UnsupportedFeature)
+                ) {
+                    Error::Unsupported {
+                        operation,
+                        reason: e.to_string(),
+                    }
+                } else {
+                    kafka_error(operation, e)
+                }
+            }),
+            Err(_) => Err(Error::Timeout {
+                operation,
+                timeout: self.timeout,
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl ConfigQuery for KafkaCluster {
+    async fn topic_configs(
+        &self,
+        topics: &[String],
+    ) -> Result<Vec<(String, Result<ConfigEntries, PartitionError>)>, Error> {
+        if topics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let resources: Vec<ResourceSpecifier<'_>> = topics
+            .iter()
+            .map(|t| ResourceSpecifier::Topic(t.as_str()))
+            .collect();
+        let answers = self
+            .describe_configs("describe topic configs", &resources)
+            .await?;
+        let mut by_topic: HashMap<String, Result<ConfigEntries, PartitionError>> = HashMap::new();
+        for (topic, answer) in topics.iter().zip(answers) {
+            let entry = match answer {
+                Ok(resource) => Ok(config_entries(&resource)),
+                Err(code) => Err(PartitionError::from_code(KafkaCode(code as i32))),
+            };
+            by_topic.insert(topic.clone(), entry);
+        }
+        Ok(topics
+            .iter()
+            .map(|t| {
+                let answer = by_topic.remove(t).unwrap_or_else(|| Err(no_answer()));
+                (t.clone(), answer)
+            })
+            .collect())
+    }
+
+    async fn broker_config(&self, id: i32) -> Result<ConfigEntries, Error> {
+        // librdkafka sends a broker resource to that broker, one broker per request.
+        let answers = self
+            .describe_configs("describe broker config", &[ResourceSpecifier::Broker(id)])
+            .await?;
+        match answers.into_iter().next() {
+            Some(Ok(resource)) => Ok(config_entries(&resource)),
+            Some(Err(code)) => Err(Error::Broker {
+                operation: "describe broker config",
+                code: KafkaCode(code as i32),
+                message: format!("broker {id}"),
+            }),
+            None => Err(Error::Broker {
+                operation: "describe broker config",
+                code: KafkaCode(-1),
+                message: format!("no answer for broker {id}"),
+            }),
+        }
+    }
 }
 
 /// Per-group errors that go away on their own: the coordinator is moving or loading (after a

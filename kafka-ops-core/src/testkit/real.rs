@@ -60,6 +60,9 @@ pub struct TopicSpec {
     pub replication: i32,
     /// Topic configuration entries (`min.insync.replicas`, `cleanup.policy`, ...).
     pub configs: Vec<(String, String)>,
+    /// Explicit replica placement, one list of node ids per partition (overrides `partitions`
+    /// and `replication`).
+    pub assignment: Option<Vec<Vec<i32>>>,
 }
 
 impl TopicSpec {
@@ -70,6 +73,20 @@ impl TopicSpec {
             partitions,
             replication: 3,
             configs: vec![("min.insync.replicas".into(), "2".into())],
+            assignment: None,
+        }
+    }
+
+    /// Partitions placed on exactly these nodes, one list per partition (the first is the
+    /// preferred leader), `min.insync.replicas=1`.
+    pub fn placed(assignment: Vec<Vec<i32>>) -> Self {
+        TopicSpec {
+            partitions: i32::try_from(assignment.len()).unwrap_or(i32::MAX),
+            replication: assignment
+                .first()
+                .map_or(1, |r| i32::try_from(r.len()).unwrap_or(1)),
+            configs: vec![("min.insync.replicas".into(), "1".into())],
+            assignment: Some(assignment),
         }
     }
 
@@ -221,11 +238,18 @@ impl RealKafka {
     /// Creates `name` through the admin API (CreateTopics) and waits until every partition has
     /// a leader in the metadata.
     pub async fn create_topic_with(&self, name: &str, spec: &TopicSpec) -> Result<(), Error> {
-        let mut topic = NewTopic::new(
-            name,
-            spec.partitions,
-            TopicReplication::Fixed(spec.replication),
-        );
+        let placement: Vec<&[i32]> = spec
+            .assignment
+            .iter()
+            .flatten()
+            .map(Vec::as_slice)
+            .collect();
+        let replication = if spec.assignment.is_some() {
+            TopicReplication::Variable(&placement)
+        } else {
+            TopicReplication::Fixed(spec.replication)
+        };
+        let mut topic = NewTopic::new(name, spec.partitions, replication);
         for (key, value) in &spec.configs {
             topic = topic.set(key, value);
         }

@@ -4,10 +4,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kafka_ops_core::cluster::{ClusterMetadata, MetadataQuery, PartitionInfo, TopicInfo};
+use kafka_ops_core::cluster::{
+    ClusterMetadata, ConfigQuery, MetadataQuery, PartitionInfo, TopicInfo,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::control_plane::ControlPlane;
 use crate::error::HealthError;
 use crate::model::{Check, HealthProbe, ProbeKind, Severity, Status};
 
@@ -111,16 +114,26 @@ impl HealthProbe for BrokerConnectivityProbe {
     }
 }
 
-/// "Controller present": the metadata names a controller that is one of the listed brokers.
+/// "Controller present", judged the way the cluster is controlled.
+///
+/// With [`with_configs`](Self::with_configs) the probe reads one broker's configuration to
+/// tell the modes apart (see [`ControlPlane`]). In KRaft combined mode it reports the
+/// controller quorum: healthy with every voter up, degraded while a minority is down, unhealthy
+/// once the up voters are no majority. With dedicated controllers (invisible to clients) it is
+/// healthy while brokers serve metadata. In ZooKeeper mode, or when the mode cannot be read, the
+/// metadata must name a controller that is one of the listed brokers.
 #[derive(Clone)]
 pub struct ControllerProbe {
     cluster: Arc<dyn MetadataQuery>,
+    configs: Option<Arc<dyn ConfigQuery>>,
     kind: ProbeKind,
 }
 
 impl std::fmt::Debug for ControllerProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControllerProbe").finish()
+        f.debug_struct("ControllerProbe")
+            .field("reads_configs", &self.configs.is_some())
+            .finish()
     }
 }
 
@@ -129,8 +142,16 @@ impl ControllerProbe {
     pub fn new(cluster: Arc<dyn MetadataQuery>) -> Self {
         ControllerProbe {
             cluster,
+            configs: None,
             kind: ProbeKind::Informational,
         }
+    }
+
+    /// Reads the broker configuration through `configs` to judge KRaft clusters by their
+    /// quorum, not by the random broker their metadata names as controller.
+    pub fn with_configs(mut self, configs: Arc<dyn ConfigQuery>) -> Self {
+        self.configs = Some(configs);
+        self
     }
 
     /// Reports as another kind of probe.
@@ -138,6 +159,35 @@ impl ControllerProbe {
         self.kind = kind;
         self
     }
+}
+
+fn judge_kraft(metadata: &ClusterMetadata, plane: &ControlPlane) -> Check {
+    let Some(quorum) = plane.quorum(metadata) else {
+        return Check::healthy(
+            "KRaft: the controllers are not visible to clients; the brokers serve metadata",
+        );
+    };
+    let (voters, up) = (quorum.voters.len(), quorum.up.len());
+    let down: Vec<i32> = quorum
+        .voters
+        .iter()
+        .copied()
+        .filter(|id| !quorum.up.contains(id))
+        .collect();
+    let check = if up == voters {
+        Check::healthy(format!("KRaft quorum: all {voters} voters up"))
+    } else if up >= quorum.majority() {
+        Check::degraded(format!(
+            "KRaft quorum holds with {up} of {voters} voters; voters {down:?} are down"
+        ))
+    } else {
+        Check::unhealthy(format!(
+            "KRaft quorum lost: only {up} of {voters} voters up (voters {down:?} are down)"
+        ))
+    };
+    check
+        .with_detail("voters", quorum.voters.clone())
+        .with_detail("voters_up", quorum.up.clone())
 }
 
 #[async_trait]
@@ -152,19 +202,31 @@ impl HealthProbe for ControllerProbe {
 
     async fn check(&self) -> Result<Check, HealthError> {
         let metadata = self.cluster.metadata(&[]).await?;
+        let plane = match &self.configs {
+            Some(configs) => ControlPlane::discover(configs.as_ref(), &metadata).await,
+            None => ControlPlane::Unknown,
+        };
         let brokers = broker_ids(&metadata);
-        Ok(match metadata.controller {
-            Some(id) if brokers.contains(&id) => {
-                Check::healthy(format!("broker {id} is the controller"))
-                    .with_detail("controller", id)
-            }
-            // librdkafka's mock cluster reports 0 here, which names no broker (ids start at 1).
-            Some(id) => Check::unhealthy(format!(
-                "the reported controller {id} is not among the brokers {brokers:?}"
+        let check = match &plane {
+            ControlPlane::KRaft { .. } => judge_kraft(&metadata, &plane),
+            ControlPlane::ZooKeeper | ControlPlane::Unknown => match metadata.controller {
+                Some(id) if brokers.contains(&id) => {
+                    Check::healthy(format!("broker {id} is the controller"))
+                }
+                // librdkafka's mock cluster reports 0 here, which names no broker (ids start
+                // at 1).
+                Some(id) => Check::unhealthy(format!(
+                    "the reported controller {id} is not among the brokers {brokers:?}"
+                )),
+                None => Check::unhealthy("no active controller"),
+            },
+        };
+        Ok(check
+            .with_detail("controller", metadata.controller)
+            .with_detail(
+                "control_plane",
+                serde_json::to_value(&plane).unwrap_or(serde_json::Value::Null),
             ))
-            .with_detail("controller", id),
-            None => Check::unhealthy("no active controller"),
-        })
     }
 }
 

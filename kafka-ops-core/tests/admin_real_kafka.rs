@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use kafka_ops_core::cluster::{
@@ -17,11 +17,12 @@ use kafka_ops_core::cluster::{
 use kafka_ops_core::handler::{Outcome, handler_fn};
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::lag::GroupLag;
-use kafka_ops_core::testkit::{RealKafka, TestRecord, ToolRow, TransactionalProducer, unique_name};
+use kafka_ops_core::testkit::{
+    RealKafka, Subscriber, TestRecord, ToolRow, TransactionalProducer, unique_name,
+};
 use kafka_ops_core::{
     IsolationLevel, ManualClock, Offset, OffsetSpec, Record, Timestamp, TopicPartition,
 };
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 fn o(v: i64) -> Offset {
     Offset::new(v).unwrap()
@@ -40,40 +41,6 @@ fn records(partition: i32, count: i64, base_time: i64) -> Vec<TestRecord> {
                 .at(base_time + i * 1_000)
         })
         .collect()
-}
-
-/// A group member consuming on a thread until dropped.
-struct Member {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Member {
-    fn join(kafka: &RealKafka, group: &str, topic: &str) -> Self {
-        let consumer: BaseConsumer = kafka.consumer_config(group).create().unwrap();
-        consumer.subscribe(&[topic]).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(AtomicOrdering::SeqCst) {
-                let _ = consumer.poll(Duration::from_millis(100));
-            }
-            consumer.unsubscribe();
-        });
-        Member {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.stop.store(true, AtomicOrdering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 /// Our lag rows as Kafka's tool prints them.
@@ -163,7 +130,7 @@ async fn groups_offsets_and_lag_equal_kafkas_own_tool() {
     );
 
     // A group with a member: described as stable, with its assignment.
-    let member = Member::join(&kafka, &live_group, &topic);
+    let member = Subscriber::join(&kafka.consumer_config(&live_group), &topic).unwrap();
     let described = wait_for_description(&cluster, &live_group, |d| {
         d.state == GroupState::Stable && d.members.len() == 1 && d.members[0].assignment.len() == 3
     })

@@ -40,6 +40,7 @@
 //! the mock cluster; tansu tests stick to admin paths.
 
 mod real;
+mod subscriber;
 mod tansu;
 mod transactions;
 
@@ -57,6 +58,7 @@ use crate::kafka::{KafkaCluster, kafka_error};
 use crate::types::{Offset, TopicPartition};
 
 pub use real::{BOOTSTRAP_ENV, RealKafka, SCRIPT_ENV, ToolRow, TopicSpec, parse_group_tool_output};
+pub use subscriber::Subscriber;
 pub use tansu::Tansu;
 pub use transactions::TransactionalProducer;
 

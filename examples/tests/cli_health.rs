@@ -1,31 +1,43 @@
-//! `kafka-ops health` and `kafka-ops restart-check` end to end against the mock cluster and
-//! tansu.
+//! `kafka-ops health` and `kafka-ops restart-check` end to end against the real cluster (a
+//! KRaft quorum, a node SIGKILLed) and the mock cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use kafka_ops_core::testkit::{MockKafka, Tansu, TestRecord, unique_name};
+use kafka_ops_core::testkit::{MockKafka, RealKafka, TestRecord, unique_name};
 
 mod support;
 use support::cli;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_prints_every_probe_and_fails_on_a_full_dead_letter_topic() {
-    let kafka = MockKafka::start(3).unwrap();
-    let dlq = format!("{}.dlq", unique_name("orders"));
-    kafka.create_topic(&dlq, 1).unwrap();
+    // The real cluster: every probe healthy but the dead-letter topic, so the exit code says
+    // exactly what the full topic is worth (a warning).
+    let kafka = RealKafka::exclusive().await.unwrap();
+    let tag = unique_name("dlq");
+    let dlq = format!("orders.{tag}");
+    kafka.create_topic(&dlq, 1).await.unwrap();
     let records = (0..150).map(|i| TestRecord::keyed(format!("k{i}"), "v"));
     kafka.produce(&dlq, records).await.unwrap();
-    let (code, out, err) = cli(&[
-        "health",
-        "--bootstrap",
-        kafka.bootstrap(),
-        "--expected-brokers",
-        "3",
-        "--topic",
-        &format!("{dlq}:1"),
-        "--fail-on",
-        "warning",
-    ])
-    .await;
+    let suffix = format!(".{tag}");
+    let health = |fail_on: &'static str| {
+        let (bootstrap, dlq, suffix) = (kafka.bootstrap().to_string(), dlq.clone(), suffix.clone());
+        async move {
+            cli(&[
+                "health",
+                "--bootstrap",
+                &bootstrap,
+                "--expected-brokers",
+                "3",
+                "--topic",
+                &format!("{dlq}:1"),
+                "--dlq-suffix",
+                &suffix,
+                "--fail-on",
+                fail_on,
+            ])
+            .await
+        }
+    };
+    let (code, out, err) = health("warning").await;
     assert!(err.is_empty(), "{err}");
     for probe in [
         "broker_connectivity",
@@ -37,15 +49,41 @@ async fn health_prints_every_probe_and_fails_on_a_full_dead_letter_topic() {
         assert!(out.contains(probe), "{probe} missing:\n{out}");
     }
     assert!(out.contains("3 of 3 brokers up"), "{out}");
+    assert!(out.contains("KRaft quorum: all 3 voters up"), "{out}");
     assert!(out.contains("holds 150 records"), "{out}");
-    // The mock cluster names no real controller: critical, so exit 2.
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 1, "a warning fails --fail-on warning:\n{out}");
+    let (code, out, _) = health("critical").await;
+    assert_eq!(code, 0, "nothing is critical:\n{out}");
 
     let (code, out, _) = cli(&["health", "--bootstrap", kafka.bootstrap(), "--json"]).await;
     assert_eq!(code, 0, "no --fail-on, no failing exit");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["probes"][0]["name"], "broker_connectivity");
     assert_eq!(report["probes"][0]["status"], "healthy");
+    assert_eq!(report["probes"][1]["name"], "controller");
+    assert_eq!(report["probes"][1]["status"], "healthy");
+    assert_eq!(
+        report["probes"][1]["details"]["voters_up"],
+        serde_json::json!([1, 2, 3])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mock_cluster_names_no_real_controller_so_health_is_critical() {
+    let kafka = MockKafka::start(3).unwrap();
+    let (code, out, _) = cli(&[
+        "health",
+        "--bootstrap",
+        kafka.bootstrap(),
+        "--fail-on",
+        "critical",
+    ])
+    .await;
+    assert!(
+        out.contains("the reported controller 0 is not among the brokers"),
+        "{out}"
+    );
+    assert_eq!(code, 2, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -69,32 +107,46 @@ async fn health_of_an_unreachable_cluster_is_critical_and_quick() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn restart_check_refuses_the_controller_with_its_reasons() {
-    let tansu = tokio::task::spawn_blocking(Tansu::start)
-        .await
-        .unwrap()
-        .expect("tansu must be installed and start (the README's test command installs it)");
+async fn restart_check_says_safe_then_refuses_with_its_reasons_while_a_node_is_down() {
+    let kafka = RealKafka::exclusive().await.unwrap();
     let topic = unique_name("gate");
-    tansu.create_topic(&topic, 1).await.unwrap();
-    let (code, out, err) = cli(&["health", "--bootstrap", tansu.bootstrap(), "--json"]).await;
-    assert_eq!(code, 0, "{err}");
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let controller = report["probes"][1]["details"]["controller"]
-        .as_i64()
-        .unwrap();
+    kafka.create_topic(&topic, 1).await.unwrap();
+    let check = |broker: &'static str| {
+        let bootstrap = kafka.bootstrap().to_string();
+        async move {
+            cli(&[
+                "restart-check",
+                "--bootstrap",
+                &bootstrap,
+                "--broker",
+                broker,
+            ])
+            .await
+        }
+    };
+    let (code, out, err) = check("2").await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("broker 2: safe to restart"), "{out}");
 
-    let (code, out, err) = cli(&[
-        "restart-check",
-        "--bootstrap",
-        tansu.bootstrap(),
-        "--broker",
-        &controller.to_string(),
-    ])
-    .await;
-    assert_eq!(code, 2, "{out}{err}");
+    kafka.stop_broker(3).await.unwrap();
+    // Until node 3 is fenced the cluster may still look whole; wait for the verdict to turn.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (code, out) = loop {
+        let (code, out, err) = check("1").await;
+        if code != 0 || std::time::Instant::now() > deadline {
+            assert!(err.is_empty(), "{err}");
+            break (code, out);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert_eq!(code, 2, "{out}");
     assert!(out.contains("NOT safe to restart"), "{out}");
-    assert!(out.contains("the broker is the controller"), "{out}");
-    assert!(out.contains(&format!("{topic}/0")), "{out}");
+    assert!(
+        out.contains("without it the quorum loses its majority"),
+        "{out}"
+    );
+    assert!(out.contains("under-replicated partitions"), "{out}");
+    kafka.restore().await.unwrap();
 
     let (code, _, err) = cli(&[
         "restart-check",

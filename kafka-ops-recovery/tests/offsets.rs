@@ -1,5 +1,5 @@
-//! Offset operations against the mock cluster (data paths) and tansu (group description,
-//! by-time offsets).
+//! Offset operations against the mock cluster (data paths) and the real cluster (group
+//! description, by-time offsets).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::{Arc, Mutex};
@@ -8,7 +8,7 @@ use std::time::Duration;
 use kafka_ops_core::cluster::OffsetQuery;
 use kafka_ops_core::handler::{Outcome, handler_fn};
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
-use kafka_ops_core::testkit::{self, MockKafka, Tansu, TestRecord, unique_name};
+use kafka_ops_core::testkit::{self, MockKafka, RealKafka, TestRecord, unique_name};
 use kafka_ops_core::{Offset, Record, Timestamp, TopicPartition};
 use kafka_ops_recovery::offsets::{DrainProgress, OffsetChange};
 use kafka_ops_recovery::{MembershipCheck, OffsetOps, OffsetsBackup, RecoveryError, ResetTarget};
@@ -258,61 +258,62 @@ async fn wait_for_drain_follows_a_consumer_to_zero_and_times_out_without_one() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn on_tansu_an_empty_group_resets_to_a_datetime() {
-    let tansu = tokio::task::spawn_blocking(Tansu::start)
-        .await
-        .unwrap()
-        .expect("tansu must be installed and start (the README's test command installs it)");
+async fn on_the_real_cluster_a_group_resets_to_a_datetime_only_once_it_is_empty() {
+    let kafka = RealKafka::shared().await.unwrap();
     let topic = unique_name("events");
-    tansu.create_topic(&topic, 1).await.unwrap();
-    let producer = tansu.producer().unwrap();
-    let produce = |from: i64, to: i64| {
-        let (producer, topic) = (&producer, topic.clone());
-        async move {
-            for i in from..to {
-                producer
-                    .produce(&topic, [TestRecord::keyed(format!("k{i}"), "v")])
-                    .await
-                    .unwrap();
-            }
-        }
-    };
-    // Four records, a pause, six more: a time inside the pause finds offset 4, whichever of
-    // create or append time the broker indexes.
-    produce(0, 4).await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let pause = Timestamp::from_system_time(std::time::SystemTime::now());
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    produce(4, 10).await;
+    kafka.create_topic(&topic, 1).await.unwrap();
+    // Four records, then six ten seconds later (create time): a time between finds offset 4.
+    let base = Timestamp::from_system_time(std::time::SystemTime::now()).as_millis() - 600_000;
+    let records = (0..10).map(|i| {
+        let at = if i < 4 { base + i } else { base + 10_000 + i };
+        TestRecord::keyed(format!("k{i}"), "v")
+            .to_partition(0)
+            .at(at)
+    });
+    kafka.produce(&topic, records).await.unwrap();
     let group = unique_name("reader");
-    tansu
-        .commit(
-            &group,
-            &[(
-                TopicPartition::new(topic.as_str(), 0),
-                Offset::new(9).unwrap(),
-            )],
-        )
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    kafka
+        .commit(&group, &[(tp.clone(), Offset::new(9).unwrap())])
         .await
         .unwrap();
-    let ops = OffsetOps::new(Arc::new(tansu.cluster().unwrap()), tansu.client_config());
+    let ops = OffsetOps::new(Arc::new(kafka.cluster()), kafka.client_config());
+    let target = ResetTarget::DateTime(Timestamp::from_millis(base + 5_000));
     let plan = ops
-        .plan_reset(
-            &group,
-            std::slice::from_ref(&topic),
-            &[],
-            ResetTarget::DateTime(pause),
-        )
+        .plan_reset(&group, std::slice::from_ref(&topic), &[], target)
         .await
         .unwrap();
     assert_eq!(
         (plan.changes[0].before, plan.changes[0].after),
         (Some(9), 4)
     );
-    // tansu describes the group (no members): the strict check passes.
-    ops.apply(&plan, MembershipCheck::Required).await.unwrap();
+
+    // A member is consuming: the real broker describes it, and the reset is refused.
+    let member = testkit::Subscriber::join(&kafka.consumer_config(&group), &topic).unwrap();
+    member.wait_assigned(Duration::from_secs(30)).unwrap();
+    let refused = ops
+        .apply(&plan, MembershipCheck::Required)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, RecoveryError::GroupActive { members, .. } if members.len() == 1),
+        "{refused}"
+    );
+    drop(member);
+
+    // Once it left, the strict check passes and the offset moves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match ops.apply(&plan, MembershipCheck::Required).await {
+            Ok(_) => break,
+            Err(RecoveryError::GroupActive { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
     assert_eq!(
-        committed(&tansu.cluster().unwrap(), &group, &topic, 1).await,
+        kafka.committed(&group, &topic, 1).await.unwrap(),
         vec![Some(4)]
     );
 }

@@ -92,19 +92,31 @@ pub const RETRY_PREFIX: &str = "kafka-ops.retry.";
 /// always; a foreign tool's when `format` says it wrote them), leaving the application's
 /// headers: what a record replayed to its topic should look like.
 pub fn strip_provenance(headers: &mut Headers<'_>, format: Format) {
-    let foreign = match format {
-        Format::Spring => Some("kafka_dlt-"),
-        Format::Connect => Some("__connect.errors."),
-        Format::Streams => Some("__streams.errors."),
-        Format::Karafka => Some("source_"),
-        Format::KafkaOps(_) | Format::Unknown => None,
+    let foreign: &[&str] = match format {
+        Format::Spring => &SPRING_PREFIXES,
+        Format::Connect => &["__connect.errors."],
+        Format::Streams => &["__streams.errors."],
+        Format::Karafka => &["source_"],
+        Format::KafkaOps(_) | Format::Unknown => &[],
     };
     headers.remove_where(|key| {
         key.starts_with(PREFIX)
             || key.starts_with(RETRY_PREFIX)
-            || foreign.is_some_and(|prefix| key.starts_with(prefix))
+            || foreign.iter().any(|prefix| key.starts_with(prefix))
     });
 }
+
+/// Every prefix Spring Kafka writes provenance under: `kafka_dlt-*` from the
+/// `DeadLetterPublishingRecoverer`, and on the `@RetryableTopic` path `kafka_original-*`,
+/// `kafka_exception-*`, `kafka_key-exception-*` and `retry_topic-*` (its group header stays
+/// `kafka_dlt-original-consumer-group`). The last is not a sign of Spring on its own.
+const SPRING_PREFIXES: [&str; 5] = [
+    "kafka_dlt-",
+    "kafka_original-",
+    "kafka_exception-",
+    "kafka_key-exception-",
+    "retry_topic-",
+];
 
 /// Whose headers a dead-letter record carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -352,6 +364,46 @@ impl Reader<'_, '_> {
     fn time(&mut self, name: &str) -> Option<Timestamp> {
         self.number(name).map(Timestamp::from_millis)
     }
+
+    /// A number Spring wrote in binary: big-endian two's complement of one of `sizes` bytes
+    /// (Java's `BigInteger.toByteArray()` writes the shortest form, so timestamps on the
+    /// retry-topic path come as 6 bytes today).
+    fn binary(&mut self, name: &str, sizes: std::ops::RangeInclusive<usize>) -> Option<i64> {
+        let bytes = self.bytes(name)?;
+        if !sizes.contains(&bytes.len()) {
+            self.problem(
+                name,
+                format!(
+                    "{} bytes where Spring writes {}..={} (big-endian binary)",
+                    bytes.len(),
+                    sizes.start(),
+                    sizes.end()
+                ),
+            );
+            return None;
+        }
+        let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
+        let mut word = [if negative { 0xff } else { 0 }; 8];
+        word[8 - bytes.len()..].copy_from_slice(&bytes);
+        Some(i64::from_be_bytes(word))
+    }
+
+    /// The text of the first of `names` that is present.
+    fn first_text(&mut self, names: &[&str]) -> Option<String> {
+        let name = names
+            .iter()
+            .find(|n| self.headers.get_all(n).next().is_some())?;
+        self.text(name)
+    }
+
+    /// Like [`text`](Self::text), but a null value is an absent one, not a problem (Kafka
+    /// Streams writes a null message for an exception without one).
+    fn nullable_text(&mut self, name: &str) -> Option<String> {
+        match self.headers.get_all(name).last() {
+            Some(None) => None,
+            _ => self.text(name),
+        }
+    }
 }
 
 fn has_prefix(headers: &Headers<'_>, prefix: &str) -> bool {
@@ -368,7 +420,10 @@ pub fn parse(headers: &Headers<'_>) -> DeadLetterInfo {
     };
     let mut info = if has_prefix(headers, PREFIX) {
         parse_kafka_ops(&mut r)
-    } else if has_prefix(headers, "kafka_dlt-") {
+    } else if SPRING_PREFIXES[..4]
+        .iter()
+        .any(|prefix| has_prefix(headers, prefix))
+    {
         parse_spring(&mut r)
     } else if has_prefix(headers, "__connect.errors.") {
         parse_connect(&mut r)
@@ -443,44 +498,85 @@ fn parse_kafka_ops(r: &mut Reader<'_, '_>) -> DeadLetterInfo {
 }
 
 fn parse_spring(r: &mut Reader<'_, '_>) -> DeadLetterInfo {
-    // Spring writes the value's exception, or the key's when the key failed to deserialize.
-    let exception = |r: &mut Reader<'_, '_>, part: &str| r.text(&format!("kafka_dlt-{part}"));
-    let error_type = exception(r, "exception-fqcn").or_else(|| exception(r, "key-exception-fqcn"));
-    let error_message =
-        exception(r, "exception-message").or_else(|| exception(r, "key-exception-message"));
-    let stacktrace =
-        exception(r, "exception-stacktrace").or_else(|| exception(r, "key-exception-stacktrace"));
-    let cause_chain = exception(r, "exception-cause-fqcn").into_iter().collect();
-    let timestamp_type = r.text("kafka_dlt-original-timestamp-type");
+    // The recoverer writes `kafka_dlt-original-*` and `kafka_dlt-exception-*` (or
+    // `kafka_dlt-key-exception-*` when the key failed to deserialize); the `@RetryableTopic`
+    // path writes `kafka_original-*` and `kafka_exception-*` instead.
+    let original = |r: &mut Reader<'_, '_>, part: &str| {
+        let dlt = format!("kafka_dlt-original-{part}");
+        if r.headers.get_all(&dlt).next().is_some() {
+            dlt
+        } else {
+            format!("kafka_original-{part}")
+        }
+    };
+    let exception = |r: &mut Reader<'_, '_>, part: &str| {
+        r.first_text(&[
+            &format!("kafka_dlt-exception-{part}"),
+            &format!("kafka_exception-{part}"),
+            &format!("kafka_dlt-key-exception-{part}"),
+            &format!("kafka_key-exception-{part}"),
+        ])
+    };
+    let error_type = exception(r, "fqcn");
+    let error_message = exception(r, "message");
+    let stacktrace = exception(r, "stacktrace");
+    let cause_chain = exception(r, "cause-fqcn").into_iter().collect();
+    let name = original(r, "topic");
+    let original_topic = r.text(&name);
+    let name = original(r, "partition");
+    let original_partition = r.binary(&name, 4..=4).and_then(|p| i32::try_from(p).ok());
+    let name = original(r, "offset");
+    let original_offset = r.binary(&name, 8..=8);
+    let name = original(r, "timestamp");
+    let original_timestamp = r.binary(&name, 8..=8).map(Timestamp::from_millis);
+    let name = original(r, "timestamp-type");
+    // Java's `TimestampType` prints as `CreateTime` / `LogAppendTime`.
+    let original_timestamp_type = r.text(&name).map(|t| match t.as_str() {
+        "CreateTime" | "CREATE_TIME" => "create".to_string(),
+        "LogAppendTime" | "LOG_APPEND_TIME" => "log-append".to_string(),
+        _ => t,
+    });
+    let group = r.text("kafka_dlt-original-consumer-group");
+    // One byte in older Spring versions, four since; repeated on the dead-letter hop (the
+    // last one counts).
+    let attempts = r
+        .binary("retry_topic-attempts", 1..=4)
+        .and_then(|n| u32::try_from(n).ok());
+    let last_failure = r
+        .binary("retry_topic-backoff-timestamp", 1..=8)
+        .map(Timestamp::from_millis);
     DeadLetterInfo {
         format: Some(Format::Spring),
-        original_topic: r.text("kafka_dlt-original-topic"),
-        original_partition: r.int32("kafka_dlt-original-partition"),
-        original_offset: r.number("kafka_dlt-original-offset"),
-        original_timestamp: r.time("kafka_dlt-original-timestamp"),
-        original_timestamp_type: timestamp_type.map(|t| match t.as_str() {
-            "CREATE_TIME" => "create".to_string(),
-            "LOG_APPEND_TIME" => "log-append".to_string(),
-            _ => t,
-        }),
-        group: r.text("kafka_dlt-original-consumer-group"),
+        original_topic,
+        original_partition,
+        original_offset,
+        original_timestamp,
+        original_timestamp_type,
+        group,
         error_type,
         error_message,
         cause_chain,
         stacktrace,
-        attempts: r.count("retry_topic-attempts"),
+        attempts,
+        last_failure,
         ..DeadLetterInfo::default()
     }
 }
 
 fn parse_connect(r: &mut Reader<'_, '_>) -> DeadLetterInfo {
+    let connector = r.text("__connect.errors.connector.name");
+    let task = r.text("__connect.errors.task.id");
     DeadLetterInfo {
         format: Some(Format::Connect),
         original_topic: r.text("__connect.errors.topic"),
         original_partition: r.int32("__connect.errors.partition"),
         original_offset: r.number("__connect.errors.offset"),
-        group: r.text("__connect.errors.connector.name"),
-        instance_id: r.text("__connect.errors.task.id"),
+        // A sink connector consumes as the group `connect-<name>`; its task as `<name>-<id>`.
+        group: connector.as_ref().map(|name| format!("connect-{name}")),
+        instance_id: match (&connector, task) {
+            (Some(name), Some(task)) => Some(format!("{name}-{task}")),
+            (_, task) => task,
+        },
         error_type: r.text("__connect.errors.exception.class.name"),
         error_message: r.text("__connect.errors.exception.message"),
         stacktrace: r.text("__connect.errors.exception.stacktrace"),
@@ -503,7 +599,7 @@ fn parse_streams(r: &mut Reader<'_, '_>) -> DeadLetterInfo {
         original_partition: r.int32("__streams.errors.partition"),
         original_offset: r.number("__streams.errors.offset"),
         error_type: r.text("__streams.errors.exception"),
-        error_message: r.text("__streams.errors.message"),
+        error_message: r.nullable_text("__streams.errors.message"),
         stacktrace: r.text("__streams.errors.stacktrace"),
         ..DeadLetterInfo::default()
     }
@@ -601,7 +697,7 @@ mod tests {
             "kafka_dlt-original-timestamp",
             1_700_000_000_123_i64.to_be_bytes().to_vec(),
         );
-        headers.set("kafka_dlt-original-timestamp-type", b"CREATE_TIME".to_vec());
+        headers.set("kafka_dlt-original-timestamp-type", b"CreateTime".to_vec());
         headers.set("kafka_dlt-original-consumer-group", b"pay".to_vec());
         headers.set(
             "kafka_dlt-exception-fqcn",
@@ -639,6 +735,115 @@ mod tests {
     }
 
     #[test]
+    fn spring_retryable_topic_headers_as_spring_kafka_4_1_writes_them() {
+        // The dead-letter hop of `@RetryableTopic` (attempts 2, back-off 200 ms), as recorded
+        // from Spring Kafka 4.1.2: `kafka_original-*` names, the group under its `kafka_dlt-`
+        // name, `BigInteger` timestamps of 6 bytes, and the retry headers repeated.
+        let mut headers = Headers::new();
+        let push = |headers: &mut Headers<'_>, key: &str, value: &[u8]| {
+            headers.push(key.to_string(), Some(value.to_vec()));
+        };
+        push(&mut headers, "trace-id", b"abc");
+        push(&mut headers, "kafka_original-topic", b"invoices");
+        push(&mut headers, "kafka_original-partition", &[0, 0, 0, 0]);
+        push(&mut headers, "kafka_original-offset", &1_i64.to_be_bytes());
+        push(
+            &mut headers,
+            "kafka_original-timestamp",
+            &[0, 0, 0x01, 0xa2, 0x34, 0xbc, 0x61, 0xae],
+        );
+        push(&mut headers, "kafka_original-timestamp-type", b"CreateTime");
+        push(
+            &mut headers,
+            "kafka_dlt-original-consumer-group",
+            b"invoices-svc",
+        );
+        push(
+            &mut headers,
+            "retry_topic-original-timestamp",
+            &[0x01, 0xa2, 0x34, 0xbc, 0x61, 0xae],
+        );
+        push(&mut headers, "retry_topic-attempts", &[0, 0, 0, 2]);
+        push(
+            &mut headers,
+            "retry_topic-backoff-timestamp",
+            &[0x01, 0xa2, 0x34, 0xbc, 0x68, 0x16],
+        );
+        push(
+            &mut headers,
+            "kafka_exception-fqcn",
+            b"org.springframework.kafka.listener.ListenerExecutionFailedException",
+        );
+        push(
+            &mut headers,
+            "kafka_exception-cause-fqcn",
+            b"java.lang.IllegalArgumentException",
+        );
+        push(
+            &mut headers,
+            "kafka_exception-message",
+            b"Listener failed; poison record: x",
+        );
+        push(&mut headers, "kafka_exception-stacktrace", b"...");
+        push(
+            &mut headers,
+            "retry_topic-original-timestamp",
+            &[0x01, 0xa2, 0x34, 0xbc, 0x61, 0xae],
+        );
+        push(&mut headers, "retry_topic-attempts", &[0, 0, 0, 3]);
+        push(
+            &mut headers,
+            "retry_topic-backoff-timestamp",
+            &[0x01, 0xa2, 0x34, 0xbc, 0x69, 0x68],
+        );
+        let info = parse(&headers);
+        assert_eq!(info.format, Some(Format::Spring));
+        assert!(info.problems.is_empty(), "{:?}", info.problems);
+        assert_eq!(info.original_topic.as_deref(), Some("invoices"));
+        assert_eq!(
+            (info.original_partition, info.original_offset),
+            (Some(0), Some(1))
+        );
+        assert_eq!(
+            info.original_timestamp,
+            Some(Timestamp::from_millis(1_796_181_090_734))
+        );
+        assert_eq!(info.original_timestamp_type.as_deref(), Some("create"));
+        assert_eq!(info.group.as_deref(), Some("invoices-svc"));
+        assert_eq!(info.attempts, Some(3));
+        assert_eq!(
+            info.last_failure,
+            Some(Timestamp::from_millis(1_796_181_092_712))
+        );
+        assert_eq!(
+            info.error_type.as_deref(),
+            Some("org.springframework.kafka.listener.ListenerExecutionFailedException")
+        );
+        strip_provenance(&mut headers, Format::Spring);
+        assert_eq!(
+            headers
+                .iter()
+                .map(|h| h.key.to_string())
+                .collect::<Vec<_>>(),
+            ["trace-id"]
+        );
+    }
+
+    #[test]
+    fn a_null_streams_message_is_no_problem() {
+        let mut headers = Headers::new();
+        headers.push("__streams.errors.topic", Some(b"clicks".to_vec()));
+        headers.push(
+            "__streams.errors.exception",
+            Some(b"java.lang.NullPointerException".to_vec()),
+        );
+        headers.push("__streams.errors.message", None::<Vec<u8>>);
+        let info = parse(&headers);
+        assert_eq!(info.error_message, None);
+        assert!(info.problems.is_empty(), "{:?}", info.problems);
+    }
+
+    #[test]
     fn connect_streams_and_karafka_headers() {
         let mut connect = Headers::new();
         for (k, v) in [
@@ -670,7 +875,8 @@ mod tests {
             ),
             (Some("cdc.orders"), Some(2), Some(4711))
         );
-        assert_eq!(info.group.as_deref(), Some("pg-sink"));
+        assert_eq!(info.group.as_deref(), Some("connect-pg-sink"));
+        assert_eq!(info.instance_id.as_deref(), Some("pg-sink-0"));
         assert_eq!(info.error_message.as_deref(), Some("Unknown magic byte!"));
         assert_eq!(info.cause_chain.len(), 2);
 

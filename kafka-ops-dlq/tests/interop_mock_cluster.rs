@@ -134,7 +134,7 @@ async fn foreign_dead_letters_are_inspected_and_replayed_home() {
         infos[0].error_type.as_deref(),
         Some("java.lang.NumberFormatException")
     );
-    assert_eq!(infos[1].group.as_deref(), Some("jdbc-sink"));
+    assert_eq!(infos[1].group.as_deref(), Some("connect-jdbc-sink"));
     // The damaged record: what could be read, and a list of what could not.
     let problems: Vec<&str> = infos[4]
         .problems

@@ -458,6 +458,45 @@ impl RealKafka {
     }
 }
 
+/// The environment variable naming the fixtures' runner, when it is not the repository's
+/// `testing/fixtures/run`.
+pub const FIXTURES_ENV: &str = "KAFKA_OPS_FIXTURES";
+
+impl RealKafka {
+    /// Runs a foreign system from the repository's fixtures (`testing/fixtures/run PROGRAM
+    /// --bootstrap … ARGS`: Spring Kafka, Kafka Connect, Kafka Streams writing real dead
+    /// letters) against this cluster and returns its stdout's `key=value` lines.
+    pub async fn run_fixture(
+        &self,
+        program: &str,
+        args: &[&str],
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let runner = std::env::var_os(FIXTURES_ENV).map_or_else(
+            || {
+                PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../testing/fixtures/run"
+                ))
+            },
+            PathBuf::from,
+        );
+        let mut all: Vec<String> = vec![
+            program.to_string(),
+            "--bootstrap".to_string(),
+            self.bootstrap.clone(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let out = tokio::task::spawn_blocking(move || run_bash(&runner, &all))
+            .await
+            .map_err(|e| Error::Task(Box::new(e)))??;
+        Ok(out
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect())
+    }
+}
+
 /// Parses the table `kafka-consumer-groups --describe` prints (a header line starting with
 /// `GROUP`, then one row per partition; `-` for an absent value).
 pub fn parse_group_tool_output(out: &str) -> Result<Vec<ToolRow>, Error> {
@@ -526,9 +565,12 @@ async fn run_script(args: &[&str]) -> Result<String, Error> {
 }
 
 fn run_script_blocking(args: &[String]) -> Result<String, Error> {
-    let script = script_path();
+    run_bash(&script_path(), args)
+}
+
+fn run_bash(script: &std::path::Path, args: &[String]) -> Result<String, Error> {
     let output = Command::new("bash")
-        .arg(&script)
+        .arg(script)
         .args(args)
         .stdin(Stdio::null())
         .output()

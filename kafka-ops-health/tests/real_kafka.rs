@@ -239,3 +239,59 @@ async fn a_node_down_shows_everywhere_and_goes_away_when_it_returns() {
         .unwrap();
     assert!(verdict.safe, "{verdict:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lag_probe_reports_a_kip848_group_rebalancing_as_what_it_is() {
+    use kafka_ops_core::testkit::{Subscriber, TestRecord};
+    use kafka_ops_health::probes::ConsumerLagProbe;
+    let kafka = RealKafka::shared().await.unwrap();
+    let cluster = Arc::new(kafka.cluster());
+    let topic = unique_name("orders");
+    let group = unique_name("kip848-billing");
+    kafka.create_topic(&topic, 2).await.unwrap();
+    kafka
+        .produce(
+            &topic,
+            (0..30).map(|i| TestRecord::keyed(format!("k{i}"), "v").to_partition(i % 2)),
+        )
+        .await
+        .unwrap();
+    // Committed at 10 of 15 on both partitions (before any member: a group with members
+    // refuses commits from outside it).
+    for partition in 0..2 {
+        kafka
+            .commit(
+                &group,
+                &[(
+                    kafka_ops_core::TopicPartition::new(topic.as_str(), partition),
+                    kafka_ops_core::Offset::new(10).unwrap(),
+                )],
+            )
+            .await
+            .unwrap();
+    }
+    let first = Subscriber::join(&kafka.kip848_consumer_config(&group), &topic).unwrap();
+    first.wait_assigned(Duration::from_secs(30)).unwrap();
+    let probe = ConsumerLagProbe::new(cluster.clone(), [group.clone()]);
+    let check = probe.check().await.unwrap();
+    assert_eq!(check.details[&group]["protocol"], json!("consumer"));
+    assert_eq!(check.details[&group]["state"], json!("stable"));
+    assert_eq!(check.details[&group]["total_lag"], json!(10));
+
+    // A second member joins while the first cannot revoke: reconciling, and the verdict is
+    // still the lag's.
+    first.freeze(true);
+    let _second = Subscriber::join(&kafka.kip848_consumer_config(&group), &topic).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let check = loop {
+        let check = probe.check().await.unwrap();
+        if check.details[&group]["state"] == json!("reconciling") {
+            break check;
+        }
+        assert!(Instant::now() < deadline, "{check:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(check.status, Status::Healthy, "{check:?}");
+    assert_eq!(check.details[&group]["total_lag"], json!(10));
+    first.freeze(false);
+}

@@ -16,6 +16,7 @@ use crate::kafka::kafka_error;
 #[derive(Debug)]
 pub struct Subscriber {
     stop: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     assigned: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -30,10 +31,15 @@ impl Subscriber {
             .subscribe(&[topic])
             .map_err(|e| kafka_error("subscribe", e))?;
         let stop = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
         let assigned = Arc::new(AtomicUsize::new(0));
-        let (flag, count) = (stop.clone(), assigned.clone());
+        let (flag, ice, count) = (stop.clone(), frozen.clone(), assigned.clone());
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::SeqCst) {
+                if ice.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
                 let _ = consumer.poll(Duration::from_millis(100));
                 if let Ok(assignment) = consumer.assignment() {
                     count.store(assignment.count(), Ordering::SeqCst);
@@ -44,9 +50,16 @@ impl Subscriber {
         });
         Ok(Subscriber {
             stop,
+            frozen,
             assigned,
             thread: Some(thread),
         })
+    }
+
+    /// Stops (or resumes) polling: a frozen member runs no rebalance callbacks, so it neither
+    /// gives up nor takes partitions until it thaws (librdkafka still heartbeats for it).
+    pub fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::SeqCst);
     }
 
     /// How many partitions it owns now.

@@ -1,10 +1,10 @@
 //! "Consumer lag > 10000 → alert": core's lag engine as a probe.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use kafka_ops_core::cluster::{ClusterQuery, LagOptions, group_lag};
+use kafka_ops_core::cluster::{ClusterQuery, GroupState, GroupType, LagOptions, group_lag};
 use kafka_ops_core::lag::monitor::{LagMonitor, LagMonitorConfig};
 use kafka_ops_core::lag::verdict::LagThresholds;
 use kafka_ops_core::{Clock, SystemClock};
@@ -104,6 +104,20 @@ impl HealthProbe for ConsumerLagProbe {
         let mut worst = Severity::Info;
         let mut lines = Vec::new();
         let mut details = serde_json::Map::new();
+        // Each group's protocol and state, for the operator (a rebalancing group is not
+        // unhealthy by itself); one request for all groups, left out where it is unsupported.
+        let states: HashMap<String, (GroupType, GroupState)> =
+            match self.cluster.describe_groups(&self.groups).await {
+                Ok(described) => described
+                    .into_iter()
+                    .filter(|d| d.error.is_none())
+                    .map(|d| (d.group, (d.group_type, d.state)))
+                    .collect(),
+                Err(error) => {
+                    tracing::debug!(%error, "cannot describe the groups");
+                    HashMap::new()
+                }
+            };
         for group in &self.groups {
             let (mut lag, _) = group_lag(
                 self.cluster.as_ref(),
@@ -139,9 +153,14 @@ impl HealthProbe for ConsumerLagProbe {
                 line.push_str(&format!("; {unknown} partitions unknown"));
             }
             lines.push(line);
+            let (protocol, state) = states
+                .get(group)
+                .map_or((None, None), |(kind, state)| (Some(*kind), Some(*state)));
             details.insert(
                 group.clone(),
                 json!({
+                    "protocol": protocol,
+                    "state": state,
                     "severity": severity,
                     "total_lag": verdict.total_lag,
                     "status": verdict.status,

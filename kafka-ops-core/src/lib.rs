@@ -17,8 +17,8 @@
 //!   [`Layer`](handler::Layer)s, the [`OffsetTracker`](tracker::OffsetTracker), and the
 //!   [`Driver`](kafka::driver::Driver) that polls, handles, tracks and commits.
 //!
-//! With the `testkit` feature, [`testkit`] starts an embedded mock cluster or a tansu broker for
-//! tests.
+//! With the `testkit` feature, [`testkit`] gives tests a real Apache Kafka cluster and an
+//! embedded mock cluster.
 //!
 //! ## Example: judge a group's lag
 //!

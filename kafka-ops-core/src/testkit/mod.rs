@@ -1,13 +1,19 @@
 //! Test support shared by every kafka-ops crate (feature `testkit`).
 //!
-//! - [`MockKafka`]: librdkafka's in-process mock cluster (real TCP sockets on loopback) with
-//!   topic creation, a producer for keyed records with headers, test-friendly consumer settings,
-//!   commits of chosen offsets, fault injection, and request counting.
-//! - [`Tansu`]: a real Kafka-compatible broker process for the admin paths the mock cluster does
-//!   not serve.
+//! - [`RealKafka`]: a real Apache Kafka cluster — the 3-node KRaft cluster the README's test
+//!   command starts with `scripts/kafka-cluster up`, or any cluster named by
+//!   `KAFKA_OPS_KAFKA_BOOTSTRAP` — for every admin, cluster and end-to-end path: topics through
+//!   the admin API, nodes stopped and started, Kafka's own tools as a cross-check, foreign
+//!   systems writing dead letters.
+//! - [`MockKafka`]: librdkafka's in-process mock cluster (real TCP sockets on loopback), for
+//!   what its fault injection does best — request errors, round-trip delays, a broker down —
+//!   and for fast data-path tests; with topic creation, a producer for keyed records with
+//!   headers, test-friendly consumer settings, commits of chosen offsets and request counting.
+//! - [`TestProducer`], [`TransactionalProducer`], [`Subscriber`]: acknowledged writes,
+//!   transactions left open or committed, a group member that only holds its assignment.
 //!
-//! Test support fails loudly: a missing broker binary or a cluster that does not come up is an
-//! error the test reports, never a silent skip.
+//! Test support fails loudly: an unset cluster address, a missing script or a cluster that does
+//! not come up is an error the test reports, never a silent skip.
 //!
 //! ```
 //! # #[tokio::main(flavor = "multi_thread")]
@@ -24,24 +30,16 @@
 //! # }
 //! ```
 //!
-//! ## What each broker can serve
+//! ## What the mock cluster does not serve
 //!
-//! | API | MockCluster | tansu 0.6 |
-//! |---|---|---|
-//! | Produce, Fetch, ListOffsets, Metadata, OffsetCommit/Fetch, groups | yes | yes (see below) |
-//! | ListGroups, DescribeGroups | no (connection closed) | yes |
-//! | OffsetFetch for "all partitions" | answers empty | yes |
-//! | ListOffsets by timestamp | answers -1 (not implemented) | yes, but a time after the last record answers 0 instead of -1 |
-//! | CreateTopics, DeleteTopics, DescribeConfigs | no | yes |
-//! | DeleteRecords | no | no (drops the connection) |
-//!
-//! Seen wrong on tansu: the high watermark after keyed, batched produces across partitions, and
-//! group joins after earlier groups left uncleanly. Data-path numbers are therefore asserted on
-//! the mock cluster; tansu tests stick to admin paths.
+//! ListGroups, DescribeGroups, DescribeConfigs, CreateTopics, DeleteTopics, DeleteRecords and
+//! DescribeCluster close the connection; ListOffsets by timestamp answers -1; OffsetFetch for
+//! "all partitions" answers empty; its metadata names controller 0, none of its brokers; and it
+//! scans a partition's message sets from the start to serve each fetch. Tests of those paths
+//! and every number a user would compare with Kafka's own tools run on [`RealKafka`].
 
 mod real;
 mod subscriber;
-mod tansu;
 mod transactions;
 
 use std::time::Duration;
@@ -59,7 +57,6 @@ use crate::types::{Offset, TopicPartition};
 
 pub use real::{BOOTSTRAP_ENV, RealKafka, SCRIPT_ENV, ToolRow, TopicSpec, parse_group_tool_output};
 pub use subscriber::Subscriber;
-pub use tansu::Tansu;
 pub use transactions::TransactionalProducer;
 
 /// A record to produce in a test.
@@ -426,7 +423,7 @@ impl TestProducer {
 pub use crate::kafka::commit_group_offsets as commit_offsets;
 
 /// `group`'s committed offsets on partitions `0..partitions` of `topic` (`None`: none), from
-/// any cluster (the mock cluster, tansu).
+/// any cluster (the mock cluster, the real one).
 pub async fn committed<Q: crate::cluster::OffsetQuery>(
     cluster: &Q,
     group: &str,

@@ -1,8 +1,8 @@
 //! Side-by-side: replaying a dead-letter topic of 1M records (100 B values, 5 headers) to
 //! another topic with kafka-ops' [`Replay`] and with a `kcat -C -e | kcat -P` pipe, on the
-//! same 3-broker mock cluster in the same run; then the routing overhead per dead-lettered
-//! record (the driver with the dead-letter layer, every record failing, against every record
-//! succeeding).
+//! same cluster in the same run — the 3-broker mock cluster and, when `KAFKA_OPS_KAFKA_BOOTSTRAP`
+//! names it, the real 3-node cluster; then the routing overhead per dead-lettered record (the
+//! driver with the dead-letter layer, every record failing, against every record succeeding).
 //!
 //! ```text
 //! cargo bench -p kafka-ops-benches --bench dlq_replay
@@ -10,8 +10,9 @@
 //!
 //! The pipe copies keys and values only (kcat's producer reads no headers from a stream); the
 //! replay also copies the 5 headers, adds 3 lineage headers and commits its progress so it can
-//! resume: it does more per record. Knobs (environment): `KAFKA_OPS_BENCH_RECORDS` (default
-//! 1 000 000), `KAFKA_OPS_BENCH_ROUTED` (records for the routing overhead, default 20 000).
+//! resume: it does more per record. Knobs (environment): `KAFKA_OPS_BENCH_CLUSTERS` (`mock`,
+//! `real` or both), `KAFKA_OPS_BENCH_RECORDS` (default 1 000 000), `KAFKA_OPS_BENCH_ROUTED`
+//! (records for the routing overhead, default 20 000).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -23,10 +24,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kafka_ops_benches::BenchCluster;
 use kafka_ops_core::Record;
 use kafka_ops_core::handler::{HandlerBuilder, HandlerError, Outcome, handler_fn};
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
-use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
+use kafka_ops_core::testkit::{TestRecord, unique_name};
 use kafka_ops_dlq::{DeadLetterLayer, Destination, Envelope, KafkaDeadLetterSink, Replay};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -34,8 +36,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 /// retention): 64 partitions hold a million records with room to spare.
 const PARTITIONS: i32 = 64;
 
-fn count(kafka: &MockKafka, topic: &str) -> i64 {
-    let consumer: BaseConsumer = kafka.consumer_config("count").create().unwrap();
+fn count(cluster: &BenchCluster, topic: &str) -> i64 {
+    let consumer: BaseConsumer = cluster.consumer_config("count").create().unwrap();
     (0..PARTITIONS)
         .map(|p| {
             let (low, high) = consumer
@@ -47,9 +49,9 @@ fn count(kafka: &MockKafka, topic: &str) -> i64 {
 }
 
 /// 100-byte values with 5 headers.
-fn fill(runtime: &tokio::runtime::Runtime, kafka: &MockKafka, topic: &str, records: u64) {
+fn fill(runtime: &tokio::runtime::Runtime, cluster: &BenchCluster, topic: &str, records: u64) {
     let payload = vec![b'x'; 100];
-    kafka_ops_benches::fill(runtime, kafka, topic, records, |i| {
+    kafka_ops_benches::fill(runtime, cluster, topic, records, |i| {
         (0..5).fold(
             TestRecord::keyed(format!("k{i}"), payload.clone()),
             |record, h| record.header(format!("h{h}"), format!("value-{h}")),
@@ -57,8 +59,8 @@ fn fill(runtime: &tokio::runtime::Runtime, kafka: &MockKafka, topic: &str, recor
     });
 }
 
-fn kcat_copy(kafka: &MockKafka, from: &str, to: &str) -> Duration {
-    let b = kafka.bootstrap();
+fn kcat_copy(cluster: &BenchCluster, from: &str, to: &str) -> Duration {
+    let b = cluster.bootstrap();
     let pipe = format!(
         "kcat -C -b {b} -t {from} -o beginning -e -q -K '\t' | kcat -P -b {b} -t {to} -K '\t'"
     );
@@ -78,7 +80,7 @@ fn kcat_copy(kafka: &MockKafka, from: &str, to: &str) -> Duration {
 
 fn replay_copy(
     runtime: &tokio::runtime::Runtime,
-    kafka: &MockKafka,
+    cluster: &BenchCluster,
     from: &str,
     to: &str,
 ) -> Duration {
@@ -88,7 +90,7 @@ fn replay_copy(
         .batch_size(5_000);
     let started = Instant::now();
     let report = runtime
-        .block_on(replay.run(&kafka.client_config()))
+        .block_on(replay.run(&cluster.client_config()))
         .unwrap();
     let took = started.elapsed();
     assert_eq!(report.replayed, report.scanned);
@@ -99,13 +101,13 @@ fn replay_copy(
 /// failing permanently (`fail`) or none.
 fn route(
     runtime: &tokio::runtime::Runtime,
-    kafka: &MockKafka,
+    cluster: &BenchCluster,
     topic: &str,
     records: u64,
     fail: bool,
 ) -> Duration {
     let group = unique_name("route");
-    let sink = Arc::new(KafkaDeadLetterSink::new(&kafka.client_config()).unwrap());
+    let sink = Arc::new(KafkaDeadLetterSink::new(&cluster.client_config()).unwrap());
     let handler = HandlerBuilder::new()
         .layer(DeadLetterLayer::new(sink, Envelope::new(&group, "bench")))
         .handler(handler_fn(move |_r: &Record<'_>| async move {
@@ -120,7 +122,7 @@ fn route(
     let mut config = DriverConfig::new([topic]);
     config.max_in_flight = 4_096;
     config.ordering = kafka_ops_core::kafka::driver::Ordering::Unordered;
-    let driver = Driver::new(kafka.consumer_config(&group), config, handler);
+    let driver = Driver::new(cluster.consumer_config(&group), config, handler);
     let handle = driver.handle();
     let started = Instant::now();
     runtime.block_on(async {
@@ -143,45 +145,50 @@ fn main() {
     let records = kafka_ops_benches::knob("KAFKA_OPS_BENCH_RECORDS", 1_000_000);
     let routed = kafka_ops_benches::knob("KAFKA_OPS_BENCH_ROUTED", 20_000);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let kafka = MockKafka::start(3).unwrap();
-    for topic in [
-        "orders.dlq",
-        "copy.kcat.1",
-        "copy.kcat.2",
-        "copy.replay.1",
-        "copy.replay.2",
-        "routed",
-    ] {
-        kafka.create_topic(topic, PARTITIONS).unwrap();
+    for cluster in BenchCluster::chosen(&runtime) {
+        measure(&runtime, &cluster, records, routed);
+        cluster.clean_up(&runtime);
     }
-    kafka.create_topic("routed.dlq", PARTITIONS).unwrap();
-    fill(&runtime, &kafka, "orders.dlq", records);
-    fill(&runtime, &kafka, "routed", routed);
+}
+
+fn measure(runtime: &tokio::runtime::Runtime, cluster: &BenchCluster, records: u64, routed: u64) {
+    let topic = |name: &str| cluster.topic(runtime, name, PARTITIONS);
+    let dlq = topic("orders.dlq");
+    let copies = [
+        topic("copy.kcat.1"),
+        topic("copy.kcat.2"),
+        topic("copy.replay.1"),
+        topic("copy.replay.2"),
+    ];
+    let routed_topic = topic("routed");
+    // The dead-letter layer's default topic for it.
+    let routed_dlq = format!("{routed_topic}.dlq");
+    cluster.exact_topic(runtime, &routed_dlq, PARTITIONS);
+    fill(runtime, cluster, &dlq, records);
+    fill(runtime, cluster, &routed_topic, routed);
 
     // A B B A, each copy to its own topic; the better of each pair counts.
-    let mut kcat_runs = Vec::new();
-    let mut our_runs = Vec::new();
-    kcat_runs.push(kcat_copy(&kafka, "orders.dlq", "copy.kcat.1"));
-    our_runs.push(replay_copy(&runtime, &kafka, "orders.dlq", "copy.replay.1"));
-    our_runs.push(replay_copy(&runtime, &kafka, "orders.dlq", "copy.replay.2"));
-    kcat_runs.push(kcat_copy(&kafka, "orders.dlq", "copy.kcat.2"));
-    for topic in [
-        "copy.kcat.1",
-        "copy.kcat.2",
-        "copy.replay.1",
-        "copy.replay.2",
-    ] {
+    let kcat_runs = [
+        kcat_copy(cluster, &dlq, &copies[0]),
+        kcat_copy(cluster, &dlq, &copies[1]),
+    ];
+    let our_runs = [
+        replay_copy(runtime, cluster, &dlq, &copies[2]),
+        replay_copy(runtime, cluster, &dlq, &copies[3]),
+    ];
+    for copy in &copies {
         assert_eq!(
-            count(&kafka, topic),
+            count(cluster, copy),
             records as i64,
-            "{topic} holds every record"
+            "{copy} holds every record"
         );
     }
     let kcat = *kcat_runs.iter().min().unwrap();
     let ours = *our_runs.iter().min().unwrap();
     let rate = |d: Duration| records as f64 / d.as_secs_f64();
     println!(
-        "P3 replay of {records} records (100 B, 5 headers), 3-broker mock cluster, best of 2 (A B B A):"
+        "P3 replay of {records} records (100 B, 5 headers), {}, best of 2 (A B B A):",
+        cluster.name()
     );
     println!(
         "  kcat -C -e | kcat -P : {:>10.0} records/s ({:.2} s)",
@@ -198,9 +205,9 @@ fn main() {
         kcat.as_secs_f64() / ours.as_secs_f64()
     );
 
-    let ok = route(&runtime, &kafka, "routed", routed, false);
-    let failing = route(&runtime, &kafka, "routed", routed, true);
-    assert_eq!(count(&kafka, "routed.dlq"), routed as i64);
+    let ok = route(runtime, cluster, &routed_topic, routed, false);
+    let failing = route(runtime, cluster, &routed_topic, routed, true);
+    assert_eq!(count(cluster, &routed_dlq), routed as i64);
     let per = failing.saturating_sub(ok).as_secs_f64() / routed as f64;
     println!("routing {routed} records through the driver with the dead-letter layer:");
     println!(

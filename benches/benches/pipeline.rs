@@ -1,14 +1,16 @@
-//! Side-by-side: consuming 1M records of 100 bytes from a 3-broker mock cluster with a raw
-//! rdkafka poll loop (no work per record), through kafka-ops' driver with a handler that does
-//! nothing, and through the driver with the full composition — dead-letter routing, idempotency
-//! over the memory store (keyed by the `event-id` header), in-place retries — where 0.1% of the
-//! records fail once (transiently) and pass on the retry. All three in the same run.
+//! Side-by-side: consuming 1M records of 100 bytes with a raw rdkafka poll loop (no work per
+//! record), through kafka-ops' driver with a handler that does nothing, and through the driver
+//! with the full composition — dead-letter routing, idempotency over the memory store (keyed by
+//! the `event-id` header), in-place retries — where 0.1% of the records fail once (transiently)
+//! and pass on the retry. All three in the same run, on the 3-broker mock cluster and, when
+//! `KAFKA_OPS_KAFKA_BOOTSTRAP` names it, on the real 3-node cluster.
 //!
 //! ```text
 //! cargo bench -p kafka-ops-benches --bench pipeline
 //! ```
 //!
-//! Knobs (environment): `KAFKA_OPS_BENCH_RECORDS` (default 1 000 000),
+//! Knobs (environment): `KAFKA_OPS_BENCH_CLUSTERS` (`mock`, `real` or both),
+//! `KAFKA_OPS_BENCH_RECORDS` (default 1 000 000),
 //! `KAFKA_OPS_BENCH_INFLIGHT` (the driver's `max_in_flight`, default 4 096) and
 //! `KAFKA_OPS_BENCH_UNORDERED` (set: unordered processing instead of per-partition order).
 #![allow(
@@ -22,10 +24,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
+use kafka_ops_benches::{BenchCluster, cpu_time};
 use kafka_ops_core::Record;
 use kafka_ops_core::handler::{Handler, HandlerBuilder, HandlerError, Outcome, handler_fn};
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
-use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
+use kafka_ops_core::testkit::{TestRecord, unique_name};
 use kafka_ops_dlq::{DeadLetterLayer, Envelope, KafkaDeadLetterSink};
 use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
 use kafka_ops_idempotency::{IdempotencyLayer, MemoryStore};
@@ -40,18 +43,24 @@ const PARTITIONS: i32 = 64;
 fn main() {
     let records = kafka_ops_benches::knob("KAFKA_OPS_BENCH_RECORDS", RECORDS);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let kafka = MockKafka::start(3).unwrap();
-    kafka.create_topic("pipeline", PARTITIONS).unwrap();
+    for cluster in BenchCluster::chosen(&runtime) {
+        measure(&runtime, &cluster, records);
+        cluster.clean_up(&runtime);
+    }
+}
+
+fn measure(runtime: &tokio::runtime::Runtime, cluster: &BenchCluster, records: u64) {
+    let topic = cluster.topic(runtime, "pipeline", PARTITIONS);
     let payload = vec![b'x'; 100];
-    kafka_ops_benches::fill(&runtime, &kafka, "pipeline", records, |i| {
+    kafka_ops_benches::fill(runtime, cluster, &topic, records, |i| {
         TestRecord::keyed(format!("k{i}"), payload.clone()).header("event-id", format!("e{i}"))
     });
 
     // Each contender runs twice, in the order A B C C B A, and its better run counts: the mock
     // cluster's own speed drifts during a run (it scans its logs to serve a fetch), and the
     // mirrored order gives every contender the same share of early and late.
-    // Beside the wall time, the process's CPU time over each run (the mock brokers' included,
-    // the same work in every run): steadier than the wall time when the brokers' speed drifts.
+    // Beside the wall time, the process's CPU time over each run (the mock brokers' included
+    // there, the same work in every run; the real brokers run in their own processes).
     let mut raw = (Duration::MAX, Duration::MAX);
     let mut bare = raw;
     let mut composed = raw;
@@ -59,11 +68,14 @@ fn main() {
     for round in 0..6 {
         let cpu_before = cpu_time();
         let (kept, wall) = match round {
-            0 | 5 => (&mut raw, raw_loop(&kafka, records)),
-            1 | 4 => (&mut bare, runtime.block_on(bare_driver(&kafka, records))),
+            0 | 5 => (&mut raw, raw_loop(cluster, &topic, records)),
+            1 | 4 => (
+                &mut bare,
+                runtime.block_on(bare_driver(cluster, &topic, records)),
+            ),
             _ => (
                 &mut composed,
-                runtime.block_on(composition(&kafka, records)),
+                runtime.block_on(composition(cluster, &topic, records)),
             ),
         };
         *kept = best(*kept, (wall, cpu_time().saturating_sub(cpu_before)));
@@ -71,7 +83,8 @@ fn main() {
 
     let rate = |d: Duration| records as f64 / d.as_secs_f64();
     println!(
-        "pipeline, {records} records x 100 B, {PARTITIONS} partitions on 3 brokers (best of 2, A B C C B A)"
+        "pipeline, {records} records x 100 B, {PARTITIONS} partitions, {} (best of 2, A B C C B A)",
+        cluster.name()
     );
     for (name, (wall, cpu)) in [
         ("raw rdkafka poll loop          ", raw),
@@ -93,21 +106,6 @@ fn main() {
         raw.1.as_secs_f64() / bare.1.as_secs_f64(),
         raw.1.as_secs_f64() / composed.1.as_secs_f64()
     );
-}
-
-/// This process's user + system CPU time so far (Linux: `/proc/self/stat`, in clock ticks of
-/// 10 ms).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // The fields after the command name (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
 }
 
 type Counted = (
@@ -139,14 +137,18 @@ fn counting(
 /// Runs a driver with `handler` until `records` records are done; the time from the first
 /// record to the last.
 async fn timed_run(
-    kafka: &MockKafka,
+    cluster: &BenchCluster,
     config: DriverConfig,
     handler: impl Handler + 'static,
     done: &AtomicU64,
     first: &std::sync::OnceLock<Instant>,
     records: u64,
 ) -> Duration {
-    let driver = Driver::new(kafka.consumer_config(&unique_name("ours")), config, handler);
+    let driver = Driver::new(
+        cluster.consumer_config(&unique_name("ours")),
+        config,
+        handler,
+    );
     let handle = driver.handle();
     let run = tokio::spawn(driver.run());
     while done.load(AtomicOrdering::Relaxed) < records {
@@ -159,9 +161,12 @@ async fn timed_run(
 }
 
 /// A raw rdkafka `BaseConsumer` in a loop, counting messages.
-fn raw_loop(kafka: &MockKafka, records: u64) -> Duration {
-    let consumer: BaseConsumer = kafka.consumer_config(&unique_name("raw")).create().unwrap();
-    consumer.subscribe(&["pipeline"]).unwrap();
+fn raw_loop(cluster: &BenchCluster, topic: &str, records: u64) -> Duration {
+    let consumer: BaseConsumer = cluster
+        .consumer_config(&unique_name("raw"))
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
     let mut seen = 0u64;
     let mut started = None;
     while seen < records {
@@ -173,8 +178,8 @@ fn raw_loop(kafka: &MockKafka, records: u64) -> Duration {
     started.unwrap().elapsed()
 }
 
-fn driver_config() -> DriverConfig {
-    let mut config = DriverConfig::new(["pipeline"]);
+fn driver_config(topic: &str) -> DriverConfig {
+    let mut config = DriverConfig::new([topic]);
     config.max_in_flight = kafka_ops_benches::knob("KAFKA_OPS_BENCH_INFLIGHT", 4_096) as usize;
     if std::env::var("KAFKA_OPS_BENCH_UNORDERED").is_ok() {
         config.ordering = kafka_ops_core::kafka::driver::Ordering::Unordered;
@@ -183,13 +188,21 @@ fn driver_config() -> DriverConfig {
 }
 
 /// The driver with a handler that does nothing.
-async fn bare_driver(kafka: &MockKafka, records: u64) -> Duration {
+async fn bare_driver(cluster: &BenchCluster, topic: &str, records: u64) -> Duration {
     let (counted, done, first) = counting(|_| Ok(Outcome::Processed));
-    timed_run(kafka, driver_config(), counted, &done, &first, records).await
+    timed_run(
+        cluster,
+        driver_config(topic),
+        counted,
+        &done,
+        &first,
+        records,
+    )
+    .await
 }
 
 /// The full composition; 1 record in 1 000 fails once, transiently.
-async fn composition(kafka: &MockKafka, records: u64) -> Duration {
+async fn composition(cluster: &BenchCluster, topic: &str, records: u64) -> Duration {
     let failed_once = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let (counted, done, first) = counting(move |record| {
         if record.offset.get() % 1_000 == 999
@@ -202,7 +215,7 @@ async fn composition(kafka: &MockKafka, records: u64) -> Duration {
         }
         Ok(Outcome::Processed)
     });
-    let sink = Arc::new(KafkaDeadLetterSink::new(&kafka.client_config()).unwrap());
+    let sink = Arc::new(KafkaDeadLetterSink::new(&cluster.client_config()).unwrap());
     let group = unique_name("composed");
     let handler = HandlerBuilder::new()
         .layer(DeadLetterLayer::new(sink, Envelope::new(&group, "bench")))
@@ -215,5 +228,13 @@ async fn composition(kafka: &MockKafka, records: u64) -> Duration {
             3,
         ))))
         .handler(counted);
-    timed_run(kafka, driver_config(), handler, &done, &first, records).await
+    timed_run(
+        cluster,
+        driver_config(topic),
+        handler,
+        &done,
+        &first,
+        records,
+    )
+    .await
 }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
+use kafka_ops_core::testkit::{self, MockKafka, TestRecord, unique_name};
 use kafka_ops_dlq::DlqError;
 use kafka_ops_dlq::purge::{archive, purge, read_archive};
 
@@ -17,26 +17,7 @@ fn scratch(name: &str) -> PathBuf {
 /// tombstone, an empty value, null and repeated headers, explicit timestamps.
 async fn awkward(kafka: &MockKafka, topic: &str) {
     kafka.create_topic(topic, 3).unwrap();
-    let mut records = vec![
-        TestRecord::keyed(vec![0xff, 0x00, 0xfe], vec![0xc3, 0x28])
-            .header("h", vec![0x80])
-            .header("h", b"again".to_vec())
-            .to_partition(0)
-            .at(1_700_000_000_000),
-        TestRecord {
-            value: None,
-            key: Some(b"deleted".to_vec()),
-            partition: Some(1),
-            ..TestRecord::default()
-        },
-        TestRecord::value(Vec::new()).to_partition(2),
-        TestRecord {
-            headers: vec![("null".into(), None)],
-            value: Some(b"v".to_vec()),
-            partition: Some(2),
-            ..TestRecord::default()
-        },
-    ];
+    let mut records = testkit::awkward_records();
     records.extend(
         (0..200)
             .map(|i| TestRecord::keyed(format!("k{i}"), vec![i as u8; 100]).to_partition(i % 3)),

@@ -6,33 +6,13 @@
 use std::collections::BTreeMap;
 
 use kafka_ops_core::cluster::OffsetQuery;
-use kafka_ops_core::testkit::{RealKafka, TestRecord, unique_name};
+use kafka_ops_core::testkit::{self, RealKafka, TestRecord, unique_name};
 use kafka_ops_core::{IsolationLevel, OwnedRecord, TopicPartition};
 use kafka_ops_dlq::purge::{purge, read_archive};
 
-/// Records with everything that must survive the archive: non-UTF-8 bytes, a null key, a
-/// tombstone, an empty value, null and repeated headers, an explicit timestamp.
+/// Records with everything that must survive the archive, and bulk.
 fn awkward() -> Vec<TestRecord> {
-    let mut records = vec![
-        TestRecord::keyed(vec![0xff, 0x00, 0xfe], vec![0xc3, 0x28])
-            .header("h", vec![0x80])
-            .header("h", b"again".to_vec())
-            .to_partition(0)
-            .at(1_700_000_000_000),
-        TestRecord {
-            value: None,
-            key: Some(b"deleted".to_vec()),
-            partition: Some(1),
-            ..TestRecord::default()
-        },
-        TestRecord::value(Vec::new()).to_partition(2),
-        TestRecord {
-            headers: vec![("null".into(), None)],
-            value: Some(b"v".to_vec()),
-            partition: Some(2),
-            ..TestRecord::default()
-        },
-    ];
+    let mut records = testkit::awkward_records();
     records.extend(
         (0..300)
             .map(|i| TestRecord::keyed(format!("k{i}"), vec![i as u8; 5_000]).to_partition(i % 3)),

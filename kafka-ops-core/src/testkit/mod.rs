@@ -212,15 +212,7 @@ impl MockKafka {
     /// A consumer configuration for `group` with test-friendly settings: earliest offsets, short
     /// session timeout, no auto-commit.
     pub fn consumer_config(&self, group: &str) -> ClientConfig {
-        let mut config = self.client_config();
-        config
-            .set("group.id", group)
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500")
-            .set("enable.auto.commit", "false")
-            .set("topic.metadata.refresh.interval.ms", "1000");
-        config
+        classic_consumer_config(&self.bootstrap, group)
     }
 
     /// A cluster-query client for this cluster with a 5 s bound on each request.
@@ -327,6 +319,46 @@ impl MockKafka {
             .filter(|r| r.api_key == api_key)
             .count()
     }
+}
+
+/// A classic-protocol consumer configuration for `group` on `bootstrap` with test-friendly
+/// settings: earliest offsets, a short session, no auto-commit, quick metadata refreshes.
+fn classic_consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
+    let mut config = crate::kafka::client_config(bootstrap);
+    config
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("enable.auto.commit", "false")
+        .set("topic.metadata.refresh.interval.ms", "1000");
+    config
+}
+
+/// Records with everything a copy must keep: non-UTF-8 key and value bytes, repeated headers
+/// (one non-UTF-8), a tombstone, an empty value, a null header, an explicit timestamp — on
+/// partitions 0, 1 and 2.
+pub fn awkward_records() -> Vec<TestRecord> {
+    vec![
+        TestRecord::keyed(vec![0xff, 0x00, 0xfe], vec![0xc3, 0x28])
+            .header("h", vec![0x80])
+            .header("h", b"again".to_vec())
+            .to_partition(0)
+            .at(1_700_000_000_000),
+        TestRecord {
+            value: None,
+            key: Some(b"deleted".to_vec()),
+            partition: Some(1),
+            ..TestRecord::default()
+        },
+        TestRecord::value(Vec::new()).to_partition(2),
+        TestRecord {
+            headers: vec![("null".into(), None)],
+            value: Some(b"v".to_vec()),
+            partition: Some(2),
+            ..TestRecord::default()
+        },
+    ]
 }
 
 /// A producer that waits for every acknowledgement, for writing test data.

@@ -184,15 +184,7 @@ impl RealKafka {
     /// A classic-protocol consumer configuration for `group`: earliest offsets, a short
     /// session, no auto-commit.
     pub fn consumer_config(&self, group: &str) -> ClientConfig {
-        let mut config = self.client_config();
-        config
-            .set("group.id", group)
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500")
-            .set("enable.auto.commit", "false")
-            .set("topic.metadata.refresh.interval.ms", "1000");
-        config
+        super::classic_consumer_config(&self.bootstrap, group)
     }
 
     /// A consumer configuration for `group` on the KIP-848 protocol (`group.protocol=consumer`):

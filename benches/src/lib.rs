@@ -1,4 +1,6 @@
 //! What the side-by-side benchmarks share; each benchmark is its own target in `benches/`.
+// A benchmark reports on stdout.
+#![allow(clippy::print_stdout)]
 
 use kafka_ops_core::testkit::{MockKafka, RealKafka, TestProducer, TestRecord, unique_name};
 use rdkafka::ClientConfig;

@@ -341,16 +341,16 @@ pub trait GroupQuery: Send + Sync {
 /// value is absent: brokers never send it).
 pub type ConfigEntries = BTreeMap<String, Option<String>>;
 
+/// Each topic's configuration, or why it could not be read.
+pub type TopicConfigs = Vec<(String, Result<ConfigEntries, PartitionError>)>;
+
 /// Resource configuration (DescribeConfigs; librdkafka's mock cluster does not serve it).
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait ConfigQuery: Send + Sync {
     /// The configuration of each topic (`min.insync.replicas`, `cleanup.policy`, ...), defaults
     /// resolved. Each topic gets its own result.
-    async fn topic_configs(
-        &self,
-        topics: &[String],
-    ) -> Result<Vec<(String, Result<ConfigEntries, PartitionError>)>, Error>;
+    async fn topic_configs(&self, topics: &[String]) -> Result<TopicConfigs, Error>;
 
     /// The configuration of broker `id` (`process.roles`, `controller.quorum.voters`, ...).
     async fn broker_config(&self, id: i32) -> Result<ConfigEntries, Error>;

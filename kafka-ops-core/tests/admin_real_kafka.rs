@@ -43,8 +43,11 @@ fn records(partition: i32, count: i64, base_time: i64) -> Vec<TestRecord> {
         .collect()
 }
 
+/// A row as Kafka's tool prints it: partition, committed offset, end offset, lag.
+type Row = (TopicPartition, Option<i64>, Option<i64>, Option<i64>);
+
 /// Our lag rows as Kafka's tool prints them.
-fn as_tool_rows(lag: &GroupLag) -> Vec<(TopicPartition, Option<i64>, Option<i64>, Option<i64>)> {
+fn as_tool_rows(lag: &GroupLag) -> Vec<Row> {
     lag.partitions
         .iter()
         .map(|row| {
@@ -58,7 +61,7 @@ fn as_tool_rows(lag: &GroupLag) -> Vec<(TopicPartition, Option<i64>, Option<i64>
         .collect()
 }
 
-fn tool_rows(rows: &[ToolRow]) -> Vec<(TopicPartition, Option<i64>, Option<i64>, Option<i64>)> {
+fn tool_rows(rows: &[ToolRow]) -> Vec<Row> {
     rows.iter()
         .map(|r| (r.partition.clone(), r.committed, r.end, r.lag))
         .collect()
@@ -257,7 +260,10 @@ async fn offsets_by_time_earliest_and_latest_are_exact() {
         ask(OffsetSpec::AtTime(Timestamp::from_millis(base + 60_000))).await,
         None
     );
-    let metadata = cluster.metadata(&[topic.clone()]).await.unwrap();
+    let metadata = cluster
+        .metadata(std::slice::from_ref(&topic))
+        .await
+        .unwrap();
     assert_eq!(metadata.brokers.len(), 3);
     let partition = &metadata.topic(&topic).unwrap().partitions[0];
     assert_eq!(partition.replicas.len(), 3);

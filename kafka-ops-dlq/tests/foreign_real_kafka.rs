@@ -126,7 +126,7 @@ async fn dead_letter_then_replay(
         found.patterns
     );
 
-    let report = Replay::new(dlt, &unique_name("fix"))
+    let report = Replay::new(dlt, unique_name("fix"))
         .run(&kafka.client_config())
         .await
         .unwrap();

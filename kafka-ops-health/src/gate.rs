@@ -281,8 +281,8 @@ mod tests {
     use async_trait::async_trait;
     use kafka_ops_core::Error;
     use kafka_ops_core::cluster::{
-        BrokerInfo, ConfigEntries, MockConfigQuery, MockMetadataQuery, PartitionError,
-        PartitionInfo, TopicInfo,
+        BrokerInfo, ConfigEntries, MockConfigQuery, MockMetadataQuery, PartitionInfo, TopicConfigs,
+        TopicInfo,
     };
 
     fn broker(id: i32) -> BrokerInfo {
@@ -486,10 +486,7 @@ mod tests {
 
     #[async_trait]
     impl ConfigQuery for Cluster {
-        async fn topic_configs(
-            &self,
-            topics: &[String],
-        ) -> Result<Vec<(String, Result<ConfigEntries, PartitionError>)>, Error> {
+        async fn topic_configs(&self, topics: &[String]) -> Result<TopicConfigs, Error> {
             self.configs.topic_configs(topics).await
         }
         async fn broker_config(&self, id: i32) -> Result<ConfigEntries, Error> {

@@ -15,7 +15,7 @@ use rdkafka::{ClientConfig, Message, TopicPartitionList};
 use crate::cluster::{
     BrokerInfo, ClusterMetadata, ConfigEntries, ConfigQuery, GroupDescription, GroupListing,
     GroupQuery, GroupState, GroupType, MetadataQuery, OffsetQuery, PartitionError, PartitionInfo,
-    PartitionResult, PartitionResults, TopicInfo,
+    PartitionResult, PartitionResults, TopicConfigs, TopicInfo,
 };
 use crate::error::{Error, KafkaCode};
 use crate::ffi;
@@ -625,10 +625,7 @@ impl KafkaCluster {
 
 #[async_trait]
 impl ConfigQuery for KafkaCluster {
-    async fn topic_configs(
-        &self,
-        topics: &[String],
-    ) -> Result<Vec<(String, Result<ConfigEntries, PartitionError>)>, Error> {
+    async fn topic_configs(&self, topics: &[String]) -> Result<TopicConfigs, Error> {
         if topics.is_empty() {
             return Ok(Vec::new());
         }

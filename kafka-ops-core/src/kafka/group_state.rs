@@ -342,7 +342,7 @@ mod tests {
         let settled = member(vec![tp(1), tp(0)], Some(vec![tp(0), tp(1)]));
         let moving = member(vec![tp(0), tp(1)], Some(vec![tp(0)]));
         assert_eq!(
-            infer_from_members(&[settled.clone()]),
+            infer_from_members(std::slice::from_ref(&settled)),
             GroupState::Assigning
         );
         assert_eq!(

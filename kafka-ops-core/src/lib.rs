@@ -24,7 +24,8 @@
 //!
 //! ```
 //! use kafka_ops_core::lag::{GroupLag, PartitionLag};
-//! use kafka_ops_core::lag::verdict::{judge, LagThresholds, Severity};
+//! use kafka_ops_core::lag::verdict::{judge, LagThresholds};
+//! use kafka_ops_core::Severity;
 //! use kafka_ops_core::{Offset, Timestamp, TopicPartition, Watermarks};
 //!
 //! let marks = |high| Some(Watermarks { low: Offset::ZERO, high: Offset::new(high).unwrap() });
@@ -44,11 +45,13 @@
 pub mod clock;
 pub mod cluster;
 pub mod error;
+mod extent;
 mod ffi;
 pub mod handler;
 pub mod kafka;
 pub mod lag;
 pub mod record;
+mod severity;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tracker;
@@ -56,6 +59,8 @@ pub mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Error, ErrorClass, KafkaCode};
+pub use extent::Extent;
 pub use handler::{ConsumerControl, Disposition, Handler, HandlerError, Outcome};
 pub use record::{Header, Headers, OwnedRecord, Record, RecordTimestamp};
+pub use severity::{Severity, UnknownSeverity};
 pub use types::{IsolationLevel, Offset, OffsetSpec, Timestamp, TopicPartition, Watermarks};

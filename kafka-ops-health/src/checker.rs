@@ -145,6 +145,7 @@ impl HealthChecker {
             severity: check.severity,
             message: check.message,
             details: check.details,
+            extent: check.extent,
             latency,
             checked_at: self.clock.wall(),
         }
@@ -196,8 +197,9 @@ impl CachedHealth {
 mod tests {
     use super::*;
     use crate::error::HealthError;
-    use crate::model::{ProbeKind, Severity};
+    use crate::model::ProbeKind;
     use async_trait::async_trait;
+    use kafka_ops_core::Severity;
 
     struct Fixed {
         name: &'static str,

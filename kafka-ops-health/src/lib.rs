@@ -77,4 +77,4 @@ pub use checker::{CachedHealth, HealthChecker};
 pub use control_plane::{ControlPlane, Quorum};
 pub use error::HealthError;
 pub use gate::{RestartGateOptions, RestartRefusal, RestartVerdict, safe_to_restart};
-pub use model::{Check, HealthProbe, HealthReport, ProbeKind, ProbeReport, Severity, Status};
+pub use model::{Check, HealthProbe, HealthReport, ProbeKind, ProbeReport, Status};

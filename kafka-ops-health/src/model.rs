@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kafka_ops_core::Timestamp;
+use kafka_ops_core::{Extent, Severity, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -63,58 +63,6 @@ impl fmt::Display for Status {
     }
 }
 
-/// The runbooks' three alert levels. Ordered from least to most urgent.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Nothing to do.
-    #[default]
-    Info,
-    /// Look at it today.
-    Warning,
-    /// Act now.
-    Critical,
-}
-
-impl Severity {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-
-    /// The exit code a runbook script expects: 0 info, 1 warning, 2 critical.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Severity::Info => 0,
-            Severity::Warning => 1,
-            Severity::Critical => 2,
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<kafka_ops_core::lag::verdict::Severity> for Severity {
-    fn from(severity: kafka_ops_core::lag::verdict::Severity) -> Self {
-        use kafka_ops_core::lag::verdict::Severity as Lag;
-        match severity {
-            Lag::Ok => Severity::Info,
-            Lag::Warning => Severity::Warning,
-            Lag::Critical => Severity::Critical,
-        }
-    }
-}
-
 /// What one check of a probe found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Check {
@@ -126,6 +74,10 @@ pub struct Check {
     pub message: String,
     /// Structured facts behind the message.
     pub details: Map<String, Value>,
+    /// How much of what it checks is affected (brokers down of those expected, partitions
+    /// offline or under-replicated of all), where the probe can count it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extent: Option<Extent>,
 }
 
 impl Check {
@@ -151,6 +103,7 @@ impl Check {
             severity,
             message: message.into(),
             details: Map::new(),
+            extent: None,
         }
     }
 
@@ -163,6 +116,12 @@ impl Check {
     /// The same check with one more detail.
     pub fn with_detail(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.details.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// The same check with how much is affected.
+    pub fn with_extent(mut self, affected: usize, total: usize) -> Self {
+        self.extent = Some(Extent::new(affected, total));
         self
     }
 }
@@ -182,6 +141,9 @@ pub struct ProbeReport {
     pub message: String,
     /// Structured facts behind the message.
     pub details: Map<String, Value>,
+    /// How much is affected, where the probe counts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extent: Option<Extent>,
     /// How long the check took.
     #[serde(with = "humantime_serde")]
     pub latency: Duration,
@@ -261,6 +223,7 @@ mod tests {
             severity,
             message: String::new(),
             details: Map::new(),
+            extent: None,
             latency: Duration::ZERO,
             checked_at: Timestamp::from_millis(0),
         }
@@ -323,14 +286,5 @@ mod tests {
                 Severity::Info
             )
         );
-    }
-
-    #[test]
-    fn lag_severities_map_onto_alert_levels() {
-        use kafka_ops_core::lag::verdict::Severity as Lag;
-        assert_eq!(Severity::from(Lag::Ok), Severity::Info);
-        assert_eq!(Severity::from(Lag::Warning), Severity::Warning);
-        assert_eq!(Severity::from(Lag::Critical), Severity::Critical);
-        assert_eq!(Severity::Critical.exit_code(), 2);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
+use kafka_ops_core::Severity;
 use kafka_ops_core::handler::{Outcome, handler_fn};
 use kafka_ops_core::kafka::client_config;
 use kafka_ops_core::kafka::cluster::KafkaCluster;
@@ -12,7 +13,7 @@ use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
 use kafka_ops_core::{Offset, Record, TopicPartition};
 use kafka_ops_health::probes::*;
-use kafka_ops_health::{HealthChecker, HealthProbe, ProbeKind, Severity, Status};
+use kafka_ops_health::{HealthChecker, HealthProbe, ProbeKind, Status};
 
 fn cluster(kafka: &MockKafka) -> Arc<KafkaCluster> {
     Arc::new(

@@ -16,16 +16,8 @@ use serde_json::Value;
 use crate::audit::{AuditRecord, AuditTrail};
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::error::RecoveryError;
-use crate::notify::{Notification, NotificationLevel, Notifier};
-
-/// How much of something an anomaly touches, for the "too widespread" guard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Extent {
-    /// Affected things (brokers, partitions, consumers).
-    pub affected: usize,
-    /// Of how many.
-    pub total: usize,
-}
+use crate::notify::{Notification, Notifier};
+use kafka_ops_core::{Extent, Severity};
 
 /// One thing a monitor saw: healthy, or an anomaly, under a stable key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -367,7 +359,7 @@ impl Engine {
         }
     }
 
-    async fn notify(&self, level: NotificationLevel, anomaly: &Anomaly, text: String) {
+    async fn notify(&self, level: Severity, anomaly: &Anomaly, text: String) {
         let notification = Notification {
             level,
             title: format!("kafka-ops: {}", anomaly.key),
@@ -473,7 +465,7 @@ impl Engine {
         {
             self.record(self.audit_record(anomaly, "too widespread: notify, do not act"));
             self.notify(
-                NotificationLevel::Critical,
+                Severity::Critical,
                 anomaly,
                 format!(
                     "{} ({} of {} affected): too widespread to recover automatically; a person must look",
@@ -488,7 +480,7 @@ impl Engine {
         let Some(playbook) = self.playbooks.iter().find(|p| p.handles(&anomaly.key)) else {
             self.record(self.audit_record(anomaly, "no playbook: notify"));
             self.notify(
-                NotificationLevel::Warning,
+                Severity::Warning,
                 anomaly,
                 format!("{}: no recovery playbook handles it", anomaly.message),
             )
@@ -549,7 +541,7 @@ impl Engine {
         metrics::counter!("kafka_ops_recoveries_total", "result" => "escalated").increment(1);
         self.record(self.audit_record(anomaly, "escalate"));
         self.notify(
-            NotificationLevel::Critical,
+            Severity::Critical,
             anomaly,
             format!(
                 "{}: automatic recovery failed after {} ({}); escalating",
@@ -765,7 +757,7 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_millis(47_500));
         let notes = s.notes.0.lock().unwrap();
         assert_eq!(notes.len(), 1);
-        assert_eq!(notes[0].level, NotificationLevel::Critical);
+        assert_eq!(notes[0].level, Severity::Critical);
         assert!(
             notes[0]
                 .text
@@ -830,10 +822,7 @@ mod tests {
             s.engine.tick().await,
             vec![EngineEvent::Unhandled { key: "disk".into() }]
         );
-        assert_eq!(
-            s.notes.0.lock().unwrap()[0].level,
-            NotificationLevel::Warning
-        );
+        assert_eq!(s.notes.0.lock().unwrap()[0].level, Severity::Warning);
     }
 
     #[tokio::test(start_paused = true)]

@@ -77,6 +77,6 @@ pub use engine::{
 };
 pub use error::{BreakerOpen, RecoveryError};
 pub use layer::{CircuitBreakerLayer, RetryLayer};
-pub use notify::{LogNotifier, Notification, NotificationLevel, Notifier, WebhookNotifier};
+pub use notify::{LogNotifier, Notification, Notifier, WebhookNotifier};
 pub use offsets::{MembershipCheck, OffsetOps, OffsetsBackup, ResetPlan, ResetTarget};
 pub use policy::{Decision, Matcher, RetryPolicy, Rule, RuleAction};

@@ -1,14 +1,14 @@
 //! Health probes as self-healing monitors (feature `health`).
 
 use async_trait::async_trait;
-use kafka_ops_health::{HealthChecker, ProbeReport, Status};
+use kafka_ops_health::{HealthChecker, Status};
 
-use crate::engine::{Extent, Monitor, Signal};
+use crate::engine::{Monitor, Signal};
 use crate::error::RecoveryError;
 
 /// Runs a [`HealthChecker`] and turns each probe's report into a signal keyed by the probe's
-/// name: anomalous at or above a status (unhealthy by default), with the extent the cluster
-/// probes report (brokers down of those expected, partitions offline or under-replicated).
+/// name: anomalous at or above a status (unhealthy by default), with the extent the probe
+/// counted (brokers down of those expected, partitions offline or under-replicated).
 #[derive(Debug)]
 pub struct HealthMonitor {
     name: String,
@@ -33,30 +33,6 @@ impl HealthMonitor {
     }
 }
 
-fn extent(report: &ProbeReport) -> Option<Extent> {
-    let number = |key: &str| {
-        report
-            .details
-            .get(key)
-            .and_then(serde_json::Value::as_u64)
-            .map(|n| n as usize)
-    };
-    match report.name.as_str() {
-        "broker_connectivity" => {
-            let (up, expected) = (number("brokers_up")?, number("brokers_expected")?);
-            Some(Extent {
-                affected: expected.saturating_sub(up),
-                total: expected,
-            })
-        }
-        "partitions" => Some(Extent {
-            affected: number("offline")? + number("under_replicated")?,
-            total: number("partitions")?,
-        }),
-        _ => None,
-    }
-}
-
 #[async_trait]
 impl Monitor for HealthMonitor {
     fn name(&self) -> &str {
@@ -72,7 +48,7 @@ impl Monitor for HealthMonitor {
                 key: probe.name.clone(),
                 anomalous: probe.status >= self.anomalous_at,
                 message: format!("{}: {}", probe.name, probe.message),
-                extent: extent(probe),
+                extent: probe.extent,
                 details: serde_json::Value::Object(probe.details.clone()),
             })
             .collect())

@@ -3,38 +3,16 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use kafka_ops_core::Timestamp;
+use kafka_ops_core::{Severity, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RecoveryError;
-
-/// How urgent a notification is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NotificationLevel {
-    /// For the record.
-    Info,
-    /// Look at it today.
-    Warning,
-    /// Act now.
-    Critical,
-}
-
-impl fmt::Display for NotificationLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NotificationLevel::Info => "info",
-            NotificationLevel::Warning => "warning",
-            NotificationLevel::Critical => "critical",
-        })
-    }
-}
 
 /// What a notifier sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     /// Urgency.
-    pub level: NotificationLevel,
+    pub level: Severity,
     /// A short title.
     pub title: String,
     /// The whole story.
@@ -66,13 +44,13 @@ impl Notifier for LogNotifier {
 
     async fn notify(&self, n: &Notification) -> Result<(), RecoveryError> {
         match n.level {
-            NotificationLevel::Info => {
+            Severity::Info => {
                 tracing::info!(anomaly = %n.anomaly, title = %n.title, "{}", n.text)
             }
-            NotificationLevel::Warning => {
+            Severity::Warning => {
                 tracing::warn!(anomaly = %n.anomaly, title = %n.title, "{}", n.text)
             }
-            NotificationLevel::Critical => {
+            Severity::Critical => {
                 tracing::error!(anomaly = %n.anomaly, title = %n.title, "{}", n.text)
             }
         }
@@ -113,9 +91,9 @@ impl WebhookNotifier {
     /// The JSON body for `notification`.
     pub fn body(n: &Notification) -> serde_json::Value {
         let icon = match n.level {
-            NotificationLevel::Info => ":information_source:",
-            NotificationLevel::Warning => ":warning:",
-            NotificationLevel::Critical => ":rotating_light:",
+            Severity::Info => ":information_source:",
+            Severity::Warning => ":warning:",
+            Severity::Critical => ":rotating_light:",
         };
         serde_json::json!({
             "text": format!("{icon} *{}* [{}]\n{}", n.title, n.level, n.text),

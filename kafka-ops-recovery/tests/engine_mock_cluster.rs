@@ -8,7 +8,7 @@ use std::time::Duration;
 use kafka_ops_core::handler::{Outcome, handler_fn};
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig, DriverHandle};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
-use kafka_ops_core::{Record, Timestamp};
+use kafka_ops_core::{Record, Severity, Timestamp};
 use kafka_ops_health::HealthChecker;
 use kafka_ops_health::probes::{BrokerConnectivityProbe, ConsumerLivenessProbe};
 use kafka_ops_recovery::actions::{RestartConsumer, WaitAndRecheck};
@@ -16,8 +16,8 @@ use kafka_ops_recovery::monitors::HealthMonitor;
 use kafka_ops_recovery::notify::SmtpNotifier;
 use kafka_ops_recovery::notify::SmtpSettings;
 use kafka_ops_recovery::{
-    AuditTrail, BackoffPolicy, Engine, EngineConfig, EngineEvent, Monitor, Notification,
-    NotificationLevel, Notifier, Playbook, WebhookNotifier,
+    AuditTrail, BackoffPolicy, Engine, EngineConfig, EngineEvent, Monitor, Notification, Notifier,
+    Playbook, WebhookNotifier,
 };
 
 fn quick() -> EngineConfig {
@@ -283,7 +283,7 @@ async fn notifications_arrive_by_mail() {
     .unwrap();
     notifier
         .notify(&Notification {
-            level: NotificationLevel::Critical,
+            level: Severity::Critical,
             title: "kafka-ops: consumer_liveness".into(),
             text: "billing stopped polling; restart failed 4 times".into(),
             anomaly: "consumer_liveness".into(),

@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use kafka_ops_core::Severity;
 use kafka_ops_health::probes::{
     BrokerConnectivityProbe, CanaryProbe, ConsumerLagProbe, ControllerProbe, DeadLetterDepthProbe,
     DeadLetterTopics, PartitionsProbe, RequiredTopicsProbe,
 };
-use kafka_ops_health::{
-    HealthChecker, HealthReport, RestartGateOptions, Severity, safe_to_restart,
-};
+use kafka_ops_health::{HealthChecker, HealthReport, RestartGateOptions, safe_to_restart};
 
 use super::{ConnectionArgs, EXIT_ERROR, FailOn, Output};
 use crate::table::{Table, compact_duration};

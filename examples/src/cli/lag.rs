@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args};
+use kafka_ops_core::Severity;
 use kafka_ops_core::cluster::{LagOptions, all_groups_lag, fill_time_lag_from_records, group_lag};
 use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::lag::burrow::{BurrowConfig, PartitionEvaluation, PartitionStatus};
 use kafka_ops_core::lag::monitor::{LagMonitor, LagMonitorConfig};
-use kafka_ops_core::lag::verdict::{GroupStatus, GroupVerdict, LagThresholds, Severity, judge};
+use kafka_ops_core::lag::verdict::{GroupStatus, GroupVerdict, LagThresholds, judge};
 use kafka_ops_core::lag::{GroupLag, LagAnomaly, PartitionLag};
 use kafka_ops_core::{Clock, Error, IsolationLevel, SystemClock};
 use serde::Serialize;
@@ -76,6 +77,8 @@ struct PartitionReport<'a> {
 #[derive(Debug, Serialize)]
 struct GroupReport<'a> {
     group: &'a str,
+    /// The runbook's word: `ok`, `warning` or `critical`.
+    #[serde(serialize_with = "runbook_status")]
     status: Severity,
     burrow_status: Option<GroupStatus>,
     total_lag: u64,
@@ -83,6 +86,11 @@ struct GroupReport<'a> {
     growth_per_minute: Option<f64>,
     findings: Vec<String>,
     partitions: Vec<PartitionReport<'a>>,
+}
+
+/// A severity as the lag scripts of the runbooks print it (`ok` where there is nothing to do).
+fn runbook_status<S: serde::Serializer>(severity: &Severity, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_str(severity.status_word())
 }
 
 #[derive(Debug, Serialize)]
@@ -282,7 +290,7 @@ async fn run_inner(args: &LagArgs, output: &mut Output<'_>) -> Result<i32, Error
             .iter()
             .map(|(_, _, v)| v.severity)
             .max()
-            .unwrap_or(Severity::Ok);
+            .unwrap_or(Severity::Info);
         write_report(output, &judged, clock.wall(), args.json)?;
         return Ok(exit_code(worst, args.fail_on));
     };
@@ -308,7 +316,7 @@ async fn run_inner(args: &LagArgs, output: &mut Output<'_>) -> Result<i32, Error
             .iter()
             .map(|(_, _, v)| v.severity)
             .max()
-            .unwrap_or(Severity::Ok);
+            .unwrap_or(Severity::Info);
         if !args.json {
             let _ = writeln!(output.out, "--- round {round} at {}", clock.wall());
         }

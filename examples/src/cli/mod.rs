@@ -13,9 +13,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kafka_ops_core::Severity;
 use kafka_ops_core::cluster::MetadataQuery;
 use kafka_ops_core::kafka::{KafkaCluster, client_config};
-use kafka_ops_core::lag::verdict::Severity;
 use rdkafka::ClientConfig;
 
 /// Exit code for errors: the check could not run.
@@ -116,7 +116,7 @@ pub enum FailOn {
 /// The exit code for `severity` under `--fail-on`.
 pub fn exit_code(severity: Severity, fail_on: Option<FailOn>) -> i32 {
     match (fail_on, severity) {
-        (None, _) | (_, Severity::Ok) => 0,
+        (None, _) | (_, Severity::Info) => 0,
         (Some(FailOn::Warning), severity) => severity.exit_code(),
         (Some(FailOn::Critical), Severity::Critical) => 2,
         (Some(FailOn::Critical), Severity::Warning) => 0,
@@ -178,7 +178,7 @@ mod tests {
         assert_eq!(exit_code(Critical, Some(FailOn::Warning)), 2);
         assert_eq!(exit_code(Warning, Some(FailOn::Critical)), 0);
         assert_eq!(exit_code(Critical, Some(FailOn::Critical)), 2);
-        assert_eq!(exit_code(Ok, Some(FailOn::Warning)), 0);
+        assert_eq!(exit_code(Info, Some(FailOn::Warning)), 0);
     }
 
     #[test]

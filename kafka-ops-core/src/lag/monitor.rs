@@ -13,7 +13,7 @@
 //! ```
 //! use kafka_ops_core::lag::monitor::{LagMonitor, LagMonitorConfig};
 //! use kafka_ops_core::lag::{GroupLag, PartitionLag};
-//! use kafka_ops_core::lag::verdict::Severity;
+//! use kafka_ops_core::Severity;
 //! use kafka_ops_core::{Offset, Timestamp, TopicPartition, Watermarks};
 //!
 //! let tp = TopicPartition::new("orders", 0);
@@ -24,7 +24,7 @@
 //!     let mut snapshot = GroupLag::new("billing", Timestamp::from_millis(60_000 * i as i64), vec![row]);
 //!     monitor.observe(&mut snapshot).unwrap();
 //!     let verdict = monitor.verdict(&snapshot, snapshot.taken_at);
-//!     assert_eq!(verdict.severity, Severity::Ok);
+//!     assert_eq!(verdict.severity, Severity::Info);
 //! }
 //! ```
 
@@ -253,9 +253,10 @@ impl LagMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Severity;
     use crate::lag::PartitionLag;
     use crate::lag::burrow::{PartitionStatus, Rule};
-    use crate::lag::verdict::{Finding, Severity};
+    use crate::lag::verdict::Finding;
     use crate::types::Watermarks;
 
     fn snapshot(at_s: i64, rows: &[(i32, Option<i64>, i64)]) -> GroupLag {

@@ -12,61 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::lag::burrow::{PartitionEvaluation, PartitionStatus, Rule};
 use crate::lag::{GroupLag, LagAnomaly};
-
-/// The runbooks' three alert levels.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Nothing to do.
-    #[default]
-    Ok,
-    /// Look at it today.
-    Warning,
-    /// Act now.
-    Critical,
-}
-
-impl Severity {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Ok => "ok",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-
-    /// The exit code a runbook script expects: 0 ok, 1 warning, 2 critical.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Severity::Ok => 0,
-            Severity::Warning => 1,
-            Severity::Critical => 2,
-        }
-    }
-}
-
-impl std::fmt::Display for Severity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Severity {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "ok" => Ok(Severity::Ok),
-            "warning" | "warn" => Ok(Severity::Warning),
-            "critical" | "crit" => Ok(Severity::Critical),
-            other => Err(Error::Config(format!(
-                "unknown severity {other:?} (expected ok, warning or critical)"
-            ))),
-        }
-    }
-}
+use crate::severity::Severity;
 
 /// Burrow's group status: the worst partition, with STOP/STALL/REWIND folded into ERROR.
 #[derive(
@@ -214,7 +160,7 @@ impl Finding {
             Finding::Partition {
                 status: PartitionStatus::Ok,
                 ..
-            } => Severity::Ok,
+            } => Severity::Info,
             Finding::TotalLagWarning { .. }
             | Finding::LagGrowing { .. }
             | Finding::Partition { .. }
@@ -295,7 +241,9 @@ impl GroupVerdict {
         };
         let mut line = format!(
             "{}: {}{burrow}, total lag {}",
-            self.group, self.severity, self.total_lag
+            self.group,
+            self.severity.status_word(),
+            self.total_lag
         );
         let shown: Vec<String> = self
             .findings
@@ -387,7 +335,7 @@ pub fn judge(
             .iter()
             .map(Finding::severity)
             .max()
-            .unwrap_or(Severity::Ok),
+            .unwrap_or(Severity::Info),
         status: (!evaluations.is_empty())
             .then(|| GroupStatus::of(evaluations.iter().map(|e| e.status))),
         total_lag,
@@ -436,7 +384,7 @@ mod tests {
     fn runbook_thresholds_apply_to_the_total() {
         let t = LagThresholds::default();
         let v = judge(&group(vec![row(0, 100, 10_100)]), &[], None, &t);
-        assert_eq!((v.severity, v.findings.len()), (Severity::Ok, 0));
+        assert_eq!((v.severity, v.findings.len()), (Severity::Info, 0));
         assert_eq!(v.status, None);
         assert_eq!(v.summary(3), "g: ok, total lag 10000");
         let v = judge(
@@ -465,7 +413,7 @@ mod tests {
         assert_eq!(v.severity, Severity::Warning);
         assert_eq!(v.findings[0].describe(), "lag growing 1500/min > 1000/min");
         let v = judge(&group(vec![row(0, 100, 200)]), &[], Some(1_000.0), &t);
-        assert_eq!(v.severity, Severity::Ok);
+        assert_eq!(v.severity, Severity::Info);
     }
 
     #[test]

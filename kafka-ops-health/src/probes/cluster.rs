@@ -12,7 +12,8 @@ use serde_json::json;
 
 use crate::control_plane::ControlPlane;
 use crate::error::HealthError;
-use crate::model::{Check, HealthProbe, ProbeKind, Severity, Status};
+use crate::model::{Check, HealthProbe, ProbeKind, Status};
+use kafka_ops_core::Severity;
 
 /// How many partitions a message or detail lists before it says "and N more".
 const LISTED: usize = 10;
@@ -106,6 +107,10 @@ impl HealthProbe for BrokerConnectivityProbe {
             }
             Some(expected) => Check::healthy(format!("{up} of {expected} brokers up")),
             None => Check::healthy(format!("{up} brokers up")),
+        };
+        let check = match self.expected_brokers {
+            Some(expected) => check.with_extent(expected.saturating_sub(up), expected),
+            None => check,
         };
         Ok(check
             .with_detail("brokers_up", up)
@@ -373,6 +378,7 @@ impl HealthProbe for PartitionsProbe {
             }
         };
         Ok(check
+            .with_extent(offline.len() + under_replicated.len(), total)
             .with_detail("partitions", total)
             .with_detail("under_replicated", under_replicated.len())
             .with_detail("under_replicated_percent", percent)

@@ -11,7 +11,8 @@ use kafka_ops_core::{Clock, SystemClock};
 use serde_json::json;
 
 use crate::error::HealthError;
-use crate::model::{Check, HealthProbe, ProbeKind, Severity, Status};
+use crate::model::{Check, HealthProbe, ProbeKind, Status};
+use kafka_ops_core::Severity;
 
 /// How many of a group's worst partitions the message names.
 const WORST: usize = 3;
@@ -134,7 +135,7 @@ impl HealthProbe for ConsumerLagProbe {
                 monitor.observe(&mut lag)?;
                 monitor.verdict(&lag, self.clock.wall())
             };
-            let severity = Severity::from(verdict.severity);
+            let severity = verdict.severity;
             worst = worst.max(severity);
             let mut rows: Vec<_> = lag.partitions.iter().filter(|r| r.lag.is_some()).collect();
             rows.sort_by_key(|row| std::cmp::Reverse(row.lag));

@@ -26,10 +26,12 @@ use std::time::{Duration, Instant};
 
 use kafka_ops_benches::BenchCluster;
 use kafka_ops_core::Record;
+use kafka_ops_core::dead_letter::Envelope;
 use kafka_ops_core::handler::{HandlerBuilder, HandlerError, Outcome, handler_fn};
+use kafka_ops_core::kafka::KafkaDeadLetterSink;
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::testkit::{TestRecord, unique_name};
-use kafka_ops_dlq::{DeadLetterLayer, Destination, Envelope, KafkaDeadLetterSink, Replay};
+use kafka_ops_dlq::{DeadLetterLayer, Destination, Replay};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// The mock cluster keeps at most 5 MB per partition (older records are dropped, like

@@ -26,10 +26,12 @@ use std::time::{Duration, Instant};
 
 use kafka_ops_benches::{BenchCluster, cpu_time};
 use kafka_ops_core::Record;
+use kafka_ops_core::dead_letter::Envelope;
 use kafka_ops_core::handler::{Handler, HandlerBuilder, HandlerError, Outcome, handler_fn};
+use kafka_ops_core::kafka::KafkaDeadLetterSink;
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::testkit::{TestRecord, unique_name};
-use kafka_ops_dlq::{DeadLetterLayer, Envelope, KafkaDeadLetterSink};
+use kafka_ops_dlq::DeadLetterLayer;
 use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
 use kafka_ops_idempotency::{IdempotencyLayer, MemoryStore};
 use kafka_ops_recovery::{BackoffPolicy, RetryLayer, RetryPolicy};

@@ -1,9 +1,10 @@
 //! `kafka-ops dlq` end to end on the mock cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope};
+use kafka_ops_core::kafka::KafkaDeadLetterSink;
 use kafka_ops_core::testkit::{MockKafka, unique_name};
 use kafka_ops_core::{HandlerError, Offset, Record};
-use kafka_ops_dlq::{DeadLetterSink, Envelope, KafkaDeadLetterSink};
 
 mod support;
 use support::cli;

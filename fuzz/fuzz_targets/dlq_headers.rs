@@ -2,8 +2,8 @@
 //! re-encoded and parsed again — never a panic, and kafka-ops' own encoding reads back.
 #![no_main]
 
-use kafka_ops_dlq::headers::{self, Format};
-use kafka_ops_dlq::retry::RetryState;
+use kafka_ops_core::dead_letter::headers::{self, Format};
+use kafka_ops_core::dead_letter::retry::RetryState;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

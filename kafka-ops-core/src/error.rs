@@ -395,6 +395,44 @@ pub enum Error {
     /// A background task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(#[source] BoxError),
+    /// A record cannot be made small enough to write (a dead letter whose key or headers alone
+    /// exceed the producer's limit).
+    #[error(
+        "record for {topic}/{partition}@{offset} is {size} bytes after truncation, over the {limit}-byte limit"
+    )]
+    Oversize {
+        /// Source topic.
+        topic: String,
+        /// Source partition.
+        partition: i32,
+        /// Source offset.
+        offset: i64,
+        /// Its size after every truncation.
+        size: usize,
+        /// The producer's limit.
+        limit: usize,
+    },
+    /// Records that should be there could not be read: nothing came for `waited` while
+    /// `partitions` partitions of the ranges asked were unfinished.
+    #[error("no records from {topic} for {waited:?} while {partitions} partitions were unread")]
+    Stalled {
+        /// The topic read (the first of them).
+        topic: String,
+        /// Partitions not read to their end.
+        partitions: usize,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The broker did not acknowledge a record written to `topic` (after the producer's own
+    /// retries): it may not be stored.
+    #[error("record to {topic} was not acknowledged")]
+    NotAcknowledged {
+        /// Target topic.
+        topic: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl Error {
@@ -412,6 +450,11 @@ impl Error {
             Error::Config(_) => ErrorClass::Fatal,
             Error::Handler { source, .. } => source.class(),
             Error::Task(_) => ErrorClass::Fatal,
+            Error::Oversize { .. } => ErrorClass::Permanent,
+            Error::Stalled { .. } => ErrorClass::Transient,
+            Error::NotAcknowledged { source, .. } => source
+                .downcast_ref::<Error>()
+                .map_or(ErrorClass::Transient, Error::class),
         }
     }
 

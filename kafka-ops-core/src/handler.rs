@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BoxError, Error, ErrorClass};
 use crate::record::Record;
-use crate::types::Timestamp;
+use crate::types::{Offset, Timestamp, TopicPartition};
 
 /// What happened to a record that was handled without error. The driver commits past a record
 /// whatever its outcome; the outcome feeds counters and logs.
@@ -282,7 +282,24 @@ impl<H: Handler + ?Sized> Handler for Box<H> {
     }
 }
 
-/// What layers may ask of the consumer they run in: implemented by the driver's
+/// The record a consumer stopped on: its handler failed, nothing in the stack recovered the
+/// failure, so the consumer committed everything before it and stopped (a poison record, until
+/// someone dead-letters or fixes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoppedOn {
+    /// The consumer group.
+    pub group: String,
+    /// Where the record is.
+    pub partition: TopicPartition,
+    /// Its offset (the group's committed offset stays at it).
+    pub offset: Offset,
+    /// The failure's class.
+    pub class: ErrorClass,
+    /// The failure's message.
+    pub error: String,
+}
+
+/// What layers and operators may ask of the consumer they run in: implemented by the driver's
 /// [`DriverHandle`](crate::kafka::driver::DriverHandle); mock it in unit tests.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait ConsumerControl: Send + Sync {
@@ -294,6 +311,11 @@ pub trait ConsumerControl: Send + Sync {
     fn is_paused(&self) -> bool;
     /// Stop the consumer gracefully (finish in-flight records, commit, leave the group).
     fn shutdown(&self);
+    /// The record the consumer stopped on, while its last run ended on an unrecovered handler
+    /// failure (cleared when it runs again).
+    fn stopped_on(&self) -> Option<StoppedOn> {
+        None
+    }
 }
 
 /// A boxed handler, for stacks assembled at run time.

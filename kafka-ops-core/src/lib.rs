@@ -44,6 +44,7 @@
 
 pub mod clock;
 pub mod cluster;
+pub mod dead_letter;
 pub mod error;
 mod extent;
 mod ffi;

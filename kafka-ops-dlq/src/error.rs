@@ -1,7 +1,5 @@
 //! The crate's error type.
 
-use kafka_ops_core::BoxError;
-
 /// What can go wrong routing, reading or replaying dead letters.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -9,31 +7,6 @@ pub enum DlqError {
     /// A Kafka operation failed.
     #[error(transparent)]
     Kafka(#[from] kafka_ops_core::Error),
-    /// The dead-letter record cannot be made small enough to write.
-    #[error(
-        "dead-letter record for {topic}/{partition}@{offset} is {size} bytes after truncation, over the {limit}-byte limit"
-    )]
-    Oversize {
-        /// Source topic.
-        topic: String,
-        /// Source partition.
-        partition: i32,
-        /// Source offset.
-        offset: i64,
-        /// Its size after every truncation.
-        size: usize,
-        /// The producer's limit.
-        limit: usize,
-    },
-    /// The broker did not acknowledge the dead-letter record.
-    #[error("dead-letter record to {topic} was not acknowledged")]
-    NotAcknowledged {
-        /// Target topic.
-        topic: String,
-        /// Why.
-        #[source]
-        source: BoxError,
-    },
     /// Records that should be there could not be read.
     #[error("no records from {topic} for {waited:?} while {partitions} partitions were unread")]
     Stalled {

@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use kafka_ops_core::kafka::record_from_message;
+use kafka_ops_core::dead_letter::headers::{self, DeadLetterInfo};
+use kafka_ops_core::dead_letter::{PartitionDepth, dead_letter_depths};
+use kafka_ops_core::kafka::{KafkaCluster, Range, RangeReader, Step, record_from_message};
 use kafka_ops_core::{ErrorClass, OwnedRecord, Timestamp};
 use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use crate::error::DlqError;
-use crate::headers::{self, DeadLetterInfo};
-use crate::scan;
 
 /// An error message with its variable parts (numbers, ids, quoted values) replaced, so
 /// "offset 17 out of range" and "offset 942 out of range" are one pattern.
@@ -178,24 +178,6 @@ impl Patterns {
     }
 }
 
-/// Depth of one dead-letter partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PartitionDepth {
-    /// Partition.
-    pub partition: i32,
-    /// First offset still stored.
-    pub low: i64,
-    /// Next offset to be written.
-    pub high: i64,
-}
-
-impl PartitionDepth {
-    /// Records waiting.
-    pub fn depth(&self) -> i64 {
-        self.high - self.low
-    }
-}
-
 /// What [`inspect`] found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Inspection {
@@ -204,7 +186,7 @@ pub struct Inspection {
     /// Per partition.
     pub partitions: Vec<PartitionDepth>,
     /// Records waiting in all.
-    pub depth: i64,
+    pub depth: u64,
     /// Error patterns over every record read, most frequent first.
     pub patterns: Vec<Pattern>,
     /// The first `sample` records read, parsed.
@@ -222,21 +204,25 @@ pub async fn inspect(
     topic: &str,
     sample: usize,
 ) -> Result<Inspection, DlqError> {
+    let cluster = KafkaCluster::from_config(client_config)?;
+    let depths = dead_letter_depths(&cluster, &[topic.to_string()], None).await?;
+    let partitions: Vec<PartitionDepth> = depths
+        .get(topic)
+        .ok_or_else(|| DlqError::Config(format!("topic {topic} does not exist")))?
+        .iter()
+        .map(|(partition, depth)| {
+            depth.clone().map_err(|e| {
+                DlqError::Config(format!("depth of {topic}/{partition} unreadable: {e}"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
     let config = client_config.clone();
     let topic = topic.to_string();
     let read = move || -> Result<Inspection, DlqError> {
-        let consumer = scan::reader(&config, "kafka-ops-dlq-inspect")?;
-        let partitions: Vec<PartitionDepth> = scan::watermarks(&consumer, &topic)?
-            .into_iter()
-            .map(|(partition, low, high)| PartitionDepth {
-                partition,
-                low,
-                high,
-            })
-            .collect();
-        let ranges: Vec<scan::Range> = partitions
+        let reader = RangeReader::with_group(&config, "kafka-ops-dlq-inspect")?;
+        let ranges: Vec<Range> = partitions
             .iter()
-            .map(|p| scan::Range {
+            .map(|p| Range {
                 partition: p.partition,
                 start: p.low,
                 end: p.high,
@@ -245,8 +231,8 @@ pub async fn inspect(
         let mut patterns = Patterns::default();
         let mut samples = Vec::new();
         let mut read = 0_u64;
-        scan::read_ranges(&consumer, &topic, &ranges, |step| {
-            if let scan::Step::Record(message) = step {
+        reader.read(&topic, &ranges, |step| {
+            if let Step::Record(message) = step {
                 let record = record_from_message(&message)?.into_owned();
                 patterns.add(&record);
                 read += 1;
@@ -255,7 +241,7 @@ pub async fn inspect(
                     samples.push((record, info));
                 }
             }
-            Ok(())
+            Ok::<(), DlqError>(())
         })?;
         Ok(Inspection {
             depth: partitions.iter().map(PartitionDepth::depth).sum(),
@@ -275,7 +261,7 @@ pub async fn inspect(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::headers::Format;
+    use kafka_ops_core::dead_letter::headers::Format;
 
     #[test]
     fn normalizing_keeps_the_shape_and_drops_the_values() {

@@ -9,9 +9,7 @@ use async_trait::async_trait;
 use kafka_ops_core::handler::Layer;
 use kafka_ops_core::{Disposition, ErrorClass, Handler, HandlerError, Outcome, Record};
 
-use crate::envelope::Envelope;
-use crate::error::DlqError;
-use crate::sink::DeadLetterSink;
+use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope};
 
 /// Routes failed records to a [`DeadLetterSink`].
 ///
@@ -105,7 +103,7 @@ impl<H: Handler> DeadLettering<H> {
         let partitions = layer.sink.partitions(&target).await;
         let letter = match layer.envelope.build(record, &error, partitions) {
             Ok(letter) => letter,
-            Err(oversize @ DlqError::Oversize { .. }) => {
+            Err(oversize @ kafka_ops_core::Error::Oversize { .. }) => {
                 tracing::error!(error = %oversize, "cannot dead-letter the record; stopping without committing it");
                 return Err(HandlerError::fatal(oversize).with_disposition(Disposition::Stop));
             }
@@ -152,8 +150,8 @@ mod tests {
     use kafka_ops_core::{ManualClock, Offset, Timestamp};
 
     use super::*;
-    use crate::envelope::DeadLetter;
-    use crate::sink::Delivered;
+    use kafka_ops_core::Error;
+    use kafka_ops_core::dead_letter::{DeadLetter, Delivered};
 
     /// Keeps what it is given, or fails while `failing` is set.
     #[derive(Default)]
@@ -164,9 +162,9 @@ mod tests {
 
     #[async_trait]
     impl DeadLetterSink for Recorded {
-        async fn send(&self, letter: &DeadLetter) -> Result<Delivered, DlqError> {
+        async fn send(&self, letter: &DeadLetter) -> Result<Delivered, Error> {
             if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(DlqError::NotAcknowledged {
+                return Err(Error::NotAcknowledged {
                     topic: letter.topic.clone(),
                     source: "broker down".into(),
                 });
@@ -256,8 +254,8 @@ mod tests {
         let error = h.handle(&huge_key).await.unwrap_err();
         assert_eq!(error.disposition(), Disposition::Stop);
         assert!(matches!(
-            error.downcast_ref::<DlqError>(),
-            Some(DlqError::Oversize { .. })
+            error.downcast_ref::<Error>(),
+            Some(Error::Oversize { .. })
         ));
         // The sink's limit applies: a large value is truncated to it, not refused.
         let big_value = record().with_value(vec![1_u8; 5_000]);

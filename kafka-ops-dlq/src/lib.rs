@@ -33,7 +33,7 @@
 //!
 //! ```
 //! use kafka_ops_core::{ErrorClass, HandlerError, Offset, Record};
-//! use kafka_ops_dlq::{Envelope, headers};
+//! use kafka_ops_core::dead_letter::{Envelope, headers};
 //!
 //! let record = Record::new("orders", 2, Offset::new(41).unwrap()).with_value(b"{\"amount\":\"x\"}".to_vec());
 //! let error = HandlerError::permanent(std::io::Error::other("amount is not a number"));
@@ -46,25 +46,18 @@
 //! assert_eq!(info.error_message.as_deref(), Some("amount is not a number"));
 //! ```
 
-pub mod envelope;
 pub mod error;
-pub mod headers;
 pub mod inspect;
 pub mod layer;
 pub mod purge;
 pub mod rate;
 pub mod replay;
 pub mod retry;
-mod scan;
-pub mod sink;
 
-pub use envelope::{CausePolicy, DeadLetter, Envelope, PartitionStrategy, TopicNaming};
 pub use error::DlqError;
-pub use headers::{DeadLetterInfo, Format, HeaderProblem};
 pub use layer::DeadLetterLayer;
 pub use replay::{Destination, HeaderMatch, Replay, ReplayProgress, ReplayReport, Selection};
 pub use retry::{RetryTiers, RetryTopicLayer};
-pub use sink::{DeadLetterSink, Delivered, KafkaDeadLetterSink};
 
 /// The core crate this one builds on.
 pub use kafka_ops_core as core;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use kafka_ops_core::kafka::cluster::KafkaCluster;
-use kafka_ops_core::kafka::{kafka_error, record_from_message};
+use kafka_ops_core::kafka::{Range, RangeReader, Step, kafka_error, record_from_message};
 use kafka_ops_core::{Offset, OwnedRecord, Record, RecordTimestamp, Timestamp};
 use rdkafka::ClientConfig;
 use rdkafka::admin::AdminOptions;
@@ -25,7 +25,6 @@ use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DlqError;
-use crate::scan;
 
 /// One header of an [`ArchivedRecord`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,10 +163,11 @@ pub async fn archive(
     let topic = topic.to_string();
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let consumer = scan::reader(&config, "kafka-ops-dlq-archive")?;
-        let ranges: Vec<scan::Range> = scan::watermarks(&consumer, &topic)?
+        let reader = RangeReader::with_group(&config, "kafka-ops-dlq-archive")?;
+        let ranges: Vec<Range> = reader
+            .topic_watermarks(&topic)?
             .into_iter()
-            .map(|(partition, low, high)| scan::Range {
+            .map(|(partition, low, high)| Range {
                 partition,
                 start: low,
                 end: high,
@@ -182,8 +182,8 @@ pub async fn archive(
         let mut out = BufWriter::new(file);
         let mut records = 0_u64;
         let mut bytes = 0_u64;
-        let result = scan::read_ranges(&consumer, &topic, &ranges, |step| {
-            if let scan::Step::Record(message) = step {
+        let result = reader.read(&topic, &ranges, |step| {
+            if let Step::Record(message) = step {
                 let record = record_from_message(&message)?;
                 let line = serde_json::to_string(&ArchivedRecord::from_record(&record))
                     .map_err(|e| DlqError::Config(format!("archive line: {e}")))?;
@@ -196,7 +196,7 @@ pub async fn archive(
                     progress(records, total);
                 }
             }
-            Ok(())
+            Ok::<(), DlqError>(())
         });
         let finish = result.and_then(|()| {
             let file = out

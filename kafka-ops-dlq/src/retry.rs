@@ -18,7 +18,8 @@
 //! use kafka_ops_core::handler::{HandlerBuilder, handler_fn, Outcome};
 //! use kafka_ops_core::Record;
 //! use kafka_ops_dlq::retry::{RetryTiers, RetryTopicLayer};
-//! use kafka_ops_dlq::{DeadLetterLayer, DeadLetterSink, Envelope};
+//! use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope};
+//! use kafka_ops_dlq::DeadLetterLayer;
 //! # fn build(sink: Arc<dyn DeadLetterSink>) {
 //! let tiers = RetryTiers::new([Duration::from_secs(5), Duration::from_secs(30)]).unwrap();
 //! assert_eq!(tiers.topics("orders"), ["orders.retry.0", "orders.retry.1"]);
@@ -48,100 +49,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kafka_ops_core::handler::Layer;
 use kafka_ops_core::{
-    Clock, Disposition, ErrorClass, Handler, HandlerError, Headers, Outcome, Record, SystemClock,
-    Timestamp,
+    Clock, Disposition, ErrorClass, Handler, HandlerError, Outcome, Record, SystemClock, Timestamp,
 };
 
-use crate::envelope::{DeadLetter, PartitionStrategy};
+use kafka_ops_core::dead_letter::retry::{BadRetryHeader, RetryState, names};
+use kafka_ops_core::dead_letter::{DeadLetter, DeadLetterSink, PartitionStrategy};
+
 use crate::error::DlqError;
-use crate::headers::RETRY_PREFIX;
-use crate::sink::DeadLetterSink;
-
-/// Names of the retry headers.
-pub mod names {
-    /// `kafka-ops.retry.original-topic`
-    pub const ORIGINAL_TOPIC: &str = "kafka-ops.retry.original-topic";
-    /// `kafka-ops.retry.original-partition`
-    pub const ORIGINAL_PARTITION: &str = "kafka-ops.retry.original-partition";
-    /// `kafka-ops.retry.original-offset`
-    pub const ORIGINAL_OFFSET: &str = "kafka-ops.retry.original-offset";
-    /// `kafka-ops.retry.attempts`
-    pub const ATTEMPTS: &str = "kafka-ops.retry.attempts";
-    /// `kafka-ops.retry.tier`
-    pub const TIER: &str = "kafka-ops.retry.tier";
-    /// `kafka-ops.retry.due`
-    pub const DUE: &str = "kafka-ops.retry.due";
-    /// `kafka-ops.retry.first-failure`
-    pub const FIRST_FAILURE: &str = "kafka-ops.retry.first-failure";
-    /// `kafka-ops.retry.last-error`
-    pub const LAST_ERROR: &str = "kafka-ops.retry.last-error";
-}
-
-/// Where a record read from a tier topic was first consumed, and its retry state, as its
-/// headers tell.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryState {
-    /// The original topic.
-    pub topic: String,
-    /// The original partition.
-    pub partition: i32,
-    /// The original offset.
-    pub offset: i64,
-    /// Failures so far (every try counts, in place and in the tiers).
-    pub attempts: u32,
-    /// The tier it was written to (0 is the first).
-    pub tier: u32,
-    /// When it may be tried again.
-    pub due: Timestamp,
-    /// When it first failed.
-    pub first_failure: Timestamp,
-}
-
-/// Why a record's retry headers cannot be trusted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unreadable retry header {header}")]
-pub struct BadRetryHeader {
-    /// The header.
-    pub header: &'static str,
-}
-
-impl RetryState {
-    /// Reads the retry headers: `Ok(None)` when the record carries none (it was not retried),
-    /// an error naming the first header missing or unreadable when it carries some.
-    pub fn read(headers: &Headers<'_>) -> Result<Option<RetryState>, BadRetryHeader> {
-        if !headers.iter().any(|h| h.key.starts_with(RETRY_PREFIX)) {
-            return Ok(None);
-        }
-        fn text<'h>(
-            headers: &'h Headers<'_>,
-            header: &'static str,
-        ) -> Result<&'h str, BadRetryHeader> {
-            headers
-                .get_str(header)
-                .ok()
-                .flatten()
-                .ok_or(BadRetryHeader { header })
-        }
-        fn number<T: std::str::FromStr>(
-            headers: &Headers<'_>,
-            header: &'static str,
-        ) -> Result<T, BadRetryHeader> {
-            text(headers, header)?
-                .trim()
-                .parse()
-                .map_err(|_| BadRetryHeader { header })
-        }
-        Ok(Some(RetryState {
-            topic: text(headers, names::ORIGINAL_TOPIC)?.to_string(),
-            partition: number(headers, names::ORIGINAL_PARTITION)?,
-            offset: number(headers, names::ORIGINAL_OFFSET)?,
-            attempts: number(headers, names::ATTEMPTS)?,
-            tier: number(headers, names::TIER)?,
-            due: Timestamp::from_millis(number(headers, names::DUE)?),
-            first_failure: Timestamp::from_millis(number(headers, names::FIRST_FAILURE)?),
-        }))
-    }
-}
 
 /// Names tier `index` of a topic.
 pub type TierNaming = Arc<dyn Fn(&str, usize) -> String + Send + Sync>;
@@ -332,7 +246,7 @@ impl<H: Handler> RetryTopics<H> {
         let target = layer.tiers.topic(&topic, index);
         let due = now.plus(layer.tiers.delays[index]);
         let mut headers = record.headers.clone().into_owned();
-        headers.remove_where(|key| key.starts_with(RETRY_PREFIX));
+        headers.remove_where(|key| key.starts_with(kafka_ops_core::dead_letter::retry::PREFIX));
         let mut set = |name: &'static str, value: String| {
             headers.push(name, Some(value.into_bytes()));
         };
@@ -462,14 +376,14 @@ mod tests {
     use kafka_ops_core::{ManualClock, Offset};
 
     use super::*;
-    use crate::sink::Delivered;
+    use kafka_ops_core::dead_letter::Delivered;
 
     #[derive(Default)]
     struct Kept(Mutex<Vec<DeadLetter>>);
 
     #[async_trait]
     impl DeadLetterSink for Kept {
-        async fn send(&self, letter: &DeadLetter) -> Result<Delivered, DlqError> {
+        async fn send(&self, letter: &DeadLetter) -> Result<Delivered, kafka_ops_core::Error> {
             self.0.lock().unwrap().push(letter.clone());
             Ok(Delivered {
                 partition: 0,

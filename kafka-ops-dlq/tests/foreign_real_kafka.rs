@@ -8,10 +8,12 @@
 //! binary header); each system dead-letters exactly the poison ones.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use kafka_ops_core::dead_letter::headers;
+use kafka_ops_core::dead_letter::headers::{DeadLetterInfo, Format};
 use kafka_ops_core::testkit::{RealKafka, TestRecord, TopicSpec, unique_name};
 use kafka_ops_core::{Header, Headers, OwnedRecord};
+use kafka_ops_dlq::Replay;
 use kafka_ops_dlq::inspect::inspect;
-use kafka_ops_dlq::{DeadLetterInfo, Format, Replay, headers};
 
 /// The source records: offsets 1 and 3 are poison.
 fn source_records() -> Vec<TestRecord> {

@@ -3,9 +3,11 @@
 //! model, never a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use kafka_ops_core::dead_letter::headers;
+use kafka_ops_core::dead_letter::headers::Format;
 use kafka_ops_core::testkit::{MockKafka, TestRecord};
 use kafka_ops_dlq::inspect::inspect;
-use kafka_ops_dlq::{Format, Replay, Selection, headers};
+use kafka_ops_dlq::{Replay, Selection};
 
 fn spring(partition: i32, offset: i64) -> TestRecord {
     TestRecord::keyed("spring-key", "spring-value")

@@ -8,16 +8,15 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kafka_ops_core::dead_letter::headers::{self, lineage};
+use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope, TopicNaming};
+use kafka_ops_core::kafka::KafkaDeadLetterSink;
 use kafka_ops_core::testkit::{MockKafka, test_process, unique_name};
 use kafka_ops_core::{
     ErrorClass, HandlerError, ManualClock, Offset, OwnedRecord, Record, RecordTimestamp, Timestamp,
 };
-use kafka_ops_dlq::headers::{self, lineage};
 use kafka_ops_dlq::inspect::fingerprint;
-use kafka_ops_dlq::{
-    DeadLetterSink, Destination, DlqError, Envelope, HeaderMatch, KafkaDeadLetterSink, Replay,
-    Selection, TopicNaming,
-};
+use kafka_ops_dlq::{Destination, DlqError, HeaderMatch, Replay, Selection};
 
 /// One dead letter to write: the failed record and why.
 struct Failure {

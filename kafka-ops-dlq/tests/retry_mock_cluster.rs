@@ -8,12 +8,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kafka_ops_core::dead_letter::retry::{self, names};
+use kafka_ops_core::dead_letter::{Envelope, headers};
 use kafka_ops_core::handler::{HandlerBuilder, HandlerError, Outcome, handler_fn};
+use kafka_ops_core::kafka::KafkaDeadLetterSink;
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
 use kafka_ops_core::{Clock, Record, SystemClock, Timestamp};
-use kafka_ops_dlq::retry::{RetryTiers, RetryTopicLayer, names};
-use kafka_ops_dlq::{DeadLetterLayer, Envelope, KafkaDeadLetterSink, headers};
+use kafka_ops_dlq::DeadLetterLayer;
+use kafka_ops_dlq::retry::{RetryTiers, RetryTopicLayer};
 
 /// One call of the handler: the record's key, its topic, when it ran, and its due time.
 #[derive(Debug, Clone)]
@@ -152,7 +155,7 @@ async fn tiers_honour_due_times_and_end_in_the_dead_letter_topic() {
             letter
                 .headers
                 .iter()
-                .all(|h| !h.key.starts_with(headers::RETRY_PREFIX)),
+                .all(|h| !h.key.starts_with(retry::PREFIX)),
             "{key}: retry headers summed up in the provenance"
         );
         let expected_attempts = if key.starts_with("broken") { 3 } else { 1 };

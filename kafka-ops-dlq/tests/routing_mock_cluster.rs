@@ -8,11 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_ops_core::Record;
+use kafka_ops_core::dead_letter::headers::Format;
+use kafka_ops_core::dead_letter::{Envelope, headers};
 use kafka_ops_core::handler::{HandlerBuilder, HandlerError, Outcome, handler_fn};
+use kafka_ops_core::kafka::KafkaDeadLetterSink;
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig, DriverHandle};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
+use kafka_ops_dlq::DeadLetterLayer;
 use kafka_ops_dlq::inspect::inspect;
-use kafka_ops_dlq::{DeadLetterLayer, Envelope, Format, KafkaDeadLetterSink, headers};
 use rdkafka::types::RDKafkaRespErr;
 
 const PARTITIONS: i32 = 3;
@@ -150,7 +153,7 @@ async fn failing_produce_requests_lose_nothing_and_duplicate_nothing() {
     let inspection = inspect(&kafka.client_config(), &format!("{topic}.dlq"), 5)
         .await
         .unwrap();
-    assert_eq!(inspection.depth, poison.len() as i64);
+    assert_eq!(inspection.depth, poison.len() as u64);
     assert_eq!(inspection.read, poison.len() as u64);
     assert_eq!(inspection.partitions.len(), PARTITIONS as usize);
     assert_eq!(inspection.sample.len(), 5);

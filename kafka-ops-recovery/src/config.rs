@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_ops_core::ConsumerControl;
+use kafka_ops_core::dead_letter::{Envelope, TopicNaming};
+use kafka_ops_core::kafka::KafkaDeadLetterSink;
 use kafka_ops_core::kafka::cluster::KafkaCluster;
 use rdkafka::ClientConfig;
 use serde::de::DeserializeOwned;
@@ -34,6 +36,7 @@ use crate::engine::{Engine, EngineConfig, Monitor, Playbook, RecoveryAction};
 use crate::error::RecoveryError;
 use crate::notify::{LogNotifier, Notifier, WebhookNotifier};
 use crate::offsets::{MembershipCheck, OffsetOps, ResetTarget};
+use crate::poison::{PoisonRecordMonitor, SkipPoisonRecord};
 
 /// Where the cluster is (omitted: the application decides, e.g. an embedded mock cluster).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,6 +287,38 @@ impl CheckedParams for ResetParams {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SkipPoisonParams {
+    /// The dead-letter topic is the source topic plus this (`.dlq`), or…
+    #[serde(default)]
+    dlq_suffix: Option<String>,
+    /// …this one topic for every source.
+    #[serde(default)]
+    dlq_topic: Option<String>,
+    /// Start the consumer again once the record is skipped (it needs the application's restart
+    /// hook).
+    #[serde(default = "yes")]
+    restart: bool,
+}
+fn yes() -> bool {
+    true
+}
+impl CheckedParams for SkipPoisonParams {
+    fn check(&self) -> Result<(), String> {
+        match (&self.dlq_suffix, &self.dlq_topic) {
+            (Some(_), Some(_)) => Err("dlq_suffix and dlq_topic: give one, not both".into()),
+            (Some(suffix), None) if suffix.is_empty() => {
+                Err("dlq_suffix: must not be empty (the source topic itself)".into())
+            }
+            (None, Some(topic)) if topic.trim().is_empty() => {
+                Err("dlq_topic: must not be empty".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WebhookParams {
     url: String,
     #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
@@ -333,13 +368,40 @@ impl Registry {
         }
     }
 
-    /// The built-in types: monitor `health` (feature `health`); actions `wait_and_recheck`,
-    /// `reset_offsets`, `pause_consumer`, `resume_consumer`, `restart_consumer`; notifiers
-    /// `log`, `webhook`, `smtp` (feature `smtp`).
+    /// The built-in types: monitors `poison_record`, `health` (feature `health`); actions
+    /// `wait_and_recheck`, `reset_offsets`, `pause_consumer`, `resume_consumer`,
+    /// `restart_consumer`, `skip_poison_record`; notifiers `log`, `webhook`, `smtp` (feature
+    /// `smtp`).
     pub fn with_builtins() -> Self {
         let mut registry = Self::empty();
         #[cfg(feature = "health")]
         registry.register_monitor("health", health::factory());
+        registry.register_monitor(
+            "poison_record",
+            typed(|name, _: NoParams, ctx| {
+                let consumer = need(&ctx.consumer, "a consumer handle")?;
+                Ok(Arc::new(PoisonRecordMonitor::new(name, consumer)) as Arc<dyn Monitor>)
+            }),
+        );
+        registry.register_action(
+            "skip_poison_record",
+            typed(|_, p: SkipPoisonParams, ctx| {
+                let config = need(&ctx.client_config, "a cluster")?;
+                let sink = KafkaDeadLetterSink::new(&config).map_err(|e| e.to_string())?;
+                let mut envelope = Envelope::new("", "kafka-ops-self-healing");
+                envelope.naming = match (p.dlq_suffix, p.dlq_topic) {
+                    (_, Some(topic)) => TopicNaming::Fixed(topic),
+                    (Some(suffix), None) => TopicNaming::Suffix(suffix),
+                    (None, None) => TopicNaming::dlq(),
+                };
+                let mut action =
+                    SkipPoisonRecord::new(config, Arc::new(sink)).with_envelope(envelope);
+                if p.restart {
+                    action = action.then_restart(need(&ctx.restart, "a consumer restart hook")?);
+                }
+                Ok(Arc::new(action) as Arc<dyn RecoveryAction>)
+            }),
+        );
         registry.register_action(
             "wait_and_recheck",
             typed(|_, p: WaitParams, ctx| {
@@ -748,7 +810,7 @@ notifiers:
             "monitors[0] (helth): unknown type",
             "playbooks[0].actions[0] (wait_and_recheck): monitor: no monitor named \"nobody\"",
             "playbooks[0].actions[1] (reset_offsets): topics: at least one topic",
-            "playbooks[0].actions[2] (reboot_the_world): unknown type; known: pause_consumer, reset_offsets, restart_consumer, resume_consumer, wait_and_recheck",
+            "playbooks[0].actions[2] (reboot_the_world): unknown type; known: pause_consumer, reset_offsets, restart_consumer, resume_consumer, skip_poison_record, wait_and_recheck",
             "notifiers[0] (webhook): url: must be http(s), got \"ftp://x\"",
             "notifiers[1] (log): unknown field `colour`",
         ];

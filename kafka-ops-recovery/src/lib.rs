@@ -63,6 +63,7 @@ pub mod layer;
 pub mod monitors;
 pub mod notify;
 pub mod offsets;
+pub mod poison;
 pub mod policy;
 
 pub use audit::{AuditRecord, AuditTrail};

@@ -227,7 +227,7 @@ struct SampleRecord {
     offset: i64,
     key: Option<String>,
     value: Option<String>,
-    info: kafka_ops_dlq::DeadLetterInfo,
+    info: kafka_ops_core::dead_letter::headers::DeadLetterInfo,
 }
 
 /// A readable preview of bytes: UTF-8 with replacements, at most 120 characters.

@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kafka_ops_core::cluster::OffsetQuery;
+use kafka_ops_core::dead_letter::headers;
 use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::testkit::{MockKafka, RealKafka, TestRecord, unique_name};
 use kafka_ops_core::{IsolationLevel, Offset, OwnedRecord, TopicPartition};
-use kafka_ops_dlq::headers;
 use kafka_ops_dlq::replay::Replay;
 use kafka_ops_dlq::retry::RetryTiers;
 use kafka_ops_examples::orders::{Workload, event_id};

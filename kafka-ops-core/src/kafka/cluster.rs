@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Message, TopicPartitionList};
 
 use crate::cluster::{
     BrokerInfo, ClusterMetadata, ConfigEntries, ConfigQuery, GroupDescription, GroupListing,
@@ -19,7 +18,7 @@ use crate::cluster::{
 };
 use crate::error::{Error, KafkaCode};
 use crate::ffi;
-use crate::kafka::{client_config, group_state, kafka_error, redacted_config};
+use crate::kafka::{RangeReader, client_config, group_state, kafka_error, redacted_config};
 use crate::types::{
     IsolationLevel, ListedOffset, Offset, OffsetSpec, Timestamp, TopicPartition, Watermarks,
 };
@@ -516,7 +515,8 @@ impl Ord for SpecKey {
     }
 }
 
-/// Reads the first record at or after each position with a short-lived, group-less consumer.
+/// Reads the first record at or after each position (any record, committed or not: the time
+/// a consumer of either isolation waits on), fetching a little per partition.
 fn read_timestamps(
     inner: &Inner<'_>,
     positions: &[(TopicPartition, Offset)],
@@ -526,52 +526,11 @@ fn read_timestamps(
     }
     let mut config = inner.config.clone();
     config
-        .set("group.id", "kafka-ops-timestamp-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_uncommitted")
         .set("max.partition.fetch.bytes", "4096")
         .set("queued.max.messages.kbytes", "1024");
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(|e| kafka_error("create timestamp reader", e))?;
-    let mut assignment = TopicPartitionList::with_capacity(positions.len());
-    for (tp, offset) in positions {
-        assignment
-            .add_partition_offset(
-                &tp.topic,
-                tp.partition,
-                rdkafka::Offset::Offset(offset.get()),
-            )
-            .map_err(|e| kafka_error("assign timestamp reader", e))?;
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(|e| kafka_error("assign timestamp reader", e))?;
-    let mut found: HashMap<TopicPartition, Option<Timestamp>> = HashMap::new();
-    let deadline = Instant::now() + inner.timeout;
-    while found.len() < positions.len() {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        match consumer.poll(deadline - now) {
-            Some(Ok(message)) => {
-                let tp = TopicPartition::new(message.topic(), message.partition());
-                found
-                    .entry(tp)
-                    .or_insert_with(|| message.timestamp().to_millis().map(Timestamp::from_millis));
-            }
-            Some(Err(error)) => {
-                tracing::debug!(%error, "timestamp reader poll error");
-            }
-            None => {}
-        }
-    }
-    Ok(positions
-        .iter()
-        .map(|(tp, _)| (tp.clone(), found.get(tp).copied().flatten()))
-        .collect())
+    RangeReader::with_group(&config, "kafka-ops-timestamp-reader")?
+        .first_record_timestamps(positions, inner.timeout)
 }
 
 fn config_entries(resource: &rdkafka::admin::ConfigResource) -> ConfigEntries {

@@ -61,7 +61,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::error::{Error, ErrorClass};
-use crate::handler::{ConsumerControl, Disposition, Handler, HandlerError, Outcome};
+use crate::handler::{ConsumerControl, Disposition, Handler, HandlerError, Outcome, StoppedOn};
 use crate::kafka::{classify, kafka_error, record_from_message};
 use crate::record::OwnedRecord;
 use crate::tracker::OffsetTracker;
@@ -213,6 +213,7 @@ struct Control {
     running: AtomicBool,
     counters: Counters,
     assigned: Mutex<Vec<TopicPartition>>,
+    stopped_on: Mutex<Option<StoppedOn>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -256,6 +257,7 @@ impl DriverHandle {
                 running: AtomicBool::new(false),
                 counters: Counters::default(),
                 assigned: Mutex::new(Vec::new()),
+                stopped_on: Mutex::new(None),
             }),
         }
     }
@@ -339,6 +341,9 @@ impl ConsumerControl for DriverHandle {
     }
     fn shutdown(&self) {
         DriverHandle::shutdown(self);
+    }
+    fn stopped_on(&self) -> Option<StoppedOn> {
+        lock(&self.control.stopped_on).clone()
     }
 }
 
@@ -808,6 +813,7 @@ impl<H: Handler> Driver<H> {
             .subscribe(&topics)
             .map_err(|e| kafka_error("subscribe", e))?;
         self.control.running.store(true, AtomicOrdering::SeqCst);
+        *lock(&self.control.stopped_on) = None;
         let mut run = RunLoop {
             driver: &self,
             shared: &shared,
@@ -834,6 +840,17 @@ impl<H: Handler> Driver<H> {
             return Err(error);
         }
         if let Some((partition, offset, source)) = state.failure.take() {
+            *lock(&self.control.stopped_on) = Some(StoppedOn {
+                group: self
+                    .consumer_config
+                    .get("group.id")
+                    .unwrap_or_default()
+                    .to_string(),
+                partition: partition.clone(),
+                offset,
+                class: source.class(),
+                error: source.cause().to_string(),
+            });
             return Err(Error::Handler {
                 partition,
                 offset: offset.get(),

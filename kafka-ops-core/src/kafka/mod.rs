@@ -5,8 +5,11 @@
 //! straight through; nothing here prints them (see [`redacted_config`]).
 
 pub mod cluster;
+mod dead_letter_sink;
 pub mod driver;
 mod group_state;
+mod producer;
+mod reader;
 
 use std::collections::BTreeMap;
 
@@ -19,6 +22,9 @@ use crate::record::{Header, Headers, Record, RecordTimestamp};
 use crate::types::{Offset, Timestamp};
 
 pub use cluster::KafkaCluster;
+pub use dead_letter_sink::KafkaDeadLetterSink;
+pub use producer::{AckedProducer, Outgoing};
+pub use reader::{Range, RangeReader, Step};
 
 /// Commits `offsets` for the group `consumer_config` names, without joining the group, as
 /// `kafka-consumer-groups --reset-offsets --execute` does. Nothing checks the group is idle:

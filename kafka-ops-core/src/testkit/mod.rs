@@ -45,9 +45,8 @@ mod transactions;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use crate::error::Error;
@@ -361,9 +360,10 @@ pub fn awkward_records() -> Vec<TestRecord> {
     ]
 }
 
-/// A producer that waits for every acknowledgement, for writing test data.
+/// A producer that waits for every acknowledgement, for writing test data: the adapter's
+/// [`AckedProducer`](crate::kafka::AckedProducer) with a 10 s delivery timeout.
 pub struct TestProducer {
-    producer: FutureProducer,
+    producer: crate::kafka::AckedProducer,
 }
 
 impl std::fmt::Debug for TestProducer {
@@ -382,14 +382,15 @@ impl TestProducer {
     /// message sets, as a busy producer does (the mock cluster scans a partition's message
     /// sets to serve a fetch, so many small ones slow every reader down).
     pub fn with_linger(bootstrap: &str, linger: Duration) -> Result<Self, Error> {
-        let producer: FutureProducer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", bootstrap)
-            .set("message.timeout.ms", "10000")
+            .set("delivery.timeout.ms", "10000")
             .set("linger.ms", linger.as_millis().to_string())
-            .set("batch.num.messages", "10000")
-            .create()
-            .map_err(|e| kafka_error("create test producer", e))?;
-        Ok(TestProducer { producer })
+            .set("batch.num.messages", "10000");
+        Ok(TestProducer {
+            producer: crate::kafka::AckedProducer::new(&config)?,
+        })
     }
 
     /// Produces `records` to `topic` and waits for every acknowledgement. Returns
@@ -401,42 +402,26 @@ impl TestProducer {
     ) -> Result<Vec<(i32, Offset)>, Error> {
         let mut pending = Vec::new();
         for record in records {
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for (key, value) in &record.headers {
-                headers = headers.insert(Header {
-                    key: key.as_str(),
-                    value: value.as_deref(),
-                });
-            }
-            let mut future = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
-            if let Some(key) = &record.key {
-                future = future.key(key.as_slice());
-            }
-            if let Some(value) = &record.value {
-                future = future.payload(value.as_slice());
-            }
-            if let Some(partition) = record.partition {
-                future = future.partition(partition);
-            }
-            if let Some(timestamp) = record.timestamp {
-                future = future.timestamp(timestamp);
-            }
-            let delivery = self
-                .producer
-                .send_result(future)
-                .map_err(|(e, _)| kafka_error("produce", e))?;
-            pending.push(delivery);
+            let headers: crate::Headers<'_> = record
+                .headers
+                .iter()
+                .map(|(key, value)| crate::Header {
+                    key: key.as_str().into(),
+                    value: value.as_deref().map(Into::into),
+                })
+                .collect();
+            pending.push(self.producer.send(crate::kafka::Outgoing {
+                topic,
+                partition: record.partition,
+                key: record.key.as_deref(),
+                value: record.value.as_deref(),
+                headers: &headers,
+                timestamp: record.timestamp.map(crate::Timestamp::from_millis),
+            })?);
         }
         let mut written = Vec::with_capacity(pending.len());
         for delivery in pending {
-            let delivered = delivery
-                .await
-                .map_err(|_| Error::Kafka {
-                    operation: "produce",
-                    code: None,
-                    source: "the producer was dropped before delivery".into(),
-                })?
-                .map_err(|(e, _)| kafka_error("produce", e))?;
+            let delivered = delivery.await?;
             written.push((delivered.partition, Offset::new(delivered.offset)?));
         }
         Ok(written)
@@ -444,9 +429,7 @@ impl TestProducer {
 
     /// Waits until everything produced so far is acknowledged.
     pub fn flush(&self) -> Result<(), Error> {
-        self.producer
-            .flush(Duration::from_secs(10))
-            .map_err(|e| kafka_error("flush", e))
+        self.producer.flush(Duration::from_secs(10))
     }
 }
 
@@ -477,67 +460,19 @@ pub async fn committed<Q: crate::cluster::OffsetQuery>(
         .collect()
 }
 
-/// Every record of `topic` up to its end when called, partition by partition, read with an
-/// assigned consumer (no group membership) through `client_config`.
+/// Every record of `topic` up to its end when called, partition by partition, in offset order,
+/// read with the adapter's [`RangeReader`](crate::kafka::RangeReader) through `client_config`.
 pub async fn read_all(
     client_config: ClientConfig,
     topic: &str,
 ) -> Result<Vec<crate::OwnedRecord>, Error> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::error::KafkaError;
     let topic = topic.to_string();
-    let read = move || -> Result<Vec<crate::OwnedRecord>, Error> {
-        let mut config = client_config;
-        config
-            .set("group.id", unique_name("read-all"))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true");
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|e| kafka_error("create reader", e))?;
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(10))
-            .map_err(|e| kafka_error("read metadata", e))?;
-        let partitions = metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len());
-        let mut list = rdkafka::TopicPartitionList::new();
-        for partition in 0..partitions {
-            let partition = i32::try_from(partition).unwrap_or(i32::MAX);
-            list.add_partition_offset(&topic, partition, rdkafka::Offset::Beginning)
-                .map_err(|e| kafka_error("assign", e))?;
-        }
-        consumer
-            .assign(&list)
-            .map_err(|e| kafka_error("assign", e))?;
-        let mut records = Vec::new();
-        let mut at_end = std::collections::HashSet::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while at_end.len() < partitions {
-            if std::time::Instant::now() > deadline {
-                return Err(Error::Config(format!(
-                    "reading {topic}: only {} of {partitions} partitions reached their end in 30 s",
-                    at_end.len()
-                )));
-            }
-            match consumer.poll(Duration::from_millis(100)) {
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    at_end.insert(partition);
-                }
-                Some(Err(e)) => return Err(kafka_error("read", e)),
-                Some(Ok(message)) => {
-                    records.push(crate::kafka::record_from_message(&message)?.into_owned());
-                }
-            }
-        }
-        records.sort_by_key(|r| (r.partition, r.offset));
-        Ok(records)
-    };
-    tokio::task::spawn_blocking(read)
-        .await
-        .map_err(|e| Error::Config(format!("reader task failed: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        crate::kafka::RangeReader::with_group(&client_config, &unique_name("read-all"))?
+            .read_topic(&topic)
+    })
+    .await
+    .map_err(|e| Error::Task(Box::new(e)))?
 }
 
 /// A command running the ignored test `name` of the current test binary, alone, in a new

@@ -6,12 +6,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, TopicPartitionList};
-
-use kafka_ops_core::kafka::kafka_error;
+use kafka_ops_core::Headers;
+use kafka_ops_core::kafka::{
+    AckedProducer, Outgoing, Range, RangeReader, Step, record_from_message,
+};
+use rdkafka::ClientConfig;
 
 use crate::error::HealthError;
 use crate::model::{Check, HealthProbe, ProbeKind};
@@ -26,8 +25,8 @@ pub const RUN_HEADER: &str = "kafka-ops-canary-run";
 /// read back) and duplication (one read twice), in the manner of Xinfra Monitor. Every check is
 /// bounded by its deadline.
 pub struct CanaryProbe {
-    producer: FutureProducer,
-    consumer: Arc<Mutex<BaseConsumer>>,
+    producer: AckedProducer,
+    reader: Arc<Mutex<RangeReader>>,
     topic: String,
     partition: i32,
     records: u64,
@@ -70,29 +69,17 @@ impl CanaryProbe {
         );
         let mut producer_config = config.clone();
         producer_config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
             .set("linger.ms", "0")
-            .set("message.timeout.ms", "10000")
-            .remove("group.id");
-        let producer: FutureProducer = producer_config
-            .create()
-            .map_err(|e| kafka_error("create canary producer", e))?;
-        let mut consumer_config = config.clone();
-        consumer_config
-            .set("group.id", format!("kafka-ops-canary-{run}"))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest")
-            // The records are there by the time it fetches: a long fetch wait would only time
-            // the broker's idle wait, not the pipeline.
-            .set("fetch.wait.max.ms", "10");
-        let consumer: BaseConsumer = consumer_config
-            .create()
-            .map_err(|e| kafka_error("create canary consumer", e))?;
+            .set("delivery.timeout.ms", "10000");
+        let producer = AckedProducer::new(&producer_config)?;
+        let mut reader_config = config.clone();
+        // The records are there by the time it fetches: a long fetch wait would only time the
+        // broker's idle wait, not the pipeline.
+        reader_config.set("fetch.wait.max.ms", "10");
+        let reader = RangeReader::with_group(&reader_config, &format!("kafka-ops-canary-{run}"))?;
         Ok(CanaryProbe {
             producer,
-            consumer: Arc::new(Mutex::new(consumer)),
+            reader: Arc::new(Mutex::new(reader)),
             topic: topic.into(),
             partition: 0,
             records: 3,
@@ -152,28 +139,35 @@ impl HealthProbe for CanaryProbe {
         let mut first_offset: Option<i64> = None;
         for seq in &expected {
             let seq_text = seq.to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: SEQUENCE_HEADER,
-                    value: Some(seq_text.as_bytes()),
-                })
-                .insert(Header {
-                    key: RUN_HEADER,
-                    value: Some(self.run.as_bytes()),
-                });
-            let record = FutureRecord::to(&self.topic)
-                .partition(self.partition)
-                .key(self.run.as_bytes())
-                .payload(seq_text.as_bytes())
-                .headers(headers);
-            // The send's own timeout bounds only the enqueue; the deadline bounds the delivery.
+            let mut headers = Headers::new();
+            headers.push(SEQUENCE_HEADER, Some(seq_text.as_bytes().to_vec()));
+            headers.push(RUN_HEADER, Some(self.run.as_bytes().to_vec()));
+            let record = Outgoing {
+                topic: &self.topic,
+                partition: Some(self.partition),
+                key: Some(self.run.as_bytes()),
+                value: Some(seq_text.as_bytes()),
+                headers: &headers,
+                timestamp: None,
+            };
+            // The producer's delivery timeout bounds the acknowledgement; the deadline bounds
+            // the whole check.
             let remaining = until.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(remaining, self.producer.send(record, remaining)).await {
+            let acknowledgement = match self.producer.send(record) {
+                Ok(acknowledgement) => acknowledgement,
+                Err(error) => {
+                    return Ok(Check::unhealthy(format!(
+                        "canary produce to {} failed: {error}",
+                        self.topic
+                    )));
+                }
+            };
+            match tokio::time::timeout(remaining, acknowledgement).await {
                 Ok(Ok(delivery)) => {
                     first_offset =
                         Some(first_offset.map_or(delivery.offset, |o| o.min(delivery.offset)));
                 }
-                Ok(Err((error, _))) => {
+                Ok(Err(error)) => {
                     return Ok(Check::unhealthy(format!(
                         "canary produce to {} failed: {error}",
                         self.topic
@@ -191,60 +185,46 @@ impl HealthProbe for CanaryProbe {
             return Err(canary_error("produce", "no record was acknowledged"));
         };
         let produced_in = started.elapsed();
-        let consumer = self.consumer.clone();
+        let reader = self.reader.clone();
         let (topic, partition, run) = (self.topic.clone(), self.partition, self.run.clone());
-        let wanted: std::collections::BTreeSet<u64> = expected.iter().copied().collect();
-        let round = tokio::task::spawn_blocking(move || -> Result<Round, HealthError> {
-            let consumer = consumer.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut assignment = TopicPartitionList::new();
-            assignment
-                .add_partition_offset(&topic, partition, rdkafka::Offset::Offset(from))
-                .map_err(|e| canary_error("assign", e))?;
-            consumer
-                .assign(&assignment)
-                .map_err(|e| canary_error("assign", e))?;
+        let read = tokio::task::spawn_blocking(move || -> Result<Round, HealthError> {
+            let reader = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            // Everything written up to now: the records acknowledged, and any copy of them.
+            let (_, end) = reader.watermarks(&topic, partition)?;
             let mut round = Round::default();
-            // Read until every sequence number came back and a short grace passed (to catch a
-            // duplicate right behind), or the deadline.
-            let mut complete_at: Option<Instant> = None;
-            loop {
-                let now = Instant::now();
-                if now >= until || complete_at.is_some_and(|at| now >= at) {
-                    break;
-                }
-                let Some(message) = consumer.poll(Duration::from_millis(50)) else {
-                    continue;
-                };
-                let message = message.map_err(|e| canary_error("consume", e))?;
-                let Some(headers) = message.headers() else {
-                    continue;
-                };
-                let mut seq = None;
-                let mut ours = false;
-                for header in headers.iter() {
-                    match header.key {
-                        SEQUENCE_HEADER => {
-                            seq = header
-                                .value
-                                .and_then(|v| std::str::from_utf8(v).ok())
-                                .and_then(|v| v.parse::<u64>().ok());
-                        }
-                        RUN_HEADER => ours = header.value == Some(run.as_bytes()),
-                        _ => {}
+            let range = Range {
+                partition,
+                start: from,
+                end,
+            };
+            reader.read(&topic, &[range], |step| {
+                if let Step::Record(message) = step {
+                    let record = record_from_message(&message)?;
+                    let ours = record.headers.get_bytes(RUN_HEADER) == Some(run.as_bytes());
+                    let seq = record
+                        .headers
+                        .get_str(SEQUENCE_HEADER)
+                        .ok()
+                        .flatten()
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if let (true, Some(seq)) = (ours, seq) {
+                        *round.seen.entry(seq).or_default() += 1;
                     }
                 }
-                if let (true, Some(seq)) = (ours, seq) {
-                    *round.seen.entry(seq).or_default() += 1;
-                    if complete_at.is_none() && wanted.iter().all(|s| round.seen.contains_key(s)) {
-                        complete_at = Some(Instant::now() + Duration::from_millis(100));
-                    }
-                }
-            }
-            let _ = consumer.unassign();
+                Ok::<(), HealthError>(())
+            })?;
             Ok(round)
-        })
-        .await
-        .map_err(|e| canary_error("consume", e))??;
+        });
+        let remaining = until.saturating_duration_since(Instant::now());
+        let round = match tokio::time::timeout(remaining, read).await {
+            Ok(round) => round.map_err(|e| canary_error("consume", e))??,
+            Err(_) => {
+                return Ok(Check::unhealthy(format!(
+                    "canary records from {} not read back within {:?}",
+                    self.topic, self.deadline
+                )));
+            }
+        };
         let round_trip = started.elapsed();
         let lost: Vec<u64> = expected
             .iter()

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use kafka_ops_core::cluster::ClusterQuery;
-use kafka_ops_core::{IsolationLevel, TopicPartition};
+use kafka_ops_core::dead_letter::dead_letter_depths;
 use serde::{Deserialize, Serialize};
 
 use crate::error::HealthError;
@@ -100,41 +100,36 @@ impl HealthProbe for DeadLetterDepthProbe {
                 self.warning_depth, self.critical_depth
             )));
         }
-        let metadata = self.cluster.metadata(&[]).await?;
-        let partitions: Vec<TopicPartition> = metadata
-            .topics
-            .iter()
-            .filter(|t| t.error.is_none())
-            .filter(|t| match &self.topics {
-                DeadLetterTopics::Named(names) => names.iter().any(|n| n.as_str() == &*t.name),
-                DeadLetterTopics::Suffix(suffix) => t.name.ends_with(suffix.as_str()),
-            })
-            .flat_map(|t| t.topic_partitions())
-            .collect();
-        if partitions.is_empty() {
+        let topics: Vec<String> = match &self.topics {
+            DeadLetterTopics::Named(names) => names.clone(),
+            DeadLetterTopics::Suffix(suffix) => self
+                .cluster
+                .metadata(&[])
+                .await?
+                .topics
+                .iter()
+                .filter(|t| t.error.is_none() && t.name.ends_with(suffix.as_str()))
+                .map(|t| t.name.to_string())
+                .collect(),
+        };
+        if topics.is_empty() {
             return Ok(Check::healthy("no dead-letter topics"));
         }
-        let marks = self
-            .cluster
-            .watermarks(&partitions, IsolationLevel::ReadUncommitted)
-            .await?;
-        let committed = match &self.group {
-            Some(group) => Some(self.cluster.committed_offsets(group, &partitions).await?),
-            None => None,
-        };
+        let found =
+            dead_letter_depths(self.cluster.as_ref(), &topics, self.group.as_deref()).await?;
+        if found.is_empty() {
+            return Ok(Check::healthy("no dead-letter topics"));
+        }
         let mut depths: std::collections::BTreeMap<String, u64> = Default::default();
         let mut unknown = Vec::new();
-        for (tp, mark) in &marks {
-            let Ok(mark) = mark else {
-                unknown.push(tp.to_string());
-                continue;
-            };
-            let from = committed
-                .as_ref()
-                .and_then(|c| c.iter().find(|(p, _)| p == tp))
-                .and_then(|(_, offset)| offset.as_ref().ok().copied().flatten())
-                .map_or(mark.low, |offset| offset.max(mark.low));
-            *depths.entry(tp.topic.to_string()).or_default() += mark.high.saturating_distance(from);
+        for (topic, partitions) in &found {
+            let total = depths.entry(topic.clone()).or_default();
+            for (partition, depth) in partitions {
+                match depth {
+                    Ok(depth) => *total += depth.depth(),
+                    Err(_) => unknown.push(format!("{topic}/{partition}")),
+                }
+            }
         }
         let (deepest, depth) = depths
             .iter()

@@ -1,0 +1,190 @@
+//! Poison records: a consumer that stopped on a record its handler cannot process, noticed by
+//! [`PoisonRecordMonitor`] and moved out of the way by [`SkipPoisonRecord`] — dead-lettered in
+//! the same format as the dead-letter layer's, so `kafka-ops dlq inspect` and `dlq replay` read
+//! it like any other dead letter, and the group committed past it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope};
+use kafka_ops_core::handler::{ConsumerControl, HandlerError};
+use kafka_ops_core::kafka::{RangeReader, commit_group_offsets};
+use kafka_ops_core::{ErrorClass, Offset, TopicPartition};
+use rdkafka::ClientConfig;
+use serde_json::json;
+
+use crate::actions::RestartFuture;
+use crate::engine::{Anomaly, Monitor, RecoveryAction, Signal};
+use crate::error::RecoveryError;
+
+/// The signal key of a consumer stopped on a record.
+pub const POISON_RECORD: &str = "poison_record";
+
+/// Watches a consumer (its driver's handle) and raises [`POISON_RECORD`] while its last run
+/// ended on an unrecovered handler failure, naming the record:
+/// `{"group", "topic", "partition", "offset", "class", "error"}` — what [`SkipPoisonRecord`]
+/// needs.
+pub struct PoisonRecordMonitor {
+    name: String,
+    consumer: Arc<dyn ConsumerControl>,
+}
+
+impl fmt::Debug for PoisonRecordMonitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoisonRecordMonitor")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl PoisonRecordMonitor {
+    /// A monitor named `name` of `consumer`.
+    pub fn new(name: impl Into<String>, consumer: Arc<dyn ConsumerControl>) -> Self {
+        PoisonRecordMonitor {
+            name: name.into(),
+            consumer,
+        }
+    }
+}
+
+#[async_trait]
+impl Monitor for PoisonRecordMonitor {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn observe(&self) -> Result<Vec<Signal>, RecoveryError> {
+        let signal = match self.consumer.stopped_on() {
+            None => Signal::healthy(POISON_RECORD),
+            Some(stopped) => Signal::anomaly(
+                POISON_RECORD,
+                format!(
+                    "{} stopped on {}@{}: {}",
+                    stopped.group, stopped.partition, stopped.offset, stopped.error
+                ),
+            )
+            .with_details(json!({
+                "group": stopped.group,
+                "topic": stopped.partition.topic.as_ref(),
+                "partition": stopped.partition.partition,
+                "offset": stopped.offset.get(),
+                "class": stopped.class,
+                "error": stopped.error,
+            })),
+        };
+        Ok(vec![signal])
+    }
+}
+
+/// The failure a skipped record is dead-lettered with.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Skipped(String);
+
+/// Skips a poison record: reads it, dead-letters it through a [`DeadLetterSink`] with the
+/// provenance an [`Envelope`] writes (the group from the anomaly, the handler's error as the
+/// message and class), commits the group past it once the dead letter is acknowledged, and —
+/// [with a restart hook](Self::then_restart) — starts the stopped consumer again, which carries
+/// on after it.
+/// The anomaly's details name it: `{"group", "topic", "partition", "offset"}` (and `"error"`,
+/// `"class"` when known), as [`PoisonRecordMonitor`] writes them.
+pub struct SkipPoisonRecord {
+    client_config: ClientConfig,
+    sink: Arc<dyn DeadLetterSink>,
+    envelope: Envelope,
+    restart: Option<Arc<dyn Fn() -> RestartFuture + Send + Sync>>,
+}
+
+impl fmt::Debug for SkipPoisonRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SkipPoisonRecord")
+            .field("envelope", &self.envelope)
+            .finish()
+    }
+}
+
+impl SkipPoisonRecord {
+    /// An action reading and committing through `client_config` and dead-lettering into `sink`
+    /// with the default envelope (`<topic>.dlq`, same partition).
+    pub fn new(client_config: ClientConfig, sink: Arc<dyn DeadLetterSink>) -> Self {
+        SkipPoisonRecord {
+            client_config,
+            sink,
+            envelope: Envelope::new("", "kafka-ops-self-healing"),
+            restart: None,
+        }
+    }
+
+    /// Starts the consumer again through `restart` once the record is skipped (it stopped on
+    /// the record, so nothing else would).
+    pub fn then_restart(mut self, restart: Arc<dyn Fn() -> RestartFuture + Send + Sync>) -> Self {
+        self.restart = Some(restart);
+        self
+    }
+
+    /// Dead-letters with `envelope` (its naming, partitioning, cause policy and clock; the
+    /// group comes from each anomaly).
+    pub fn with_envelope(mut self, envelope: Envelope) -> Self {
+        self.envelope = envelope;
+        self
+    }
+}
+
+fn failed(reason: impl Into<String>) -> RecoveryError {
+    RecoveryError::ActionFailed {
+        action: "skip_poison_record".into(),
+        reason: reason.into(),
+    }
+}
+
+#[async_trait]
+impl RecoveryAction for SkipPoisonRecord {
+    fn name(&self) -> &str {
+        "skip_poison_record"
+    }
+
+    async fn execute(&self, anomaly: &Anomaly) -> Result<String, RecoveryError> {
+        let d = &anomaly.details;
+        let (Some(group), Some(topic), Some(partition), Some(offset)) = (
+            d["group"].as_str().filter(|g| !g.is_empty()),
+            d["topic"].as_str(),
+            d["partition"].as_i64().and_then(|p| i32::try_from(p).ok()),
+            d["offset"].as_i64(),
+        ) else {
+            return Err(failed(format!("the anomaly does not name a record: {d}")));
+        };
+        let tp = TopicPartition::new(topic, partition);
+        let offset = Offset::new(offset)?;
+        let record = RangeReader::new(&self.client_config)?
+            .read_one(&tp, offset)
+            .await?
+            .ok_or_else(|| failed(format!("no record at {tp}@{offset}")))?;
+        let message = d["error"].as_str().unwrap_or(&anomaly.message).to_string();
+        let class = serde_json::from_value::<ErrorClass>(d["class"].clone())
+            .unwrap_or(ErrorClass::Permanent);
+        let error = match class {
+            ErrorClass::Transient => HandlerError::transient(Skipped(message)),
+            ErrorClass::Fatal => HandlerError::fatal(Skipped(message)),
+            _ => HandlerError::permanent(Skipped(message)),
+        };
+        let mut envelope = self.envelope.clone();
+        envelope.group = group.to_string();
+        let target = envelope.target_for(&record);
+        let partitions = self.sink.partitions(&target).await;
+        let letter = envelope.build(&record, &error, partitions)?;
+        let delivered = self.sink.send(&letter).await?;
+        let mut config = self.client_config.clone();
+        config.set("group.id", group);
+        commit_group_offsets(&config, &[(tp.clone(), Offset::new(offset.get() + 1)?)]).await?;
+        let mut done = format!(
+            "{tp}@{offset} dead-lettered to {}/{}@{}; {group} committed past it",
+            letter.topic, delivered.partition, delivered.offset
+        );
+        if let Some(restart) = &self.restart {
+            restart().await?;
+            done.push_str("; consumer restarted");
+        }
+        Ok(done)
+    }
+}

@@ -65,8 +65,22 @@ impl Clock for SystemClock {
     /// `CLOCK_REALTIME_COARSE` on Linux (the time of the last tick, read without asking the
     /// hardware: a fraction of the precise clock's cost); the precise clock elsewhere.
     fn coarse_wall(&self) -> Timestamp {
-        crate::ffi::coarse_wall_millis().map_or_else(|| self.wall(), Timestamp::from_millis)
+        coarse_wall_millis().map_or_else(|| self.wall(), Timestamp::from_millis)
     }
+}
+
+/// The wall clock in milliseconds as of the kernel's last tick (`CLOCK_REALTIME_COARSE`); the
+/// epoch for readings before it, as [`Timestamp::from_system_time`] does.
+#[cfg(target_os = "linux")]
+fn coarse_wall_millis() -> Option<i64> {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    Some((now.tv_sec.saturating_mul(1_000) + now.tv_nsec / 1_000_000).max(0))
+}
+
+/// No coarse clock here: callers fall back to the precise one.
+#[cfg(not(target_os = "linux"))]
+fn coarse_wall_millis() -> Option<i64> {
+    None
 }
 
 /// A clock that moves only when told to. Clones share the same time.

@@ -1,5 +1,4 @@
-//! The one module with `unsafe`: librdkafka admin calls that rdkafka 0.39 does not wrap, and
-//! the coarse wall clock (a libc call std does not offer).
+//! The one module with `unsafe`: librdkafka admin calls that rdkafka 0.39 does not wrap.
 //!
 //! rdkafka 0.39 has no list-offsets, list/describe consumer groups or list-group-offsets; the
 //! librdkafka 2.12 C API it bundles has all four. Each function here:
@@ -884,31 +883,4 @@ pub(crate) mod mock {
         unsafe { rd::rd_kafka_mock_request_destroy_array(array, count) };
         out
     }
-}
-
-/// The wall clock in milliseconds as of the kernel's last tick (`CLOCK_REALTIME_COARSE`), or
-/// `None` where there is no such clock or the call fails.
-#[cfg(target_os = "linux")]
-// `time_t` and `c_long` are 32 bits on some Linux targets.
-#[allow(clippy::useless_conversion)]
-pub(crate) fn coarse_wall_millis() -> Option<i64> {
-    // Uninitialized rather than a literal: on some targets `timespec` has private padding.
-    let mut now = std::mem::MaybeUninit::<libc::timespec>::uninit();
-    // SAFETY: `now` is writable memory for one timespec that outlives the call, and
-    // CLOCK_REALTIME_COARSE is a clock id every Linux since 2.6.32 knows (else the call
-    // returns -1 and `now` is not read).
-    let status = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, now.as_mut_ptr()) };
-    if status != 0 {
-        return None;
-    }
-    // SAFETY: the call returned 0, so it filled `now`.
-    let now = unsafe { now.assume_init() };
-    // Before the epoch clamps to it, as `Timestamp::from_system_time` does.
-    Some((i64::from(now.tv_sec) * 1_000 + i64::from(now.tv_nsec) / 1_000_000).max(0))
-}
-
-/// No coarse clock here: callers fall back to the precise one.
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn coarse_wall_millis() -> Option<i64> {
-    None
 }

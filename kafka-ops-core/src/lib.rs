@@ -47,8 +47,10 @@ pub mod cluster;
 pub mod dead_letter;
 pub mod error;
 mod extent;
+#[cfg(feature = "kafka")]
 mod ffi;
 pub mod handler;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod lag;
 pub mod record;

@@ -34,7 +34,7 @@ use crate::actions::{
 use crate::audit::AuditTrail;
 use crate::engine::{Engine, EngineConfig, Monitor, Playbook, RecoveryAction};
 use crate::error::RecoveryError;
-use crate::notify::{LogNotifier, Notifier, WebhookNotifier};
+use crate::notify::{LogNotifier, Notifier};
 use crate::offsets::{MembershipCheck, OffsetOps, ResetTarget};
 use crate::poison::{PoisonRecordMonitor, SkipPoisonRecord};
 
@@ -317,6 +317,7 @@ impl CheckedParams for SkipPoisonParams {
     }
 }
 
+#[cfg(feature = "webhook")]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WebhookParams {
@@ -324,9 +325,11 @@ struct WebhookParams {
     #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
     timeout: Duration,
 }
+#[cfg(feature = "webhook")]
 fn default_webhook_timeout() -> Duration {
     Duration::from_secs(10)
 }
+#[cfg(feature = "webhook")]
 impl CheckedParams for WebhookParams {
     fn check(&self) -> Result<(), String> {
         if self.url.starts_with("http://") || self.url.starts_with("https://") {
@@ -370,7 +373,8 @@ impl Registry {
 
     /// The built-in types: monitors `poison_record`, `health` (feature `health`); actions
     /// `wait_and_recheck`, `reset_offsets`, `pause_consumer`, `resume_consumer`,
-    /// `restart_consumer`, `skip_poison_record`; notifiers `log`, `webhook`, `smtp` (feature
+    /// `restart_consumer`, `skip_poison_record`; notifiers `log`, `webhook` (feature `webhook`),
+    /// `smtp` (feature
     /// `smtp`).
     pub fn with_builtins() -> Self {
         let mut registry = Self::empty();
@@ -462,10 +466,11 @@ impl Registry {
             "log",
             typed(|_, _: NoParams, _| Ok(Arc::new(LogNotifier) as Arc<dyn Notifier>)),
         );
+        #[cfg(feature = "webhook")]
         registry.register_notifier(
             "webhook",
             typed(|_, p: WebhookParams, _| {
-                WebhookNotifier::new(p.url, p.timeout)
+                crate::notify::WebhookNotifier::new(p.url, p.timeout)
                     .map(|n| Arc::new(n) as Arc<dyn Notifier>)
                     .map_err(|e| e.to_string())
             }),

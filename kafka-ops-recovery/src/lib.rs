@@ -48,36 +48,50 @@
 //! # });
 //! ```
 
+#[cfg(feature = "engine")]
 pub mod actions;
 #[cfg(feature = "backoff-adapter")]
 pub mod adapter;
+#[cfg(feature = "engine")]
 pub mod audit;
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
+#[cfg(feature = "engine")]
 pub mod config;
+#[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;
 pub mod layer;
 #[cfg(feature = "health")]
 pub mod monitors;
+#[cfg(feature = "engine")]
 pub mod notify;
+#[cfg(feature = "kafka")]
 pub mod offsets;
+#[cfg(feature = "engine")]
 pub mod poison;
 pub mod policy;
 
+#[cfg(feature = "engine")]
 pub use audit::{AuditRecord, AuditTrail};
 pub use backoff::{Backoff, BackoffPolicy, Jitter};
 pub use breaker::{
     BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, SlidingWindow, StateChange,
 };
 pub use budget::{RetryBudget, RetryBudgetConfig};
+#[cfg(feature = "engine")]
 pub use config::{BuildContext, Registry, SelfHealingConfig};
+#[cfg(feature = "engine")]
 pub use engine::{
     Anomaly, Engine, EngineConfig, EngineEvent, Monitor, Playbook, RecoveryAction, Signal,
 };
 pub use error::{BreakerOpen, RecoveryError};
 pub use layer::{CircuitBreakerLayer, RetryLayer};
-pub use notify::{LogNotifier, Notification, Notifier, WebhookNotifier};
+#[cfg(feature = "webhook")]
+pub use notify::WebhookNotifier;
+#[cfg(feature = "engine")]
+pub use notify::{LogNotifier, Notification, Notifier};
+#[cfg(feature = "kafka")]
 pub use offsets::{MembershipCheck, OffsetOps, OffsetsBackup, ResetPlan, ResetTarget};
 pub use policy::{Decision, Matcher, RetryPolicy, Rule, RuleAction};

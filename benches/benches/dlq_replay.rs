@@ -123,7 +123,7 @@ fn route(
         }));
     let mut config = DriverConfig::new([topic]);
     config.max_in_flight = 4_096;
-    config.ordering = kafka_ops_core::kafka::driver::Ordering::Unordered;
+    config.ordering = kafka_ops_core::scheduler::Ordering::Unordered;
     let driver = Driver::new(cluster.consumer_config(&group), config, handler);
     let handle = driver.handle();
     let started = Instant::now();

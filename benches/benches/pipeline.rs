@@ -184,7 +184,7 @@ fn driver_config(topic: &str) -> DriverConfig {
     let mut config = DriverConfig::new([topic]);
     config.max_in_flight = kafka_ops_benches::knob("KAFKA_OPS_BENCH_INFLIGHT", 4_096) as usize;
     if std::env::var("KAFKA_OPS_BENCH_UNORDERED").is_ok() {
-        config.ordering = kafka_ops_core::kafka::driver::Ordering::Unordered;
+        config.ordering = kafka_ops_core::scheduler::Ordering::Unordered;
     }
     config
 }

@@ -54,6 +54,7 @@ pub mod handler;
 pub mod kafka;
 pub mod lag;
 pub mod record;
+pub mod scheduler;
 mod severity;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use kafka_ops_core::cluster::OffsetQuery;
 use kafka_ops_core::handler::{HandlerError, Outcome, handler_fn};
-use kafka_ops_core::kafka::driver::{Driver, DriverConfig, DriverHandle, Ordering};
+use kafka_ops_core::kafka::driver::{Driver, DriverConfig, DriverHandle};
+use kafka_ops_core::scheduler::Ordering;
 use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
 use kafka_ops_core::{Error, Offset, Record, TopicPartition};
 

@@ -1,0 +1,460 @@
+//! The poll loop: takes records from librdkafka's queues while the scheduler has room, starts
+//! what the scheduler hands out, and commits what it allows.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::sync::mpsc::Sender;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use foldhash::HashMap;
+use futures_util::FutureExt;
+use rdkafka::Message;
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaResult;
+use tracing::Instrument;
+
+use super::handle::{Control, bump, lock};
+use super::rebalance::{Completion, DriverContext, LoopEvent, LoopState, Shared};
+use super::{Driver, DriverConfig};
+use crate::error::ErrorClass;
+use crate::handler::{Handler, HandlerError, Outcome};
+use crate::kafka::{classify, kafka_error, record_from_message};
+use crate::record::OwnedRecord;
+use crate::types::{Offset, TopicPartition};
+
+/// Records the consumer hands over per poll call before the loop does its housekeeping.
+const POLL_BATCH: usize = 1_024;
+
+/// How long a handler's first poll may hold the poll thread before handlers stop being polled
+/// there (see `RunLoop::spawn`).
+const INLINE_POLL_BUDGET: Duration = Duration::from_millis(1);
+
+/// Inline polls over [`INLINE_POLL_BUDGET`] in a row that end inline polls for the run. One is
+/// not enough: a hash table growing, a page fault or the thread losing its core makes a single
+/// poll slow now and then, and ending inline polls for that costs every later record a task.
+const SLOW_INLINE_POLLS_IN_A_ROW: u32 = 3;
+
+pub(super) struct RunLoop<'a, H> {
+    pub(super) driver: &'a Driver<H>,
+    pub(super) shared: &'a Arc<Shared>,
+    pub(super) consumer: &'a Arc<BaseConsumer<DriverContext>>,
+    pub(super) sender: Sender<LoopEvent>,
+    pub(super) runtime: tokio::runtime::Handle,
+    /// Each assigned partition's own librdkafka queue: records are taken from it only while
+    /// there is room, so backpressure never needs pause/resume (whose purge and refetch would
+    /// cost more than the work) and the consumer queue stays free for rebalance events.
+    pub(super) queues: HashMap<TopicPartition, PartitionQueue<DriverContext>>,
+    /// Interned topic names, so records share one allocation per topic.
+    pub(super) topics: RefCell<HashMap<String, Arc<str>>>,
+    pub(super) last_commit: Instant,
+    /// Where the next round of queue pulls starts, so no partition is always served last.
+    pub(super) next_queue: usize,
+    /// Whether handlers get their first poll on the poll thread.
+    pub(super) inline_polls: Cell<bool>,
+    /// Inline polls over the budget since the last one within it.
+    pub(super) slow_inline_polls: Cell<u32>,
+}
+
+impl<H: Handler> RunLoop<'_, H> {
+    fn control(&self) -> &Control {
+        &self.driver.control
+    }
+
+    fn config(&self) -> &DriverConfig {
+        &self.driver.config
+    }
+
+    fn should_stop(&self) -> bool {
+        if self.control().shutdown.load(AtomicOrdering::SeqCst) {
+            return true;
+        }
+        let state = lock(&self.shared.state);
+        state.scheduler.has_failed() || state.fatal.is_some()
+    }
+
+    fn mark_polled(&self) {
+        let elapsed = self.control().started.elapsed().as_millis();
+        self.control().counters.last_poll.store(
+            u64::try_from(elapsed).unwrap_or(u64::MAX - 1) + 1,
+            AtomicOrdering::Relaxed,
+        );
+    }
+
+    pub(super) fn poll_until_stopped(&mut self) {
+        while !self.should_stop() {
+            let mut progress = {
+                let mut state = lock(&self.shared.state);
+                let events = self.shared.drain_events(&mut state);
+                let dispatched = self.dispatch_ready(&mut state);
+                self.shared.publish_in_flight(&state);
+                events + dispatched
+            };
+            self.set_paused(self.control().user_paused.load(AtomicOrdering::SeqCst));
+            if self.last_commit.elapsed() >= self.config().commit_interval {
+                self.observe_positions();
+                // Failures are counted and logged inside; the next interval retries.
+                let _ = self.shared.commit(self.consumer.as_ref(), None);
+                self.last_commit = Instant::now();
+            }
+            progress += self.serve_consumer_queue();
+            progress += self.pull_partition_queues();
+            if progress == 0 {
+                // Nothing to do: sleep until a record finishes, a queue gets messages, a held
+                // record is due, or the poll interval passes (to keep serving the group).
+                let next_due = lock(&self.shared.state).scheduler.next_due();
+                let wait = next_due.map_or(self.config().poll_timeout, |due| {
+                    due.saturating_duration_since(Instant::now())
+                        .min(self.config().poll_timeout)
+                });
+                self.shared.wait_for_event(wait);
+            }
+        }
+    }
+
+    /// Lets the tracker step over transaction markers (and records aborted under
+    /// `read_committed`): librdkafka hides them but moves the consumer's position past them.
+    /// Only called from the running loop, where every record taken from librdkafka has been
+    /// tracked, so a position never skips a record that is not done.
+    fn observe_positions(&self) {
+        let positions = match self.consumer.position() {
+            Ok(positions) => positions,
+            Err(error) => {
+                tracing::debug!(%error, "could not read the consumer's positions");
+                return;
+            }
+        };
+        let mut state = lock(&self.shared.state);
+        for element in positions.elements() {
+            if let rdkafka::Offset::Offset(position) = element.offset()
+                && let Ok(position) = Offset::new(position)
+            {
+                let tp = TopicPartition::new(element.topic(), element.partition());
+                state.scheduler.observe_position(&tp, position);
+            }
+        }
+    }
+
+    /// Serves the consumer's own queue: rebalance and error events, and records of partitions
+    /// whose queue is not split off (yet). Then splits or drops partition queues as the
+    /// rebalances asked. Returns how many records and events it handled.
+    fn serve_consumer_queue(&mut self) -> usize {
+        let mut handled = 0;
+        for _ in 0..POLL_BATCH {
+            let message = self.consumer.poll(Duration::ZERO);
+            self.mark_polled();
+            match message {
+                None => break,
+                Some(message) => {
+                    handled += 1;
+                    self.take(message);
+                }
+            }
+        }
+        self.apply_queue_changes();
+        handled
+    }
+
+    fn apply_queue_changes(&mut self) {
+        let (to_drop, to_split) = {
+            let mut state = lock(&self.shared.state);
+            (
+                std::mem::take(&mut state.to_drop),
+                std::mem::take(&mut state.to_split),
+            )
+        };
+        for tp in to_drop {
+            self.queues.remove(&tp);
+        }
+        for tp in to_split {
+            match self.consumer.split_partition_queue(&tp.topic, tp.partition) {
+                Some(mut queue) => {
+                    let wake = self.sender.clone();
+                    queue.set_nonempty_callback(move || {
+                        let _ = wake.send(LoopEvent::Wakeup);
+                    });
+                    self.queues.insert(tp, queue);
+                }
+                None => {
+                    tracing::warn!(%tp, "could not split the partition's queue; its records come through the consumer queue");
+                }
+            }
+        }
+    }
+
+    /// How many more records of `tp` may be taken from librdkafka now.
+    fn room_for(&self, tp: &TopicPartition) -> usize {
+        if self.control().paused.load(AtomicOrdering::SeqCst) {
+            return 0;
+        }
+        let config = self.config();
+        lock(&self.shared.state).scheduler.room_for(
+            tp,
+            config.max_in_flight,
+            config.partition_buffer,
+        )
+    }
+
+    /// Takes records from the partition queues that have room, round-robin. Returns how many.
+    fn pull_partition_queues(&mut self) -> usize {
+        let mut partitions: Vec<TopicPartition> = self.queues.keys().cloned().collect();
+        if partitions.is_empty() {
+            return 0;
+        }
+        partitions.sort();
+        let start = self.next_queue % partitions.len();
+        self.next_queue = self.next_queue.wrapping_add(1);
+        partitions.rotate_left(start);
+        let mut taken = 0;
+        for tp in partitions {
+            let room = self.room_for(&tp);
+            for _ in 0..room.min(POLL_BATCH) {
+                let Some(queue) = self.queues.get(&tp) else {
+                    break;
+                };
+                match queue.poll(Duration::ZERO) {
+                    None => break,
+                    Some(message) => {
+                        taken += 1;
+                        self.take(message);
+                    }
+                }
+            }
+        }
+        if taken > 0 {
+            self.mark_polled();
+        }
+        taken
+    }
+
+    /// Handles one thing the consumer delivered: a record, or an error.
+    fn take(&self, message: KafkaResult<rdkafka::message::BorrowedMessage<'_>>) {
+        match message {
+            Ok(message) => {
+                bump(&self.control().counters.polled);
+                match record_from_message(&message) {
+                    Ok(record) => {
+                        let topic = {
+                            let mut topics = self.topics.borrow_mut();
+                            match topics.get(message.topic()) {
+                                Some(topic) => topic.clone(),
+                                None => {
+                                    let topic: Arc<str> = Arc::from(message.topic());
+                                    topics.insert(message.topic().to_string(), topic.clone());
+                                    topic
+                                }
+                            }
+                        };
+                        self.accept(topic, record.into_owned());
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "unreadable message from the consumer");
+                        lock(&self.shared.state).fatal.get_or_insert(error);
+                    }
+                }
+            }
+            Err(error) => {
+                bump(&self.control().counters.poll_errors);
+                if classify(&error) == ErrorClass::Fatal {
+                    tracing::error!(%error, "fatal consumer error");
+                    lock(&self.shared.state)
+                        .fatal
+                        .get_or_insert(kafka_error("poll", error));
+                } else {
+                    tracing::warn!(%error, "consumer error");
+                }
+            }
+        }
+    }
+
+    fn set_paused(&self, pause: bool) {
+        let control = self.control();
+        if control.paused.load(AtomicOrdering::SeqCst) == pause {
+            return;
+        }
+        let assignment = match self.consumer.assignment() {
+            Ok(assignment) => assignment,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the assignment to pause/resume");
+                return;
+            }
+        };
+        let result = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        match result {
+            Ok(()) => {
+                control.paused.store(pause, AtomicOrdering::SeqCst);
+                tracing::debug!(pause, "assignment pause state changed");
+            }
+            Err(error) => tracing::warn!(%error, pause, "could not change the pause state"),
+        }
+    }
+
+    /// Hands a received record to the scheduler; [`dispatch_ready`](Self::dispatch_ready)
+    /// starts it when its turn comes.
+    fn accept(&self, topic: Arc<str>, record: OwnedRecord) {
+        let tp = TopicPartition {
+            topic,
+            partition: record.partition,
+        };
+        let mut state = lock(&self.shared.state);
+        if let Err(error) = state.scheduler.accept(tp, record) {
+            state.fatal.get_or_insert(error);
+        }
+    }
+
+    /// Starts every record that may run now: the head of each idle, unheld partition
+    /// (per-partition ordering) and every delayed record that is due. Returns how many.
+    fn dispatch_ready(&self, state: &mut LoopState) -> usize {
+        // A record that completed inline frees its partition at once: go round again, a
+        // bounded number of times so the consumer is still served often.
+        let mut total = 0;
+        while total < POLL_BATCH {
+            let dispatched = self.dispatch_ready_once(state);
+            if dispatched == 0 {
+                break;
+            }
+            total += dispatched;
+        }
+        total
+    }
+
+    fn dispatch_ready_once(&self, state: &mut LoopState) -> usize {
+        if self.control().shutdown.load(AtomicOrdering::SeqCst) {
+            return 0;
+        }
+        let ready = state.scheduler.ready();
+        let count = ready.len();
+        for (tp, record) in ready {
+            self.spawn(tp, record, state);
+        }
+        count
+    }
+
+    /// Starts `record`'s handler. Its first poll runs right here, on the poll thread: a handler
+    /// that finishes without waiting on anything (most successful records, through most layers)
+    /// completes without a task, a channel message and a thread wake-up. One that waits goes on
+    /// as a tokio task. Handlers holding the poll thread longer than [`INLINE_POLL_BUDGET`]
+    /// [`SLOW_INLINE_POLLS_IN_A_ROW`] times in a row end inline polls for the run, so CPU-heavy
+    /// handlers keep running in parallel on the runtime's workers.
+    fn spawn(&self, tp: TopicPartition, record: Arc<OwnedRecord>, state: &mut LoopState) {
+        let offset = record.offset;
+        let handler = self.driver.handler.clone();
+        let span = tracing::debug_span!("record", topic = %tp.topic, partition = tp.partition, offset = offset.get());
+        let mut handling: Pin<Box<dyn Future<Output = Result<Outcome, HandlerError>> + Send>> =
+            Box::pin(async move {
+                AssertUnwindSafe(handler.handle(&record))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "non-string panic".into());
+                        Err(HandlerError::fatal(format!("handler panicked: {message}")))
+                    })
+            });
+        if self.inline_polls.get() {
+            let started = Instant::now();
+            let polled = {
+                let _runtime = self.runtime.enter();
+                let _span = span.enter();
+                handling
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+            };
+            if started.elapsed() > INLINE_POLL_BUDGET {
+                let slow = self.slow_inline_polls.get() + 1;
+                self.slow_inline_polls.set(slow);
+                if slow >= SLOW_INLINE_POLLS_IN_A_ROW {
+                    tracing::debug!(
+                        "handlers held the poll thread for over {INLINE_POLL_BUDGET:?} {slow} times in a row; they run as tasks from now on"
+                    );
+                    self.inline_polls.set(false);
+                }
+            } else {
+                self.slow_inline_polls.set(0);
+            }
+            if let Poll::Ready(result) = polled {
+                state.apply(
+                    Completion {
+                        partition: tp,
+                        offset,
+                        result,
+                    },
+                    self.control(),
+                );
+                return;
+            }
+        }
+        // Polling again from the task registers the real waker, whatever the first poll left.
+        let sender = self.sender.clone();
+        self.runtime.spawn(
+            async move {
+                let result = handling.await;
+                // The receiver is gone only after the driver stopped; the record then stays
+                // uncommitted and is redelivered, which is the at-least-once contract.
+                let _ = sender.send(LoopEvent::Completion(Completion {
+                    partition: tp,
+                    offset,
+                    result,
+                }));
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Stops dispatching, waits (bounded) for running records, and commits synchronously.
+    /// Returns the number of records left unfinished.
+    pub(super) fn finish(&mut self) -> u64 {
+        self.set_paused(true);
+        let deadline = Instant::now() + self.config().shutdown_timeout;
+        loop {
+            let running = {
+                let mut state = lock(&self.shared.state);
+                self.shared.drain_events(&mut state);
+                state.scheduler.running_total()
+            };
+            let now = Instant::now();
+            if running == 0 || now >= deadline {
+                break;
+            }
+            self.shared
+                .wait_for_event((deadline - now).min(Duration::from_millis(50)));
+            // Keep serving the group (heartbeats, rebalance callbacks) while waiting. A record
+            // returned here is not tracked, hence not committed: the next owner reads it.
+            let _ = self.consumer.poll(Duration::ZERO);
+            self.apply_queue_changes();
+        }
+        // A rebalance racing the shutdown makes the coordinator refuse commits for a moment:
+        // keep serving the group and retry while the shutdown bound allows.
+        for attempt in 1..=5 {
+            match self.shared.commit(self.consumer.as_ref(), None) {
+                Ok(()) => break,
+                Err(error)
+                    if classify(&error) == ErrorClass::Transient && Instant::now() < deadline =>
+                {
+                    tracing::info!(%error, attempt, "final commit refused; retrying");
+                    let _ = self.consumer.poll(Duration::from_millis(200));
+                    self.apply_queue_changes();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "final commit failed; unfinished offsets will be redelivered");
+                    break;
+                }
+            }
+        }
+        let state = lock(&self.shared.state);
+        self.shared.publish_in_flight(&state);
+        state.scheduler.running_total() as u64
+    }
+}

@@ -1,0 +1,229 @@
+//! What the poll loop shares with librdkafka's rebalance callbacks (which run inside `poll`, on
+//! the same thread): the scheduler behind a lock, the completion channel, the commit, and the
+//! callbacks themselves.
+
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use super::handle::{Control, bump, lock};
+use crate::error::Error;
+use crate::handler::{HandlerError, Outcome};
+use crate::scheduler::Scheduler;
+use crate::types::{Offset, TopicPartition};
+
+/// A handler's result, sent from the task that ran it.
+pub(super) struct Completion {
+    pub(super) partition: TopicPartition,
+    pub(super) offset: Offset,
+    pub(super) result: Result<Outcome, HandlerError>,
+}
+
+/// What wakes the poll loop: a finished record, or librdkafka saying a queue has messages.
+pub(super) enum LoopEvent {
+    Completion(Completion),
+    Wakeup,
+}
+
+/// Poll-loop state shared with the rebalance callbacks.
+pub(super) struct LoopState {
+    pub(super) scheduler: Scheduler,
+    /// A fatal consumer error.
+    pub(super) fatal: Option<Error>,
+    /// Partitions the last rebalance assigned, whose queues the poll loop must split off.
+    pub(super) to_split: Vec<TopicPartition>,
+    /// Partitions the last rebalance revoked, whose queues the poll loop must drop.
+    pub(super) to_drop: Vec<TopicPartition>,
+}
+
+impl LoopState {
+    pub(super) fn new(scheduler: Scheduler) -> Self {
+        LoopState {
+            scheduler,
+            fatal: None,
+            to_split: Vec::new(),
+            to_drop: Vec::new(),
+        }
+    }
+
+    /// Hands a result to the scheduler and counts it.
+    pub(super) fn apply(&mut self, completion: Completion, control: &Control) {
+        let finished =
+            self.scheduler
+                .complete(&completion.partition, completion.offset, completion.result);
+        control.counters.record(finished);
+    }
+}
+
+pub(super) struct Shared {
+    pub(super) control: Arc<Control>,
+    pub(super) state: Mutex<LoopState>,
+    pub(super) events: Mutex<Receiver<LoopEvent>>,
+    pub(super) revoke_timeout: Duration,
+}
+
+impl Shared {
+    /// Applies every completion already waiting; returns how many events were seen.
+    pub(super) fn drain_events(&self, state: &mut LoopState) -> usize {
+        let receiver = lock(&self.events);
+        let mut seen = 0;
+        while let Ok(event) = receiver.try_recv() {
+            seen += 1;
+            if let LoopEvent::Completion(completion) = event {
+                state.apply(completion, &self.control);
+            }
+        }
+        seen
+    }
+
+    /// Waits up to `timeout` for an event, then applies everything waiting.
+    pub(super) fn wait_for_event(&self, timeout: Duration) {
+        let first = lock(&self.events).recv_timeout(timeout);
+        let mut state = lock(&self.state);
+        if let Ok(LoopEvent::Completion(completion)) = first {
+            state.apply(completion, &self.control);
+        }
+        self.drain_events(&mut state);
+    }
+
+    pub(super) fn publish_in_flight(&self, state: &LoopState) {
+        self.control
+            .counters
+            .in_flight
+            .store(state.scheduler.in_flight() as u64, AtomicOrdering::Relaxed);
+    }
+
+    /// Commits the safe offsets of `only` (or of every tracked partition) and waits for the
+    /// broker's answer. Commits are synchronous on purpose: the poll thread is not a latency
+    /// path (handlers run elsewhere), and a confirmed commit is what the scheduler may rely on.
+    pub(super) fn commit<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        only: Option<&[TopicPartition]>,
+    ) -> KafkaResult<()> {
+        let candidates = lock(&self.state).scheduler.commit_candidates(only);
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::with_capacity(candidates.len());
+        for (tp, offset) in &candidates {
+            list.add_partition_offset(
+                &tp.topic,
+                tp.partition,
+                rdkafka::Offset::Offset(offset.get()),
+            )?;
+        }
+        // No lock is held here: librdkafka may run callbacks that take it.
+        let result = consumer.commit(&list, CommitMode::Sync);
+        match &result {
+            Ok(()) => {
+                bump(&self.control.counters.commits);
+                metrics::counter!("kafka_ops_commits_total", "result" => "ok").increment(1);
+                let mut state = lock(&self.state);
+                for (tp, offset) in &candidates {
+                    state.scheduler.mark_committed(tp, *offset);
+                }
+            }
+            Err(error) => {
+                bump(&self.control.counters.commit_failures);
+                metrics::counter!("kafka_ops_commits_total", "result" => "error").increment(1);
+                tracing::warn!(%error, "offset commit failed; it will be retried");
+            }
+        }
+        result
+    }
+}
+
+/// The consumer context: rebalance callbacks, run on the poll thread.
+pub(super) struct DriverContext {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl ClientContext for DriverContext {}
+
+fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
+    list.elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect()
+}
+
+impl DriverContext {
+    /// Partitions going away: give their running records a bounded chance to finish, so their
+    /// offsets are committed by us rather than redone by the next owner, then commit and forget.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, revoked: &[TopicPartition]) {
+        let shared = &self.shared;
+        lock(&shared.state).scheduler.revoke(revoked);
+        let deadline = Instant::now() + shared.revoke_timeout;
+        loop {
+            let running = {
+                let mut state = lock(&shared.state);
+                shared.drain_events(&mut state);
+                state.scheduler.running_in(revoked)
+            };
+            let now = Instant::now();
+            if running == 0 || now >= deadline {
+                break;
+            }
+            shared.wait_for_event((deadline - now).min(Duration::from_millis(50)));
+        }
+        if !consumer.assignment_lost()
+            && let Err(error) = shared.commit(consumer, Some(revoked))
+        {
+            tracing::warn!(%error, "commit on revoke failed");
+        }
+        let mut state = lock(&shared.state);
+        state.scheduler.forget(revoked);
+        state.to_split.retain(|t| !revoked.contains(t));
+        state.to_drop.extend(revoked.iter().cloned());
+        shared.publish_in_flight(&state);
+        lock(&shared.control.assigned).retain(|tp| !revoked.contains(tp));
+    }
+}
+
+impl ConsumerContext for DriverContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        bump(&self.shared.control.counters.rebalances);
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let revoked = partitions_of(list);
+                tracing::info!(partitions = ?revoked, "partitions revoked");
+                self.revoke(consumer, &revoked);
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(error) => {
+                tracing::warn!(%error, "rebalance error");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let assigned = partitions_of(list);
+            tracing::info!(partitions = ?assigned, "partitions assigned");
+            if self.shared.control.paused.load(AtomicOrdering::SeqCst)
+                && let Err(error) = consumer.pause(list)
+            {
+                tracing::warn!(%error, "could not pause newly assigned partitions");
+            }
+            {
+                let mut state = lock(&self.shared.state);
+                state.scheduler.assign(&assigned);
+                state.to_drop.retain(|t| !assigned.contains(t));
+                state.to_split.extend(assigned.iter().cloned());
+            }
+            let mut current = lock(&self.shared.control.assigned);
+            for tp in assigned {
+                if !current.contains(&tp) {
+                    current.push(tp);
+                }
+            }
+            current.sort();
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The consumer driver's decisions, without a consumer: which records run now, which wait for
+//! their partition or their due time, and which offsets may be committed — on an injected
+//! [`Clock`], so redelivery timing is tested exactly.
+//!
+//! The driver (`kafka::driver`, feature `kafka`) feeds it what librdkafka hands over
+//! ([`accept`](Scheduler::accept)), starts what it returns ([`ready`](Scheduler::ready)),
+//! reports each handler's result ([`complete`](Scheduler::complete)) and commits
+//! [`commit_candidates`](Scheduler::commit_candidates).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use kafka_ops_core::handler::{Disposition, HandlerError, Outcome};
+//! use kafka_ops_core::scheduler::{Ordering, Scheduler};
+//! use kafka_ops_core::{ManualClock, Offset, Record, Timestamp, TopicPartition};
+//!
+//! let clock = ManualClock::at(Timestamp::from_millis(0));
+//! let mut scheduler = Scheduler::new(Ordering::PerPartition, Arc::new(clock.clone()));
+//! let tp = TopicPartition::new("orders", 0);
+//! for offset in 0..2 {
+//!     let record = Record::new("orders", 0, Offset::new(offset).unwrap()).into_owned();
+//!     scheduler.accept(tp.clone(), record).unwrap();
+//! }
+//! // One record of a partition at a time.
+//! let first = scheduler.ready();
+//! assert_eq!(first.len(), 1);
+//! // It asks to be tried again in five seconds: its partition waits.
+//! let later = HandlerError::transient("503")
+//!     .with_disposition(Disposition::RedeliverAt(Timestamp::from_millis(5_000)));
+//! scheduler.complete(&tp, Offset::ZERO, Err(later));
+//! assert!(scheduler.ready().is_empty());
+//! clock.advance(Duration::from_secs(5));
+//! let again = scheduler.ready();
+//! assert_eq!(again[0].1.offset, Offset::ZERO);
+//! scheduler.complete(&tp, Offset::ZERO, Ok(Outcome::Processed));
+//! assert_eq!(scheduler.commit_candidates(None), [(tp.clone(), Offset::new(1).unwrap())]);
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use foldhash::HashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::handler::{Disposition, HandlerError, Outcome};
+use crate::record::OwnedRecord;
+use crate::tracker::OffsetTracker;
+use crate::types::{Offset, Timestamp, TopicPartition};
+
+/// How records of one partition may overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// One record per partition at a time, in offset order; partitions run in parallel.
+    #[default]
+    PerPartition,
+    /// Any record may run beside any other (commits still never pass an unfinished record).
+    Unordered,
+}
+
+/// One partition's records between librdkafka and their completion.
+#[derive(Default)]
+struct PartitionWork {
+    /// Taken from librdkafka, not started yet, in offset order.
+    waiting: VecDeque<Arc<OwnedRecord>>,
+    /// Started and not finished, by offset; kept so a redelivery can run the record again.
+    running: HashMap<i64, Arc<OwnedRecord>>,
+    /// Per-partition ordering: nothing of this partition runs before this instant (a record
+    /// asked to be redelivered later; it waits at the front of `waiting`).
+    held_until: Option<Instant>,
+    /// Unordered processing: records to run again at their instant.
+    delayed: Vec<(Instant, Arc<OwnedRecord>)>,
+}
+
+impl PartitionWork {
+    fn buffered(&self) -> usize {
+        self.waiting.len() + self.running.len() + self.delayed.len()
+    }
+}
+
+/// What became of a finished record, for counters and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Done with this outcome (a handler's [`Disposition::Skip`] counts as
+    /// [`Outcome::Skipped`]); its offset may be committed once its predecessors are done.
+    Done(Outcome),
+    /// Held to run again at `due`.
+    Redelivered {
+        /// When it runs again.
+        due: Instant,
+    },
+    /// Failed with nothing to recover it: nothing more is started, and nothing is committed
+    /// past it.
+    Failed,
+}
+
+/// The driver's pure state; see the [module documentation](self).
+pub struct Scheduler {
+    tracker: OffsetTracker,
+    work: HashMap<TopicPartition, PartitionWork>,
+    failure: Option<(TopicPartition, Offset, HandlerError)>,
+    ordering: Ordering,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("ordering", &self.ordering)
+            .field("partitions", &self.work.len())
+            .field("in_flight", &self.tracker.total_in_flight())
+            .field("failed", &self.failure.is_some())
+            .finish()
+    }
+}
+
+impl Scheduler {
+    /// An empty scheduler keeping `ordering`, on `clock`.
+    pub fn new(ordering: Ordering, clock: Arc<dyn Clock>) -> Self {
+        Scheduler {
+            tracker: OffsetTracker::new(),
+            work: HashMap::default(),
+            failure: None,
+            ordering,
+            clock,
+        }
+    }
+
+    /// Takes a record librdkafka handed over: tracked at once (it may not be committed past
+    /// until it is done), started by a later [`ready`](Self::ready). A partition re-read from
+    /// an earlier offset without a revoke (someone else's seek) starts its bookkeeping over.
+    pub fn accept(&mut self, partition: TopicPartition, record: OwnedRecord) -> Result<(), Error> {
+        if let Err(error) = self.tracker.track(&partition, record.offset) {
+            tracing::warn!(%error, "restarting offset tracking for the partition");
+            self.tracker.forget(&partition);
+            self.work
+                .insert(partition.clone(), PartitionWork::default());
+            self.tracker.track(&partition, record.offset)?;
+        }
+        self.work
+            .entry(partition)
+            .or_default()
+            .waiting
+            .push_back(Arc::new(record));
+        Ok(())
+    }
+
+    /// The records to start now, marked running: with per-partition ordering the head of each
+    /// partition that has nothing running and is not held; unordered, everything waiting; and
+    /// every delayed record that is due. Nothing once a record failed.
+    pub fn ready(&mut self) -> Vec<(TopicPartition, Arc<OwnedRecord>)> {
+        if self.failure.is_some() {
+            return Vec::new();
+        }
+        let now = self.clock.now();
+        let mut ready = Vec::new();
+        for (tp, work) in self.work.iter_mut() {
+            if work.held_until.is_some_and(|until| until <= now) {
+                work.held_until = None;
+            }
+            match self.ordering {
+                Ordering::PerPartition => {
+                    if work.running.is_empty()
+                        && work.held_until.is_none()
+                        && let Some(record) = work.waiting.pop_front()
+                    {
+                        ready.push((tp.clone(), record));
+                    }
+                }
+                Ordering::Unordered => {
+                    ready.extend(work.waiting.drain(..).map(|record| (tp.clone(), record)));
+                }
+            }
+            if !work.delayed.is_empty() {
+                let (due, later): (Vec<_>, Vec<_>) =
+                    work.delayed.drain(..).partition(|(at, _)| *at <= now);
+                work.delayed = later;
+                ready.extend(due.into_iter().map(|(_, record)| (tp.clone(), record)));
+            }
+        }
+        for (tp, record) in &ready {
+            if let Some(work) = self.work.get_mut(tp) {
+                work.running.insert(record.offset.get(), record.clone());
+            }
+        }
+        ready
+    }
+
+    /// When a redelivery asked for `at` (wall clock) is due, on the monotonic clock.
+    fn due(&self, at: Timestamp) -> Instant {
+        self.clock.now() + at.saturating_since(self.clock.wall())
+    }
+
+    /// Records the result of the record at `offset` of `partition`.
+    pub fn complete(
+        &mut self,
+        partition: &TopicPartition,
+        offset: Offset,
+        result: Result<Outcome, HandlerError>,
+    ) -> Finished {
+        let record = self
+            .work
+            .get_mut(partition)
+            .and_then(|work| work.running.remove(&offset.get()));
+        let result = match result {
+            Err(error) if error.disposition() == Disposition::Skip => {
+                tracing::warn!(%partition, %offset, %error, "skipping the record as its handler asked");
+                Ok(Outcome::Skipped)
+            }
+            other => other,
+        };
+        match result {
+            Ok(outcome) => {
+                self.tracker.complete(partition, offset);
+                Finished::Done(outcome)
+            }
+            Err(error) => {
+                if let Disposition::RedeliverAt(at) = error.disposition()
+                    && let Some(record) = record
+                    && self.work.contains_key(partition)
+                {
+                    let due = self.due(at);
+                    tracing::debug!(%partition, %offset, %at, "redelivery requested");
+                    if let Some(work) = self.work.get_mut(partition) {
+                        match self.ordering {
+                            // The record goes back to the front and its partition waits for it.
+                            Ordering::PerPartition => {
+                                work.waiting.push_front(record);
+                                work.held_until = Some(due);
+                            }
+                            Ordering::Unordered => work.delayed.push((due, record)),
+                        }
+                    }
+                    return Finished::Redelivered { due };
+                }
+                tracing::error!(%partition, %offset, %error, "handler failed; stopping without committing past it");
+                if self.failure.is_none() {
+                    self.failure = Some((partition.clone(), offset, error));
+                }
+                Finished::Failed
+            }
+        }
+    }
+
+    /// The earliest instant a held or delayed record becomes due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.work
+            .values()
+            .flat_map(|w| {
+                w.held_until
+                    .into_iter()
+                    .chain(w.delayed.iter().map(|(at, _)| *at))
+            })
+            .min()
+    }
+
+    /// How many more records of `partition` may be accepted now: at most `max_in_flight` in
+    /// all and, with per-partition ordering, `partition_buffer` per partition.
+    pub fn room_for(
+        &self,
+        partition: &TopicPartition,
+        max_in_flight: usize,
+        partition_buffer: usize,
+    ) -> usize {
+        let total_room = max_in_flight.saturating_sub(self.tracker.total_in_flight());
+        let buffered = self.work.get(partition).map_or(0, PartitionWork::buffered);
+        let partition_room = match self.ordering {
+            Ordering::PerPartition => partition_buffer.saturating_sub(buffered),
+            Ordering::Unordered => total_room,
+        };
+        total_room.min(partition_room)
+    }
+
+    /// Partitions assigned to this consumer: their records are welcome.
+    pub fn assign(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            self.work.entry(tp.clone()).or_default();
+        }
+    }
+
+    /// Partitions being revoked: their records not started yet belong to the next owner now
+    /// (those running may still finish and be committed before [`forget`](Self::forget)).
+    pub fn revoke(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            if let Some(work) = self.work.get_mut(tp) {
+                work.waiting.clear();
+                work.delayed.clear();
+                work.held_until = None;
+            }
+        }
+    }
+
+    /// Drops everything about `partitions` (once revoked and committed): results that arrive
+    /// later for them commit nothing.
+    pub fn forget(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            self.tracker.forget(tp);
+            self.work.remove(tp);
+        }
+    }
+
+    /// Records running in `partitions`.
+    pub fn running_in(&self, partitions: &[TopicPartition]) -> usize {
+        partitions
+            .iter()
+            .filter_map(|tp| self.work.get(tp))
+            .map(|w| w.running.len())
+            .sum()
+    }
+
+    /// Records running in all partitions.
+    pub fn running_total(&self) -> usize {
+        self.work.values().map(|w| w.running.len()).sum()
+    }
+
+    /// Records accepted and not done (waiting, running, held or failed).
+    pub fn in_flight(&self) -> usize {
+        self.tracker.total_in_flight()
+    }
+
+    /// Offsets that may be committed now, for `only` these partitions or all.
+    pub fn commit_candidates(
+        &self,
+        only: Option<&[TopicPartition]>,
+    ) -> Vec<(TopicPartition, Offset)> {
+        match only {
+            Some(partitions) => self.tracker.commit_candidates_for(partitions),
+            None => self.tracker.commit_candidates(),
+        }
+    }
+
+    /// Records that `offset` of `partition` is committed.
+    pub fn mark_committed(&mut self, partition: &TopicPartition, offset: Offset) {
+        self.tracker.mark_committed(partition, offset);
+    }
+
+    /// The consumer's position in `partition`, past transaction markers it stepped over (see
+    /// [`OffsetTracker::observe_position`]).
+    pub fn observe_position(&mut self, partition: &TopicPartition, position: Offset) {
+        self.tracker.observe_position(partition, position);
+    }
+
+    /// Whether a record failed with nothing to recover it.
+    pub fn has_failed(&self) -> bool {
+        self.failure.is_some()
+    }
+
+    /// The first unrecovered failure, taken.
+    pub fn take_failure(&mut self) -> Option<(TopicPartition, Offset, HandlerError)> {
+        self.failure.take()
+    }
+}
+
+#[cfg(test)]
+mod tests;

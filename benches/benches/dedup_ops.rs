@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use kafka_ops_core::handler::Outcome;
 use kafka_ops_core::handler::{Handler, HandlerBuilder, handler_fn};
-use kafka_ops_core::{Offset, Outcome, Record};
+use kafka_ops_core::{Offset, Record};
 use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
 use kafka_ops_idempotency::{
     Begin, IdempotencyLayer, IdempotencyStore, MemoryStore, PayloadDigest, StoredOutcome,

@@ -31,7 +31,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_ops_core::Outcome;
+use kafka_ops_core::handler::Outcome;
 use kafka_ops_idempotency::store::redis::RedisStore;
 use kafka_ops_idempotency::{Begin, IdempotencyStore, MemoryStore, PayloadDigest, StoredOutcome};
 use xxhash_rust::xxh3::xxh3_128;

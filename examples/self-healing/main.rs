@@ -20,11 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
+use kafka_ops_core::Record;
+use kafka_ops_core::handler::ConsumerControl;
 use kafka_ops_core::handler::{Outcome, handler_fn};
 use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig, DriverHandle};
 use kafka_ops_core::testkit::{MockKafka, TestRecord};
-use kafka_ops_core::{ConsumerControl, Record};
 use kafka_ops_recovery::actions::RestartFuture;
 use kafka_ops_recovery::{BuildContext, EngineEvent, Registry, SelfHealingConfig};
 

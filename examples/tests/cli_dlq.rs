@@ -2,9 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope};
+use kafka_ops_core::handler::HandlerError;
 use kafka_ops_core::kafka::KafkaDeadLetterSink;
 use kafka_ops_core::testkit::{MockKafka, unique_name};
-use kafka_ops_core::{HandlerError, Offset, Record};
+use kafka_ops_core::{Offset, Record};
 
 mod support;
 use support::cli;

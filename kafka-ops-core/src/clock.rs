@@ -87,7 +87,7 @@ fn coarse_wall_millis() -> Option<i64> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use kafka_ops_core::clock::{Clock, ManualClock};
+/// use kafka_ops_core::{Clock, ManualClock};
 /// use kafka_ops_core::Timestamp;
 ///
 /// let clock = ManualClock::at(Timestamp::from_millis(1_000));

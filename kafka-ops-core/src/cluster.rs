@@ -17,8 +17,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::class::KafkaCode;
 use crate::clock::Clock;
-use crate::error::{Error, KafkaCode};
+use crate::error::Error;
 use crate::lag::{GroupLag, PartitionLag};
 use crate::types::{
     IsolationLevel, ListedOffset, Offset, OffsetSpec, Timestamp, TopicPartition, Watermarks,

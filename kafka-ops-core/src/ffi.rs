@@ -25,11 +25,12 @@ use rdkafka::ClientContext;
 use rdkafka::bindings as rd;
 use rdkafka::client::Client;
 
+use crate::class::KafkaCode;
 use crate::cluster::{
     GroupDescription, GroupListing, GroupMember, GroupState, GroupType, PartitionError,
     PartitionResults,
 };
-use crate::error::{Error, KafkaCode};
+use crate::error::Error;
 use crate::types::{IsolationLevel, ListedOffset, Offset, OffsetSpec, Timestamp, TopicPartition};
 
 /// Extra time given to the local queue beyond the request timeout, so librdkafka's own timeout

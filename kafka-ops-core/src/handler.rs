@@ -49,7 +49,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{BoxError, Error, ErrorClass};
+use crate::class::{BoxError, ErrorClass};
 use crate::record::Record;
 use crate::types::{Offset, Timestamp, TopicPartition};
 
@@ -247,13 +247,6 @@ impl fmt::Display for HandlerError {
 impl std::error::Error for HandlerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.source)
-    }
-}
-
-impl From<Error> for HandlerError {
-    fn from(error: Error) -> Self {
-        let class = error.class();
-        HandlerError::new(class, error)
     }
 }
 
@@ -468,12 +461,6 @@ mod tests {
             HandlerError::transient("x").disposition(),
             Disposition::Undecided
         );
-    }
-
-    #[test]
-    fn core_errors_convert_with_their_class() {
-        let e: HandlerError = Error::Config("bad".into()).into();
-        assert_eq!(e.class(), ErrorClass::Fatal);
     }
 
     struct Tag(&'static str, Arc<Mutex<Vec<&'static str>>>);

@@ -42,10 +42,11 @@
 //! assert_eq!(verdict.severity.exit_code(), 1);
 //! ```
 
-pub mod clock;
+mod class;
+mod clock;
 pub mod cluster;
 pub mod dead_letter;
-pub mod error;
+mod error;
 mod extent;
 #[cfg(feature = "kafka")]
 mod ffi;
@@ -53,18 +54,21 @@ pub mod handler;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod lag;
-pub mod record;
+mod record;
 pub mod scheduler;
 mod severity;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tracker;
-pub mod types;
+mod types;
 
+pub use class::{BoxError, ErrorClass, KafkaCode};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{BoxError, Error, ErrorClass, KafkaCode};
+pub use error::Error;
 pub use extent::Extent;
-pub use handler::{ConsumerControl, Disposition, Handler, HandlerError, Outcome};
 pub use record::{Header, Headers, OwnedRecord, Record, RecordTimestamp};
 pub use severity::{Severity, UnknownSeverity};
-pub use types::{IsolationLevel, Offset, OffsetSpec, Timestamp, TopicPartition, Watermarks};
+pub use types::{
+    InvalidOffset, IsolationLevel, ListedOffset, Offset, OffsetSpec, RAW_OFFSET_NONE, Timestamp,
+    TopicPartition, Watermarks,
+};

@@ -6,8 +6,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
-
 /// A topic name and a partition number.
 ///
 /// The topic is an `Arc<str>` so that the many copies a consumer keeps (tracker entries, lag rows,
@@ -47,12 +45,27 @@ impl fmt::Display for TopicPartition {
 /// Kafka's wire format and librdkafka use negative sentinels (`-1001` "invalid/none", `-1`
 /// "end", `-2` "beginning"). Those never appear inside an `Offset`: "no offset" is
 /// `Option<Offset>::None`, and a raw value that is neither a position nor "none" is an
-/// [`Error::InvalidOffset`] (see [`Offset::from_raw`]).
+/// [`InvalidOffset`] (see [`Offset::from_raw`]).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
 )]
 #[serde(try_from = "i64", into = "i64")]
 pub struct Offset(i64);
+
+/// A raw offset that is neither a position nor "no offset" (`-1001`). Converts into
+/// [`Error::InvalidOffset`](crate::Error::InvalidOffset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid offset {raw}: expected a non-negative position or -1001 (none)")]
+pub struct InvalidOffset {
+    raw: i64,
+}
+
+impl InvalidOffset {
+    /// The raw value received.
+    pub fn raw(&self) -> i64 {
+        self.raw
+    }
+}
 
 /// librdkafka's `RD_KAFKA_OFFSET_INVALID`: "no offset" (for example a partition a group never committed).
 pub const RAW_OFFSET_NONE: i64 = -1001;
@@ -62,21 +75,21 @@ impl Offset {
     pub const ZERO: Offset = Offset(0);
 
     /// Creates an offset from a non-negative position.
-    pub fn new(position: i64) -> Result<Self, Error> {
+    pub fn new(position: i64) -> Result<Self, InvalidOffset> {
         if position >= 0 {
             Ok(Offset(position))
         } else {
-            Err(Error::InvalidOffset { raw: position })
+            Err(InvalidOffset { raw: position })
         }
     }
 
     /// Interprets a raw librdkafka offset: `>= 0` is a position, `-1001` is "no offset"
     /// (`Ok(None)`), anything else is invalid in this context.
-    pub fn from_raw(raw: i64) -> Result<Option<Self>, Error> {
+    pub fn from_raw(raw: i64) -> Result<Option<Self>, InvalidOffset> {
         match raw {
             RAW_OFFSET_NONE => Ok(None),
             position if position >= 0 => Ok(Some(Offset(position))),
-            other => Err(Error::InvalidOffset { raw: other }),
+            other => Err(InvalidOffset { raw: other }),
         }
     }
 
@@ -101,7 +114,7 @@ impl Offset {
 }
 
 impl TryFrom<i64> for Offset {
-    type Error = Error;
+    type Error = InvalidOffset;
     fn try_from(value: i64) -> Result<Self, Self::Error> {
         Offset::new(value)
     }
@@ -234,7 +247,7 @@ mod tests {
         assert_eq!(Offset::from_raw(RAW_OFFSET_NONE).unwrap(), None);
         assert!(matches!(
             Offset::from_raw(-1),
-            Err(Error::InvalidOffset { raw: -1 })
+            Err(InvalidOffset { raw: -1 })
         ));
         assert!(Offset::new(-5).is_err());
     }

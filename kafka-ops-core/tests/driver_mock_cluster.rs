@@ -62,7 +62,7 @@ async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool)
 
 /// Runs a driver until `seen` holds `expected` records, then shuts it down.
 async fn run_until_seen(
-    driver: Driver<impl kafka_ops_core::Handler>,
+    driver: Driver<impl kafka_ops_core::handler::Handler>,
     seen: Arc<Mutex<HashSet<(i32, i64)>>>,
     expected: usize,
 ) -> Result<kafka_ops_core::kafka::driver::DriverReport, Error> {
@@ -76,7 +76,9 @@ async fn run_until_seen(
     run.await.unwrap()
 }
 
-fn recording_handler(seen: Arc<Mutex<HashSet<(i32, i64)>>>) -> impl kafka_ops_core::Handler {
+fn recording_handler(
+    seen: Arc<Mutex<HashSet<(i32, i64)>>>,
+) -> impl kafka_ops_core::handler::Handler {
     handler_fn(move |record: &Record<'_>| {
         let seen = seen.clone();
         let key = (record.partition, record.offset.get());
@@ -428,7 +430,8 @@ async fn configuration_errors_are_reported_before_connecting() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redelivery_holds_only_its_partition_until_due() {
-    use kafka_ops_core::{Disposition, Timestamp};
+    use kafka_ops_core::Timestamp;
+    use kafka_ops_core::handler::Disposition;
     let topic = unique_name("deferred");
     let group = unique_name("g");
     let kafka = cluster_with_records(&topic).await;
@@ -518,7 +521,7 @@ async fn a_redelivery_holds_only_its_partition_until_due() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_skip_disposition_commits_past_the_record() {
-    use kafka_ops_core::Disposition;
+    use kafka_ops_core::handler::Disposition;
     let topic = unique_name("skipped");
     let group = unique_name("g");
     let kafka = cluster_with_records(&topic).await;
@@ -552,7 +555,7 @@ async fn a_skip_disposition_commits_past_the_record() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_handle_made_before_the_driver_controls_it() {
-    use kafka_ops_core::ConsumerControl;
+    use kafka_ops_core::handler::ConsumerControl;
     let topic = unique_name("prebuilt");
     let group = unique_name("g");
     let kafka = cluster_with_records(&topic).await;

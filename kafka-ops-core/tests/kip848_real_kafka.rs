@@ -25,7 +25,7 @@ fn counting_driver(
     group: &str,
     topic: &str,
     seen: &Seen,
-) -> Driver<impl kafka_ops_core::Handler> {
+) -> Driver<impl kafka_ops_core::handler::Handler> {
     let seen = seen.clone();
     let handler = handler_fn(move |record: &Record<'_>| {
         let key = (record.partition, record.offset.get());

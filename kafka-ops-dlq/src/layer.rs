@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kafka_ops_core::handler::Layer;
-use kafka_ops_core::{Disposition, ErrorClass, Handler, HandlerError, Outcome, Record};
+use kafka_ops_core::handler::{Disposition, Handler, HandlerError, Outcome};
+use kafka_ops_core::{ErrorClass, Record};
 
 use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope};
 

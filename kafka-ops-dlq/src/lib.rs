@@ -4,9 +4,9 @@
 //! never lost.
 //!
 //! - [`DeadLetterLayer`] wraps a core handler: what it gives up on (a failure marked
-//!   [`DeadLetter`](kafka_ops_core::Disposition::DeadLetter), or an undecided permanent one)
+//!   [`DeadLetter`](kafka_ops_core::handler::Disposition::DeadLetter), or an undecided permanent one)
 //!   is written through a [`DeadLetterSink`], and only after the sink acknowledged it does the
-//!   record end as [`DeadLettered`](kafka_ops_core::Outcome::DeadLettered) so the driver
+//!   record end as [`DeadLettered`](kafka_ops_core::handler::Outcome::DeadLettered) so the driver
 //!   commits past it. A failed write leaves the record uncommitted and brings it back.
 //! - [`KafkaDeadLetterSink`] writes with an idempotent, `acks=all` producer.
 //! - [`Envelope`] builds the dead-letter record: target topic ([`TopicNaming`]: `<topic>.dlq`,
@@ -32,7 +32,8 @@
 //!   topic is named again.
 //!
 //! ```
-//! use kafka_ops_core::{ErrorClass, HandlerError, Offset, Record};
+//! use kafka_ops_core::{ErrorClass, Offset, Record};
+//! use kafka_ops_core::handler::HandlerError;
 //! use kafka_ops_core::dead_letter::{Envelope, headers};
 //!
 //! let record = Record::new("orders", 2, Offset::new(41).unwrap()).with_value(b"{\"amount\":\"x\"}".to_vec());

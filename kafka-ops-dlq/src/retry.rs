@@ -48,9 +48,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kafka_ops_core::handler::Layer;
-use kafka_ops_core::{
-    Clock, Disposition, ErrorClass, Handler, HandlerError, Outcome, Record, SystemClock, Timestamp,
-};
+use kafka_ops_core::handler::{Disposition, Handler, HandlerError, Outcome};
+use kafka_ops_core::{Clock, ErrorClass, Record, SystemClock, Timestamp};
 
 use kafka_ops_core::dead_letter::retry::{BadRetryHeader, RetryState, names};
 use kafka_ops_core::dead_letter::{DeadLetter, DeadLetterSink, PartitionStrategy};

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use kafka_ops_core::dead_letter::headers::{self, lineage};
 use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope, TopicNaming};
+use kafka_ops_core::handler::HandlerError;
 use kafka_ops_core::kafka::KafkaDeadLetterSink;
 use kafka_ops_core::testkit::{MockKafka, test_process, unique_name};
 use kafka_ops_core::{
-    ErrorClass, HandlerError, ManualClock, Offset, OwnedRecord, Record, RecordTimestamp, Timestamp,
+    ErrorClass, ManualClock, Offset, OwnedRecord, Record, RecordTimestamp, Timestamp,
 };
 use kafka_ops_dlq::inspect::fingerprint;
 use kafka_ops_dlq::{Destination, DlqError, HeaderMatch, Replay, Selection};

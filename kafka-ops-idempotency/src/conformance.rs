@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kafka_ops_core::Outcome;
+use kafka_ops_core::handler::Outcome;
 
 use crate::error::IdempotencyError;
 use crate::store::{Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome};

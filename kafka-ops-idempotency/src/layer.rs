@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use foldhash::HashMap;
 use kafka_ops_core::handler::Layer;
-use kafka_ops_core::{
-    Disposition, Handler, HandlerError, Outcome, Record, Timestamp, TopicPartition,
-};
+use kafka_ops_core::handler::{Disposition, Handler, HandlerError, Outcome};
+use kafka_ops_core::{Record, Timestamp, TopicPartition};
 
 use crate::error::IdempotencyError;
 use crate::keys::{KeyDecision, KeyPolicy};

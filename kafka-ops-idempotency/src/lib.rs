@@ -18,7 +18,8 @@
 //! ```
 //! use std::sync::Arc;
 //! use kafka_ops_core::handler::{handler_fn, Handler, HandlerBuilder};
-//! use kafka_ops_core::{Offset, Outcome, Record};
+//! use kafka_ops_core::{Offset, Record};
+//! use kafka_ops_core::handler::Outcome;
 //! use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
 //! use kafka_ops_idempotency::{IdempotencyLayer, MemoryStore};
 //!

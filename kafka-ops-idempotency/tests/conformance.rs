@@ -42,7 +42,7 @@ async fn the_redb_store_conforms_and_survives_a_restart() {
         panic!("not acquired");
     };
     let outcome = StoredOutcome {
-        outcome: kafka_ops_core::Outcome::Processed,
+        outcome: kafka_ops_core::handler::Outcome::Processed,
         result: None,
     };
     store

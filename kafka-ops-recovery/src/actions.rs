@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kafka_ops_core::ConsumerControl;
+use kafka_ops_core::handler::ConsumerControl;
 
 use crate::engine::{Anomaly, Monitor, RecoveryAction};
 use crate::error::RecoveryError;

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_ops_core::ConsumerControl;
 use kafka_ops_core::dead_letter::{Envelope, TopicNaming};
+use kafka_ops_core::handler::ConsumerControl;
 use kafka_ops_core::kafka::KafkaDeadLetterSink;
 use kafka_ops_core::kafka::cluster::KafkaCluster;
 use rdkafka::ClientConfig;

@@ -5,10 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kafka_ops_core::handler::Layer;
-use kafka_ops_core::{
-    Clock, ConsumerControl, Disposition, ErrorClass, Handler, HandlerError, Outcome, Record,
-    SystemClock,
-};
+use kafka_ops_core::handler::{ConsumerControl, Disposition, Handler, HandlerError, Outcome};
+use kafka_ops_core::{Clock, ErrorClass, Record, SystemClock};
 
 use crate::backoff::Backoff;
 use crate::breaker::{BreakerState, CallOutcome, CircuitBreaker};

@@ -26,7 +26,8 @@
 //! use std::time::Duration;
 //! use kafka_ops_core::handler::{handler_fn, Handler, HandlerBuilder};
 //! use kafka_ops_core::kafka::driver::DriverHandle;
-//! use kafka_ops_core::{Disposition, HandlerError, Offset, Outcome, Record};
+//! use kafka_ops_core::{Offset, Record};
+//! use kafka_ops_core::handler::{Disposition, HandlerError, Outcome};
 //! use kafka_ops_recovery::{BackoffPolicy, BreakerConfig, CircuitBreaker, CircuitBreakerLayer, RetryLayer, RetryPolicy};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {

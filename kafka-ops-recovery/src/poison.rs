@@ -155,7 +155,7 @@ impl RecoveryAction for SkipPoisonRecord {
             return Err(failed(format!("the anomaly does not name a record: {d}")));
         };
         let tp = TopicPartition::new(topic, partition);
-        let offset = Offset::new(offset)?;
+        let offset = Offset::new(offset).map_err(kafka_ops_core::Error::from)?;
         let record = RangeReader::new(&self.client_config)?
             .read_one(&tp, offset)
             .await?
@@ -176,7 +176,7 @@ impl RecoveryAction for SkipPoisonRecord {
         let delivered = self.sink.send(&letter).await?;
         let mut config = self.client_config.clone();
         config.set("group.id", group);
-        commit_group_offsets(&config, &[(tp.clone(), Offset::new(offset.get() + 1)?)]).await?;
+        commit_group_offsets(&config, &[(tp.clone(), offset.next())]).await?;
         let mut done = format!(
             "{tp}@{offset} dead-lettered to {}/{}@{}; {group} committed past it",
             letter.topic, delivered.partition, delivered.offset

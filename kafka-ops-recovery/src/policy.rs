@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_ops_core::{Disposition, ErrorClass, HandlerError};
+use kafka_ops_core::ErrorClass;
+use kafka_ops_core::handler::{Disposition, HandlerError};
 use serde::{Deserialize, Serialize};
 
 use crate::backoff::{Backoff, BackoffPolicy};

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kafka_ops_core::Record;
 use kafka_ops_core::handler::{HandlerBuilder, handler_fn};
+use kafka_ops_core::handler::{HandlerError, Outcome};
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig, DriverHandle};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
-use kafka_ops_core::{HandlerError, Outcome, Record};
 use kafka_ops_recovery::{
     BackoffPolicy, BreakerConfig, BreakerState, CircuitBreaker, CircuitBreakerLayer, RetryLayer,
     RetryPolicy, SlidingWindow,

@@ -11,12 +11,13 @@ use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::class::KafkaCode;
 use crate::cluster::{
     BrokerInfo, ClusterMetadata, ConfigEntries, ConfigQuery, GroupDescription, GroupListing,
     GroupQuery, GroupState, GroupType, MetadataQuery, OffsetQuery, PartitionError, PartitionInfo,
     PartitionResult, PartitionResults, TopicConfigs, TopicInfo,
 };
-use crate::error::{Error, KafkaCode};
+use crate::error::Error;
 use crate::ffi;
 use crate::kafka::{RangeReader, client_config, group_state, kafka_error, redacted_config};
 use crate::types::{

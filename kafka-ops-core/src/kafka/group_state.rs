@@ -14,8 +14,9 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use crate::class::KafkaCode;
 use crate::cluster::{GroupMember, GroupState};
-use crate::error::{Error, KafkaCode};
+use crate::error::Error;
 
 /// ConsumerGroupDescribe's API key.
 const API_KEY: i16 = 69;

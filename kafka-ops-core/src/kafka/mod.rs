@@ -17,7 +17,8 @@ use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers as _, Message};
 
-use crate::error::{Error, ErrorClass, KafkaCode};
+use crate::class::{ErrorClass, KafkaCode};
+use crate::error::Error;
 use crate::record::{Header, Headers, Record, RecordTimestamp};
 use crate::types::{Offset, Timestamp};
 

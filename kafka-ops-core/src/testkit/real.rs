@@ -21,8 +21,9 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
+use crate::class::KafkaCode;
 use crate::cluster::{GroupQuery, MetadataQuery};
-use crate::error::{Error, KafkaCode};
+use crate::error::Error;
 use crate::kafka::{KafkaCluster, kafka_error};
 use crate::testkit::{TestProducer, TestRecord, commit_offsets};
 use crate::types::{Offset, TopicPartition};

@@ -58,7 +58,7 @@ impl FencingToken {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredOutcome {
     /// How the record ended (`processed`, `skipped`, ...).
-    pub outcome: kafka_ops_core::Outcome,
+    pub outcome: kafka_ops_core::handler::Outcome,
     /// The handler's result, when it stores one (a response to return to a duplicate).
     pub result: Option<Vec<u8>>,
 }

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::handle::{Control, bump, lock};
 use super::rebalance::{Completion, DriverContext, LoopEvent, LoopState, Shared};
 use super::{Driver, DriverConfig};
-use crate::error::ErrorClass;
+use crate::class::ErrorClass;
 use crate::handler::{Handler, HandlerError, Outcome};
 use crate::kafka::{classify, kafka_error, record_from_message};
 use crate::record::OwnedRecord;

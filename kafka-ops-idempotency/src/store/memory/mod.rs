@@ -63,7 +63,7 @@ struct Entry {
     /// The lease's end while in progress; the expiry once completed.
     deadline: Timestamp,
     /// `None` while in progress.
-    outcome: Option<kafka_ops_core::Outcome>,
+    outcome: Option<kafka_ops_core::handler::Outcome>,
     /// Whether the shard's side table holds a stored result for the key (few handlers store
     /// one, so it is not paid for in every slot).
     has_result: bool,
@@ -348,7 +348,8 @@ mod tests {
     }
 
     use super::*;
-    use kafka_ops_core::{ManualClock, Outcome};
+    use kafka_ops_core::ManualClock;
+    use kafka_ops_core::handler::Outcome;
 
     #[test]
     fn a_slab_entry_is_48_bytes() {

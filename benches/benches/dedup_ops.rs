@@ -18,10 +18,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kafka_ops_core::handler::Outcome;
 use kafka_ops_core::handler::{Handler, HandlerBuilder, handler_fn};
 use kafka_ops_core::{Offset, Record};
+use kafka_ops_idempotency::IdempotencyLayer;
 use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
-use kafka_ops_idempotency::{
-    Begin, IdempotencyLayer, IdempotencyStore, MemoryStore, PayloadDigest, StoredOutcome,
-};
+use kafka_ops_idempotency::store::memory::MemoryStore;
+use kafka_ops_idempotency::store::{Begin, IdempotencyStore, PayloadDigest, StoredOutcome};
 
 const LEASE: Duration = Duration::from_secs(60);
 const TTL: Duration = Duration::from_secs(3600);

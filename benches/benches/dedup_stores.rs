@@ -32,8 +32,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_ops_core::handler::Outcome;
+use kafka_ops_idempotency::store::memory::MemoryStore;
 use kafka_ops_idempotency::store::redis::RedisStore;
-use kafka_ops_idempotency::{Begin, IdempotencyStore, MemoryStore, PayloadDigest, StoredOutcome};
+use kafka_ops_idempotency::store::{Begin, IdempotencyStore, PayloadDigest, StoredOutcome};
 use xxhash_rust::xxh3::xxh3_128;
 
 const ROUNDS: usize = 3;

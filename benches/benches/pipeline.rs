@@ -32,8 +32,9 @@ use kafka_ops_core::kafka::KafkaDeadLetterSink;
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::testkit::{TestRecord, unique_name};
 use kafka_ops_dlq::DeadLetterLayer;
+use kafka_ops_idempotency::IdempotencyLayer;
 use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
-use kafka_ops_idempotency::{IdempotencyLayer, MemoryStore};
+use kafka_ops_idempotency::store::memory::MemoryStore;
 use kafka_ops_recovery::{BackoffPolicy, RetryLayer, RetryPolicy};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use kafka_ops_core::cluster::{
     Discovery, LagOptions, MetadataQuery, fill_time_lag_from_records, group_lag,
 };
+use kafka_ops_core::kafka::DEFAULT_BATCH_SIZE;
 use kafka_ops_core::kafka::KafkaCluster;
-use kafka_ops_core::kafka::cluster::DEFAULT_BATCH_SIZE;
 use kafka_ops_core::lag::LagAnomaly;
 use kafka_ops_core::testkit::{MockKafka, TestRecord, api};
 use kafka_ops_core::{IsolationLevel, ManualClock, Offset, Timestamp, TopicPartition};

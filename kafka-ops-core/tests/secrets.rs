@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kafka_ops_core::cluster::{GroupQuery, MetadataQuery, OffsetQuery};
 use kafka_ops_core::handler::{Outcome, handler_fn};
-use kafka_ops_core::kafka::cluster::KafkaCluster;
+use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::kafka::{client_config, redacted_config};
 use kafka_ops_core::testkit::{MockKafka, unique_name};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use kafka_ops_core::dead_letter::headers::{self, DeadLetterInfo};
 use kafka_ops_core::dead_letter::{PartitionDepth, dead_letter_depths};
-use kafka_ops_core::kafka::{KafkaCluster, Range, RangeReader, Step, record_from_message};
+use kafka_ops_core::kafka::{KafkaCluster, Range, RangeReader, Step};
 use kafka_ops_core::{ErrorClass, OwnedRecord, Timestamp};
 use rdkafka::ClientConfig;
 use serde::Serialize;
@@ -232,8 +232,8 @@ pub async fn inspect(
         let mut samples = Vec::new();
         let mut read = 0_u64;
         reader.read(&topic, &ranges, |step| {
-            if let Step::Record(message) = step {
-                let record = record_from_message(&message)?.into_owned();
+            if let Step::Record(record) = step {
+                let record = record.into_owned();
                 patterns.add(&record);
                 read += 1;
                 if samples.len() < sample {

@@ -47,18 +47,18 @@
 //! assert_eq!(info.error_message.as_deref(), Some("amount is not a number"));
 //! ```
 
-pub mod error;
+mod error;
 pub mod inspect;
-pub mod layer;
+mod layer;
 pub mod purge;
 pub mod rate;
-pub mod replay;
-pub mod retry;
+mod replay;
+mod retry;
 
 pub use error::DlqError;
-pub use layer::DeadLetterLayer;
-pub use replay::{Destination, HeaderMatch, Replay, ReplayProgress, ReplayReport, Selection};
-pub use retry::{RetryTiers, RetryTopicLayer};
-
-/// The core crate this one builds on.
-pub use kafka_ops_core as core;
+pub use layer::{DeadLetterLayer, DeadLettering};
+pub use replay::{
+    Candidate, Destination, HeaderMatch, ProgressFn, Replay, ReplayProgress, ReplayReport,
+    Selection,
+};
+pub use retry::{NotDue, RetryGuard, RetryTiers, RetryTopicLayer, RetryTopics, TierNaming};

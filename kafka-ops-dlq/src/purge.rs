@@ -15,13 +15,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use kafka_ops_core::kafka::cluster::KafkaCluster;
-use kafka_ops_core::kafka::{Range, RangeReader, Step, kafka_error, record_from_message};
-use kafka_ops_core::{Offset, OwnedRecord, Record, RecordTimestamp, Timestamp};
+use kafka_ops_core::kafka::KafkaCluster;
+use kafka_ops_core::kafka::{Range, RangeReader, Step};
+use kafka_ops_core::{KafkaCode, Offset, OwnedRecord, Record, RecordTimestamp, Timestamp};
 use rdkafka::ClientConfig;
-use rdkafka::admin::AdminOptions;
-use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DlqError;
@@ -183,8 +180,7 @@ pub async fn archive(
         let mut records = 0_u64;
         let mut bytes = 0_u64;
         let result = reader.read(&topic, &ranges, |step| {
-            if let Step::Record(message) = step {
-                let record = record_from_message(&message)?;
+            if let Step::Record(record) = step {
                 let line = serde_json::to_string(&ArchivedRecord::from_record(&record))
                     .map_err(|e| DlqError::Config(format!("archive line: {e}")))?;
                 out.write_all(line.as_bytes())
@@ -252,13 +248,6 @@ pub fn read_archive(path: &Path) -> Result<Vec<OwnedRecord>, DlqError> {
     Ok(records)
 }
 
-fn code(error: &KafkaError) -> Option<RDKafkaErrorCode> {
-    match error {
-        KafkaError::AdminOp(code) => Some(*code),
-        other => other.rdkafka_error_code(),
-    }
-}
-
 /// What [`purge`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PurgeReport {
@@ -267,6 +256,9 @@ pub struct PurgeReport {
     /// The new start offset per partition after the deletion.
     pub low_watermarks: BTreeMap<i32, i64>,
 }
+
+/// The bound on each DeleteRecords request.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Archives `topic` to `archive_path`, then deletes the archived records from it. `confirm`
 /// must be the topic's name (as a person would type it): anything else refuses before
@@ -284,58 +276,43 @@ pub async fn purge(
         )));
     }
     let archived = archive(client_config, topic, archive_path, |_, _| {}).await?;
-    let mut list = rdkafka::TopicPartitionList::new();
-    for range in archived.ranges.iter().filter(|r| r.to > r.from) {
-        list.add_partition_offset(topic, range.partition, rdkafka::Offset::Offset(range.to))
-            .map_err(|e| kafka_error("delete records", e))?;
-    }
-    if list.count() == 0 {
+    let before: Vec<(i32, Offset)> = archived
+        .ranges
+        .iter()
+        .filter(|r| r.to > r.from)
+        .map(|r| Offset::new(r.to).map(|to| (r.partition, to)))
+        .collect::<Result<_, _>>()
+        .map_err(kafka_ops_core::Error::from)?;
+    if before.is_empty() {
         return Ok(PurgeReport {
             archive: archived,
             low_watermarks: BTreeMap::new(),
         });
     }
-    let cluster = KafkaCluster::from_config(client_config)?;
-    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
-    let answer = tokio::time::timeout(
-        Duration::from_secs(30),
-        cluster.admin().delete_records(&list, &options),
-    )
-    .await;
-    let unsupported = |reason: String| DlqError::Unsupported {
-        operation: "DeleteRecords",
-        reason: format!(
-            "{reason}; nothing was deleted, the archive is at {}",
-            archived.path.display()
-        ),
-    };
-    let result = match answer {
-        Err(_) => return Err(unsupported("no answer within 30 s".into())),
-        Ok(Err(error)) => {
-            return Err(match code(&error) {
-                Some(
-                    RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::UnsupportedVersion,
-                )
-                | None => unsupported(error.to_string()),
-                Some(_) => kafka_error("delete records", error).into(),
+    let cluster = KafkaCluster::from_config(client_config)?.with_timeout(DELETE_TIMEOUT);
+    let archive_at = archived.path.display().to_string();
+    let low_watermarks = match cluster.delete_records(topic, &before).await {
+        Ok(low) => low.into_iter().map(|(p, o)| (p, o.get())).collect(),
+        Err(error) => {
+            let unsupported = error.code().is_some_and(|code| {
+                code == KafkaCode::UNSUPPORTED_FEATURE || code == KafkaCode::UNSUPPORTED_VERSION
+            });
+            return Err(match error {
+                _ if unsupported => DlqError::Unsupported {
+                    operation: "DeleteRecords",
+                    reason: format!("{error}; nothing was deleted, the archive is at {archive_at}"),
+                },
+                kafka_ops_core::Error::Timeout { .. } => DlqError::Unsupported {
+                    operation: "DeleteRecords",
+                    reason: format!(
+                        "{error}: the broker may or may not have deleted the records; the \
+                         archive at {archive_at} holds every one of them"
+                    ),
+                },
+                other => other.into(),
             });
         }
-        Ok(Ok(result)) => result,
     };
-    let mut low_watermarks = BTreeMap::new();
-    for element in result.elements() {
-        if let Err(error) = element.error() {
-            return Err(match code(&error) {
-                Some(
-                    RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::UnsupportedVersion,
-                ) => unsupported(error.to_string()),
-                _ => kafka_error("delete records", error).into(),
-            });
-        }
-        if let Some(low) = element.offset().to_raw() {
-            low_watermarks.insert(element.partition(), low);
-        }
-    }
     tracing::warn!(%topic, archive = %archived.path.display(), records = archived.records,
         "dead letters purged after archiving");
     Ok(PurgeReport {

@@ -17,7 +17,7 @@
 //! # use std::time::Duration;
 //! use kafka_ops_core::handler::{HandlerBuilder, handler_fn, Outcome};
 //! use kafka_ops_core::Record;
-//! use kafka_ops_dlq::retry::{RetryTiers, RetryTopicLayer};
+//! use kafka_ops_dlq::{RetryTiers, RetryTopicLayer};
 //! use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope};
 //! use kafka_ops_dlq::DeadLetterLayer;
 //! # fn build(sink: Arc<dyn DeadLetterSink>) {

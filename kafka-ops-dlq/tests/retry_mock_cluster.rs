@@ -16,7 +16,7 @@ use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
 use kafka_ops_core::{Clock, Record, SystemClock, Timestamp};
 use kafka_ops_dlq::DeadLetterLayer;
-use kafka_ops_dlq::retry::{RetryTiers, RetryTopicLayer};
+use kafka_ops_dlq::{RetryTiers, RetryTopicLayer};
 
 /// One call of the handler: the record's key, its topic, when it ran, and its due time.
 #[derive(Debug, Clone)]

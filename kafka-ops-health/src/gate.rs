@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::control_plane::ControlPlane;
 use crate::error::HealthError;
-use crate::probes::cluster::is_offline;
+use crate::probes::is_offline;
 
 /// How many partitions a reason lists by name.
 const LISTED: usize = 10;

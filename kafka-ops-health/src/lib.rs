@@ -42,12 +42,12 @@
 //! ```
 //!
 //! Against a cluster, the built-in probes take core's query traits, so one
-//! [`KafkaCluster`](kafka_ops_core::kafka::cluster::KafkaCluster) serves them all:
+//! [`KafkaCluster`](kafka_ops_core::kafka::KafkaCluster) serves them all:
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use kafka_ops_core::kafka::{client_config, cluster::KafkaCluster};
+//! use kafka_ops_core::kafka::{client_config, KafkaCluster};
 //! use kafka_ops_health::probes::*;
 //! use kafka_ops_health::HealthChecker;
 //!
@@ -64,17 +64,20 @@
 //! # }
 //! ```
 
-pub mod checker;
-pub mod control_plane;
-pub mod error;
-pub mod gate;
+mod checker;
+mod control_plane;
+mod error;
+mod gate;
 #[cfg(feature = "http")]
 pub mod http;
-pub mod model;
+mod model;
 pub mod probes;
 
 pub use checker::{CachedHealth, HealthChecker};
 pub use control_plane::{ControlPlane, Quorum};
 pub use error::HealthError;
-pub use gate::{RestartGateOptions, RestartRefusal, RestartVerdict, safe_to_restart};
+pub use gate::{
+    RestartGateOptions, RestartRefusal, RestartVerdict, evaluate, safe_to_restart,
+    topic_min_insync_replicas,
+};
 pub use model::{Check, HealthProbe, HealthReport, ProbeKind, ProbeReport, Status};

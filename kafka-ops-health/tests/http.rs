@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::kafka::client_config;
-use kafka_ops_core::kafka::cluster::KafkaCluster;
 use kafka_ops_health::http::{HealthSource, install_prometheus_recorder, router, serve_on};
 use kafka_ops_health::probes::BrokerConnectivityProbe;
 use kafka_ops_health::{Check, HealthChecker, HealthError, HealthProbe, ProbeKind, Status};

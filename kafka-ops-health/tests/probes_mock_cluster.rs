@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use kafka_ops_core::Severity;
 use kafka_ops_core::handler::{Outcome, handler_fn};
+use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::kafka::client_config;
-use kafka_ops_core::kafka::cluster::KafkaCluster;
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
 use kafka_ops_core::{Offset, Record, TopicPartition};

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use kafka_ops_core::Severity;
 use kafka_ops_core::cluster::MetadataQuery;
-use kafka_ops_core::kafka::cluster::KafkaCluster;
+use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::testkit::{RealKafka, TopicSpec, unique_name};
-use kafka_ops_health::gate::{evaluate, topic_min_insync_replicas};
 use kafka_ops_health::probes::{BrokerConnectivityProbe, ControllerProbe, PartitionsProbe};
 use kafka_ops_health::{
     ControlPlane, HealthProbe, RestartGateOptions, RestartRefusal, Status, safe_to_restart,
 };
+use kafka_ops_health::{evaluate, topic_min_insync_replicas};
 use serde_json::json;
 
 fn kraft() -> ControlPlane {

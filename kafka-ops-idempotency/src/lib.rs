@@ -21,7 +21,8 @@
 //! use kafka_ops_core::{Offset, Record};
 //! use kafka_ops_core::handler::Outcome;
 //! use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
-//! use kafka_ops_idempotency::{IdempotencyLayer, MemoryStore};
+//! use kafka_ops_idempotency::IdempotencyLayer;
+//! use kafka_ops_idempotency::store::memory::MemoryStore;
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let layer = IdempotencyLayer::new(
@@ -45,12 +46,13 @@
 
 #[cfg(feature = "testkit")]
 pub mod conformance;
-pub mod error;
+mod error;
 pub mod keys;
-pub mod layer;
+mod layer;
 pub mod store;
 
 pub use error::IdempotencyError;
-pub use layer::{IdempotencyLayer, InProgressPolicy};
-pub use store::memory::MemoryStore;
-pub use store::{Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome};
+pub use layer::{
+    Claim, IdempotencyLayer, Idempotent, InProgressPolicy, KeyConflict, KeyInProgress,
+    current_claim,
+};

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use kafka_ops_core::ManualClock;
-use kafka_ops_idempotency::MemoryStore;
 use kafka_ops_idempotency::conformance::{RealTime, postgres_config, redis_url, run_all};
+use kafka_ops_idempotency::store::memory::MemoryStore;
 use kafka_ops_idempotency::store::postgres::PostgresStore;
 use kafka_ops_idempotency::store::redb::RedbStore;
 use kafka_ops_idempotency::store::redis::RedisStore;
@@ -32,7 +32,7 @@ async fn the_redb_store_conforms_and_survives_a_restart() {
     run_all(Arc::new(store.clone()), clock.as_ref()).await;
 
     // What was completed before a restart is still a duplicate after it.
-    use kafka_ops_idempotency::{Begin, IdempotencyStore, PayloadDigest, StoredOutcome};
+    use kafka_ops_idempotency::store::{Begin, IdempotencyStore, PayloadDigest, StoredOutcome};
     let digest = PayloadDigest::of(Some(b"order"));
     let Begin::Acquired(token) = store
         .begin("restart:key", digest, std::time::Duration::from_secs(60))

@@ -17,11 +17,12 @@ use kafka_ops_core::Record;
 use kafka_ops_core::handler::{HandlerBuilder, HandlerError, Outcome, handler_fn};
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, test_process, unique_name};
+use kafka_ops_idempotency::IdempotencyLayer;
 use kafka_ops_idempotency::conformance::{postgres_client, postgres_config};
+use kafka_ops_idempotency::current_claim;
 use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
-use kafka_ops_idempotency::layer::current_claim;
+use kafka_ops_idempotency::store::StoredOutcome;
 use kafka_ops_idempotency::store::postgres::PostgresStore;
-use kafka_ops_idempotency::{IdempotencyLayer, StoredOutcome};
 
 const PARTITIONS: i32 = 3;
 const UNIQUE_EVENTS: usize = 2_400;

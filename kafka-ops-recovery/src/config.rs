@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use kafka_ops_core::dead_letter::{Envelope, TopicNaming};
 use kafka_ops_core::handler::ConsumerControl;
+use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::kafka::KafkaDeadLetterSink;
-use kafka_ops_core::kafka::cluster::KafkaCluster;
 use rdkafka::ClientConfig;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

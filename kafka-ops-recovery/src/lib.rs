@@ -54,45 +54,54 @@ pub mod actions;
 #[cfg(feature = "backoff-adapter")]
 pub mod adapter;
 #[cfg(feature = "engine")]
-pub mod audit;
-pub mod backoff;
-pub mod breaker;
-pub mod budget;
+mod audit;
+mod backoff;
+mod breaker;
+mod budget;
 #[cfg(feature = "engine")]
-pub mod config;
+mod config;
 #[cfg(feature = "engine")]
-pub mod engine;
-pub mod error;
-pub mod layer;
+mod engine;
+mod error;
+mod layer;
 #[cfg(feature = "health")]
 pub mod monitors;
 #[cfg(feature = "engine")]
-pub mod notify;
+mod notify;
 #[cfg(feature = "kafka")]
-pub mod offsets;
+mod offsets;
 #[cfg(feature = "engine")]
 pub mod poison;
-pub mod policy;
+mod policy;
 
 #[cfg(feature = "engine")]
 pub use audit::{AuditRecord, AuditTrail};
 pub use backoff::{Backoff, BackoffPolicy, Jitter};
 pub use breaker::{
-    BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, SlidingWindow, StateChange,
+    BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, Permit, Rejected, SlidingWindow,
+    StateChange,
 };
 pub use budget::{RetryBudget, RetryBudgetConfig};
 #[cfg(feature = "engine")]
-pub use config::{BuildContext, Registry, SelfHealingConfig};
+pub use config::{
+    AuditSettings, BuildContext, CheckedParams, ClusterSettings, ComponentSpec, ConfigProblems,
+    Factory, PlaybookSpec, Registry, SelfHealingConfig,
+};
 #[cfg(feature = "engine")]
 pub use engine::{
     Anomaly, Engine, EngineConfig, EngineEvent, Monitor, Playbook, RecoveryAction, Signal,
 };
 pub use error::{BreakerOpen, RecoveryError};
-pub use layer::{CircuitBreakerLayer, RetryLayer};
+pub use layer::{Breaker, CircuitBreakerLayer, Retry, RetryLayer};
 #[cfg(feature = "webhook")]
 pub use notify::WebhookNotifier;
 #[cfg(feature = "engine")]
 pub use notify::{LogNotifier, Notification, Notifier};
+#[cfg(feature = "smtp")]
+pub use notify::{SmtpNotifier, SmtpSettings};
 #[cfg(feature = "kafka")]
-pub use offsets::{MembershipCheck, OffsetOps, OffsetsBackup, ResetPlan, ResetTarget};
+pub use offsets::{
+    DrainProgress, MembershipCheck, OffsetChange, OffsetOps, OffsetsBackup, ResetPlan, ResetTarget,
+    ensure_group_inactive,
+};
 pub use policy::{Decision, Matcher, RetryPolicy, Rule, RuleAction};

@@ -11,10 +11,10 @@ use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
 use kafka_ops_core::{Record, Severity, Timestamp};
 use kafka_ops_health::HealthChecker;
 use kafka_ops_health::probes::{BrokerConnectivityProbe, ConsumerLivenessProbe};
+use kafka_ops_recovery::SmtpNotifier;
+use kafka_ops_recovery::SmtpSettings;
 use kafka_ops_recovery::actions::{RestartConsumer, WaitAndRecheck};
 use kafka_ops_recovery::monitors::HealthMonitor;
-use kafka_ops_recovery::notify::SmtpNotifier;
-use kafka_ops_recovery::notify::SmtpSettings;
 use kafka_ops_recovery::{
     AuditTrail, BackoffPolicy, Engine, EngineConfig, EngineEvent, Monitor, Notification, Notifier,
     Playbook, WebhookNotifier,

@@ -10,7 +10,7 @@ use kafka_ops_core::handler::{Outcome, handler_fn};
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::testkit::{self, MockKafka, RealKafka, TestRecord, unique_name};
 use kafka_ops_core::{Offset, Record, Timestamp, TopicPartition};
-use kafka_ops_recovery::offsets::{DrainProgress, OffsetChange};
+use kafka_ops_recovery::{DrainProgress, OffsetChange};
 use kafka_ops_recovery::{MembershipCheck, OffsetOps, OffsetsBackup, RecoveryError, ResetTarget};
 
 async fn committed<Q: OffsetQuery>(

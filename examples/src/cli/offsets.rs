@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use kafka_ops_core::TopicPartition;
-use kafka_ops_recovery::offsets::ResetPlan;
+use kafka_ops_recovery::ResetPlan;
 use kafka_ops_recovery::{MembershipCheck, OffsetOps, OffsetsBackup, ResetTarget};
 
 use super::{ConnectionArgs, EXIT_ERROR, Output};

@@ -25,8 +25,8 @@ use kafka_ops_core::dead_letter::headers;
 use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::testkit::{MockKafka, RealKafka, TestRecord, unique_name};
 use kafka_ops_core::{IsolationLevel, Offset, OwnedRecord, TopicPartition};
-use kafka_ops_dlq::replay::Replay;
-use kafka_ops_dlq::retry::RetryTiers;
+use kafka_ops_dlq::Replay;
+use kafka_ops_dlq::RetryTiers;
 use kafka_ops_examples::orders::{Workload, event_id};
 use kafka_ops_idempotency::conformance::{postgres_client, postgres_config};
 use rdkafka::ClientConfig;
@@ -35,11 +35,11 @@ use rdkafka::ClientConfig;
 mod support;
 use support::example_binary;
 
-pub const PARTITIONS: i32 = 12;
+pub(crate) const PARTITIONS: i32 = 12;
 const TIERS: [&str; 2] = ["300ms", "600ms"];
 
 /// A number from the environment, or `default`.
-pub fn setting(name: &str, default: u64) -> u64 {
+pub(crate) fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().map_or(default, |v| {
         v.parse()
             .unwrap_or_else(|_| panic!("{name}={v} is a number"))
@@ -47,7 +47,7 @@ pub fn setting(name: &str, default: u64) -> u64 {
 }
 
 /// The cluster a run uses.
-pub enum Target {
+pub(crate) enum Target {
     /// librdkafka's mock cluster, in this process (killing the consumer leaves it up).
     Mock(Arc<MockKafka>),
     /// The real cluster, held exclusively (its nodes are killed).
@@ -100,7 +100,7 @@ impl Target {
 
 /// Which rebalance protocol the consumers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// The classic protocol, with a short session.
     Classic,
     /// KIP-848 (`group.protocol=consumer`): the broker owns the session.
@@ -108,11 +108,11 @@ pub enum Protocol {
 }
 
 /// A fault injector: runs until told to stop, leaves the cluster healthy, and says what it did.
-pub type Injector =
+pub(crate) type Injector =
     Box<dyn FnOnce(Arc<AtomicBool>) -> Pin<Box<dyn Future<Output = String> + Send>>>;
 
 /// How big a run is.
-pub struct Plan {
+pub(crate) struct Plan {
     pub records: u64,
     pub kills: u64,
     pub seed: u64,
@@ -337,7 +337,7 @@ async fn wait_until_drained(
 
 /// One chaos run on `target` with faults from `injector`; panics on any record not accounted
 /// for exactly once.
-pub async fn run(target: Target, plan: Plan, injector: Injector) {
+pub(crate) async fn run(target: Target, plan: Plan, injector: Injector) {
     let Plan {
         records,
         kills,

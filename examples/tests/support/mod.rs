@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use kafka_ops_examples::cli::{Output, run};
 
 /// Runs the CLI in-process; returns (exit code, stdout, stderr).
-pub async fn cli(args: &[&str]) -> (i32, String, String) {
+pub(crate) async fn cli(args: &[&str]) -> (i32, String, String) {
     let mut out = Vec::new();
     let mut err = Vec::new();
     let code = run(
@@ -25,7 +25,7 @@ pub async fn cli(args: &[&str]) -> (i32, String, String) {
 }
 
 /// The built example program `name` (`cargo test` builds examples beside the tests).
-pub fn example_binary(name: &str) -> PathBuf {
+pub(crate) fn example_binary(name: &str) -> PathBuf {
     // Tests run from target/<profile>/deps.
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(|p| p.parent()).unwrap();

@@ -4,7 +4,7 @@
 //! Everything here takes a caller-supplied [`rdkafka::ClientConfig`], so SASL and TLS settings pass
 //! straight through; nothing here prints them (see [`redacted_config`]).
 
-pub mod cluster;
+mod cluster;
 mod dead_letter_sink;
 pub mod driver;
 mod group_state;
@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::record::{Header, Headers, Record, RecordTimestamp};
 use crate::types::{Offset, Timestamp};
 
-pub use cluster::KafkaCluster;
+pub use cluster::{DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT, KafkaCluster};
 pub use dead_letter_sink::KafkaDeadLetterSink;
 pub use producer::{AckedProducer, Outgoing};
 pub use reader::{Range, RangeReader, Step};
@@ -61,7 +61,7 @@ pub async fn commit_group_offsets(
 }
 
 /// The code inside an rdkafka error, when it carries one.
-pub fn kafka_code(error: &KafkaError) -> Option<KafkaCode> {
+pub(crate) fn kafka_code(error: &KafkaError) -> Option<KafkaCode> {
     match error {
         KafkaError::AdminOp(code) => Some(KafkaCode(*code as i32)),
         other => other
@@ -71,7 +71,7 @@ pub fn kafka_code(error: &KafkaError) -> Option<KafkaCode> {
 }
 
 /// How an rdkafka error should be treated (see [`ErrorClass`]).
-pub fn classify(error: &KafkaError) -> ErrorClass {
+pub(crate) fn classify(error: &KafkaError) -> ErrorClass {
     match error {
         KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => ErrorClass::Fatal,
         KafkaError::Canceled => ErrorClass::Transient,
@@ -84,7 +84,7 @@ pub fn classify(error: &KafkaError) -> ErrorClass {
 /// A configuration error about a secret property (`sasl.password`, `ssl.key.password`, ...)
 /// carries the property's value, which librdkafka and rdkafka print: the value is redacted here,
 /// before the error can reach a log or a user.
-pub fn kafka_error(operation: &'static str, error: KafkaError) -> Error {
+pub(crate) fn kafka_error(operation: &'static str, error: KafkaError) -> Error {
     let error = match error {
         KafkaError::ClientConfig(result, description, key, value) if is_secret_key(&key) => {
             let description = if value.is_empty() {
@@ -143,7 +143,7 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
 
 /// The headers to produce for `headers`, in order, null values kept: the inverse of what
 /// [`record_from_message`] reads.
-pub fn owned_headers(headers: &Headers<'_>) -> rdkafka::message::OwnedHeaders {
+pub(crate) fn owned_headers(headers: &Headers<'_>) -> rdkafka::message::OwnedHeaders {
     headers.iter().fold(
         rdkafka::message::OwnedHeaders::new_with_capacity(headers.len()),
         |owned, header| {
@@ -158,7 +158,7 @@ pub fn owned_headers(headers: &Headers<'_>) -> rdkafka::message::OwnedHeaders {
 /// Views an rdkafka message as a [`Record`] without copying its bytes.
 ///
 /// Fails only on a negative offset, which librdkafka never delivers for a consumed message.
-pub fn record_from_message<M: Message>(message: &M) -> Result<Record<'_>, Error> {
+pub(crate) fn record_from_message<M: Message>(message: &M) -> Result<Record<'_>, Error> {
     let offset = Offset::new(message.offset())?;
     let headers: Headers<'_> = match message.headers() {
         None => Headers::new(),

@@ -6,13 +6,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{ClientConfig, Message, TopicPartitionList};
 
 use crate::error::Error;
 use crate::kafka::{kafka_error, record_from_message};
-use crate::record::OwnedRecord;
+use crate::record::{OwnedRecord, Record};
 use crate::types::{Offset, TopicPartition};
 
 /// How long to wait for metadata and watermarks.
@@ -35,14 +34,14 @@ pub struct Range {
 /// What [`RangeReader::read`] hands the visitor.
 #[derive(Debug)]
 pub enum Step<'m> {
-    /// A record inside its partition's range.
-    Record(BorrowedMessage<'m>),
+    /// A record inside its partition's range, borrowing the consumer's message.
+    Record(Record<'m>),
     /// A poll came back empty (a moment to flush work in progress).
     Idle,
 }
 
 /// Reads given offset ranges of a topic to their ends: assigned (no group membership, nothing
-/// committed unless the caller commits through [`consumer`](Self::consumer)), `read_committed`
+/// committed unless the caller [`commit`](Self::commit)s), `read_committed`
 /// (records of open or aborted transactions are never read; their markers are stepped over),
 /// each partition in offset order, a range done at its end offset, a read that stops yielding
 /// records while ranges are unfinished an error after 30 s rather than a hang.
@@ -66,8 +65,8 @@ impl RangeReader {
         Self::with_group(client_config, "kafka-ops-reader")
     }
 
-    /// A reader whose consumer uses the group `group` for the offsets the caller commits
-    /// through [`consumer`](Self::consumer) (a replay's progress, for example). It reads
+    /// A reader whose consumer uses the group `group` for the offsets the caller
+    /// [`commit`](Self::commit)s (a replay's progress, for example). It reads
     /// `read_committed` unless `client_config` sets `isolation.level`.
     pub fn with_group(client_config: &ClientConfig, group: &str) -> Result<Self, Error> {
         let mut config = client_config.clone();
@@ -87,9 +86,43 @@ impl RangeReader {
         })
     }
 
-    /// The underlying consumer, for committing and reading the group's offsets.
-    pub fn consumer(&self) -> &BaseConsumer {
-        &self.consumer
+    /// The reader's group's committed offsets on partitions `0..partitions` of `topic`, with
+    /// the metadata stored beside each; partitions without one are left out.
+    pub fn committed(
+        &self,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<Vec<(i32, Offset, String)>, Error> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_range(topic, 0, partitions - 1);
+        let committed = self
+            .consumer
+            .committed_offsets(list, TIMEOUT)
+            .map_err(|e| kafka_error("read committed offsets", e))?;
+        Ok(committed
+            .elements_for_topic(topic)
+            .iter()
+            .filter_map(|element| {
+                let offset = Offset::from_raw(element.offset().to_raw()?).ok()??;
+                Some((element.partition(), offset, element.metadata().to_string()))
+            })
+            .collect())
+    }
+
+    /// Commits `(partition, offset, metadata)` of `topic` for the reader's group and waits for
+    /// the broker's answer.
+    pub fn commit(&self, topic: &str, positions: &[(i32, Offset, String)]) -> Result<(), Error> {
+        let mut list = TopicPartitionList::with_capacity(positions.len());
+        for (partition, offset, metadata) in positions {
+            list.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(offset.get()))
+                .map_err(|e| kafka_error("commit offsets", e))?;
+            if let Some(mut element) = list.find_partition(topic, *partition) {
+                element.set_metadata(metadata.clone());
+            }
+        }
+        self.consumer
+            .commit(&list, CommitMode::Sync)
+            .map_err(|e| kafka_error("commit offsets", e))
     }
 
     /// The number of partitions of `topic`; [`Error::Config`] when it does not exist.
@@ -152,13 +185,27 @@ impl RangeReader {
         idle_limit: Duration,
         mut visit: impl FnMut(Step<'_>) -> Result<bool, E>,
     ) -> Result<(), E> {
-        use rdkafka::Message;
         let consumer = &self.consumer;
-        let mut remaining: BTreeMap<(String, i32), i64> = ranges
-            .iter()
-            .filter(|(_, start, end)| end > start)
-            .map(|(tp, _, end)| ((tp.topic.to_string(), tp.partition), *end))
-            .collect();
+        // Keyed by the topic's index in `topics`: looking a record's partition up allocates
+        // nothing.
+        let mut topics: Vec<&str> = Vec::new();
+        let mut remaining: BTreeMap<(usize, i32), i64> = BTreeMap::new();
+        for (tp, _, end) in ranges.iter().filter(|(_, start, end)| end > start) {
+            let index = topics
+                .iter()
+                .position(|t| *t == &*tp.topic)
+                .unwrap_or_else(|| {
+                    topics.push(&tp.topic);
+                    topics.len() - 1
+                });
+            remaining.insert((index, tp.partition), *end);
+        }
+        let key_of = |topic: &str, partition: i32| {
+            topics
+                .iter()
+                .position(|t| *t == topic)
+                .map(|index| (index, partition))
+        };
         if remaining.is_empty() {
             return Ok(());
         }
@@ -176,10 +223,9 @@ impl RangeReader {
                 None => {
                     idle += POLL;
                     if idle >= idle_limit {
-                        let topics: Vec<&str> =
-                            remaining.keys().map(|(topic, _)| topic.as_str()).collect();
+                        let first = remaining.keys().next().map_or(0, |(index, _)| *index);
                         return Err(Error::Stalled {
-                            topic: topics.first().copied().unwrap_or_default().to_string(),
+                            topic: topics.get(first).copied().unwrap_or_default().to_string(),
                             partitions: remaining.len(),
                             waited: idle_limit,
                         }
@@ -189,7 +235,9 @@ impl RangeReader {
                     // position passed its end is done even if its last offset was never seen.
                     if let Ok(positions) = consumer.position() {
                         for element in positions.elements() {
-                            let key = (element.topic().to_string(), element.partition());
+                            let Some(key) = key_of(element.topic(), element.partition()) else {
+                                continue;
+                            };
                             if let (Some(position), Some(end)) =
                                 (element.offset().to_raw(), remaining.get(&key))
                                 && position >= *end
@@ -203,7 +251,9 @@ impl RangeReader {
                 Some(Err(e)) => return Err(kafka_error("read", e).into()),
                 Some(Ok(message)) => {
                     idle = Duration::ZERO;
-                    let key = (message.topic().to_string(), message.partition());
+                    let Some(key) = key_of(message.topic(), message.partition()) else {
+                        continue;
+                    };
                     let Some(end) = remaining.get(&key).copied() else {
                         continue;
                     };
@@ -212,7 +262,7 @@ impl RangeReader {
                         remaining.remove(&key);
                         continue;
                     }
-                    let done = visit(Step::Record(message))?;
+                    let done = visit(Step::Record(record_from_message(&message)?))?;
                     if done || offset + 1 >= end {
                         remaining.remove(&key);
                     }
@@ -240,13 +290,9 @@ impl RangeReader {
         }
         let mut found: BTreeMap<TopicPartition, Option<crate::Timestamp>> = BTreeMap::new();
         let result = self.read_ranges(&ranges, limit, |step| {
-            if let Step::Record(message) = step {
-                use rdkafka::Message;
-                let tp = TopicPartition::new(message.topic(), message.partition());
-                let stamp = message
-                    .timestamp()
-                    .to_millis()
-                    .map(crate::Timestamp::from_millis);
+            if let Step::Record(record) = step {
+                let tp = TopicPartition::new(&*record.topic, record.partition);
+                let stamp = record.timestamp.time();
                 found.entry(tp).or_insert(stamp);
                 return Ok::<bool, Error>(true);
             }
@@ -276,8 +322,8 @@ impl RangeReader {
             .collect();
         let mut records = Vec::new();
         self.read(topic, &ranges, |step| {
-            if let Step::Record(message) = step {
-                records.push(record_from_message(&message)?.into_owned());
+            if let Step::Record(record) = step {
+                records.push(record.into_owned());
             }
             Ok::<(), Error>(())
         })?;
@@ -307,10 +353,10 @@ impl RangeReader {
             };
             let mut found = None;
             reader.read(&tp.topic, &[range], |step| {
-                if let Step::Record(message) = step
-                    && rdkafka::Message::offset(&message) == offset.get()
+                if let Step::Record(record) = step
+                    && record.offset == offset
                 {
-                    found = Some(record_from_message(&message)?.into_owned());
+                    found = Some(record.into_owned());
                 }
                 Ok::<(), Error>(())
             })?;

@@ -263,7 +263,7 @@ impl MockKafka {
         group: &str,
         offsets: &[(TopicPartition, Offset)],
     ) -> Result<(), Error> {
-        commit_offsets(&self.consumer_config(group), offsets).await
+        crate::kafka::commit_group_offsets(&self.consumer_config(group), offsets).await
     }
 
     /// Takes broker `id` down (its connections are closed and it refuses new ones).
@@ -432,10 +432,6 @@ impl TestProducer {
         self.producer.flush(Duration::from_secs(10))
     }
 }
-
-/// Commits `offsets` for the group `consumer_config` names (see
-/// [`commit_group_offsets`](crate::kafka::commit_group_offsets)).
-pub use crate::kafka::commit_group_offsets as commit_offsets;
 
 /// `group`'s committed offsets on partitions `0..partitions` of `topic` (`None`: none), from
 /// any cluster (the mock cluster, the real one).

@@ -24,8 +24,9 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use crate::class::KafkaCode;
 use crate::cluster::{GroupQuery, MetadataQuery};
 use crate::error::Error;
+use crate::kafka::commit_group_offsets;
 use crate::kafka::{KafkaCluster, kafka_error};
-use crate::testkit::{TestProducer, TestRecord, commit_offsets};
+use crate::testkit::{TestProducer, TestRecord};
 use crate::types::{Offset, TopicPartition};
 
 /// The environment variable naming the cluster (`host:port,host:port,...`).
@@ -310,7 +311,7 @@ impl RealKafka {
         group: &str,
         offsets: &[(TopicPartition, Offset)],
     ) -> Result<(), Error> {
-        commit_offsets(&self.consumer_config(group), offsets).await
+        commit_group_offsets(&self.consumer_config(group), offsets).await
     }
 
     /// `group`'s committed offsets on partitions `0..partitions` of `topic` (`None`: none).
@@ -453,7 +454,7 @@ impl RealKafka {
 
 /// The environment variable naming the fixtures' runner, when it is not the repository's
 /// `testing/fixtures/run`.
-pub const FIXTURES_ENV: &str = "KAFKA_OPS_FIXTURES";
+pub(crate) const FIXTURES_ENV: &str = "KAFKA_OPS_FIXTURES";
 
 impl RealKafka {
     /// Runs a foreign system from the repository's fixtures (`testing/fixtures/run PROGRAM

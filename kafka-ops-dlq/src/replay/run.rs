@@ -8,20 +8,14 @@ use std::time::Instant;
 
 use kafka_ops_core::dead_letter::Delivered;
 use kafka_ops_core::dead_letter::headers::{self, DeadLetterInfo, lineage};
-use kafka_ops_core::kafka::{
-    AckedProducer, Outgoing as Write, Range, RangeReader, Step, kafka_error, record_from_message,
-};
+use kafka_ops_core::kafka::{AckedProducer, Outgoing as Write, Range, RangeReader, Step};
 use kafka_ops_core::{Error, OwnedRecord};
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::{ClientConfig, Message, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
 use super::{Candidate, Destination, Replay, ReplayProgress, ReplayReport};
 use crate::error::DlqError;
 use crate::rate::TokenBucket;
-
-/// How long to wait for the replay group's committed offsets.
-const COMMITTED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the replay group's commit metadata holds, per dead-letter partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,51 +142,34 @@ impl Run {
 
     /// The earlier run's state per partition, if any.
     fn saved_state(&self, partitions: i32) -> Result<BTreeMap<i32, (i64, State)>, DlqError> {
-        let mut list = TopicPartitionList::new();
-        list.add_partition_range(&self.replay.source, 0, partitions - 1);
-        let committed = self
-            .reader
-            .consumer()
-            .committed_offsets(list, COMMITTED_TIMEOUT)
-            .map_err(|e| kafka_error("read the replay's committed offsets", e))?;
         let mut saved = BTreeMap::new();
-        for element in committed.elements_for_topic(&self.replay.source) {
-            let (Some(offset), metadata) = (element.offset().to_raw(), element.metadata()) else {
-                continue;
-            };
-            if offset < 0 || metadata.is_empty() {
+        for (partition, offset, metadata) in
+            self.reader.committed(&self.replay.source, partitions)?
+        {
+            if metadata.is_empty() {
                 continue;
             }
-            let state: State = serde_json::from_str(metadata).map_err(|e| {
+            let state: State = serde_json::from_str(&metadata).map_err(|e| {
                 DlqError::Refused(format!(
                     "group {} holds offsets not written by a replay ({e}); choose another replay id",
                     self.replay.group()
                 ))
             })?;
-            saved.insert(element.partition(), (offset, state));
+            saved.insert(partition, (offset.get(), state));
         }
         Ok(saved)
     }
 
     fn commit(&self, positions: &BTreeMap<i32, (i64, State)>) -> Result<(), DlqError> {
-        let mut list = TopicPartitionList::new();
+        let mut commits = Vec::with_capacity(positions.len());
         for (partition, (offset, state)) in positions {
-            list.add_partition_offset(
-                &self.replay.source,
-                *partition,
-                rdkafka::Offset::Offset(*offset),
-            )
-            .map_err(|e| kafka_error("commit replay progress", e))?;
             let metadata = serde_json::to_string(state)
                 .map_err(|e| DlqError::Config(format!("replay state: {e}")))?;
-            if let Some(mut element) = list.find_partition(&self.replay.source, *partition) {
-                element.set_metadata(metadata);
-            }
+            let offset =
+                kafka_ops_core::Offset::new(*offset).map_err(kafka_ops_core::Error::from)?;
+            commits.push((*partition, offset, metadata));
         }
-        self.reader
-            .consumer()
-            .commit(&list, CommitMode::Sync)
-            .map_err(|e| kafka_error("commit replay progress", e).into())
+        Ok(self.reader.commit(&self.replay.source, &commits)?)
     }
 
     pub(super) fn execute(mut self) -> Result<ReplayReport, DlqError> {
@@ -284,9 +261,9 @@ impl Run {
         let batch_size = self.replay.batch_size;
         reader.read(&source, &ranges, |step| {
             match step {
-                Step::Record(message) => {
-                    next.insert(message.partition(), message.offset() + 1);
-                    let record = record_from_message(&message)?.into_owned();
+                Step::Record(record) => {
+                    next.insert(record.partition, record.offset.get() + 1);
+                    let record = record.into_owned();
                     self.report.scanned += 1;
                     if let Some(outgoing) = self.consider(record)? {
                         if !self
@@ -570,8 +547,7 @@ impl Run {
         let source_prefix = format!("{}/", self.replay.source);
         for (topic, ranges) in by_topic {
             self.reader.read(topic, &ranges, |step| {
-                if let Step::Record(message) = step {
-                    let record = record_from_message(&message)?;
+                if let Step::Record(record) = step {
                     let ours = record.headers.get_bytes(lineage::REPLAY_ID)
                         == Some(self.replay.id.as_bytes());
                     if let (true, Ok(Some(source))) =

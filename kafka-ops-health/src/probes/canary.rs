@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kafka_ops_core::Headers;
-use kafka_ops_core::kafka::{
-    AckedProducer, Outgoing, Range, RangeReader, Step, record_from_message,
-};
+use kafka_ops_core::kafka::{AckedProducer, Outgoing, Range, RangeReader, Step};
 use rdkafka::ClientConfig;
 
 use crate::error::HealthError;
@@ -198,8 +196,7 @@ impl HealthProbe for CanaryProbe {
                 end,
             };
             reader.read(&topic, &[range], |step| {
-                if let Step::Record(message) = step {
-                    let record = record_from_message(&message)?;
+                if let Step::Record(record) = step {
                     let ours = record.headers.get_bytes(RUN_HEADER) == Some(run.as_bytes());
                     let seq = record
                         .headers

@@ -1,15 +1,15 @@
 //! The built-in probes.
 
-pub mod canary;
-pub mod cluster;
-pub mod dlq;
-pub mod lag;
-pub mod liveness;
+mod canary;
+mod cluster;
+mod dlq;
+mod lag;
+mod liveness;
 
-pub use canary::CanaryProbe;
+pub use canary::{CanaryProbe, RUN_HEADER, SEQUENCE_HEADER};
 pub use cluster::{
     BrokerConnectivityProbe, ControllerProbe, PartitionsProbe, ReplicationThresholds,
-    RequiredTopicsProbe,
+    RequiredTopicsProbe, is_offline,
 };
 pub use dlq::{DeadLetterDepthProbe, DeadLetterTopics};
 pub use lag::ConsumerLagProbe;

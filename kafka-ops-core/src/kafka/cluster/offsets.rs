@@ -1,0 +1,207 @@
+//! [`OffsetQuery`] on librdkafka: watermarks, ListOffsets, committed offsets and record
+//! timestamps, batched per partition leader.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use super::{Inner, KafkaCluster, leader_chunks, merge_batch, no_answer, unique};
+use crate::cluster::{OffsetQuery, PartitionError, PartitionResults};
+use crate::error::Error;
+use crate::ffi;
+use crate::kafka::RangeReader;
+use crate::types::{
+    IsolationLevel, ListedOffset, Offset, OffsetSpec, Timestamp, TopicPartition, Watermarks,
+};
+
+#[async_trait]
+impl OffsetQuery for KafkaCluster {
+    async fn watermarks(
+        &self,
+        partitions: &[TopicPartition],
+        isolation: IsolationLevel,
+    ) -> Result<PartitionResults<Watermarks>, Error> {
+        let partitions = unique(partitions.iter().cloned());
+        self.blocking(move |inner| {
+            let mut batches = Vec::new();
+            for chunk in leader_chunks(inner, &partitions)? {
+                for spec in [OffsetSpec::Earliest, OffsetSpec::Latest] {
+                    batches.push(
+                        chunk
+                            .iter()
+                            .map(|tp| (tp.clone(), spec))
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+            let results =
+                ffi::list_offsets(inner.admin.inner(), &batches, isolation, inner.timeout)?;
+            let mut low = HashMap::new();
+            let mut high = HashMap::new();
+            for (batch, answers) in batches.iter().zip(results) {
+                let target = match batch.first() {
+                    Some((_, OffsetSpec::Earliest)) => &mut low,
+                    _ => &mut high,
+                };
+                merge_batch(target, batch.iter().map(|(tp, _)| tp), answers);
+            }
+            Ok(partitions
+                .iter()
+                .map(|tp| {
+                    let answer = match (low.get(tp), high.get(tp)) {
+                        (Some(Ok(low)), Some(Ok(high))) => match (low.offset, high.offset) {
+                            (Some(low), Some(high)) => Ok(Watermarks { low, high }),
+                            _ => Err(PartitionError {
+                                code: None,
+                                reason: "broker returned no offset".into(),
+                            }),
+                        },
+                        (Some(Err(e)), _) | (_, Some(Err(e))) => Err(e.clone()),
+                        _ => Err(PartitionError {
+                            code: None,
+                            reason: "no answer for this partition".into(),
+                        }),
+                    };
+                    (tp.clone(), answer)
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn list_offsets(
+        &self,
+        queries: &[(TopicPartition, OffsetSpec)],
+        isolation: IsolationLevel,
+    ) -> Result<PartitionResults<ListedOffset>, Error> {
+        let queries = unique(
+            queries
+                .iter()
+                .cloned()
+                .map(|(tp, spec)| (tp, SpecKey(spec))),
+        );
+        let queries: Vec<(TopicPartition, OffsetSpec)> = queries
+            .into_iter()
+            .map(|(tp, SpecKey(spec))| (tp, spec))
+            .collect();
+        self.blocking(move |inner| {
+            let partitions: Vec<TopicPartition> =
+                queries.iter().map(|(tp, _)| tp.clone()).collect();
+            let specs: HashMap<TopicPartition, OffsetSpec> = queries.into_iter().collect();
+            let batches: Vec<Vec<(TopicPartition, OffsetSpec)>> =
+                leader_chunks(inner, &partitions)?
+                    .into_iter()
+                    .map(|chunk| {
+                        chunk
+                            .into_iter()
+                            .filter_map(|tp| specs.get(&tp).map(|spec| (tp, *spec)))
+                            .collect()
+                    })
+                    .collect();
+            let results =
+                ffi::list_offsets(inner.admin.inner(), &batches, isolation, inner.timeout)?;
+            let mut answers = HashMap::with_capacity(partitions.len());
+            for (batch, result) in batches.iter().zip(results) {
+                merge_batch(&mut answers, batch.iter().map(|(tp, _)| tp), result);
+            }
+            Ok(partitions
+                .into_iter()
+                .map(|tp| {
+                    let answer = answers.remove(&tp).unwrap_or_else(|| Err(no_answer()));
+                    (tp, answer)
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn committed_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<PartitionResults<Option<Offset>>, Error> {
+        let group = group.to_string();
+        let partitions = unique(partitions.iter().cloned());
+        self.blocking(move |inner| {
+            let batches: Vec<Vec<TopicPartition>> = partitions
+                .chunks(inner.batch_size)
+                .map(<[TopicPartition]>::to_vec)
+                .collect();
+            let results = ffi::list_consumer_group_offsets(
+                inner.admin.inner(),
+                &group,
+                Some(&batches),
+                inner.timeout,
+            )?;
+            let mut answers = HashMap::with_capacity(partitions.len());
+            for (batch, result) in batches.iter().zip(results) {
+                merge_batch(&mut answers, batch.iter(), result);
+            }
+            Ok(partitions
+                .into_iter()
+                .map(|tp| {
+                    let answer = answers.get(&tp).cloned().unwrap_or(Err(PartitionError {
+                        code: None,
+                        reason: "no answer for this partition".into(),
+                    }));
+                    (tp, answer)
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn record_timestamps(
+        &self,
+        positions: &[(TopicPartition, Offset)],
+    ) -> Result<Vec<(TopicPartition, Option<Timestamp>)>, Error> {
+        let positions = unique(positions.iter().cloned());
+        self.blocking(move |inner| read_timestamps(inner, &positions))
+            .await
+    }
+}
+
+/// `OffsetSpec` has no `Ord`; this orders it for deduplication.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SpecKey(OffsetSpec);
+
+impl SpecKey {
+    fn rank(&self) -> (u8, i64) {
+        match self.0 {
+            OffsetSpec::Earliest => (0, 0),
+            OffsetSpec::Latest => (1, 0),
+            OffsetSpec::MaxTimestamp => (2, 0),
+            OffsetSpec::AtTime(t) => (3, t.as_millis()),
+        }
+    }
+}
+
+impl PartialOrd for SpecKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SpecKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+/// Reads the first record at or after each position (any record, committed or not: the time
+/// a consumer of either isolation waits on), fetching a little per partition.
+fn read_timestamps(
+    inner: &Inner<'_>,
+    positions: &[(TopicPartition, Offset)],
+) -> Result<Vec<(TopicPartition, Option<Timestamp>)>, Error> {
+    if positions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut config = inner.config.clone();
+    config
+        .set("isolation.level", "read_uncommitted")
+        .set("max.partition.fetch.bytes", "4096")
+        .set("queued.max.messages.kbytes", "1024");
+    RangeReader::with_group(&config, "kafka-ops-timestamp-reader")?
+        .first_record_timestamps(positions, inner.timeout)
+}

@@ -1,0 +1,389 @@
+use super::*;
+use crate::clock::ManualClock;
+use mockall::predicate::*;
+
+/// One mock implementing all three traits.
+#[derive(Default)]
+struct Mocks {
+    metadata: MockMetadataQuery,
+    offsets: MockOffsetQuery,
+    groups: MockGroupQuery,
+}
+
+#[async_trait]
+impl MetadataQuery for Mocks {
+    async fn metadata(&self, topics: &[String]) -> Result<ClusterMetadata, Error> {
+        self.metadata.metadata(topics).await
+    }
+}
+#[async_trait]
+impl OffsetQuery for Mocks {
+    async fn watermarks(
+        &self,
+        partitions: &[TopicPartition],
+        isolation: IsolationLevel,
+    ) -> Result<PartitionResults<Watermarks>, Error> {
+        self.offsets.watermarks(partitions, isolation).await
+    }
+    async fn list_offsets(
+        &self,
+        queries: &[(TopicPartition, OffsetSpec)],
+        isolation: IsolationLevel,
+    ) -> Result<PartitionResults<ListedOffset>, Error> {
+        self.offsets.list_offsets(queries, isolation).await
+    }
+    async fn committed_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<PartitionResults<Option<Offset>>, Error> {
+        self.offsets.committed_offsets(group, partitions).await
+    }
+    async fn record_timestamps(
+        &self,
+        positions: &[(TopicPartition, Offset)],
+    ) -> Result<Vec<(TopicPartition, Option<Timestamp>)>, Error> {
+        self.offsets.record_timestamps(positions).await
+    }
+}
+#[async_trait]
+impl GroupQuery for Mocks {
+    async fn list_groups(&self) -> Result<Vec<GroupListing>, Error> {
+        self.groups.list_groups().await
+    }
+    async fn describe_groups(&self, groups: &[String]) -> Result<Vec<GroupDescription>, Error> {
+        self.groups.describe_groups(groups).await
+    }
+    async fn group_offsets(
+        &self,
+        group: &str,
+    ) -> Result<BTreeMap<TopicPartition, PartitionResult<Offset>>, Error> {
+        self.groups.group_offsets(group).await
+    }
+}
+
+impl Mocks {
+    /// Mocks of a broker without DescribeGroups (as librdkafka's mock cluster).
+    fn cannot_describe() -> Self {
+        let mut m = Mocks::default();
+        m.groups.expect_describe_groups().returning(|_| {
+            Err(Error::Unsupported {
+                operation: "describe consumer groups",
+                reason: "no admin API".into(),
+            })
+        });
+        m
+    }
+}
+
+#[tokio::test]
+async fn partitions_members_own_without_a_commit_are_listed_as_unknown() {
+    let mut m = Mocks::default();
+    m.groups.expect_group_offsets().returning(|_| {
+        Ok(BTreeMap::from([(
+            TopicPartition::new("orders", 0),
+            Ok(o(40)),
+        )]))
+    });
+    m.groups.expect_describe_groups().returning(|groups| {
+        Ok(vec![GroupDescription {
+            group: groups[0].clone(),
+            state: GroupState::Reconciling,
+            group_type: GroupType::Consumer,
+            assignor: "uniform".into(),
+            coordinator: Some(1),
+            members: vec![GroupMember {
+                member_id: "m-1".into(),
+                client_id: "billing".into(),
+                host: "/10.0.0.1".into(),
+                instance_id: None,
+                assignment: vec![
+                    TopicPartition::new("orders", 0),
+                    TopicPartition::new("refunds", 2),
+                ],
+                target_assignment: Some(vec![TopicPartition::new("refunds", 2)]),
+            }],
+            error: None,
+        }])
+    });
+    m.metadata
+        .expect_metadata()
+        .returning(|_| Ok(metadata(vec![topic("orders", 1)])));
+    m.offsets
+        .expect_watermarks()
+        .returning(|p, _| Ok(marks_for(p)));
+    let (lag, _) = group_lag(&m, "g", &ManualClock::new(), LagOptions::default())
+        .await
+        .unwrap();
+    let rows: Vec<(String, Option<Offset>, Option<u64>)> = lag
+        .partitions
+        .iter()
+        .map(|r| (r.topic_partition().to_string(), r.committed, r.lag))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("orders/0".to_string(), Some(o(40)), Some(60)),
+            ("refunds/2".to_string(), None, None)
+        ]
+    );
+}
+
+fn o(v: i64) -> Offset {
+    Offset::new(v).unwrap()
+}
+fn topic(name: &str, partitions: i32) -> TopicInfo {
+    TopicInfo {
+        name: name.into(),
+        partitions: (0..partitions)
+            .map(|id| PartitionInfo {
+                id,
+                leader: Some(1),
+                replicas: vec![1],
+                isr: vec![1],
+                error: None,
+            })
+            .collect(),
+        error: None,
+    }
+}
+fn metadata(topics: Vec<TopicInfo>) -> ClusterMetadata {
+    ClusterMetadata {
+        brokers: vec![],
+        controller: Some(1),
+        topics,
+    }
+}
+fn marks_for(partitions: &[TopicPartition]) -> PartitionResults<Watermarks> {
+    partitions
+        .iter()
+        .map(|tp| {
+            let result = if &*tp.topic == "down" {
+                Err(PartitionError::from_code(KafkaCode::LEADER_NOT_AVAILABLE))
+            } else {
+                Ok(Watermarks {
+                    low: o(0),
+                    high: o(100),
+                })
+            };
+            (tp.clone(), result)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn group_offsets_path_lists_every_partition_of_committed_topics() {
+    let mut m = Mocks::cannot_describe();
+    m.groups
+        .expect_group_offsets()
+        .with(eq("g"))
+        .returning(|_| {
+            Ok(BTreeMap::from([(
+                TopicPartition::new("orders", 1),
+                Ok(o(40)),
+            )]))
+        });
+    m.metadata
+        .expect_metadata()
+        .withf(|topics| topics == ["orders".to_string()])
+        .returning(|_| Ok(metadata(vec![topic("orders", 3)])));
+    m.offsets
+        .expect_watermarks()
+        .times(1)
+        .returning(|p, _| Ok(marks_for(p)));
+    let clock = ManualClock::at(Timestamp::from_millis(5));
+    let (lag, discovery) = group_lag(&m, "g", &clock, LagOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(discovery, Discovery::GroupOffsets);
+    assert_eq!(lag.partitions.len(), 3);
+    assert_eq!(lag.partitions[1].lag, Some(60));
+    assert_eq!(lag.partitions[0].lag, None);
+    assert_eq!(lag.partitions[0].committed, None);
+    assert_eq!(lag.taken_at, Timestamp::from_millis(5));
+    assert_eq!(lag.total_lag(), 60);
+}
+
+#[tokio::test]
+async fn unsupported_or_empty_listing_falls_back_to_a_metadata_scan() {
+    for unsupported in [true, false] {
+        let mut m = Mocks::cannot_describe();
+        m.groups.expect_group_offsets().returning(move |_| {
+            if unsupported {
+                Err(Error::Unsupported {
+                    operation: "list group offsets",
+                    reason: "no admin API".into(),
+                })
+            } else {
+                Ok(BTreeMap::new())
+            }
+        });
+        m.metadata
+            .expect_metadata()
+            .withf(|topics| topics.is_empty())
+            .returning(|_| {
+                Ok(metadata(vec![
+                    topic("a", 2),
+                    topic("b", 2),
+                    topic("__consumer_offsets", 50),
+                ]))
+            });
+        m.offsets
+            .expect_committed_offsets()
+            .withf(|_, partitions| partitions.len() == 4)
+            .returning(|_, partitions| {
+                Ok(partitions
+                    .iter()
+                    .map(|tp| {
+                        (
+                            tp.clone(),
+                            Ok((&*tp.topic == "a" && tp.partition == 0).then(|| o(7))),
+                        )
+                    })
+                    .collect())
+            });
+        m.offsets
+            .expect_watermarks()
+            .returning(|p, _| Ok(marks_for(p)));
+        let clock = ManualClock::new();
+        let (lag, discovery) = group_lag(&m, "g", &clock, LagOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(discovery, Discovery::MetadataScan);
+        // Topic b has no commit: not listed. Topic a: both partitions, one without commit.
+        assert_eq!(
+            lag.partitions
+                .iter()
+                .map(|p| p.topic_partition().to_string())
+                .collect::<Vec<_>>(),
+            ["a/0", "a/1"]
+        );
+        assert_eq!(lag.partitions[0].lag, Some(93));
+    }
+}
+
+#[tokio::test]
+async fn unreadable_partitions_are_reported_not_guessed() {
+    let mut m = Mocks::cannot_describe();
+    m.groups.expect_group_offsets().returning(|_| {
+        Ok(BTreeMap::from([
+            (TopicPartition::new("down", 0), Ok(o(1))),
+            (TopicPartition::new("up", 0), Ok(o(1))),
+            (
+                TopicPartition::new("up", 1),
+                Err(PartitionError::from_code(KafkaCode::NOT_COORDINATOR)),
+            ),
+        ]))
+    });
+    m.metadata
+        .expect_metadata()
+        .returning(|_| Ok(metadata(vec![topic("down", 1), topic("up", 2)])));
+    m.offsets.expect_watermarks().returning(|p, _| {
+        // The answer for "down" is missing altogether, as if the broker dropped it.
+        Ok(marks_for(p)
+            .into_iter()
+            .filter(|(tp, _)| &*tp.topic == "up")
+            .collect())
+    });
+    let (lag, _) = group_lag(&m, "g", &ManualClock::new(), LagOptions::default())
+        .await
+        .unwrap();
+    assert!(!lag.is_complete());
+    let unknown: Vec<_> = lag.unknown_partitions().collect();
+    assert_eq!(unknown.len(), 2);
+    assert_eq!(unknown[0].lag, None);
+    assert_eq!(
+        unknown[1].unknown_reason.as_deref(),
+        Some("committed offset unreadable: NOT_COORDINATOR (16)")
+    );
+    assert_eq!(lag.total_lag(), 99);
+}
+
+#[tokio::test]
+async fn errors_other_than_unsupported_propagate() {
+    let mut m = Mocks::cannot_describe();
+    m.groups.expect_group_offsets().returning(|_| {
+        Err(Error::Timeout {
+            operation: "list group offsets",
+            timeout: std::time::Duration::from_secs(1),
+        })
+    });
+    let result = group_lag(&m, "g", &ManualClock::new(), LagOptions::default()).await;
+    assert!(matches!(result, Err(Error::Timeout { .. })));
+}
+
+#[tokio::test]
+async fn time_lag_from_record_timestamps() {
+    let mut m = Mocks::cannot_describe();
+    m.offsets
+        .expect_record_timestamps()
+        .withf(|positions| positions.len() == 1 && positions[0].1 == o(10))
+        .returning(|positions| {
+            Ok(vec![(
+                positions[0].0.clone(),
+                Some(Timestamp::from_millis(4_000)),
+            )])
+        });
+    let marks = Some(Watermarks {
+        low: o(0),
+        high: o(20),
+    });
+    let mut lag = GroupLag::new(
+        "g",
+        Timestamp::from_millis(10_000),
+        vec![
+            PartitionLag::compute(&TopicPartition::new("t", 0), Some(o(10)), marks),
+            PartitionLag::compute(&TopicPartition::new("t", 1), Some(o(20)), marks),
+            PartitionLag::compute(&TopicPartition::new("t", 2), None, marks),
+        ],
+    );
+    fill_time_lag_from_records(&m, &mut lag).await.unwrap();
+    assert_eq!(
+        lag.partitions[0].time_lag,
+        Some(std::time::Duration::from_secs(6))
+    );
+    assert_eq!(lag.partitions[1].time_lag, Some(std::time::Duration::ZERO));
+    assert_eq!(lag.partitions[2].time_lag, None);
+}
+
+#[tokio::test]
+async fn all_groups_are_collected_in_name_order() {
+    let mut m = Mocks::cannot_describe();
+    m.groups.expect_list_groups().returning(|| {
+        Ok(vec![
+            GroupListing {
+                group: "z".into(),
+                state: GroupState::Stable,
+                is_simple: false,
+                group_type: GroupType::Classic,
+            },
+            GroupListing {
+                group: "a".into(),
+                state: GroupState::Empty,
+                is_simple: false,
+                group_type: GroupType::Consumer,
+            },
+        ])
+    });
+    m.groups.expect_group_offsets().returning(|group| {
+        Ok(BTreeMap::from([(
+            TopicPartition::new(group.to_string(), 0),
+            Ok(o(1)),
+        )]))
+    });
+    m.metadata
+        .expect_metadata()
+        .returning(|topics| Ok(metadata(topics.iter().map(|t| topic(t, 1)).collect())));
+    m.offsets
+        .expect_watermarks()
+        .returning(|p, _| Ok(marks_for(p)));
+    let all = all_groups_lag(&m, &ManualClock::new(), LagOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|g| g.group.as_str()).collect::<Vec<_>>(),
+        ["a", "z"]
+    );
+    assert!(GroupState::Stable.has_members());
+    assert!(!GroupState::Empty.has_members());
+}

@@ -1,0 +1,387 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kafka_ops_core::handler::{HandlerBuilder, handler_fn};
+use kafka_ops_core::{Clock, ErrorClass, ManualClock, Offset};
+use tokio::sync::Notify;
+
+use super::*;
+use crate::keys::{Coordinates, HeaderKey, MissingKey};
+use crate::store::memory::MemoryStore;
+
+/// Counts the store calls the layer makes, so the fast path can be seen skipping them.
+#[derive(Debug)]
+struct CountingStore {
+    inner: MemoryStore,
+    begins: AtomicUsize,
+}
+
+#[async_trait]
+impl IdempotencyStore for CountingStore {
+    async fn begin(
+        &self,
+        key: &str,
+        digest: PayloadDigest,
+        lease: Duration,
+    ) -> Result<Begin, IdempotencyError> {
+        self.begins.fetch_add(1, Ordering::SeqCst);
+        self.inner.begin(key, digest, lease).await
+    }
+    async fn complete(
+        &self,
+        key: &str,
+        token: FencingToken,
+        outcome: &StoredOutcome,
+        ttl: Duration,
+    ) -> Result<(), IdempotencyError> {
+        self.inner.complete(key, token, outcome, ttl).await
+    }
+    async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError> {
+        self.inner.release(key, token).await
+    }
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+}
+
+struct Fixture {
+    clock: Arc<ManualClock>,
+    store: Arc<CountingStore>,
+    calls: Arc<AtomicUsize>,
+}
+
+fn fixture() -> Fixture {
+    let clock = Arc::new(ManualClock::new());
+    let store = Arc::new(CountingStore {
+        inner: MemoryStore::with_clock(1_000, clock.clone()),
+        begins: AtomicUsize::new(0),
+    });
+    Fixture {
+        clock,
+        store,
+        calls: Arc::new(AtomicUsize::new(0)),
+    }
+}
+
+fn layer(store: Arc<CountingStore>) -> IdempotencyLayer {
+    IdempotencyLayer::new(store, KeyPolicy::new("svc", HeaderKey("event-id".into())))
+        .with_lease(Duration::from_secs(30))
+}
+
+fn event(offset: i64, id: &str, value: &[u8]) -> Record<'static> {
+    Record::new("orders", 0, Offset::new(offset).unwrap())
+        .with_value(value.to_vec())
+        .with_header("event-id", id.as_bytes().to_vec())
+}
+
+fn counting(calls: &Arc<AtomicUsize>) -> impl Handler + use<> {
+    let calls = calls.clone();
+    handler_fn(move |_record: &Record<'_>| {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Outcome::Processed)
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_replayed_event_is_a_duplicate_and_a_redelivered_offset_skips_the_store() {
+    let f = fixture();
+    let handler = HandlerBuilder::new()
+        .layer(layer(f.store.clone()))
+        .handler(counting(&f.calls));
+
+    assert_eq!(
+        handler.handle(&event(0, "e1", b"a")).await.unwrap(),
+        Outcome::Processed
+    );
+    assert_eq!(
+        handler.handle(&event(1, "e2", b"b")).await.unwrap(),
+        Outcome::Processed
+    );
+    // The same event at a new offset (a replay): the store knows it.
+    assert_eq!(
+        handler.handle(&event(9, "e1", b"a")).await.unwrap(),
+        Outcome::Duplicate
+    );
+    assert_eq!(f.store.begins.load(Ordering::SeqCst), 3);
+    // Offsets 0 and 1 redelivered after a rebalance: answered without the store.
+    assert_eq!(
+        handler.handle(&event(0, "e1", b"a")).await.unwrap(),
+        Outcome::Duplicate
+    );
+    assert_eq!(
+        handler.handle(&event(1, "e2", b"b")).await.unwrap(),
+        Outcome::Duplicate
+    );
+    assert_eq!(f.store.begins.load(Ordering::SeqCst), 3);
+    assert_eq!(f.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_fast_path_only_covers_a_contiguous_run_of_completed_offsets() {
+    let f = fixture();
+    let handler = HandlerBuilder::new()
+        .layer(layer(f.store.clone()))
+        .handler(counting(&f.calls));
+    handler.handle(&event(0, "e0", b"x")).await.unwrap();
+    // Offset 1 never completed here (another consumer had it, say); 2 did.
+    handler.handle(&event(2, "e2", b"x")).await.unwrap();
+    let before = f.store.begins.load(Ordering::SeqCst);
+    // 2 is above the mark (0), so the store is asked — and answers "duplicate".
+    assert_eq!(
+        handler.handle(&event(2, "e2", b"x")).await.unwrap(),
+        Outcome::Duplicate
+    );
+    assert_eq!(f.store.begins.load(Ordering::SeqCst), before + 1);
+    // 1 arrives: processed, and the mark moves to 1.
+    assert_eq!(
+        handler.handle(&event(1, "e1", b"x")).await.unwrap(),
+        Outcome::Processed
+    );
+    handler.handle(&event(1, "e1", b"x")).await.unwrap();
+    assert_eq!(f.store.begins.load(Ordering::SeqCst), before + 2);
+}
+
+#[tokio::test]
+async fn a_seek_back_before_the_first_offset_handled_asks_the_store() {
+    let f = fixture();
+    let handler = HandlerBuilder::new()
+        .layer(layer(f.store.clone()))
+        .handler(counting(&f.calls));
+    // The group's committed position was 100; 50 was dead-lettered long ago, never done.
+    handler.handle(&event(100, "e100", b"x")).await.unwrap();
+    assert_eq!(
+        handler.handle(&event(50, "e50", b"x")).await.unwrap(),
+        Outcome::Processed
+    );
+    assert_eq!(f.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_payload_is_a_conflict_for_the_dead_letter_path() {
+    let f = fixture();
+    let handler = HandlerBuilder::new()
+        .layer(layer(f.store.clone()))
+        .handler(counting(&f.calls));
+    handler.handle(&event(0, "e1", b"first")).await.unwrap();
+    let error = handler
+        .handle(&event(1, "e1", b"second"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Permanent);
+    assert_eq!(error.disposition(), Disposition::DeadLetter);
+    assert!(error.downcast_ref::<KeyConflict>().is_some());
+    assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_failed_handling_releases_the_key_so_a_retry_runs() {
+    let f = fixture();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let seen = attempts.clone();
+    let handler = HandlerBuilder::new()
+        .layer(layer(f.store.clone()))
+        .handler(handler_fn(move |_record: &Record<'_>| {
+            let seen = seen.clone();
+            async move {
+                if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(HandlerError::transient(std::io::Error::other("downstream")))
+                } else {
+                    Ok(Outcome::Processed)
+                }
+            }
+        }));
+    let record = event(0, "e1", b"x");
+    assert_eq!(
+        handler.handle(&record).await.unwrap_err().class(),
+        ErrorClass::Transient
+    );
+    assert_eq!(handler.handle(&record).await.unwrap(), Outcome::Processed);
+    assert_eq!(
+        handler.handle(&event(4, "e1", b"x")).await.unwrap(),
+        Outcome::Duplicate
+    );
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_in_progress_key_is_redelivered_when_the_lease_ends_or_waited_for() {
+    let f = fixture();
+    let started = Arc::new(Notify::new());
+    let finish = Arc::new(Notify::new());
+    let (s, fin) = (started.clone(), finish.clone());
+    let slow = handler_fn(move |_record: &Record<'_>| {
+        let (s, fin) = (s.clone(), fin.clone());
+        async move {
+            s.notify_one();
+            fin.notified().await;
+            Ok(Outcome::Processed)
+        }
+    });
+    let first = Arc::new(
+        HandlerBuilder::new()
+            .layer(layer(f.store.clone()))
+            .handler(slow),
+    );
+    let running = tokio::spawn({
+        let first = first.clone();
+        async move { first.handle(&event(0, "e1", b"x")).await }
+    });
+    started.notified().await;
+
+    // Another consumer (its own layer, so its own fast path) meets the key in progress.
+    let redeliver = HandlerBuilder::new()
+        .layer(layer(f.store.clone()))
+        .handler(counting(&f.calls));
+    let error = redeliver.handle(&event(0, "e1", b"x")).await.unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Transient);
+    let lease_end = Timestamp::from_millis(f.clock.wall().as_millis() + 30_000);
+    assert_eq!(error.disposition(), Disposition::RedeliverAt(lease_end));
+    assert!(error.downcast_ref::<KeyInProgress>().is_some());
+
+    // One that waits sees the holder finish and answers "duplicate".
+    let waiting = HandlerBuilder::new()
+        .layer(
+            layer(f.store.clone()).on_in_progress(InProgressPolicy::Wait {
+                poll: Duration::from_millis(5),
+                max: Duration::from_secs(10),
+            }),
+        )
+        .handler(counting(&f.calls));
+    let waiter = tokio::spawn(async move { waiting.handle(&event(0, "e1", b"x")).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    finish.notify_one();
+    assert_eq!(running.await.unwrap().unwrap(), Outcome::Processed);
+    assert_eq!(waiter.await.unwrap().unwrap(), Outcome::Duplicate);
+    assert_eq!(f.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_holder_whose_lease_ran_out_cannot_overwrite_its_successor() {
+    let f = fixture();
+    let clock = f.clock.clone();
+    let store = f.store.clone();
+    // The handler outlives its lease; meanwhile another consumer takes the key over.
+    let slow = handler_fn(move |_record: &Record<'_>| {
+        let (clock, store) = (clock.clone(), store.clone());
+        async move {
+            clock.advance(Duration::from_secs(31));
+            let digest = PayloadDigest::of(Some(b"x"));
+            let taken = store.begin("svc:e1", digest, Duration::from_secs(30)).await;
+            assert!(matches!(taken, Ok(Begin::Acquired(_))), "{taken:?}");
+            Ok(Outcome::Processed)
+        }
+    });
+    let handler = HandlerBuilder::new()
+        .layer(layer(f.store.clone()))
+        .handler(slow);
+    // The work is done, so the record succeeds; the stale completion is refused and counted.
+    assert_eq!(
+        handler.handle(&event(0, "e1", b"x")).await.unwrap(),
+        Outcome::Processed
+    );
+    // The successor still holds the key.
+    let again = f
+        .store
+        .begin(
+            "svc:e1",
+            PayloadDigest::of(Some(b"x")),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(again, Begin::InProgress { .. }), "{again:?}");
+}
+
+#[tokio::test]
+async fn the_claim_is_visible_to_the_handler() {
+    let f = fixture();
+    let handler = HandlerBuilder::new()
+        .layer(layer(f.store.clone()))
+        .handler(handler_fn(|_record: &Record<'_>| async {
+            let claim = current_claim().expect("inside the layer");
+            assert_eq!(claim.key, "svc:e7");
+            assert_eq!(claim.ttl, Duration::from_secs(7 * 24 * 3600));
+            Ok(Outcome::Processed)
+        }));
+    handler.handle(&event(0, "e7", b"x")).await.unwrap();
+    assert!(current_claim().is_none());
+}
+
+#[tokio::test]
+async fn bad_input_is_a_typed_error_or_an_explicit_pass_through() {
+    let f = fixture();
+    let strict = HandlerBuilder::new()
+        .layer(layer(f.store.clone()))
+        .handler(counting(&f.calls));
+    let no_header = Record::new("orders", 0, Offset::ZERO).with_value(b"x".to_vec());
+    let error = strict.handle(&no_header).await.unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Permanent);
+    assert!(matches!(
+        error.downcast_ref::<IdempotencyError>(),
+        Some(IdempotencyError::MissingKey(_))
+    ));
+    let binary =
+        Record::new("orders", 0, Offset::new(1).unwrap()).with_header("event-id", vec![0xff, 0xfe]);
+    assert!(matches!(
+        strict
+            .handle(&binary)
+            .await
+            .unwrap_err()
+            .downcast_ref::<IdempotencyError>(),
+        Some(IdempotencyError::InvalidKey(_))
+    ));
+    assert_eq!(f.calls.load(Ordering::SeqCst), 0);
+
+    // Tombstones and empty payloads are guarded like any record, and differ from each other.
+    let tombstone =
+        Record::new("orders", 0, Offset::new(2).unwrap()).with_header("event-id", b"t1".to_vec());
+    assert_eq!(strict.handle(&tombstone).await.unwrap(), Outcome::Processed);
+    let mut again = tombstone.clone();
+    again.offset = Offset::new(3).unwrap();
+    assert_eq!(strict.handle(&again).await.unwrap(), Outcome::Duplicate);
+    let empty = event(4, "t1", b"");
+    let error = strict.handle(&empty).await.unwrap_err();
+    assert!(error.downcast_ref::<KeyConflict>().is_some());
+
+    // Pass-through processes unguarded; a fallback extractor guards by coordinates.
+    let lenient = HandlerBuilder::new()
+        .layer(IdempotencyLayer::new(
+            f.store.clone(),
+            KeyPolicy::new("svc", HeaderKey("event-id".into())).on_missing(MissingKey::PassThrough),
+        ))
+        .handler(counting(&f.calls));
+    assert_eq!(
+        lenient.handle(&no_header).await.unwrap(),
+        Outcome::Processed
+    );
+    let mut another = no_header.clone();
+    another.offset = Offset::new(1).unwrap();
+    assert_eq!(lenient.handle(&another).await.unwrap(), Outcome::Processed);
+    // The same offset again (a redelivery after a rebalance) was completed here.
+    assert_eq!(lenient.handle(&another).await.unwrap(), Outcome::Duplicate);
+    let fallback = HandlerBuilder::new()
+        .layer(IdempotencyLayer::new(
+            f.store.clone(),
+            KeyPolicy::new("svc", HeaderKey("event-id".into()))
+                .on_missing(MissingKey::FallBack(Arc::new(Coordinates))),
+        ))
+        .handler(counting(&f.calls));
+    let mut elsewhere = no_header.clone();
+    elsewhere.partition = 5;
+    assert_eq!(
+        fallback.handle(&elsewhere).await.unwrap(),
+        Outcome::Processed
+    );
+    let other = HandlerBuilder::new()
+        .layer(IdempotencyLayer::new(
+            f.store.clone(),
+            KeyPolicy::new("svc", HeaderKey("event-id".into()))
+                .on_missing(MissingKey::FallBack(Arc::new(Coordinates))),
+        ))
+        .handler(counting(&f.calls));
+    assert_eq!(other.handle(&elsewhere).await.unwrap(), Outcome::Duplicate);
+    assert_eq!(f.calls.load(Ordering::SeqCst), 4);
+}

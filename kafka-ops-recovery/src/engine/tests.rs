@@ -1,0 +1,295 @@
+use super::*;
+use kafka_ops_core::ManualClock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A monitor whose next answers the test sets.
+struct Scripted {
+    signals: Mutex<Vec<Signal>>,
+}
+
+#[async_trait]
+impl Monitor for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+    async fn observe(&self) -> Result<Vec<Signal>, RecoveryError> {
+        Ok(self.signals.lock().unwrap().clone())
+    }
+}
+
+/// An action that fails a set number of times.
+struct Flaky {
+    failures_left: AtomicU32,
+    runs: AtomicU32,
+}
+
+#[async_trait]
+impl RecoveryAction for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    async fn execute(&self, _anomaly: &Anomaly) -> Result<String, RecoveryError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        if self.failures_left.load(Ordering::SeqCst) > 0 {
+            self.failures_left.fetch_sub(1, Ordering::SeqCst);
+            return Err(RecoveryError::ActionFailed {
+                action: "flaky".into(),
+                reason: "not yet".into(),
+            });
+        }
+        Ok("fixed".into())
+    }
+}
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<Notification>>);
+
+#[async_trait]
+impl Notifier for Collect {
+    fn name(&self) -> &str {
+        "collect"
+    }
+    async fn notify(&self, n: &Notification) -> Result<(), RecoveryError> {
+        self.0.lock().unwrap().push(n.clone());
+        Ok(())
+    }
+}
+
+struct Setup {
+    engine: Engine,
+    monitor: Arc<Scripted>,
+    action: Arc<Flaky>,
+    notes: Arc<Collect>,
+    clock: Arc<ManualClock>,
+}
+
+fn setup(failures: u32, config: EngineConfig) -> Setup {
+    let clock = Arc::new(ManualClock::new());
+    let monitor = Arc::new(Scripted {
+        signals: Mutex::new(vec![Signal::anomaly("consumer_liveness", "not polling")]),
+    });
+    let action = Arc::new(Flaky {
+        failures_left: AtomicU32::new(failures),
+        runs: AtomicU32::new(0),
+    });
+    let notes = Arc::new(Collect::default());
+    let engine = Engine::new(config)
+        .unwrap()
+        .with_clock(clock.clone())
+        .monitor(monitor.clone())
+        .playbook(Playbook {
+            matches: "consumer_*".into(),
+            actions: vec![action.clone()],
+        })
+        .notifier(notes.clone());
+    Setup {
+        engine,
+        monitor,
+        action,
+        notes,
+        clock,
+    }
+}
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        interval: Duration::from_secs(10),
+        grace_checks: 3,
+        grace_period: Duration::from_secs(20),
+        cooldown: Duration::from_secs(300),
+        ..EngineConfig::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn acts_only_after_the_grace_period_then_cools_down() {
+    let s = setup(0, config());
+    for checks in 1..=2 {
+        assert_eq!(
+            s.engine.tick().await,
+            vec![EngineEvent::Detected {
+                key: "consumer_liveness".into(),
+                checks
+            }]
+        );
+        s.clock.advance(Duration::from_secs(10));
+    }
+    // Third check at 20 s: both the count and the period are met.
+    assert_eq!(
+        s.engine.tick().await,
+        vec![EngineEvent::Recovered {
+            key: "consumer_liveness".into(),
+            action: "flaky".into()
+        }]
+    );
+    // Still anomalous during the cooldown: left alone.
+    s.clock.advance(Duration::from_secs(10));
+    assert_eq!(s.engine.tick().await, vec![]);
+    assert_eq!(s.action.runs.load(Ordering::SeqCst), 1);
+    // Healthy again after the cooldown: cleared.
+    s.clock.advance(Duration::from_secs(300));
+    *s.monitor.signals.lock().unwrap() = vec![Signal::healthy("consumer_liveness")];
+    assert_eq!(
+        s.engine.tick().await,
+        vec![EngineEvent::Cleared {
+            key: "consumer_liveness".into()
+        }]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_runbook_policy_retries_then_escalates() {
+    let s = setup(
+        10,
+        EngineConfig {
+            grace_checks: 1,
+            grace_period: Duration::ZERO,
+            ..config()
+        },
+    );
+    let started = tokio::time::Instant::now();
+    let events = s.engine.tick().await;
+    assert_eq!(
+        events,
+        vec![EngineEvent::Escalated {
+            key: "consumer_liveness".into()
+        }]
+    );
+    // The first try and three retries after 10 s, 15 s and 22.5 s.
+    assert_eq!(s.action.runs.load(Ordering::SeqCst), 4);
+    assert_eq!(started.elapsed(), Duration::from_millis(47_500));
+    let notes = s.notes.0.lock().unwrap();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].level, Severity::Critical);
+    assert!(
+        notes[0]
+            .text
+            .contains("automatic recovery failed after flaky (4 attempts each)"),
+        "{}",
+        notes[0].text
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_decides_without_acting_and_widespread_anomalies_only_notify() {
+    let s = setup(
+        0,
+        EngineConfig {
+            grace_checks: 1,
+            grace_period: Duration::ZERO,
+            dry_run: true,
+            ..config()
+        },
+    );
+    assert_eq!(
+        s.engine.tick().await,
+        vec![EngineEvent::WouldAct {
+            key: "consumer_liveness".into(),
+            actions: vec!["flaky".into()]
+        }]
+    );
+    assert_eq!(s.action.runs.load(Ordering::SeqCst), 0);
+
+    let s = setup(
+        0,
+        EngineConfig {
+            grace_checks: 1,
+            grace_period: Duration::ZERO,
+            ..config()
+        },
+    );
+    *s.monitor.signals.lock().unwrap() =
+        vec![Signal::anomaly("consumer_group", "3 of 4 consumers stuck").with_extent(3, 4)];
+    assert_eq!(
+        s.engine.tick().await,
+        vec![EngineEvent::TooWidespread {
+            key: "consumer_group".into()
+        }]
+    );
+    assert_eq!(s.action.runs.load(Ordering::SeqCst), 0);
+    assert!(s.notes.0.lock().unwrap()[0].text.contains("too widespread"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unhandled_anomaly_is_reported() {
+    let s = setup(
+        0,
+        EngineConfig {
+            grace_checks: 1,
+            grace_period: Duration::ZERO,
+            ..config()
+        },
+    );
+    *s.monitor.signals.lock().unwrap() = vec![Signal::anomaly("disk", "full")];
+    assert_eq!(
+        s.engine.tick().await,
+        vec![EngineEvent::Unhandled { key: "disk".into() }]
+    );
+    assert_eq!(s.notes.0.lock().unwrap()[0].level, Severity::Warning);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_the_running_round_finish() {
+    let s = setup(
+        1,
+        EngineConfig {
+            grace_checks: 1,
+            grace_period: Duration::ZERO,
+            retry: BackoffPolicy::constant(Duration::from_secs(5), 3),
+            ..config()
+        },
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let seen: Arc<Mutex<Vec<EngineEvent>>> = Arc::default();
+    let run = {
+        let seen = seen.clone();
+        async move {
+            s.engine
+                .run(
+                    async {
+                        stopped.await.ok();
+                    },
+                    |events| seen.lock().unwrap().extend_from_slice(events),
+                )
+                .await;
+            s.action.runs.load(Ordering::SeqCst)
+        }
+    };
+    let handle = tokio::spawn(run);
+    // Stop while the action waits 5 s before its retry.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.send(()).unwrap();
+    assert_eq!(handle.await.unwrap(), 2, "the retry still ran");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![EngineEvent::Recovered {
+            key: "consumer_liveness".into(),
+            action: "flaky".into()
+        }]
+    );
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    assert!(
+        Engine::new(EngineConfig {
+            interval: Duration::ZERO,
+            ..config()
+        })
+        .is_err()
+    );
+    assert!(
+        Engine::new(EngineConfig {
+            max_affected_percent: 0.0,
+            ..config()
+        })
+        .is_err()
+    );
+    assert!(
+        Engine::new(EngineConfig {
+            grace_checks: 0,
+            ..config()
+        })
+        .is_err()
+    );
+}

@@ -1,7 +1,7 @@
 //! What kafka-ops asks of a cluster, as traits, and the lag collection built on them.
 //!
 //! [`MetadataQuery`], [`OffsetQuery`] and [`GroupQuery`] speak kafka-ops' own types; the rdkafka
-//! implementation is [`KafkaCluster`](crate::kafka::KafkaCluster). The functions here
+//! implementation is `kafka::KafkaCluster` (feature `kafka`). The functions here
 //! ([`group_lag`], [`all_groups_lag`], [`fill_time_lag_from_records`]) only use the traits, so
 //! their decisions (discovery fallback, partial results) are unit-tested with mocks and
 //! integration-tested against real brokers.

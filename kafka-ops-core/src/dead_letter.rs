@@ -6,7 +6,7 @@
 //! plus the versioned `kafka-ops.dlt.*` provenance set of [`headers`]. Whoever wrote it,
 //! [`headers::parse`] reads it back (and the sets Spring Kafka, Kafka Connect, Kafka Streams and
 //! Karafka write), so one inspect and one replay serve them all. A [`DeadLetterSink`] stores
-//! them; the Kafka one is [`KafkaDeadLetterSink`](crate::kafka::KafkaDeadLetterSink).
+//! them; the Kafka one is `kafka::KafkaDeadLetterSink` (feature `kafka`).
 //!
 //! ```
 //! use kafka_ops_core::dead_letter::{Envelope, headers};

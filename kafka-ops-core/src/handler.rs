@@ -293,7 +293,7 @@ pub struct StoppedOn {
 }
 
 /// What layers and operators may ask of the consumer they run in: implemented by the driver's
-/// [`DriverHandle`](crate::kafka::driver::DriverHandle); mock it in unit tests.
+/// `kafka::driver::DriverHandle` (feature `kafka`); mock it in unit tests.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait ConsumerControl: Send + Sync {
     /// Stop fetching on every assigned partition; the group membership stays alive.

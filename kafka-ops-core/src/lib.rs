@@ -1,24 +1,35 @@
 //! # kafka-ops-core
 //!
-//! The small, stable base every kafka-ops crate builds on:
+//! The small, stable base every kafka-ops crate builds on, and the one Kafka adapter under it.
+//!
+//! Without default features core is pure — no rdkafka, no librdkafka, no tokio runtime, no
+//! libc — and holds:
 //!
 //! - **Value types**: [`TopicPartition`], [`Offset`] (no `-1001` sentinels: "no offset" is
 //!   `Option::None`), [`Timestamp`], [`Watermarks`], and [`Record`], a record view that borrows
 //!   from a consumer's message or owns its bytes.
-//! - **Errors**: one [`Error`] enum, and [`ErrorClass`] (transient / permanent / fatal) with the
-//!   classification of librdkafka's and Kafka's codes in [`KafkaCode`].
+//! - **Errors and verdicts**: one [`Error`] enum; [`ErrorClass`] (transient / permanent /
+//!   fatal) with the classification of librdkafka's and Kafka's codes in [`KafkaCode`];
+//!   [`Severity`] (info / warning / critical), shared by lag verdicts, health checks and
+//!   recovery's notifications; [`Extent`], how much of a cluster a finding touches.
 //! - **Time**: the [`Clock`] trait, with [`SystemClock`] and a [`ManualClock`] for tests.
-//! - **The lag engine** ([`lag`]): offset lag with retention-loss and beyond-end flags, time lag by
-//!   interpolation, Burrow's evaluation rules and the runbook thresholds, all pure functions.
-//! - **Cluster queries** ([`cluster`]): traits for metadata, batched watermarks, committed offsets
-//!   and group administration, and [`cluster::group_lag`] built on them; the rdkafka
-//!   implementation is [`kafka::KafkaCluster`].
-//! - **Handlers and the driver**: the [`Handler`] trait that the other crates wrap with
-//!   [`Layer`](handler::Layer)s, the [`OffsetTracker`](tracker::OffsetTracker), and the
-//!   [`Driver`](kafka::driver::Driver) that polls, handles, tracks and commits.
+//! - **The lag engine** ([`lag`]): offset lag with retention-loss and beyond-end flags, time lag
+//!   by interpolation, Burrow's evaluation rules and the runbook thresholds, all pure.
+//! - **Cluster queries** ([`cluster`]): traits for metadata, batched watermarks, committed
+//!   offsets, configurations and group administration, and [`cluster::group_lag`] built on
+//!   them.
+//! - **Handlers** ([`handler`]): the `Handler` trait and the `Layer`s the other crates wrap it
+//!   with; the [`tracker`] that decides which offsets are safe to commit; the [`scheduler`]
+//!   that decides which record runs when, on an injected clock.
+//! - **The dead-letter vocabulary** ([`dead_letter`]): the provenance header codec, the
+//!   envelope that builds a dead letter, the sink trait and depth arithmetic, shared by the
+//!   dead-letter layer and the self-healing engine so both write one format.
 //!
-//! With the `testkit` feature, [`testkit`] gives tests a real Apache Kafka cluster and an
-//! embedded mock cluster.
+//! The `kafka` feature (on by default) adds the adapter, module `kafka`: the cluster-query
+//! client, the consumer driver on the scheduler, one acknowledged producer and one range reader
+//! that every kafka-ops write and fixed-offset read goes through, the Kafka dead-letter sink and
+//! librdkafka admin calls rdkafka does not wrap. rdkafka types appear only there. The `testkit`
+//! feature adds test support: a real Apache Kafka cluster's handle and an embedded mock cluster.
 //!
 //! ## Example: judge a group's lag
 //!

@@ -1,33 +1,31 @@
 //! # kafka-ops-dlq
 //!
 //! Dead-letter handling for Kafka consumers: a record is either processed or dead-lettered,
-//! never lost.
+//! never lost. The dead-letter format itself — the provenance header codec, the
+//! [`Envelope`](kafka_ops_core::dead_letter::Envelope) that builds a dead letter, the
+//! [`DeadLetterSink`](kafka_ops_core::dead_letter::DeadLetterSink) trait — lives in
+//! [`kafka_ops_core::dead_letter`], so the self-healing engine writes the same records this crate
+//! inspects and replays; every write and fixed-offset read goes through core's Kafka adapter
+//! (its acknowledged producer and range reader).
 //!
 //! - [`DeadLetterLayer`] wraps a core handler: what it gives up on (a failure marked
-//!   [`DeadLetter`](kafka_ops_core::handler::Disposition::DeadLetter), or an undecided permanent one)
-//!   is written through a [`DeadLetterSink`], and only after the sink acknowledged it does the
-//!   record end as [`DeadLettered`](kafka_ops_core::handler::Outcome::DeadLettered) so the driver
-//!   commits past it. A failed write leaves the record uncommitted and brings it back.
-//! - [`KafkaDeadLetterSink`] writes with an idempotent, `acks=all` producer.
-//! - [`Envelope`] builds the dead-letter record: target topic ([`TopicNaming`]: `<topic>.dlq`,
-//!   Spring's `<topic>-dlt`, fixed, custom) and partition ([`PartitionStrategy`]), the original
-//!   key, value bytes, headers and timestamp, and the versioned provenance header set of
-//!   [`headers`]; records over the producer's limit lose their cause chain, then their value is
-//!   truncated (size and digest recorded), and a record that still cannot fit stops the
-//!   consumer rather than vanish.
-//! - [`headers::parse`] reads provenance written by kafka-ops, Spring Kafka (`kafka_dlt-*`),
-//!   Kafka Connect (`__connect.errors.*`), Kafka Streams (`__streams.errors.*`) and Karafka
-//!   (`source_*`) into one [`DeadLetterInfo`], listing unreadable headers instead of failing.
+//!   [`DeadLetter`](kafka_ops_core::handler::Disposition::DeadLetter), or an undecided permanent
+//!   one) is written through a sink, and only after the sink acknowledged it does the record end
+//!   as [`DeadLettered`](kafka_ops_core::handler::Outcome::DeadLettered) so the driver commits
+//!   past it. A failed write leaves the record uncommitted and brings it back. Records over the
+//!   producer's limit lose their cause chain, then their value is truncated (size and digest
+//!   recorded), and a record that still cannot fit stops the consumer rather than vanish.
 //! - [`RetryTopicLayer`] (inside the dead-letter layer) gives transient failures non-blocking
-//!   retries in delay tiers ([`retry`]): each tier record waits, its partition held by the
+//!   retries in delay tiers ([`RetryTiers`]): each tier record waits, its partition held by the
 //!   driver, until it is due; after the last tier it is dead-lettered under its original
 //!   coordinates.
 //! - [`inspect::inspect`] reports a dead-letter topic's depth per partition, a sample, and its
 //!   records grouped by error class and a normalized message fingerprint ("identify the error
-//!   pattern").
+//!   pattern"); it reads the provenance written by kafka-ops, Spring Kafka, Kafka Connect, Kafka
+//!   Streams and Karafka.
 //! - [`Replay`] copies selected dead letters back (by original topic, class, fingerprint, time,
 //!   header; to allow-listed destinations; rate-limited; with lineage and a loop guard), and
-//!   resumes after a crash writing each record exactly once ([`replay`]).
+//!   resumes after a crash writing each record exactly once.
 //! - [`purge`] archives a topic to JSON lines and deletes exactly what it archived, after the
 //!   topic is named again.
 //!

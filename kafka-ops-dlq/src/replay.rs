@@ -1,33 +1,4 @@
 //! Replaying dead letters: "fix the root cause → replay".
-//!
-//! A [`Replay`] reads a dead-letter topic from the offsets it had when the replay first started
-//! to the end offsets snapshotted at that moment (records arriving while it runs are left for
-//! another replay), selects records ([`Selection`]: original topic, error class, fingerprint,
-//! time range, a header), and copies each selected one to its destination with its key, value
-//! and application headers, the provenance headers removed and lineage headers
-//! ([`lineage`](crate::headers::lineage)) added. Nothing is removed from the dead-letter topic.
-//!
-//! # Resuming without duplicates or gaps
-//!
-//! The replay has its own consumer group, `kafka-ops-replay.<id>`, and works in batches. Before
-//! a batch is produced it commits the batch's start with a *pending* note: the batch's end and
-//! the end offsets of every destination partition the batch writes to. After every record of the
-//! batch is acknowledged it commits the batch's end. A replay that crashed mid-batch finds the
-//! note on restart, reads those destination partitions from the noted offsets, and skips the
-//! records it finds there with its own replay id: each selected record is written exactly once.
-//! The snapshot of end offsets and a digest of the selection ride along in the same commit
-//! metadata, so a resumed replay finishes the same work, a replay that finished replays nothing
-//! when run again, and a different selection under the same id is refused — unless asked to
-//! [start over](Replay::start_over).
-//!
-//! # Guards
-//!
-//! - The destination is the record's original topic, or another topic only if allow-listed;
-//!   never the dead-letter topic itself.
-//! - A record already replayed [`max_replays`](Replay::max_replays) times (its
-//!   `kafka-ops.replay.count` header) is refused: it keeps failing, and replaying it again would
-//!   only loop.
-//! - The rate is bounded by a [`TokenBucket`](crate::rate::TokenBucket) when asked.
 
 mod run;
 
@@ -224,7 +195,36 @@ pub struct ReplayReport {
 /// What [`Replay::on_progress`] calls.
 pub type ProgressFn = Arc<dyn Fn(&ReplayProgress) + Send + Sync>;
 
-/// A replay of a dead-letter topic; see the [module](self) documentation.
+/// Replaying dead letters: "fix the root cause → replay".
+///
+/// A [`Replay`] reads a dead-letter topic from the offsets it had when the replay first started
+/// to the end offsets snapshotted at that moment (records arriving while it runs are left for
+/// another replay), selects records ([`Selection`]: original topic, error class, fingerprint,
+/// time range, a header), and copies each selected one to its destination with its key, value
+/// and application headers, the provenance headers removed and lineage headers
+/// ([`lineage`](kafka_ops_core::dead_letter::headers::lineage)) added. Nothing is removed from the dead-letter topic.
+///
+/// # Resuming without duplicates or gaps
+///
+/// The replay has its own consumer group, `kafka-ops-replay.<id>`, and works in batches. Before
+/// a batch is produced it commits the batch's start with a *pending* note: the batch's end and
+/// the end offsets of every destination partition the batch writes to. After every record of the
+/// batch is acknowledged it commits the batch's end. A replay that crashed mid-batch finds the
+/// note on restart, reads those destination partitions from the noted offsets, and skips the
+/// records it finds there with its own replay id: each selected record is written exactly once.
+/// The snapshot of end offsets and a digest of the selection ride along in the same commit
+/// metadata, so a resumed replay finishes the same work, a replay that finished replays nothing
+/// when run again, and a different selection under the same id is refused — unless asked to
+/// [start over](Replay::start_over).
+///
+/// # Guards
+///
+/// - The destination is the record's original topic, or another topic only if allow-listed;
+///   never the dead-letter topic itself.
+/// - A record already replayed [`max_replays`](Replay::max_replays) times (its
+///   `kafka-ops.replay.count` header) is refused: it keeps failing, and replaying it again would
+///   only loop.
+/// - The rate is bounded by a [`TokenBucket`](crate::rate::TokenBucket) when asked.
 #[derive(Clone)]
 pub struct Replay {
     source: String,

@@ -1,46 +1,4 @@
 //! Retry topics: non-blocking retries in delay tiers.
-//!
-//! A record that fails transiently is not retried in place (which would stall its partition);
-//! it is written to the next *tier* — a topic read after a delay (e.g. 5 s, 30 s, 5 min) — and
-//! the source offset moves on. Tier topics are consumed by the same layer: a record whose due
-//! time has not come is handed back to the driver with
-//! [`RedeliverAt`](Disposition::RedeliverAt), so the driver holds that partition until the head
-//! record is due — no busy loop, no sleep in the poll loop, and records behind it (due later)
-//! wait with it. A record that fails after the last tier, or fails permanently at any point, is
-//! marked [`DeadLetter`](Disposition::DeadLetter) for the [`DeadLetterLayer`] around this one,
-//! which writes it to the *original* topic's dead-letter topic with its original coordinates.
-//!
-//! Compose with the dead-letter layer outside:
-//!
-//! ```
-//! # use std::sync::Arc;
-//! # use std::time::Duration;
-//! use kafka_ops_core::handler::{HandlerBuilder, handler_fn, Outcome};
-//! use kafka_ops_core::Record;
-//! use kafka_ops_dlq::{RetryTiers, RetryTopicLayer};
-//! use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope};
-//! use kafka_ops_dlq::DeadLetterLayer;
-//! # fn build(sink: Arc<dyn DeadLetterSink>) {
-//! let tiers = RetryTiers::new([Duration::from_secs(5), Duration::from_secs(30)]).unwrap();
-//! assert_eq!(tiers.topics("orders"), ["orders.retry.0", "orders.retry.1"]);
-//! let handler = HandlerBuilder::new()
-//!     .layer(DeadLetterLayer::new(sink.clone(), Envelope::new("billing", "billing-1")))
-//!     .layer(RetryTopicLayer::new(tiers, sink))
-//!     .handler(handler_fn(|_r: &Record<'_>| async { Ok(Outcome::Processed) }));
-//! // Subscribe the driver to "orders" and every tier topic.
-//! # let _ = handler; }
-//! ```
-//!
-//! # Headers (`kafka-ops.retry.*`, UTF-8 decimal text)
-//!
-//! | header | value |
-//! |---|---|
-//! | `kafka-ops.retry.original-topic` / `-partition` / `-offset` | where the record was first consumed |
-//! | `kafka-ops.retry.attempts` | failures so far |
-//! | `kafka-ops.retry.tier` | the tier it was written to |
-//! | `kafka-ops.retry.due` | when it may be tried again (ms since the epoch) |
-//! | `kafka-ops.retry.first-failure` | when it first failed (ms since the epoch) |
-//! | `kafka-ops.retry.last-error` | the last error's message (at most 1 KiB) |
 
 use std::fmt;
 use std::sync::Arc;
@@ -140,7 +98,49 @@ pub enum RetryGuard {
 #[error("retry not due until {0}")]
 pub struct NotDue(pub Timestamp);
 
-/// The retry-topic layer; see the [module](self) documentation.
+/// Retry topics: non-blocking retries in delay tiers.
+///
+/// A record that fails transiently is not retried in place (which would stall its partition);
+/// it is written to the next *tier* — a topic read after a delay (e.g. 5 s, 30 s, 5 min) — and
+/// the source offset moves on. Tier topics are consumed by the same layer: a record whose due
+/// time has not come is handed back to the driver with
+/// [`RedeliverAt`](Disposition::RedeliverAt), so the driver holds that partition until the head
+/// record is due — no busy loop, no sleep in the poll loop, and records behind it (due later)
+/// wait with it. A record that fails after the last tier, or fails permanently at any point, is
+/// marked [`DeadLetter`](Disposition::DeadLetter) for the [`DeadLetterLayer`](crate::DeadLetterLayer) around this one,
+/// which writes it to the *original* topic's dead-letter topic with its original coordinates.
+///
+/// Compose with the dead-letter layer outside:
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use std::time::Duration;
+/// use kafka_ops_core::handler::{HandlerBuilder, handler_fn, Outcome};
+/// use kafka_ops_core::Record;
+/// use kafka_ops_dlq::{RetryTiers, RetryTopicLayer};
+/// use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope};
+/// use kafka_ops_dlq::DeadLetterLayer;
+/// # fn build(sink: Arc<dyn DeadLetterSink>) {
+/// let tiers = RetryTiers::new([Duration::from_secs(5), Duration::from_secs(30)]).unwrap();
+/// assert_eq!(tiers.topics("orders"), ["orders.retry.0", "orders.retry.1"]);
+/// let handler = HandlerBuilder::new()
+///     .layer(DeadLetterLayer::new(sink.clone(), Envelope::new("billing", "billing-1")))
+///     .layer(RetryTopicLayer::new(tiers, sink))
+///     .handler(handler_fn(|_r: &Record<'_>| async { Ok(Outcome::Processed) }));
+/// // Subscribe the driver to "orders" and every tier topic.
+/// # let _ = handler; }
+/// ```
+///
+/// # Headers (`kafka-ops.retry.*`, UTF-8 decimal text)
+///
+/// | header | value |
+/// |---|---|
+/// | `kafka-ops.retry.original-topic` / `-partition` / `-offset` | where the record was first consumed |
+/// | `kafka-ops.retry.attempts` | failures so far |
+/// | `kafka-ops.retry.tier` | the tier it was written to |
+/// | `kafka-ops.retry.due` | when it may be tried again (ms since the epoch) |
+/// | `kafka-ops.retry.first-failure` | when it first failed (ms since the epoch) |
+/// | `kafka-ops.retry.last-error` | the last error's message (at most 1 KiB) |
 #[derive(Clone)]
 pub struct RetryTopicLayer {
     tiers: RetryTiers,

@@ -6,16 +6,21 @@
 //! controller" before a rolling restart.
 //!
 //! - [`HealthProbe`]: one check with a name and a [`ProbeKind`] (liveness / readiness /
-//!   informational), reporting a [`Status`], a [`Severity`], a message, details and its latency.
+//!   informational), reporting a [`Status`], a [`Severity`](kafka_ops_core::Severity), a message, details and its latency.
 //! - [`HealthChecker`]: runs probes concurrently, each under its own timeout, combines them
 //!   (worst wins; readiness failures do not fail liveness), and can run on an interval caching
 //!   the last report. Every result goes to `tracing` and `metrics`.
 //! - [`probes`]: broker connectivity, controller, under-replicated and offline partitions,
 //!   required topics, consumer-group lag (core's lag engine), dead-letter depth, an end-to-end
 //!   canary, and consumer liveness read from the driver's handle.
-//! - [`safe_to_restart`](gate::safe_to_restart): the rolling-restart gate, with every reason it
-//!   refuses.
-//! - `http` (feature `http`): `/livez`, `/readyz`, `/health` and `/metrics`.
+//! - [`safe_to_restart`]: the rolling-restart gate, with every reason it refuses, built on
+//!   [`ControlPlane`] (the KRaft quorum's leader and lag, Kafka's DescribeQuorum).
+//!
+//! The probes take core's cluster-query traits and its Kafka adapter (the canary writes through
+//! its acknowledged producer and reads through its range reader); dead-letter depth is core's
+//! [`dead_letter_depths`](kafka_ops_core::dead_letter::dead_letter_depths), the same arithmetic
+//! `kafka-ops-dlq` inspects with. Feature `http` adds `http`: `/livez`, `/readyz`, `/health` and
+//! `/metrics` (axum, with a Prometheus renderer).
 //!
 //! ```
 //! use std::sync::Arc;

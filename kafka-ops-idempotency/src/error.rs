@@ -35,7 +35,7 @@ pub enum IdempotencyError {
 }
 
 impl IdempotencyError {
-    /// A failure of the named store (for implementers of [`IdempotencyStore`](crate::IdempotencyStore)).
+    /// A failure of the named store (for implementers of [`IdempotencyStore`](crate::store::IdempotencyStore)).
     pub fn store(store: &'static str, source: impl Into<kafka_ops_core::BoxError>) -> Self {
         IdempotencyError::Store {
             store,

@@ -6,14 +6,17 @@
 //! - [`keys`]: where a record's key comes from (a header, the record key, a payload hash, a
 //!   JSON field, the coordinates, a composite) and what happens when it is missing; keys are
 //!   namespaced so services sharing a store do not collide.
-//! - [`IdempotencyStore`]: `begin` → acquired with a fencing token | duplicate with the stored
+//! - [`IdempotencyStore`](store::IdempotencyStore): `begin` → acquired with a fencing token | duplicate with the stored
 //!   outcome | in progress until T | conflict (same key, different payload); `complete` and
 //!   `release` succeed only for the current token, so a holder whose lease expired cannot
-//!   overwrite its successor. Stores: [`MemoryStore`] (default), redb (feature `redb`), Redis
-//!   (feature `redis`), PostgreSQL with an inbox (feature `postgres`); all pass one conformance
-//!   suite (feature `testkit`).
+//!   overwrite its successor. Stores, in [`store`]: `memory` (always), `redb` (feature `redb`),
+//!   `redis` (feature `redis`), `postgres` with an inbox (feature `postgres`); all pass one
+//!   conformance suite (feature `testkit`).
 //! - [`IdempotencyLayer`]: extract key → per-partition offset fast path → begin → handler →
 //!   complete or release.
+//!
+//! The crate never talks to Kafka: it depends on core without core's Kafka adapter, so it builds
+//! without rdkafka or librdkafka.
 //!
 //! ```
 //! use std::sync::Arc;

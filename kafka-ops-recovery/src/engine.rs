@@ -1,7 +1,4 @@
 //! The self-healing engine (runbook 002): monitors on an interval → anomalies that must persist
-//! through a grace period → recovery actions, each retried on the runbook's policy → escalation
-//! through notifiers when recovery fails. With per-anomaly cooldowns, a "too widespread" guard,
-//! an append-only audit trail, a dry-run mode and a bounded graceful shutdown.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -262,7 +259,10 @@ struct Tracked {
     cooldown_until: Option<Instant>,
 }
 
-/// The self-healing engine. See the [module documentation](self).
+/// The self-healing engine (runbook 002): monitors on an interval → anomalies that must persist
+/// through a grace period → recovery actions, each retried on the runbook's policy → escalation
+/// through notifiers when recovery fails. With per-anomaly cooldowns, a "too widespread" guard,
+/// an append-only audit trail, a dry-run mode and a bounded graceful shutdown.
 pub struct Engine {
     config: EngineConfig,
     monitors: Vec<Arc<dyn Monitor>>,

@@ -12,14 +12,25 @@
 //! - [`CircuitBreaker`]: count- or time-based windows, failure-rate and slow-call thresholds,
 //!   minimum calls, growing open durations, limited half-open probes, force-open and reset,
 //!   state-change listeners; [`CircuitBreakerLayer`] pauses the consumer while it is open.
-//! - [`OffsetOps`]: reset a group's offsets (earliest, latest, datetime, offset, shift) with a
-//!   dry-run plan, refusing while the group has members; export and import; `wait_for_drain`.
-//! - [`Engine`]: the self-healing loop — [`Monitor`]s on an interval, anomalies with a grace
-//!   period, [`RecoveryAction`]s retried on the runbook policy, escalation through
-//!   [`Notifier`]s (log, webhook, SMTP with feature `smtp`), cooldowns, a "too widespread"
-//!   guard, a JSON-lines [`AuditTrail`], dry-run and graceful shutdown; health probes become
-//!   monitors with feature `health`.
-//! - `backoff-adapter` feature: schedules from a `backoff::ExponentialBackoff`.
+//!
+//! Those policies need nothing but core's pure feature set: with `default-features = false`
+//! this crate builds without rdkafka, an HTTP, TLS, YAML or SMTP client. The operator's side
+//! comes with features:
+//!
+//! - `kafka`: `OffsetOps` — reset a group's offsets (earliest, latest, datetime, offset, shift)
+//!   with a dry-run plan, refusing while the group has members; export and import;
+//!   `wait_for_drain`.
+//! - `engine` (default): `Engine`, the self-healing loop — `Monitor`s on an interval, anomalies
+//!   with a grace period, `RecoveryAction`s retried on the runbook policy, escalation through
+//!   `Notifier`s, cooldowns, a "too widespread" guard, a JSON-lines `AuditTrail`, dry-run and
+//!   graceful shutdown — with its YAML configuration and registry, and the poison-record
+//!   monitor and skip action, which dead-letter a record in core's dead-letter format so
+//!   `kafka-ops-dlq` inspects and replays it. Implies `kafka`.
+//! - `webhook` (default) and `smtp`: notifiers posting to a webhook (Slack-compatible JSON) or
+//!   sending e-mail.
+//! - `health`: `kafka-ops-health`'s probes as monitors, taking their typed reports.
+//! - `backoff-adapter`: schedules from a `backoff::ExponentialBackoff` (the `backoff` crate is
+//!   unmaintained, so it stays out of the default graph).
 //!
 //! ```
 //! use std::sync::Arc;

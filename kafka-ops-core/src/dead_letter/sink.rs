@@ -15,7 +15,7 @@ pub struct Delivered {
 }
 
 /// Stores dead-letter records durably. Object-safe. The Kafka implementation is
-/// [`KafkaDeadLetterSink`](crate::kafka::KafkaDeadLetterSink).
+/// `kafka::KafkaDeadLetterSink` (feature `kafka`).
 #[async_trait]
 pub trait DeadLetterSink: Send + Sync {
     /// Writes `letter`; returns only once it is stored (for Kafka: acknowledged by every

@@ -4,8 +4,8 @@
 //! calls block) and runs the [`Handler`] for each record, up to [`DriverConfig::max_in_flight`]
 //! at once: a handler that finishes without waiting completes right on that thread (no task, no
 //! wake-up); one that waits goes on as a tokio task; one that computes for long makes every
-//! later handler run as a task. Records may finish out of order; an
-//! [`Scheduler`](crate::scheduler::Scheduler) — pure, on core's clock, tested on its own —
+//! later handler run as a task. Records may finish out of order; a
+//! [`Scheduler`] — pure, on core's clock, tested on its own —
 //! decides what runs when and what is safe to commit, so the driver:
 //!
 //! - never commits past a record whose handling has not finished (or failed);

@@ -93,7 +93,7 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Controls a running [`Driver`] from any thread or task. Cheap to clone.
+/// Controls a running [`Driver`](super::Driver) from any thread or task. Cheap to clone.
 #[derive(Clone)]
 pub struct DriverHandle {
     pub(super) control: Arc<Control>,
@@ -115,7 +115,7 @@ impl Default for DriverHandle {
 }
 
 impl DriverHandle {
-    /// A handle for a driver not built yet (see [`Driver::with_handle`]): layers that must pause
+    /// A handle for a driver not built yet (see [`Driver::with_handle`](super::Driver::with_handle)): layers that must pause
     /// the consumer, such as a circuit breaker, take it before the driver exists. One handle
     /// controls one driver.
     pub fn new() -> Self {

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use kafka_ops_core::handler::Outcome;
 
 use crate::error::IdempotencyError;
-use crate::store::{Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome};
+use crate::store::{
+    Begin, BeginRequest, Completion, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome,
+};
 
 /// Moves the store's notion of time forward: advance a manual clock, or sleep for stores that
 /// keep server time.
@@ -70,6 +72,10 @@ pub async fn run_all(store: Arc<dyn IdempotencyStore>, time: &dyn TimePasses) {
     completed_keys_expire_after_their_ttl(store.as_ref(), time).await;
     a_different_payload_is_a_conflict(store.as_ref()).await;
     a_released_key_may_run_again(store.as_ref()).await;
+    a_batch_answers_each_key_as_it_stands(store.as_ref()).await;
+    a_key_twice_in_one_batch_is_answered_in_order(store.as_ref()).await;
+    a_batch_completes_only_for_current_tokens(store.as_ref(), time).await;
+    concurrent_batches_take_each_key_once(store.clone(), 8, 16).await;
 }
 
 /// N concurrent `begin`s on one key: exactly one acquires, the rest see it in progress.
@@ -226,6 +232,220 @@ pub async fn a_released_key_may_run_again(store: &dyn IdempotencyStore) {
     let token = acquired(store.begin(&key, A, LONG).await.expect("begin"));
     store.release(&key, token).await.expect("release");
     acquired(store.begin(&key, A, LONG).await.expect("begin again"));
+}
+
+fn request(key: &str, digest: PayloadDigest, lease: Duration) -> BeginRequest {
+    BeginRequest {
+        key: key.to_string(),
+        digest,
+        lease,
+    }
+}
+
+fn completion(key: &str, token: FencingToken) -> Completion {
+    Completion {
+        key: key.to_string(),
+        token,
+        outcome: processed(),
+        ttl: LONG,
+    }
+}
+
+fn stale(answer: &Result<(), IdempotencyError>) -> bool {
+    matches!(answer, Err(IdempotencyError::StaleToken { .. }))
+}
+
+/// One `begin_many` over a new key, a completed one, a held one and one seen with another
+/// payload answers each as `begin` would; an empty batch answers nothing.
+pub async fn a_batch_answers_each_key_as_it_stands(store: &dyn IdempotencyStore) {
+    let (fresh, done, held, other) = (key("b-new"), key("b-done"), key("b-held"), key("b-other"));
+    for k in [&done, &other] {
+        let token = acquired(store.begin(k, A, LONG).await.expect("begin"));
+        store
+            .complete(k, token, &processed(), LONG)
+            .await
+            .expect("complete");
+    }
+    acquired(store.begin(&held, A, LONG).await.expect("begin"));
+    let answers = store
+        .begin_many(&[
+            request(&fresh, A, LONG),
+            request(&done, A, LONG),
+            request(&held, A, LONG),
+            request(&other, B, LONG),
+        ])
+        .await
+        .expect("begin_many");
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    acquired(answers[0].clone());
+    assert_eq!(answers[1], Begin::Duplicate(processed()));
+    assert!(
+        matches!(answers[2], Begin::InProgress { .. }),
+        "{answers:?}"
+    );
+    assert_eq!(answers[3], Begin::Conflict);
+    // The new key is now held like any other.
+    assert!(matches!(
+        store.begin(&fresh, A, LONG).await.expect("begin"),
+        Begin::InProgress { .. }
+    ));
+    assert!(store.begin_many(&[]).await.expect("empty").is_empty());
+    assert!(store.complete_many(&[]).await.expect("empty").is_empty());
+}
+
+/// A key that appears twice in one batch is taken once: its later copies see it in progress
+/// (same payload) or in conflict (another), as if asked one after another. Completing it twice
+/// in one batch with its token is harmless; a foreign token in the same batch is refused.
+pub async fn a_key_twice_in_one_batch_is_answered_in_order(store: &dyn IdempotencyStore) {
+    let (first, second) = (key("twice-1"), key("twice-2"));
+    let answers = store
+        .begin_many(&[
+            request(&first, A, LONG),
+            request(&first, A, LONG),
+            request(&second, A, LONG),
+            request(&first, B, LONG),
+            request(&second, A, LONG),
+        ])
+        .await
+        .expect("begin_many");
+    assert_eq!(answers.len(), 5, "{answers:?}");
+    let token = acquired(answers[0].clone());
+    assert!(
+        matches!(answers[1], Begin::InProgress { .. }),
+        "{answers:?}"
+    );
+    let other = acquired(answers[2].clone());
+    assert_eq!(answers[3], Begin::Conflict);
+    assert!(
+        matches!(answers[4], Begin::InProgress { .. }),
+        "{answers:?}"
+    );
+    let foreign = FencingToken(other.0.wrapping_add(1));
+    let done = store
+        .complete_many(&[
+            completion(&first, token),
+            completion(&second, foreign),
+            completion(&first, token),
+            completion(&second, other),
+        ])
+        .await
+        .expect("complete_many");
+    assert_eq!(done.len(), 4, "{done:?}");
+    assert!(
+        done[0].is_ok() && done[2].is_ok() && done[3].is_ok(),
+        "{done:?}"
+    );
+    assert!(stale(&done[1]), "{done:?}");
+    assert_eq!(
+        store
+            .begin_many(&[request(&first, A, LONG), request(&second, A, LONG)])
+            .await
+            .expect("begin_many"),
+        vec![Begin::Duplicate(processed()), Begin::Duplicate(processed())]
+    );
+}
+
+/// Fencing holds across a batch: after a takeover, the old holder's completion in a batch is
+/// refused while the new holder's, and a current one beside it, go through; a key nobody holds
+/// is refused too.
+pub async fn a_batch_completes_only_for_current_tokens(
+    store: &dyn IdempotencyStore,
+    time: &dyn TimePasses,
+) {
+    let (lapsed, kept, untouched, unknown) = (
+        key("b-lapsed"),
+        key("b-kept"),
+        key("b-untouched"),
+        key("b-unknown"),
+    );
+    let answers = store
+        .begin_many(&[
+            request(&lapsed, A, SHORT),
+            request(&kept, A, LONG),
+            request(&untouched, A, LONG),
+        ])
+        .await
+        .expect("begin_many");
+    let tokens: Vec<FencingToken> = answers.into_iter().map(acquired).collect();
+    time.pass(SHORT + Duration::from_millis(400)).await;
+    let taken = store
+        .begin_many(&[request(&lapsed, A, LONG), request(&kept, A, LONG)])
+        .await
+        .expect("takeover");
+    let successor = acquired(taken[0].clone());
+    assert!(matches!(taken[1], Begin::InProgress { .. }), "{taken:?}");
+    assert_ne!(successor, tokens[0]);
+    let done = store
+        .complete_many(&[
+            completion(&lapsed, tokens[0]),
+            completion(&kept, tokens[1]),
+            completion(&lapsed, successor),
+            completion(&unknown, tokens[1]),
+        ])
+        .await
+        .expect("complete_many");
+    assert_eq!(done.len(), 4, "{done:?}");
+    assert!(stale(&done[0]) && stale(&done[3]), "{done:?}");
+    assert!(done[1].is_ok() && done[2].is_ok(), "{done:?}");
+    let after = store
+        .begin_many(&[
+            request(&lapsed, A, LONG),
+            request(&kept, A, LONG),
+            request(&untouched, A, LONG),
+        ])
+        .await
+        .expect("begin_many");
+    assert_eq!(after[0], Begin::Duplicate(processed()));
+    assert_eq!(after[1], Begin::Duplicate(processed()));
+    assert!(matches!(after[2], Begin::InProgress { .. }), "{after:?}");
+    store
+        .release(&untouched, tokens[2])
+        .await
+        .expect("the holder releases");
+}
+
+/// `callers` batches over the same `keys` keys, each in another order, at once: every key is
+/// taken exactly once, and no batch fails (two batches never wait on each other in a circle).
+pub async fn concurrent_batches_take_each_key_once(
+    store: Arc<dyn IdempotencyStore>,
+    callers: usize,
+    keys: usize,
+) {
+    let names: Vec<String> = (0..keys).map(|i| key(&format!("crowd-{i}"))).collect();
+    let batches: Vec<_> = (0..callers)
+        .map(|caller| {
+            let mut order = names.clone();
+            order.rotate_left(caller * 5 % keys.max(1));
+            if caller % 2 == 1 {
+                order.reverse();
+            }
+            let store = store.clone();
+            tokio::spawn(async move {
+                let requests: Vec<BeginRequest> =
+                    order.iter().map(|k| request(k, A, LONG)).collect();
+                let answers = store.begin_many(&requests).await.expect("begin_many");
+                order.into_iter().zip(answers).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut winners: std::collections::HashMap<String, usize> = Default::default();
+    for batch in batches {
+        for (k, answer) in batch.await.expect("task") {
+            match answer {
+                Begin::Acquired(_) => *winners.entry(k).or_default() += 1,
+                Begin::InProgress { .. } => {}
+                other => panic!("unexpected {other:?} for {k}"),
+            }
+        }
+    }
+    for k in &names {
+        assert_eq!(
+            winners.get(k),
+            Some(&1),
+            "{k} taken {:?} times",
+            winners.get(k)
+        );
+    }
 }
 
 /// The Redis the store tests use: `KAFKA_OPS_REDIS_URL` (the test command exports it), else the

@@ -79,6 +79,31 @@ pub enum Begin {
     Conflict,
 }
 
+/// One key for [`IdempotencyStore::begin_many`]: what [`begin`](IdempotencyStore::begin) takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeginRequest {
+    /// The namespaced key.
+    pub key: String,
+    /// The record's payload digest.
+    pub digest: PayloadDigest,
+    /// How long the key is held when acquired.
+    pub lease: Duration,
+}
+
+/// One key for [`IdempotencyStore::complete_many`]: what
+/// [`complete`](IdempotencyStore::complete) takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The key.
+    pub key: String,
+    /// The token that holds it.
+    pub token: FencingToken,
+    /// What to remember.
+    pub outcome: StoredOutcome,
+    /// How long to remember it.
+    pub ttl: Duration,
+}
+
 /// The answer to a fenced write that changed `rows` rows: done when it changed one, else the
 /// token no longer held `key`.
 #[cfg(any(feature = "redis", feature = "postgres"))]
@@ -118,6 +143,41 @@ pub trait IdempotencyStore: Send + Sync {
     /// Gives the key up so a retry may run. Fails with
     /// [`StaleToken`](IdempotencyError::StaleToken) unless `token` holds it.
     async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError>;
+
+    /// [`begin`](Self::begin) for many keys, answered in order as if one after another (a key
+    /// that appears twice is acquired at most once; its later copies see it in progress or in
+    /// conflict). Stores that talk to a server do it in one round trip; the default asks key by
+    /// key. An `Err` is the store's failure: keys before the failing one may be held, and free
+    /// themselves when their leases end.
+    async fn begin_many(&self, requests: &[BeginRequest]) -> Result<Vec<Begin>, IdempotencyError> {
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            answers.push(
+                self.begin(&request.key, request.digest, request.lease)
+                    .await?,
+            );
+        }
+        Ok(answers)
+    }
+
+    /// [`complete`](Self::complete) for many keys, in order: one answer per completion, `Ok` or
+    /// [`StaleToken`](IdempotencyError::StaleToken). Stores that talk to a server do it in one
+    /// round trip; the default completes key by key. An `Err` is the store's failure: some keys
+    /// may be completed, and completing them again with the same tokens is harmless.
+    async fn complete_many(
+        &self,
+        completions: &[Completion],
+    ) -> Result<Vec<Result<(), IdempotencyError>>, IdempotencyError> {
+        let mut answers = Vec::with_capacity(completions.len());
+        for c in completions {
+            match self.complete(&c.key, c.token, &c.outcome, c.ttl).await {
+                Err(error @ IdempotencyError::StaleToken { .. }) => answers.push(Err(error)),
+                Err(error) => return Err(error),
+                Ok(()) => answers.push(Ok(())),
+            }
+        }
+        Ok(answers)
+    }
 
     /// The store's name (metrics, logs).
     fn name(&self) -> &'static str;

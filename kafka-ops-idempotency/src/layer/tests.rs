@@ -9,11 +9,44 @@ use super::*;
 use crate::keys::{Coordinates, HeaderKey, MissingKey};
 use crate::store::memory::MemoryStore;
 
-/// Counts the store calls the layer makes, so the fast path can be seen skipping them.
-#[derive(Debug)]
+/// Counts the store calls the layer makes, so the fast path can be seen skipping them; with a
+/// remote, its begins go one round trip away, batched as the networked stores batch them.
 struct CountingStore {
-    inner: MemoryStore,
+    inner: Arc<MemoryStore>,
     begins: AtomicUsize,
+    remote: Option<crate::store::coalesce::Front>,
+}
+
+impl std::fmt::Debug for CountingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CountingStore")
+    }
+}
+
+/// The far side of a round trip: records each batch of begins and holds it until the test lets
+/// it through.
+struct Remote {
+    inner: Arc<MemoryStore>,
+    batches: std::sync::Mutex<Vec<usize>>,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl crate::store::coalesce::Batches for Remote {
+    async fn begin_many(
+        &self,
+        requests: &[crate::store::BeginRequest],
+    ) -> Result<Vec<Begin>, IdempotencyError> {
+        self.batches.lock().unwrap().push(requests.len());
+        self.gate.acquire().await.unwrap().forget();
+        self.inner.begin_many(requests).await
+    }
+    async fn complete_many(
+        &self,
+        completions: &[crate::store::Completion],
+    ) -> Result<Vec<Result<(), IdempotencyError>>, IdempotencyError> {
+        self.inner.complete_many(completions).await
+    }
 }
 
 #[async_trait]
@@ -25,7 +58,10 @@ impl IdempotencyStore for CountingStore {
         lease: Duration,
     ) -> Result<Begin, IdempotencyError> {
         self.begins.fetch_add(1, Ordering::SeqCst);
-        self.inner.begin(key, digest, lease).await
+        match &self.remote {
+            Some(front) => front.begin(key, digest, lease).await,
+            None => self.inner.begin(key, digest, lease).await,
+        }
     }
     async fn complete(
         &self,
@@ -34,7 +70,10 @@ impl IdempotencyStore for CountingStore {
         outcome: &StoredOutcome,
         ttl: Duration,
     ) -> Result<(), IdempotencyError> {
-        self.inner.complete(key, token, outcome, ttl).await
+        match &self.remote {
+            Some(front) => front.complete(key, token, outcome, ttl).await,
+            None => self.inner.complete(key, token, outcome, ttl).await,
+        }
     }
     async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError> {
         self.inner.release(key, token).await
@@ -53,8 +92,9 @@ struct Fixture {
 fn fixture() -> Fixture {
     let clock = Arc::new(ManualClock::new());
     let store = Arc::new(CountingStore {
-        inner: MemoryStore::with_clock(1_000, clock.clone()),
+        inner: Arc::new(MemoryStore::with_clock(1_000, clock.clone())),
         begins: AtomicUsize::new(0),
+        remote: None,
     });
     Fixture {
         clock,
@@ -384,4 +424,74 @@ async fn bad_input_is_a_typed_error_or_an_explicit_pass_through() {
         .handler(counting(&f.calls));
     assert_eq!(other.handle(&elsewhere).await.unwrap(), Outcome::Duplicate);
     assert_eq!(f.calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_handled_at_once_reach_the_store_in_one_round_trip() {
+    let remote = Arc::new(Remote {
+        inner: Arc::new(MemoryStore::new(1_000)),
+        batches: std::sync::Mutex::default(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let front = crate::store::coalesce::Front::new("remote", remote.clone(), 512, 1);
+    let store = Arc::new(CountingStore {
+        inner: remote.inner.clone(),
+        begins: AtomicUsize::new(0),
+        remote: Some(front.clone()),
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handler = Arc::new(
+        HandlerBuilder::new()
+            .layer(IdempotencyLayer::new(
+                store.clone(),
+                KeyPolicy::new("svc", HeaderKey("event-id".into())),
+            ))
+            .handler(counting(&calls)),
+    );
+    // A poll batch: 64 records of 64 partitions, handled at once as the driver does; the
+    // 20th is a replay of the 10th on another partition.
+    let records: Vec<Record<'static>> = (0..64)
+        .map(|i| {
+            let id = if i == 20 { 10 } else { i };
+            let mut record = event(0, &format!("e{id}"), b"x");
+            record.partition = i;
+            record
+        })
+        .collect();
+    let first = tokio::spawn({
+        let (handler, record) = (handler.clone(), records[0].clone());
+        async move { handler.handle(&record).await }
+    });
+    while remote.batches.lock().unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let rest: Vec<_> = records[1..]
+        .iter()
+        .map(|record| {
+            let (handler, record) = (handler.clone(), record.clone());
+            tokio::spawn(async move { handler.handle(&record).await })
+        })
+        .collect();
+    // The first round trip ends only once the others queued behind it.
+    while front.queued_begins() < 63 {
+        tokio::task::yield_now().await;
+    }
+    remote.gate.add_permits(2);
+    assert_eq!(first.await.unwrap().unwrap(), Outcome::Processed);
+    let mut refused = 0;
+    for handled in rest {
+        match handled.await.unwrap() {
+            Ok(outcome) => assert_eq!(outcome, Outcome::Processed),
+            Err(error) => {
+                // The replay met its twin in progress (or done): never run twice.
+                assert!(error.downcast_ref::<KeyInProgress>().is_some(), "{error}");
+                refused += 1;
+            }
+        }
+    }
+    // The first alone (the store was idle), then everything that queued behind it at once.
+    assert_eq!(*remote.batches.lock().unwrap(), vec![1, 63]);
+    assert_eq!(store.begins.load(Ordering::SeqCst), 64);
+    assert_eq!(calls.load(Ordering::SeqCst) + refused, 64);
+    assert_eq!(calls.load(Ordering::SeqCst), 63);
 }

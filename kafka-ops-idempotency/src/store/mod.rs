@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::IdempotencyError;
 
+#[cfg(any(feature = "redis", feature = "postgres", test))]
+pub(crate) mod coalesce;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -1,7 +1,15 @@
-//! The Redis store (feature `redis`): one hash per key, taken with a server-side script
-//! (`SET NX PX` semantics: the lease is the key's expiry), completed and released by scripts
-//! that check the fencing token. Leases and TTLs run on the Redis server's clock.
+//! The Redis store (feature `redis`): one string per key, `<token>|<digest>|p|<lease end>` while
+//! held and `<token>|<digest>|c|<outcome>` once done, taken with `SET NX PX GET` (the lease is
+//! the key's expiry) and completed and released by scripts that check the fencing token. Leases
+//! and TTLs run on the Redis server's clock.
+//!
+//! Many keys go in one script call: [`begin_many`](IdempotencyStore::begin_many) and
+//! [`complete_many`](IdempotencyStore::complete_many) directly, and single `begin`s and
+//! `complete`s that arrive while a call is under way (the driver runs many records at once) are
+//! sent together in the next one. All keys of one call must live on one server (no Redis
+//! Cluster across slots).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,53 +17,72 @@ use kafka_ops_core::Timestamp;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use super::{Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome};
+use super::coalesce::{Batches, Front};
+use super::{
+    Begin, BeginRequest, Completion, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome,
+};
 use crate::error::IdempotencyError;
 
+/// Takes each key that is free (absent: never seen, released, its lease or TTL over) and answers
+/// every key with what it held before, `false` when it was free.
 const BEGIN: &str = r"
-local key, token, digest, lease = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local state = redis.call('HGET', key, 'state')
-if not state then
-  redis.call('HSET', key, 'state', 'p', 'token', token, 'digest', digest, 'until', now + lease)
-  redis.call('PEXPIRE', key, lease)
-  return {'acquired'}
+local answers = {}
+for i, key in ipairs(KEYS) do
+  local token, digest, lease = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  local held = token .. '|' .. digest .. '|p|' .. (now + tonumber(lease))
+  answers[i] = redis.call('SET', key, held, 'NX', 'PX', lease, 'GET')
 end
-if redis.call('HGET', key, 'digest') ~= digest then
-  return {'conflict'}
-end
-if state == 'c' then
-  return {'duplicate', redis.call('HGET', key, 'outcome')}
-end
-return {'in_progress', redis.call('HGET', key, 'until')}
+return answers
 ";
 
+/// Marks each key done if its token still holds it; 1 when it does (also when already done with
+/// that token), else 0. `<token>|` and the 32 digits of the digest and a `|` are the head kept.
 const COMPLETE: &str = r"
-local key = KEYS[1]
-if redis.call('HGET', key, 'token') ~= ARGV[1] then
-  return 0
+local answers = {}
+for i, key in ipairs(KEYS) do
+  local prefix = ARGV[3 * i - 2] .. '|'
+  local value = redis.call('GET', key)
+  answers[i] = 0
+  if value and string.sub(value, 1, #prefix) == prefix then
+    local head = string.sub(value, 1, #prefix + 33)
+    if string.sub(value, #head + 1, #head + 1) == 'p' then
+      redis.call('SET', key, head .. 'c|' .. ARGV[3 * i - 1], 'PX', ARGV[3 * i])
+    end
+    answers[i] = 1
+  end
 end
-if redis.call('HGET', key, 'state') == 'c' then
-  return 1
-end
-redis.call('HSET', key, 'state', 'c', 'outcome', ARGV[2])
-redis.call('PEXPIRE', key, ARGV[3])
-return 1
+return answers
 ";
 
 const RELEASE: &str = r"
-local key = KEYS[1]
-if redis.call('HGET', key, 'token') ~= ARGV[1] or redis.call('HGET', key, 'state') ~= 'p' then
-  return 0
+local prefix = ARGV[1] .. '|'
+local value = redis.call('GET', KEYS[1])
+if value and string.sub(value, 1, #prefix) == prefix
+   and string.sub(value, #prefix + 34, #prefix + 34) == 'p' then
+  redis.call('DEL', KEYS[1])
+  return 1
 end
-redis.call('DEL', key)
-return 1
+return 0
 ";
 
-/// The Redis store. Cheap to clone (one multiplexed, reconnecting connection).
+/// Keys per script call: a script holds the (single-threaded) server, so a bounded one keeps
+/// other clients' latency low.
+const MAX_BATCH: usize = 256;
+/// Script calls under way at once on the multiplexed connection: one being sent or answered
+/// while another runs on the server.
+const FLIGHTS: usize = 2;
+
+/// The Redis store. Cheap to clone (one multiplexed, reconnecting connection; clones share it
+/// and batch together).
 #[derive(Clone)]
 pub struct RedisStore {
+    inner: Arc<Inner>,
+    front: Front,
+}
+
+struct Inner {
     connection: ConnectionManager,
     prefix: String,
     begin: Script,
@@ -66,7 +93,7 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.inner.prefix)
             .finish()
     }
 }
@@ -87,23 +114,134 @@ impl RedisStore {
     pub async fn connect(url: &str) -> Result<Self, IdempotencyError> {
         let client = redis::Client::open(url).map_err(failed)?;
         let connection = ConnectionManager::new(client).await.map_err(failed)?;
-        Ok(RedisStore {
+        Ok(Self::over(Inner {
             connection,
             prefix: "kafka-ops:idem:".into(),
             begin: Script::new(BEGIN),
             complete: Script::new(COMPLETE),
             release: Script::new(RELEASE),
-        })
+        }))
     }
 
     /// Stores keys under another prefix.
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
+    pub fn with_prefix(self, prefix: impl Into<String>) -> Self {
+        Self::over(Inner {
+            connection: self.inner.connection.clone(),
+            prefix: prefix.into(),
+            begin: self.inner.begin.clone(),
+            complete: self.inner.complete.clone(),
+            release: self.inner.release.clone(),
+        })
     }
 
+    fn over(inner: Inner) -> Self {
+        let inner = Arc::new(inner);
+        let front = Front::new("redis", inner.clone(), MAX_BATCH, FLIGHTS);
+        RedisStore { inner, front }
+    }
+}
+
+impl Inner {
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+}
+
+#[async_trait]
+impl Batches for Inner {
+    async fn begin_many(&self, requests: &[BeginRequest]) -> Result<Vec<Begin>, IdempotencyError> {
+        let mut answers = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(MAX_BATCH) {
+            let tokens: Vec<FencingToken> = chunk.iter().map(|_| FencingToken::random()).collect();
+            let mut call = self.begin.prepare_invoke();
+            for (request, token) in chunk.iter().zip(&tokens) {
+                call.key(self.key(&request.key))
+                    .arg(token.0)
+                    .arg(hex(request.digest))
+                    .arg(millis(request.lease));
+            }
+            let mut connection = self.connection.clone();
+            let held: Vec<Option<String>> =
+                call.invoke_async(&mut connection).await.map_err(failed)?;
+            if held.len() != chunk.len() {
+                return Err(IdempotencyError::store(
+                    "redis",
+                    format!("{} answers to {} keys", held.len(), chunk.len()),
+                ));
+            }
+            for ((request, token), held) in chunk.iter().zip(tokens).zip(held) {
+                answers.push(match held {
+                    None => Begin::Acquired(token),
+                    Some(held) => answer(&held, request.digest)?,
+                });
+            }
+        }
+        Ok(answers)
+    }
+
+    async fn complete_many(
+        &self,
+        completions: &[Completion],
+    ) -> Result<Vec<Result<(), IdempotencyError>>, IdempotencyError> {
+        let mut answers = Vec::with_capacity(completions.len());
+        for chunk in completions.chunks(MAX_BATCH) {
+            let mut call = self.complete.prepare_invoke();
+            for completion in chunk {
+                let outcome = serde_json::to_string(&completion.outcome)
+                    .map_err(|e| IdempotencyError::store("redis", e))?;
+                call.key(self.key(&completion.key))
+                    .arg(completion.token.0)
+                    .arg(outcome)
+                    .arg(millis(completion.ttl));
+            }
+            let mut connection = self.connection.clone();
+            let done: Vec<u64> = call.invoke_async(&mut connection).await.map_err(failed)?;
+            if done.len() != chunk.len() {
+                return Err(IdempotencyError::store(
+                    "redis",
+                    format!("{} answers to {} keys", done.len(), chunk.len()),
+                ));
+            }
+            answers.extend(
+                chunk
+                    .iter()
+                    .zip(done)
+                    .map(|(completion, done)| super::fenced(done, &completion.key)),
+            );
+        }
+        Ok(answers)
+    }
+}
+
+/// The digest as the store writes it: 32 hexadecimal digits.
+fn hex(digest: PayloadDigest) -> String {
+    format!("{:032x}", digest.0)
+}
+
+/// What a taken key's value (`<token>|<digest>|<state>|<rest>`) answers to a `begin` with
+/// `digest`.
+fn answer(held: &str, digest: PayloadDigest) -> Result<Begin, IdempotencyError> {
+    let malformed = || IdempotencyError::store("redis", format!("unexpected value {held:?}"));
+    let mut fields = held.splitn(4, '|');
+    let (Some(_token), Some(stored), Some(state), Some(rest)) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err(malformed());
+    };
+    if stored != hex(digest) {
+        return Ok(Begin::Conflict);
+    }
+    match state {
+        "c" => serde_json::from_str(rest)
+            .map(Begin::Duplicate)
+            .map_err(|e| IdempotencyError::store("redis", e)),
+        "p" => rest
+            .parse::<i64>()
+            .map(|until| Begin::InProgress {
+                until: Timestamp::from_millis(until),
+            })
+            .map_err(|_| malformed()),
+        _ => Err(malformed()),
     }
 }
 
@@ -115,44 +253,7 @@ impl IdempotencyStore for RedisStore {
         digest: PayloadDigest,
         lease: Duration,
     ) -> Result<Begin, IdempotencyError> {
-        let token = FencingToken::random();
-        let mut connection = self.connection.clone();
-        let answer: Vec<String> = self
-            .begin
-            .key(self.key(key))
-            .arg(token.0.to_string())
-            .arg(format!("{:032x}", digest.0))
-            .arg(millis(lease))
-            .invoke_async(&mut connection)
-            .await
-            .map_err(failed)?;
-        match answer.first().map(String::as_str) {
-            Some("acquired") => Ok(Begin::Acquired(token)),
-            Some("conflict") => Ok(Begin::Conflict),
-            Some("duplicate") => {
-                let stored = answer.get(1).ok_or_else(|| {
-                    IdempotencyError::store("redis", "duplicate without an outcome")
-                })?;
-                serde_json::from_str(stored)
-                    .map(Begin::Duplicate)
-                    .map_err(|e| IdempotencyError::store("redis", e))
-            }
-            Some("in_progress") => {
-                let until = answer
-                    .get(1)
-                    .and_then(|u| u.parse::<i64>().ok())
-                    .ok_or_else(|| {
-                        IdempotencyError::store("redis", "in progress without a lease end")
-                    })?;
-                Ok(Begin::InProgress {
-                    until: Timestamp::from_millis(until),
-                })
-            }
-            _ => Err(IdempotencyError::store(
-                "redis",
-                format!("unexpected answer {answer:?}"),
-            )),
-        }
+        self.front.begin(key, digest, lease).await
     }
 
     async fn complete(
@@ -162,31 +263,31 @@ impl IdempotencyStore for RedisStore {
         outcome: &StoredOutcome,
         ttl: Duration,
     ) -> Result<(), IdempotencyError> {
-        let outcome =
-            serde_json::to_string(outcome).map_err(|e| IdempotencyError::store("redis", e))?;
-        let mut connection = self.connection.clone();
-        let done: i64 = self
-            .complete
-            .key(self.key(key))
-            .arg(token.0.to_string())
-            .arg(outcome)
-            .arg(millis(ttl))
-            .invoke_async(&mut connection)
-            .await
-            .map_err(failed)?;
-        super::fenced(done as u64, key)
+        self.front.complete(key, token, outcome, ttl).await
     }
 
     async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError> {
-        let mut connection = self.connection.clone();
-        let done: i64 = self
+        let mut connection = self.inner.connection.clone();
+        let done: u64 = self
+            .inner
             .release
-            .key(self.key(key))
-            .arg(token.0.to_string())
+            .key(self.inner.key(key))
+            .arg(token.0)
             .invoke_async(&mut connection)
             .await
             .map_err(failed)?;
-        super::fenced(done as u64, key)
+        super::fenced(done, key)
+    }
+
+    async fn begin_many(&self, requests: &[BeginRequest]) -> Result<Vec<Begin>, IdempotencyError> {
+        self.inner.begin_many(requests).await
+    }
+
+    async fn complete_many(
+        &self,
+        completions: &[Completion],
+    ) -> Result<Vec<Result<(), IdempotencyError>>, IdempotencyError> {
+        self.inner.complete_many(completions).await
     }
 
     fn name(&self) -> &'static str {

@@ -185,7 +185,9 @@ async fn exactly_once_across_crashes() {
     kafka.create_topic(&topic, PARTITIONS).unwrap();
 
     let client = postgres_client().await;
-    PostgresStore::from_client(Arc::new(postgres_client().await))
+    PostgresStore::connect(&postgres_config())
+        .await
+        .unwrap()
         .migrate()
         .await
         .unwrap();

@@ -106,6 +106,25 @@ pub struct Completion {
     pub ttl: Duration,
 }
 
+/// Positions `0..keys.len()` in rounds in which no key appears twice, keeping order: a key's
+/// k-th occurrence goes into round k. A store whose one statement cannot touch a key twice (SQL's
+/// `ON CONFLICT DO UPDATE`) runs the rounds one after another, which is what answering the keys
+/// one by one in order would do.
+#[cfg(any(feature = "postgres", test))]
+pub(crate) fn rounds<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<Vec<usize>> {
+    let mut seen: foldhash::HashMap<&str, usize> = foldhash::HashMap::default();
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (position, key) in keys.into_iter().enumerate() {
+        let occurrence = seen.entry(key).or_insert(0);
+        if rounds.len() <= *occurrence {
+            rounds.push(Vec::new());
+        }
+        rounds[*occurrence].push(position);
+        *occurrence += 1;
+    }
+    rounds
+}
+
 /// The answer to a fenced write that changed `rows` rows: done when it changed one, else the
 /// token no longer held `key`.
 #[cfg(any(feature = "redis", feature = "postgres"))]
@@ -183,4 +202,16 @@ pub trait IdempotencyStore: Send + Sync {
 
     /// The store's name (metrics, logs).
     fn name(&self) -> &'static str;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rounds_keep_order_and_put_each_repeat_in_the_next_round() {
+        assert_eq!(
+            super::rounds(["a", "b", "a", "c", "a", "b"]),
+            vec![vec![0, 1, 3], vec![2, 5], vec![4]]
+        );
+        assert!(super::rounds([]).is_empty());
+    }
 }

@@ -1,25 +1,40 @@
 //! The PostgreSQL store (feature `postgres`) and its inbox.
 //!
-//! One row per key in a table created by [`MIGRATION`]. Taking a key is one
-//! `INSERT … ON CONFLICT DO UPDATE … WHERE <expired>` (atomic under concurrency); completion and
-//! release are updates conditioned on the fencing token. Leases and TTLs run on the database's
-//! clock (`now()`).
+//! One row per key in a table created by [`MIGRATION`]. Taking keys is one
+//! `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE … WHERE <expired>` for a whole batch
+//! (atomic under concurrency), which also reads back what it did not take; completion is one
+//! `UPDATE … FROM unnest(…)` conditioned on the fencing tokens, release a `DELETE` conditioned on
+//! one. Leases and TTLs run on the database's clock (`now()`).
+//!
+//! The store keeps a pool of connections ([`deadpool_postgres`]); single `begin`s and
+//! `complete`s that arrive while the pool's connections are busy wait and go in the next
+//! statement together, so many records running at once cost a few statements, not one each.
 //!
 //! The **inbox**: a handler that writes to the same database completes its key inside its own
 //! transaction with [`PostgresStore::complete_in`], so its writes and the "done" mark commit
 //! together — after a crash either both happened or neither did, which is the only way to get
 //! exactly-once side effects.
 
+use std::collections::HashSet;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use kafka_ops_core::Timestamp;
-use tokio_postgres::{Client, GenericClient, NoTls};
+use tokio_postgres::{GenericClient, NoTls, Row, Statement};
 
-use super::{Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome};
+use super::coalesce::{Batches, Front};
+use super::{
+    Begin, BeginRequest, Completion, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome,
+};
 use crate::error::IdempotencyError;
 use crate::layer::Claim;
+
+/// The pool crate, for building a pool of your own (TLS, another size) for
+/// [`PostgresStore::from_pool`].
+pub use deadpool_postgres;
 
 /// The table the store uses; run it once (it is idempotent), or let [`PostgresStore::migrate`].
 pub const MIGRATION: &str = r"
@@ -35,20 +50,42 @@ CREATE TABLE IF NOT EXISTS kafka_ops_idempotency (
 CREATE INDEX IF NOT EXISTS kafka_ops_idempotency_expires_at ON kafka_ops_idempotency (expires_at);
 ";
 
-const BEGIN: &str = r"
-INSERT INTO kafka_ops_idempotency AS t (key, state, token, digest, lease_until)
-VALUES ($1, 'in_progress', $2, $3, now() + make_interval(secs => $4))
-ON CONFLICT (key) DO UPDATE
-    SET state = 'in_progress', token = EXCLUDED.token, digest = EXCLUDED.digest,
-        lease_until = EXCLUDED.lease_until, outcome = NULL, expires_at = NULL
-    WHERE (t.state = 'in_progress' AND t.lease_until <= now())
-       OR (t.state = 'completed' AND t.expires_at <= now())
-RETURNING token
-";
+/// Takes every key of the batch that is free or expired (in the order of their bytes, as every
+/// batch locks them, so two batches never wait on each other in a circle), and answers each key
+/// in input order: taken, or the row as it stood when the statement began. A row missing from
+/// that snapshot, or expired there yet not taken, changed under the statement: ask again.
+const BEGIN: &str = r#"
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::float8[])
+        WITH ORDINALITY AS i(key, token, digest, lease, n)
+), taken AS (
+    INSERT INTO kafka_ops_idempotency AS t (key, state, token, digest, lease_until)
+    SELECT key, 'in_progress', token, digest, now() + make_interval(secs => lease)
+    FROM input ORDER BY key COLLATE "C"
+    ON CONFLICT (key) DO UPDATE
+        SET state = 'in_progress', token = EXCLUDED.token, digest = EXCLUDED.digest,
+            lease_until = EXCLUDED.lease_until, outcome = NULL, expires_at = NULL
+        WHERE (t.state = 'in_progress' AND t.lease_until <= now())
+           OR (t.state = 'completed' AND t.expires_at <= now())
+    RETURNING t.key
+)
+SELECT i.n, taken.key IS NOT NULL, e.state, e.digest, e.outcome::text,
+       (extract(epoch FROM e.lease_until) * 1000)::int8,
+       coalesce(CASE e.state WHEN 'completed' THEN e.expires_at ELSE e.lease_until END <= now(),
+                false)
+FROM input i
+LEFT JOIN taken ON taken.key = i.key
+LEFT JOIN kafka_ops_idempotency e ON e.key = i.key AND taken.key IS NULL
+ORDER BY i.n
+"#;
 
-const EXISTING: &str = r"
-SELECT state, digest, outcome::text, (extract(epoch FROM lease_until) * 1000)::bigint
-FROM kafka_ops_idempotency WHERE key = $1
+/// Completes every key whose token still holds it; returns those keys.
+const COMPLETE_MANY: &str = r"
+UPDATE kafka_ops_idempotency AS t
+SET state = 'completed', outcome = i.outcome::jsonb, expires_at = now() + make_interval(secs => i.ttl)
+FROM unnest($1::text[], $2::int8[], $3::text[], $4::float8[]) AS i(key, token, outcome, ttl)
+WHERE t.key = i.key AND t.token = i.token
+RETURNING t.key
 ";
 
 const COMPLETE: &str = r"
@@ -69,53 +106,80 @@ WHERE (state = 'completed' AND expires_at <= now())
    OR (state = 'in_progress' AND lease_until <= now() - interval '1 day')
 ";
 
-fn failed(error: tokio_postgres::Error) -> IdempotencyError {
+/// Keys per statement when single calls are batched.
+const MAX_BATCH: usize = 512;
+/// Connections of the pool [`PostgresStore::connect`] makes.
+const POOL_SIZE: usize = 4;
+/// Times a batch asks again for keys that changed under its statement.
+const ATTEMPTS: usize = 5;
+
+fn failed(error: impl Into<kafka_ops_core::BoxError>) -> IdempotencyError {
     IdempotencyError::store("postgres", error)
 }
 
-/// The PostgreSQL store. Cheap to clone.
+/// The PostgreSQL store. Cheap to clone (clones share the pool and batch together).
 #[derive(Clone)]
 pub struct PostgresStore {
-    client: Arc<Client>,
+    pool: Pool,
+    front: Front,
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PostgresStore")
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool.status())
+            .finish()
     }
 }
 
+/// The pool, taking many keys a statement.
+struct Statements(Pool);
+
 impl PostgresStore {
-    /// Connects without TLS (`host=… port=… dbname=… user=…`); for TLS, connect yourself and use
-    /// [`from_client`](Self::from_client).
+    /// Connects without TLS (`host=… port=… dbname=… user=…`) with a pool of 4 connections, and
+    /// checks that the database answers; for TLS or another size, build a pool yourself and use
+    /// [`from_pool`](Self::from_pool).
     pub async fn connect(config: &str) -> Result<Self, IdempotencyError> {
-        let (client, connection) = tokio_postgres::connect(config, NoTls)
-            .await
+        let config = tokio_postgres::Config::from_str(config).map_err(failed)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
             .map_err(failed)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::error!(%error, "idempotency store connection failed");
-            }
-        });
-        Ok(Self::from_client(Arc::new(client)))
+        // Fail here, not at the first record, when the database does not answer.
+        drop(pool.get().await.map_err(failed)?);
+        Ok(Self::from_pool(pool))
     }
 
-    /// A store over a connected client.
-    pub fn from_client(client: Arc<Client>) -> Self {
-        PostgresStore { client }
+    /// A store over a pool; single calls are batched into at most one statement per connection
+    /// at a time.
+    pub fn from_pool(pool: Pool) -> Self {
+        let flights = pool.status().max_size;
+        let front = Front::new(
+            "postgres",
+            Arc::new(Statements(pool.clone())),
+            MAX_BATCH,
+            flights,
+        );
+        PostgresStore { pool, front }
     }
 
     /// Creates the table if it is missing.
     pub async fn migrate(&self) -> Result<(), IdempotencyError> {
-        self.client.batch_execute(MIGRATION).await.map_err(failed)
+        let client = self.pool.get().await.map_err(failed)?;
+        client.batch_execute(MIGRATION).await.map_err(failed)
     }
 
     /// Deletes expired rows; returns how many.
     pub async fn purge_expired(&self) -> Result<u64, IdempotencyError> {
-        self.client
-            .execute(PURGE_EXPIRED, &[])
-            .await
-            .map_err(failed)
+        let client = self.pool.get().await.map_err(failed)?;
+        client.execute(PURGE_EXPIRED, &[]).await.map_err(failed)
     }
 
     /// Completes `claim` inside the handler's own transaction (or any client of the same
@@ -126,27 +190,155 @@ impl PostgresStore {
         claim: &Claim,
         outcome: &StoredOutcome,
     ) -> Result<(), IdempotencyError> {
-        complete_with(client, &claim.key, claim.token, outcome, claim.ttl).await
+        let outcome = serde_json::to_string(outcome).map_err(failed)?;
+        let updated = client
+            .execute(
+                COMPLETE,
+                &[
+                    &claim.key,
+                    &(claim.token.0 as i64),
+                    &outcome,
+                    &claim.ttl.as_secs_f64(),
+                ],
+            )
+            .await
+            .map_err(failed)?;
+        super::fenced(updated, &claim.key)
     }
 }
 
-async fn complete_with<C: GenericClient + Sync>(
-    client: &C,
-    key: &str,
-    token: FencingToken,
-    outcome: &StoredOutcome,
-    ttl: Duration,
-) -> Result<(), IdempotencyError> {
-    let outcome =
-        serde_json::to_string(outcome).map_err(|e| IdempotencyError::store("postgres", e))?;
-    let updated = client
-        .execute(
-            COMPLETE,
-            &[&key, &(token.0 as i64), &outcome, &ttl.as_secs_f64()],
-        )
+/// One [`BEGIN`] over the distinct keys at `pending`: answers what it can into `answers` and
+/// returns the positions whose rows changed under it.
+async fn take(
+    client: &deadpool_postgres::Client,
+    statement: &Statement,
+    requests: &[BeginRequest],
+    mut pending: Vec<usize>,
+    answers: &mut [Option<Begin>],
+) -> Result<Vec<usize>, IdempotencyError> {
+    pending.sort_by(|a, b| requests[*a].key.cmp(&requests[*b].key));
+    let batch: Vec<&BeginRequest> = pending.iter().map(|p| &requests[*p]).collect();
+    let tokens: Vec<FencingToken> = batch.iter().map(|_| FencingToken::random()).collect();
+    let keys: Vec<&str> = batch.iter().map(|r| r.key.as_str()).collect();
+    let token_ids: Vec<i64> = tokens.iter().map(|t| t.0 as i64).collect();
+    let digests: Vec<Vec<u8>> = batch.iter().map(|r| r.digest.to_bytes().to_vec()).collect();
+    let leases: Vec<f64> = batch.iter().map(|r| r.lease.as_secs_f64()).collect();
+    let rows = client
+        .query(statement, &[&keys, &token_ids, &digests, &leases])
         .await
         .map_err(failed)?;
-    super::fenced(updated, key)
+    let mut changed = Vec::new();
+    for row in rows {
+        let index = usize::try_from(row.get::<_, i64>(0) - 1).map_err(failed)?;
+        let (Some(position), Some(token)) = (pending.get(index), tokens.get(index)) else {
+            return Err(failed(format!("row {index} of {} keys", pending.len())));
+        };
+        match answer(&row, requests[*position].digest, *token)? {
+            Some(begin) => answers[*position] = Some(begin),
+            None => changed.push(*position),
+        }
+    }
+    Ok(changed)
+}
+
+#[async_trait]
+impl Batches for Statements {
+    /// Takes the keys of `requests` in as few statements as their repeats allow (one when no key
+    /// repeats and none changes under it).
+    async fn begin_many(&self, requests: &[BeginRequest]) -> Result<Vec<Begin>, IdempotencyError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.0.get().await.map_err(failed)?;
+        let statement = client.prepare_cached(BEGIN).await.map_err(failed)?;
+        let mut answers: Vec<Option<Begin>> = vec![None; requests.len()];
+        for mut pending in super::rounds(requests.iter().map(|r| r.key.as_str())) {
+            for _ in 0..ATTEMPTS {
+                if pending.is_empty() {
+                    break;
+                }
+                pending = take(&client, &statement, requests, pending, &mut answers).await?;
+            }
+            if let Some(position) = pending.first() {
+                return Err(failed(format!(
+                    "key {} kept changing under begin",
+                    requests[*position].key
+                )));
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.ok_or_else(|| failed("a key was not answered")))
+            .collect()
+    }
+
+    /// Completes the keys of `completions`, one statement per round of distinct keys.
+    async fn complete_many(
+        &self,
+        completions: &[Completion],
+    ) -> Result<Vec<Result<(), IdempotencyError>>, IdempotencyError> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.0.get().await.map_err(failed)?;
+        let statement = client.prepare_cached(COMPLETE_MANY).await.map_err(failed)?;
+        let mut done = vec![false; completions.len()];
+        for mut round in super::rounds(completions.iter().map(|c| c.key.as_str())) {
+            // Locked in the order of their bytes, as `begin` locks them.
+            round.sort_by(|a, b| completions[*a].key.cmp(&completions[*b].key));
+            let batch: Vec<&Completion> = round.iter().map(|p| &completions[*p]).collect();
+            let keys: Vec<&str> = batch.iter().map(|c| c.key.as_str()).collect();
+            let tokens: Vec<i64> = batch.iter().map(|c| c.token.0 as i64).collect();
+            let outcomes = batch
+                .iter()
+                .map(|c| serde_json::to_string(&c.outcome))
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(failed)?;
+            let ttls: Vec<f64> = batch.iter().map(|c| c.ttl.as_secs_f64()).collect();
+            let rows = client
+                .query(&statement, &[&keys, &tokens, &outcomes, &ttls])
+                .await
+                .map_err(failed)?;
+            let completed: HashSet<&str> = rows.iter().map(|row| row.get::<_, &str>(0)).collect();
+            for position in round {
+                done[position] = completed.contains(completions[position].key.as_str());
+            }
+        }
+        Ok(completions
+            .iter()
+            .zip(done)
+            .map(|(c, done)| super::fenced(u64::from(done), &c.key))
+            .collect())
+    }
+}
+
+/// One key's row of [`BEGIN`]: its answer, or none when it changed under the statement.
+fn answer(
+    row: &Row,
+    digest: PayloadDigest,
+    token: FencingToken,
+) -> Result<Option<Begin>, IdempotencyError> {
+    if row.get::<_, bool>(1) {
+        return Ok(Some(Begin::Acquired(token)));
+    }
+    let (Some(state), false) = (row.get::<_, Option<&str>>(2), row.get::<_, bool>(6)) else {
+        return Ok(None);
+    };
+    let stored: Option<&[u8]> = row.get(3);
+    if stored.and_then(PayloadDigest::from_bytes) != Some(digest) {
+        return Ok(Some(Begin::Conflict));
+    }
+    if state == "completed" {
+        let outcome: Option<&str> = row.get(4);
+        let outcome = outcome.ok_or_else(|| failed("completed without an outcome"))?;
+        return serde_json::from_str(outcome)
+            .map(|o| Some(Begin::Duplicate(o)))
+            .map_err(failed);
+    }
+    let until: Option<i64> = row.get(5);
+    Ok(Some(Begin::InProgress {
+        until: Timestamp::from_millis(until.unwrap_or_default()),
+    }))
 }
 
 #[async_trait]
@@ -157,56 +349,7 @@ impl IdempotencyStore for PostgresStore {
         digest: PayloadDigest,
         lease: Duration,
     ) -> Result<Begin, IdempotencyError> {
-        let digest_bytes = digest.to_bytes().to_vec();
-        // A row released between the insert and the read: ask again.
-        for _ in 0..5 {
-            let token = FencingToken::random();
-            let taken = self
-                .client
-                .query_opt(
-                    BEGIN,
-                    &[&key, &(token.0 as i64), &digest_bytes, &lease.as_secs_f64()],
-                )
-                .await
-                .map_err(failed)?;
-            if taken.is_some() {
-                return Ok(Begin::Acquired(token));
-            }
-            let Some(row) = self
-                .client
-                .query_opt(EXISTING, &[&key])
-                .await
-                .map_err(failed)?
-            else {
-                continue;
-            };
-            let state: String = row.get(0);
-            let stored: Vec<u8> = row.get(1);
-            if PayloadDigest::from_bytes(&stored) != Some(digest) {
-                return Ok(Begin::Conflict);
-            }
-            return match state.as_str() {
-                "completed" => {
-                    let outcome: Option<String> = row.get(2);
-                    let outcome = outcome.ok_or_else(|| {
-                        IdempotencyError::store("postgres", "completed without an outcome")
-                    })?;
-                    serde_json::from_str(&outcome)
-                        .map(Begin::Duplicate)
-                        .map_err(|e| IdempotencyError::store("postgres", e))
-                }
-                _ => {
-                    let until: Option<i64> = row.get(3);
-                    Ok(Begin::InProgress {
-                        until: Timestamp::from_millis(until.unwrap_or_default()),
-                    })
-                }
-            };
-        }
-        Err(IdempotencyError::store(
-            "postgres",
-            format!("key {key} kept changing under begin"),
-        ))
+        self.front.begin(key, digest, lease).await
     }
 
     async fn complete(
@@ -216,16 +359,29 @@ impl IdempotencyStore for PostgresStore {
         outcome: &StoredOutcome,
         ttl: Duration,
     ) -> Result<(), IdempotencyError> {
-        complete_with(self.client.as_ref(), key, token, outcome, ttl).await
+        self.front.complete(key, token, outcome, ttl).await
     }
 
     async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError> {
-        let deleted = self
-            .client
+        let client = self.pool.get().await.map_err(failed)?;
+        let deleted = client
             .execute(RELEASE, &[&key, &(token.0 as i64)])
             .await
             .map_err(failed)?;
         super::fenced(deleted, key)
+    }
+
+    async fn begin_many(&self, requests: &[BeginRequest]) -> Result<Vec<Begin>, IdempotencyError> {
+        Statements(self.pool.clone()).begin_many(requests).await
+    }
+
+    async fn complete_many(
+        &self,
+        completions: &[Completion],
+    ) -> Result<Vec<Result<(), IdempotencyError>>, IdempotencyError> {
+        Statements(self.pool.clone())
+            .complete_many(completions)
+            .await
     }
 
     fn name(&self) -> &'static str {

@@ -1,16 +1,17 @@
-//! The Redis store (feature `redis`): one string per key, `<token>|<digest>|p|<lease end>` while
-//! held and `<token>|<digest>|c|<outcome>` once done, taken with `SET NX PX GET` (the lease is
-//! the key's expiry) and completed and released by scripts that check the fencing token. Leases
-//! and TTLs run on the Redis server's clock.
+//! The Redis store (feature `redis`): one string per key, `<token>|<digest>|p` while held and
+//! `<token>|<digest>|c|<outcome>` once done. Taking a key is a plain `SET NX PX GET` (the lease
+//! is the key's expiry; what the key held comes back in the same command); completion and
+//! release are scripts that check the fencing token. Leases and TTLs run on the Redis server's
+//! clock; a holder's lease end is reported from the key's remaining time.
 //!
-//! Many keys go in one script call: [`begin_many`](IdempotencyStore::begin_many) and
-//! [`complete_many`](IdempotencyStore::complete_many) directly, and single `begin`s and
-//! `complete`s that arrive while a call is under way (the driver runs many records at once) are
-//! sent together in the next one. All keys of one call must live on one server (no Redis
-//! Cluster across slots).
+//! Many keys go in one round trip: [`begin_many`](IdempotencyStore::begin_many) pipelines its
+//! `SET`s and [`complete_many`](IdempotencyStore::complete_many) is one script call, and single
+//! `begin`s and `complete`s that arrive while a call is under way (the driver runs many records
+//! at once) are sent together in the next one. All keys of one call must live on one server (no
+//! Redis Cluster across slots).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use kafka_ops_core::Timestamp;
@@ -23,27 +24,15 @@ use super::{
 };
 use crate::error::IdempotencyError;
 
-/// Takes each key that is free (absent: never seen, released, its lease or TTL over) and answers
-/// every key with what it held before, `false` when it was free.
-const BEGIN: &str = r"
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local answers = {}
-for i, key in ipairs(KEYS) do
-  local token, digest, lease = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
-  local held = token .. '|' .. digest .. '|p|' .. (now + tonumber(lease))
-  answers[i] = redis.call('SET', key, held, 'NX', 'PX', lease, 'GET')
-end
-return answers
-";
-
 /// Marks each key done if its token still holds it; 1 when it does (also when already done with
-/// that token), else 0. `<token>|` and the 32 digits of the digest and a `|` are the head kept.
+/// that token), else 0. One `MGET` reads every key: a command from a script costs about as much
+/// as the work it does. `<token>|`, the 32 digits of the digest and a `|` are the head kept.
 const COMPLETE: &str = r"
+local values = redis.call('MGET', unpack(KEYS))
 local answers = {}
 for i, key in ipairs(KEYS) do
   local prefix = ARGV[3 * i - 2] .. '|'
-  local value = redis.call('GET', key)
+  local value = values[i]
   answers[i] = 0
   if value and string.sub(value, 1, #prefix) == prefix then
     local head = string.sub(value, 1, #prefix + 33)
@@ -85,7 +74,6 @@ pub struct RedisStore {
 struct Inner {
     connection: ConnectionManager,
     prefix: String,
-    begin: Script,
     complete: Script,
     release: Script,
 }
@@ -117,7 +105,6 @@ impl RedisStore {
         Ok(Self::over(Inner {
             connection,
             prefix: "kafka-ops:idem:".into(),
-            begin: Script::new(BEGIN),
             complete: Script::new(COMPLETE),
             release: Script::new(RELEASE),
         }))
@@ -128,7 +115,6 @@ impl RedisStore {
         Self::over(Inner {
             connection: self.inner.connection.clone(),
             prefix: prefix.into(),
-            begin: self.inner.begin.clone(),
             complete: self.inner.complete.clone(),
             release: self.inner.release.clone(),
         })
@@ -145,36 +131,76 @@ impl Inner {
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
+
+    /// When the leases of the keys at `positions`, held by others, end: now plus what remains
+    /// of each on the server (now, when the key went meanwhile). A second round trip, only for
+    /// keys found in progress.
+    async fn lease_ends(
+        &self,
+        requests: &[BeginRequest],
+        positions: &[usize],
+        answers: &mut [Begin],
+    ) -> Result<(), IdempotencyError> {
+        let mut pipe = redis::pipe();
+        for position in positions {
+            pipe.cmd("PTTL").arg(self.key(&requests[*position].key));
+        }
+        let mut connection = self.connection.clone();
+        let remaining: Vec<i64> = pipe.query_async(&mut connection).await.map_err(failed)?;
+        let now = Timestamp::from_system_time(SystemTime::now());
+        for (position, remaining) in positions.iter().zip(remaining) {
+            answers[*position] = Begin::InProgress {
+                until: Timestamp::from_millis(now.as_millis() + remaining.max(0)),
+            };
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl Batches for Inner {
     async fn begin_many(&self, requests: &[BeginRequest]) -> Result<Vec<Begin>, IdempotencyError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tokens: Vec<FencingToken> = requests.iter().map(|_| FencingToken::random()).collect();
+        let mut pipe = redis::pipe();
+        for (request, token) in requests.iter().zip(&tokens) {
+            pipe.cmd("SET")
+                .arg(self.key(&request.key))
+                .arg(format!("{}|{}|p", token.0, hex(request.digest)))
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(request.lease))
+                .arg("GET");
+        }
+        let mut connection = self.connection.clone();
+        let held: Vec<Option<String>> = pipe.query_async(&mut connection).await.map_err(failed)?;
+        if held.len() != requests.len() {
+            return Err(IdempotencyError::store(
+                "redis",
+                format!("{} answers to {} keys", held.len(), requests.len()),
+            ));
+        }
         let mut answers = Vec::with_capacity(requests.len());
-        for chunk in requests.chunks(MAX_BATCH) {
-            let tokens: Vec<FencingToken> = chunk.iter().map(|_| FencingToken::random()).collect();
-            let mut call = self.begin.prepare_invoke();
-            for (request, token) in chunk.iter().zip(&tokens) {
-                call.key(self.key(&request.key))
-                    .arg(token.0)
-                    .arg(hex(request.digest))
-                    .arg(millis(request.lease));
-            }
-            let mut connection = self.connection.clone();
-            let held: Vec<Option<String>> =
-                call.invoke_async(&mut connection).await.map_err(failed)?;
-            if held.len() != chunk.len() {
-                return Err(IdempotencyError::store(
-                    "redis",
-                    format!("{} answers to {} keys", held.len(), chunk.len()),
-                ));
-            }
-            for ((request, token), held) in chunk.iter().zip(tokens).zip(held) {
-                answers.push(match held {
-                    None => Begin::Acquired(token),
-                    Some(held) => answer(&held, request.digest)?,
-                });
-            }
+        let mut held_elsewhere = Vec::new();
+        for (position, ((request, token), held)) in
+            requests.iter().zip(tokens).zip(held).enumerate()
+        {
+            answers.push(match held {
+                None => Begin::Acquired(token),
+                Some(held) => {
+                    let answer = answer(&held, request.digest)?;
+                    if matches!(answer, Begin::InProgress { .. }) {
+                        held_elsewhere.push(position);
+                    }
+                    answer
+                }
+            });
+        }
+        if !held_elsewhere.is_empty() {
+            self.lease_ends(requests, &held_elsewhere, &mut answers)
+                .await?;
         }
         Ok(answers)
     }
@@ -218,29 +244,25 @@ fn hex(digest: PayloadDigest) -> String {
     format!("{:032x}", digest.0)
 }
 
-/// What a taken key's value (`<token>|<digest>|<state>|<rest>`) answers to a `begin` with
-/// `digest`.
+/// What a taken key's value (`<token>|<digest>|<state>[|<outcome>]`) answers to a `begin` with
+/// `digest`; a key in progress answers with a lease end still to be read.
 fn answer(held: &str, digest: PayloadDigest) -> Result<Begin, IdempotencyError> {
     let malformed = || IdempotencyError::store("redis", format!("unexpected value {held:?}"));
     let mut fields = held.splitn(4, '|');
-    let (Some(_token), Some(stored), Some(state), Some(rest)) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
+    let (Some(_token), Some(stored), Some(state)) = (fields.next(), fields.next(), fields.next())
     else {
         return Err(malformed());
     };
     if stored != hex(digest) {
         return Ok(Begin::Conflict);
     }
-    match state {
-        "c" => serde_json::from_str(rest)
+    match (state, fields.next()) {
+        ("c", Some(outcome)) => serde_json::from_str(outcome)
             .map(Begin::Duplicate)
             .map_err(|e| IdempotencyError::store("redis", e)),
-        "p" => rest
-            .parse::<i64>()
-            .map(|until| Begin::InProgress {
-                until: Timestamp::from_millis(until),
-            })
-            .map_err(|_| malformed()),
+        ("p", None) => Ok(Begin::InProgress {
+            until: Timestamp::from_millis(0),
+        }),
         _ => Err(malformed()),
     }
 }

@@ -508,10 +508,12 @@ pub(crate) fn controller_id<C: ClientContext>(
     (id >= 0).then_some(id)
 }
 
+mod batch;
 mod groups;
 #[cfg(feature = "testkit")]
 pub(crate) mod mock;
 
+pub(crate) use batch::{ConsumerQueue, Delivery, MessageBatch};
 pub(crate) use groups::{
     DescribedGroup, describe_consumer_groups, list_consumer_group_offsets, list_consumer_groups,
 };

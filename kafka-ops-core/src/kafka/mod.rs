@@ -24,7 +24,7 @@ use crate::types::{Offset, Timestamp};
 
 pub use cluster::{DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT, KafkaCluster};
 pub use dead_letter_sink::KafkaDeadLetterSink;
-pub use producer::{AckedProducer, Outgoing};
+pub use producer::{Ack, AckedProducer, Outgoing};
 pub use reader::{Range, RangeReader, Step};
 
 /// Commits `offsets` for the group `consumer_config` names, without joining the group, as

@@ -2,11 +2,16 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
+use tokio::sync::oneshot;
 
 use crate::dead_letter::Delivered;
 use crate::error::Error;
@@ -37,10 +42,12 @@ pub struct Outgoing<'a> {
 /// are dropped, SASL/TLS settings pass through.
 ///
 /// [`send`](Self::send) enqueues and returns the acknowledgement to await, so callers keep many
-/// records in flight; a full local queue is waited out, never reported as a failure. Dropping
-/// the producer purges what is still queued: [`flush`](Self::flush) first.
+/// records in flight; [`send_tracked`](Self::send_tracked) tags a record instead and
+/// [`take_answers`](Self::take_answers) collects the answers in bulk, for writers of many
+/// records that need no future per record. A full local queue is waited out, never reported as
+/// a failure. Dropping the producer purges what is still queued: [`flush`](Self::flush) first.
 pub struct AckedProducer {
-    producer: FutureProducer,
+    producer: ThreadedProducer<AckContext>,
     delivery_timeout: Duration,
     max_record_bytes: usize,
 }
@@ -101,7 +108,7 @@ impl AckedProducer {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_000_000);
         let producer = config
-            .create()
+            .create_with_context(AckContext::default())
             .map_err(|e| kafka_error("create producer", e))?;
         Ok(AckedProducer {
             producer,
@@ -124,12 +131,42 @@ impl AckedProducer {
     /// [`Error::NotAcknowledged`] once the producer gave up. Blocks (briefly, serving
     /// deliveries) while the local queue is full; call from a blocking thread when that matters,
     /// or await acknowledgements as they come.
-    pub fn send(
-        &self,
-        record: Outgoing<'_>,
-    ) -> Result<impl Future<Output = Result<Delivered, Error>> + Send + use<>, Error> {
-        let mut out =
-            FutureRecord::<[u8], [u8]>::to(record.topic).headers(owned_headers(record.headers));
+    pub fn send(&self, record: Outgoing<'_>) -> Result<Ack, Error> {
+        let (sender, answer) = oneshot::channel();
+        let slot = lock(&self.producer.context().waiting).insert(sender);
+        if let Err(error) = self.enqueue(record, slot << 1) {
+            lock(&self.producer.context().waiting).take(slot);
+            return Err(error);
+        }
+        Ok(Ack { answer })
+    }
+
+    /// Enqueues `record` tagged `tag` (below 2^63); its answer is collected by
+    /// [`take_answers`](Self::take_answers). Blocks like [`send`](Self::send) while the local
+    /// queue is full.
+    pub fn send_tracked(&self, record: Outgoing<'_>, tag: u64) -> Result<(), Error> {
+        let tag = usize::try_from(tag)
+            .ok()
+            .filter(|tag| *tag <= usize::MAX >> 1)
+            .ok_or_else(|| Error::InvalidInput(format!("tag {tag} is too large")))?;
+        self.enqueue(record, (tag << 1) | 1)
+    }
+
+    /// Moves the answers of tracked records that arrived since the last call into `into`, each
+    /// with its tag, in the order they arrived (records of one partition are answered in the
+    /// order they were sent).
+    pub fn take_answers(&self, into: &mut Vec<(u64, Result<Delivered, Error>)>) {
+        let mut answers = lock(&self.producer.context().answers);
+        if into.is_empty() {
+            std::mem::swap(into, &mut answers);
+        } else {
+            into.append(&mut answers);
+        }
+    }
+
+    fn enqueue(&self, record: Outgoing<'_>, opaque: usize) -> Result<(), Error> {
+        let mut out = BaseRecord::<[u8], [u8], usize>::with_opaque_to(record.topic, opaque)
+            .headers(owned_headers(record.headers));
         if let Some(partition) = record.partition {
             out = out.partition(partition);
         }
@@ -142,9 +179,9 @@ impl AckedProducer {
         if let Some(time) = record.timestamp {
             out = out.timestamp(time.as_millis());
         }
-        let delivery = loop {
-            match self.producer.send_result(out) {
-                Ok(delivery) => break delivery,
+        loop {
+            match self.producer.send(out) {
+                Ok(()) => return Ok(()),
                 Err((error, back))
                     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
                 {
@@ -154,8 +191,7 @@ impl AckedProducer {
                 }
                 Err((error, _)) => return Err(kafka_error("produce", error)),
             }
-        };
-        Ok(acknowledged(record.topic.to_string(), delivery))
+        }
     }
 
     /// Sends `record` and waits for its acknowledgement.
@@ -186,19 +222,99 @@ impl AckedProducer {
     }
 }
 
-async fn acknowledged(topic: String, delivery: DeliveryFuture) -> Result<Delivered, Error> {
-    match delivery.await {
-        Ok(Ok(delivered)) => Ok(Delivered {
-            partition: delivered.partition,
-            offset: delivered.offset,
-        }),
-        Ok(Err((error, _))) => Err(Error::NotAcknowledged {
-            topic,
-            source: Box::new(kafka_error("produce", error)),
-        }),
-        Err(_cancelled) => Err(Error::NotAcknowledged {
-            topic,
-            source: "the producer went away before acknowledging".into(),
-        }),
+/// The acknowledgement of one record [`AckedProducer::send`] enqueued: resolves to where the
+/// record was stored, or [`Error::NotAcknowledged`]. It needs no waker to make progress (the
+/// producer's own thread serves deliveries), so a caller may also check it without awaiting.
+#[must_use = "a record is stored only once its acknowledgement says so"]
+pub struct Ack {
+    answer: oneshot::Receiver<Result<Delivered, Error>>,
+}
+
+impl fmt::Debug for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Ack")
     }
+}
+
+impl Future for Ack {
+    type Output = Result<Delivered, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.answer).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| {
+                Err(Error::NotAcknowledged {
+                    topic: String::new(),
+                    source: "the producer went away before acknowledging".into(),
+                })
+            })
+        })
+    }
+}
+
+/// Routes each delivery report: an odd opaque is a tracked record's tag (shifted), an even one
+/// the slot of a waiting [`Ack`].
+#[derive(Default)]
+struct AckContext {
+    waiting: Mutex<Slots>,
+    answers: Mutex<Vec<(u64, Result<Delivered, Error>)>>,
+}
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let answer = match result {
+            Ok(message) => Ok(Delivered {
+                partition: message.partition(),
+                offset: message.offset(),
+            }),
+            Err((error, message)) => Err(Error::NotAcknowledged {
+                topic: message.topic().to_string(),
+                source: Box::new(kafka_error("produce", error.clone())),
+            }),
+        };
+        if opaque & 1 == 1 {
+            lock(&self.answers).push(((opaque >> 1) as u64, answer));
+        } else if let Some(sender) = lock(&self.waiting).take(opaque >> 1) {
+            // The receiver may be gone (the caller stopped waiting); the record is stored anyway.
+            let _ = sender.send(answer);
+        }
+    }
+}
+
+/// The senders of waiting [`Ack`]s, by slot; freed slots are reused.
+#[derive(Default)]
+struct Slots {
+    senders: Vec<Option<oneshot::Sender<Result<Delivered, Error>>>>,
+    free: Vec<usize>,
+}
+
+impl Slots {
+    fn insert(&mut self, sender: oneshot::Sender<Result<Delivered, Error>>) -> usize {
+        match self.free.pop() {
+            Some(slot) => {
+                self.senders[slot] = Some(sender);
+                slot
+            }
+            None => {
+                self.senders.push(Some(sender));
+                self.senders.len() - 1
+            }
+        }
+    }
+
+    fn take(&mut self, slot: usize) -> Option<oneshot::Sender<Result<Delivered, Error>>> {
+        let sender = self.senders.get_mut(slot)?.take();
+        if sender.is_some() {
+            self.free.push(slot);
+        }
+        sender
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain collections updated by single calls stay consistent across a panic elsewhere.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -1,19 +1,22 @@
 //! [`RangeReader`]: the one loop every kafka-ops read of fixed offsets goes through (dead-letter
 //! inspect, archive and replay, the canary, skipping a poison record, the tests' readers).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{ClientConfig, Message, TopicPartitionList};
+use rdkafka::{ClientConfig, TopicPartitionList};
 
 use crate::error::Error;
-use crate::kafka::{kafka_error, record_from_message};
+use crate::ffi::{self, ConsumerQueue, Delivery, MessageBatch};
+use crate::kafka::kafka_error;
 use crate::record::{OwnedRecord, Record};
-use crate::types::{Offset, TopicPartition};
+use crate::types::{IsolationLevel, Offset, OffsetSpec, TopicPartition};
 
+/// Messages taken from librdkafka per call.
+const BATCH: usize = 1_024;
 /// How long to wait for metadata and watermarks.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// A range with records left that yields nothing for this long is an error, not an end.
@@ -49,7 +52,14 @@ pub enum Step<'m> {
 /// The calls block: run them on a blocking thread (`spawn_blocking`), or use the async
 /// [`read_one`](Self::read_one).
 pub struct RangeReader {
-    consumer: Arc<BaseConsumer>,
+    inner: Arc<Inner>,
+}
+
+/// The consumer and its queue, read in batches; the queue is declared first so it is dropped
+/// before the consumer it belongs to.
+struct Inner {
+    queue: ConsumerQueue,
+    consumer: BaseConsumer,
 }
 
 impl fmt::Debug for RangeReader {
@@ -78,11 +88,18 @@ impl RangeReader {
         if config.get("isolation.level").is_none() {
             config.set("isolation.level", "read_committed");
         }
+        // A read runs to fixed ends as fast as the brokers deliver: once the prefetch queue
+        // is full, librdkafka waits this long before fetching again (a second by default), which
+        // left a replay's reader idle more than half of the time.
+        if config.get("fetch.queue.backoff.ms").is_none() {
+            config.set("fetch.queue.backoff.ms", "10");
+        }
         let consumer: BaseConsumer = config
             .create()
             .map_err(|e| kafka_error("create reader", e))?;
+        let queue = ConsumerQueue::of(consumer.client())?;
         Ok(RangeReader {
-            consumer: Arc::new(consumer),
+            inner: Arc::new(Inner { queue, consumer }),
         })
     }
 
@@ -96,6 +113,7 @@ impl RangeReader {
         let mut list = TopicPartitionList::new();
         list.add_partition_range(topic, 0, partitions - 1);
         let committed = self
+            .inner
             .consumer
             .committed_offsets(list, TIMEOUT)
             .map_err(|e| kafka_error("read committed offsets", e))?;
@@ -112,6 +130,27 @@ impl RangeReader {
     /// Commits `(partition, offset, metadata)` of `topic` for the reader's group and waits for
     /// the broker's answer.
     pub fn commit(&self, topic: &str, positions: &[(i32, Offset, String)]) -> Result<(), Error> {
+        self.commit_with(topic, positions, CommitMode::Sync)
+    }
+
+    /// Sends the same commit as [`commit`](Self::commit) without waiting for the answer. The
+    /// group's commits are applied in the order they were sent; a failure is not reported, so
+    /// use it only where each commit carries the whole state and a lost one costs only
+    /// progress.
+    pub fn commit_in_background(
+        &self,
+        topic: &str,
+        positions: &[(i32, Offset, String)],
+    ) -> Result<(), Error> {
+        self.commit_with(topic, positions, CommitMode::Async)
+    }
+
+    fn commit_with(
+        &self,
+        topic: &str,
+        positions: &[(i32, Offset, String)],
+        mode: CommitMode,
+    ) -> Result<(), Error> {
         let mut list = TopicPartitionList::with_capacity(positions.len());
         for (partition, offset, metadata) in positions {
             list.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(offset.get()))
@@ -120,14 +159,16 @@ impl RangeReader {
                 element.set_metadata(metadata.clone());
             }
         }
-        self.consumer
-            .commit(&list, CommitMode::Sync)
+        self.inner
+            .consumer
+            .commit(&list, mode)
             .map_err(|e| kafka_error("commit offsets", e))
     }
 
     /// The number of partitions of `topic`; [`Error::Config`] when it does not exist.
     pub fn partition_count(&self, topic: &str) -> Result<i32, Error> {
         let metadata = self
+            .inner
             .consumer
             .fetch_metadata(Some(topic), TIMEOUT)
             .map_err(|e| kafka_error("read metadata", e))?;
@@ -144,7 +185,8 @@ impl RangeReader {
 
     /// `(low, high)` watermarks of one partition.
     pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), Error> {
-        self.consumer
+        self.inner
+            .consumer
             .fetch_watermarks(topic, partition, TIMEOUT)
             .map_err(|e| kafka_error("read watermarks", e))
     }
@@ -152,10 +194,62 @@ impl RangeReader {
     /// `(partition, low, high)` for every partition of `topic`: the ranges a whole-topic read
     /// covers, taken now.
     pub fn topic_watermarks(&self, topic: &str) -> Result<Vec<(i32, i64, i64)>, Error> {
-        (0..self.partition_count(topic)?)
-            .map(|partition| {
-                let (low, high) = self.watermarks(topic, partition)?;
-                Ok((partition, low, high))
+        let partitions: Vec<i32> = (0..self.partition_count(topic)?).collect();
+        self.watermarks_of(topic, &partitions)
+    }
+
+    /// `(partition, low, high)` for `partitions` of `topic`, in their order, asked in one round:
+    /// one ListOffsets request per partition leader for the low ends and one for the high ends,
+    /// whatever the number of partitions.
+    pub fn watermarks_of(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, i64, i64)>, Error> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        // ListOffsets refuses a partition named twice.
+        let unique: BTreeSet<i32> = partitions.iter().copied().collect();
+        let batches: Vec<Vec<(TopicPartition, OffsetSpec)>> =
+            [OffsetSpec::Earliest, OffsetSpec::Latest]
+                .into_iter()
+                .map(|spec| {
+                    unique
+                        .iter()
+                        .map(|p| (TopicPartition::new(topic, *p), spec))
+                        .collect()
+                })
+                .collect();
+        let results = ffi::list_offsets(
+            self.inner.consumer.client(),
+            &batches,
+            IsolationLevel::ReadUncommitted,
+            TIMEOUT,
+        )?;
+        let mut ends: [HashMap<i32, i64>; 2] = Default::default();
+        for (answers, into) in results.into_iter().zip(ends.iter_mut()) {
+            for (tp, answer) in answers? {
+                let listed = answer.map_err(|e| Error::Kafka {
+                    operation: "read watermarks",
+                    code: e.code,
+                    source: format!("{tp}: {}", e.reason).into(),
+                })?;
+                if let Some(offset) = listed.offset {
+                    into.insert(tp.partition, offset.get());
+                }
+            }
+        }
+        let [low, high] = ends;
+        partitions
+            .iter()
+            .map(|p| match (low.get(p), high.get(p)) {
+                (Some(low), Some(high)) => Ok((*p, *low, *high)),
+                _ => Err(Error::Kafka {
+                    operation: "read watermarks",
+                    code: None,
+                    source: format!("no offsets for {topic}/{p}").into(),
+                }),
             })
             .collect()
     }
@@ -185,7 +279,7 @@ impl RangeReader {
         idle_limit: Duration,
         mut visit: impl FnMut(Step<'_>) -> Result<bool, E>,
     ) -> Result<(), E> {
-        let consumer = &self.consumer;
+        let consumer = &self.inner.consumer;
         // Keyed by the topic's index in `topics`: looking a record's partition up allocates
         // nothing.
         let mut topics: Vec<&str> = Vec::new();
@@ -218,57 +312,69 @@ impl RangeReader {
             .assign(&list)
             .map_err(|e| kafka_error("assign", e))?;
         let mut idle = Duration::ZERO;
+        let mut batch = MessageBatch::with_capacity(BATCH);
         while !remaining.is_empty() {
-            match consumer.poll(POLL) {
-                None => {
-                    idle += POLL;
-                    if idle >= idle_limit {
-                        let first = remaining.keys().next().map_or(0, |(index, _)| *index);
-                        return Err(Error::Stalled {
-                            topic: topics.get(first).copied().unwrap_or_default().to_string(),
-                            partitions: remaining.len(),
-                            waited: idle_limit,
+            if batch.fill(&self.inner.queue, POLL) == 0 {
+                idle += POLL;
+                if idle >= idle_limit {
+                    let first = remaining.keys().next().map_or(0, |(index, _)| *index);
+                    return Err(Error::Stalled {
+                        topic: topics.get(first).copied().unwrap_or_default().to_string(),
+                        partitions: remaining.len(),
+                        waited: idle_limit,
+                    }
+                    .into());
+                }
+                // Transaction markers take offsets no record is read at: a partition whose
+                // position passed its end is done even if its last offset was never seen.
+                if let Ok(positions) = consumer.position() {
+                    for element in positions.elements() {
+                        let Some(key) = key_of(element.topic(), element.partition()) else {
+                            continue;
+                        };
+                        if let (Some(position), Some(end)) =
+                            (element.offset().to_raw(), remaining.get(&key))
+                            && position >= *end
+                        {
+                            remaining.remove(&key);
+                        }
+                    }
+                }
+                visit(Step::Idle)?;
+                continue;
+            }
+            idle = Duration::ZERO;
+            for index in 0..batch.len() {
+                let record = match batch.get(index) {
+                    None => continue,
+                    Some(Delivery::Error(code, message)) => {
+                        return Err(Error::Kafka {
+                            operation: "read",
+                            code: Some(code),
+                            source: message.into(),
                         }
                         .into());
                     }
-                    // Transaction markers take offsets no record is read at: a partition whose
-                    // position passed its end is done even if its last offset was never seen.
-                    if let Ok(positions) = consumer.position() {
-                        for element in positions.elements() {
-                            let Some(key) = key_of(element.topic(), element.partition()) else {
-                                continue;
-                            };
-                            if let (Some(position), Some(end)) =
-                                (element.offset().to_raw(), remaining.get(&key))
-                                && position >= *end
-                            {
-                                remaining.remove(&key);
-                            }
-                        }
-                    }
-                    visit(Step::Idle)?;
+                    Some(Delivery::Record(record)) => record,
+                };
+                let Some(key) = key_of(&record.topic, record.partition) else {
+                    continue;
+                };
+                let Some(end) = remaining.get(&key).copied() else {
+                    continue;
+                };
+                let offset = record.offset.get();
+                if offset >= end {
+                    remaining.remove(&key);
+                    continue;
                 }
-                Some(Err(e)) => return Err(kafka_error("read", e).into()),
-                Some(Ok(message)) => {
-                    idle = Duration::ZERO;
-                    let Some(key) = key_of(message.topic(), message.partition()) else {
-                        continue;
-                    };
-                    let Some(end) = remaining.get(&key).copied() else {
-                        continue;
-                    };
-                    let offset = message.offset();
-                    if offset >= end {
-                        remaining.remove(&key);
-                        continue;
-                    }
-                    let done = visit(Step::Record(record_from_message(&message)?))?;
-                    if done || offset + 1 >= end {
-                        remaining.remove(&key);
-                    }
+                let done = visit(Step::Record(record))?;
+                if done || offset + 1 >= end {
+                    remaining.remove(&key);
                 }
             }
         }
+        drop(batch);
         consumer
             .unassign()
             .map_err(|e| kafka_error("unassign", e))?;
@@ -283,11 +389,23 @@ impl RangeReader {
         positions: &[(TopicPartition, Offset)],
         limit: Duration,
     ) -> Result<Vec<(TopicPartition, Option<crate::Timestamp>)>, Error> {
-        let mut ranges = Vec::with_capacity(positions.len());
-        for (tp, offset) in positions {
-            let (_, high) = self.watermarks(&tp.topic, tp.partition)?;
-            ranges.push((tp.clone(), offset.get(), high));
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (tp, _) in positions {
+            by_topic.entry(&tp.topic).or_default().push(tp.partition);
         }
+        let mut highs: HashMap<(&str, i32), i64> = HashMap::new();
+        for (topic, partitions) in by_topic {
+            for (partition, _, high) in self.watermarks_of(topic, &partitions)? {
+                highs.insert((topic, partition), high);
+            }
+        }
+        let ranges: Vec<(TopicPartition, i64, i64)> = positions
+            .iter()
+            .map(|(tp, offset)| {
+                let high = highs.get(&(&*tp.topic, tp.partition)).copied();
+                (tp.clone(), offset.get(), high.unwrap_or(offset.get()))
+            })
+            .collect();
         let mut found: BTreeMap<TopicPartition, Option<crate::Timestamp>> = BTreeMap::new();
         let result = self.read_ranges(&ranges, limit, |step| {
             if let Step::Record(record) = step {
@@ -338,10 +456,10 @@ impl RangeReader {
         partition: &TopicPartition,
         offset: Offset,
     ) -> Result<Option<OwnedRecord>, Error> {
-        let consumer = self.consumer.clone();
+        let inner = self.inner.clone();
         let tp = partition.clone();
         tokio::task::spawn_blocking(move || {
-            let reader = RangeReader { consumer };
+            let reader = RangeReader { inner };
             let (_, high) = reader.watermarks(&tp.topic, tp.partition)?;
             if offset.get() >= high {
                 return Ok(None);

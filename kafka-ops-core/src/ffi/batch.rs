@@ -1,0 +1,191 @@
+//! Reading many messages per call: librdkafka's batch consume on a consumer's queue, with each
+//! message viewed as a [`Record`] in place. rdkafka reads one message per call, which costs more
+//! than the record itself on the range reader's hot path.
+
+use std::borrow::Cow;
+use std::ffi::c_void;
+
+use super::*;
+use crate::record::{Header, Headers, Record, RecordTimestamp};
+
+/// A client's consumer queue, held for batch reads. It must not outlive the client: keep it in
+/// a struct field declared before the consumer, so it is dropped first.
+pub(crate) struct ConsumerQueue {
+    queue: Owned<rd::rd_kafka_queue_t>,
+}
+
+// SAFETY: librdkafka queues are thread-safe (every operation on them takes the queue's lock);
+// the handle is only a reference to one.
+unsafe impl Send for ConsumerQueue {}
+// SAFETY: as above.
+unsafe impl Sync for ConsumerQueue {}
+
+impl ConsumerQueue {
+    /// The consumer queue of `client` (a consumer).
+    pub(crate) fn of<C: ClientContext>(client: &Client<C>) -> Result<Self, Error> {
+        // SAFETY: `client` is a live handle; the queue returned is a new reference, owned by
+        // the guard and destroyed exactly once.
+        let queue = unsafe { rd::rd_kafka_queue_get_consumer(client.native_ptr()) };
+        Ok(ConsumerQueue {
+            queue: Owned::new(queue, rd::rd_kafka_queue_destroy, "consumer queue")?,
+        })
+    }
+}
+
+/// What one message of a batch is.
+pub(crate) enum Delivery<'a> {
+    /// A record, borrowing the message.
+    Record(Record<'a>),
+    /// An error event, with its code and description.
+    Error(KafkaCode, String),
+}
+
+/// The messages one [`fill`](Self::fill) read, destroyed by the next fill, [`clear`](Self::clear)
+/// or drop: records viewed from them must be gone by then, which their borrow ensures.
+pub(crate) struct MessageBatch {
+    messages: Vec<*mut rd::rd_kafka_message_t>,
+    capacity: usize,
+}
+
+impl MessageBatch {
+    /// A batch of at most `capacity` messages.
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        MessageBatch {
+            messages: Vec::with_capacity(capacity.max(1)),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Reads up to the batch's capacity from `queue`, waiting up to `timeout` for the first;
+    /// returns how many were read. The queue must belong to a consumer that outlives this
+    /// batch's messages.
+    pub(crate) fn fill(&mut self, queue: &ConsumerQueue, timeout: Duration) -> usize {
+        self.clear();
+        // SAFETY: the buffer has room for `capacity` pointers; librdkafka writes at most that
+        // many and returns how many (or -1, nothing written). Each message written is owned
+        // by this batch until `clear` destroys it.
+        let read = unsafe {
+            rd::rd_kafka_consume_batch_queue(
+                queue.queue.as_ptr(),
+                timeout_ms(timeout),
+                self.messages.as_mut_ptr(),
+                self.capacity,
+            )
+        };
+        let read = usize::try_from(read).unwrap_or(0).min(self.capacity);
+        // SAFETY: the first `read` slots were initialised by librdkafka just above.
+        unsafe { self.messages.set_len(read) };
+        read
+    }
+
+    /// The messages read by the last fill.
+    pub(crate) fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// The `index`th message.
+    pub(crate) fn get(&self, index: usize) -> Option<Delivery<'_>> {
+        let message = *self.messages.get(index)?;
+        // SAFETY: the pointer is a live message owned by this batch, not destroyed before
+        // `clear`, which needs `&mut self` and so outlives every view returned here.
+        let m = unsafe { &*message };
+        if is_error(m.err) {
+            return Some(Delivery::Error(code_of(m.err), describe_code(m.err)));
+        }
+        // SAFETY: a message without error has its topic handle; the name lives as long as it.
+        let topic = unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(m.rkt)) };
+        let topic = topic.to_str().map_or_else(
+            |_| Cow::Owned(topic.to_string_lossy().into_owned()),
+            Cow::Borrowed,
+        );
+        let Ok(offset) = Offset::new(m.offset) else {
+            return Some(Delivery::Error(
+                KafkaCode(-1),
+                format!("message with invalid offset {}", m.offset),
+            ));
+        };
+        let mut record = Record::new(topic, m.partition, offset);
+        // SAFETY: payload and key point to `len` and `key_len` bytes owned by the message.
+        record.value = unsafe { bytes(m.payload, m.len) }.map(Cow::Borrowed);
+        // SAFETY: as above.
+        record.key = unsafe { bytes(m.key, m.key_len) }.map(Cow::Borrowed);
+        let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+        // SAFETY: the message is live; `kind` is a valid out-pointer.
+        let millis = unsafe { rd::rd_kafka_message_timestamp(message, &mut kind) };
+        record.timestamp = match kind {
+            rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_CREATE_TIME => {
+                RecordTimestamp::CreateTime(Timestamp::from_millis(millis))
+            }
+            rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME => {
+                RecordTimestamp::LogAppendTime(Timestamp::from_millis(millis))
+            }
+            _ => RecordTimestamp::NotAvailable,
+        };
+        record.headers = self.headers_of(message);
+        Some(Delivery::Record(record))
+    }
+
+    /// The headers of `message`, one of this batch's live messages, borrowing it.
+    fn headers_of(&self, message: *mut rd::rd_kafka_message_t) -> Headers<'_> {
+        let mut list: *mut rd::rd_kafka_headers_t = ptr::null_mut();
+        // SAFETY: the message is live while `self` is borrowed; `list` is a valid out-pointer
+        // and, when set, points to headers the message owns.
+        let found = unsafe { rd::rd_kafka_message_headers(message, &mut list) };
+        if is_error(found) || list.is_null() {
+            return Headers::new();
+        }
+        // SAFETY: `list` is the message's header list, live as long as the message.
+        let count = unsafe { rd::rd_kafka_header_cnt(list) };
+        (0..count)
+            .filter_map(|index| {
+                let mut name: *const c_char = ptr::null();
+                let mut value: *const c_void = ptr::null();
+                let mut size = 0usize;
+                // SAFETY: `index` is below the count; the out-pointers are valid; what they
+                // receive points into the message's header list.
+                let got = unsafe {
+                    rd::rd_kafka_header_get_all(list, index, &mut name, &mut value, &mut size)
+                };
+                if is_error(got) || name.is_null() {
+                    return None;
+                }
+                // SAFETY: header names are NUL-terminated strings owned by the header list.
+                let name = unsafe { CStr::from_ptr(name) };
+                let key = name.to_str().map_or_else(
+                    |_| Cow::Owned(name.to_string_lossy().into_owned()),
+                    Cow::Borrowed,
+                );
+                // SAFETY: `value` is null (a null header) or points to `size` bytes of the list.
+                let value = unsafe { bytes(value.cast_mut(), size) }.map(Cow::Borrowed);
+                Some(Header { key, value })
+            })
+            .collect()
+    }
+
+    /// Destroys the messages read.
+    pub(crate) fn clear(&mut self) {
+        for message in self.messages.drain(..) {
+            // SAFETY: each pointer is a message this batch owns, destroyed once here.
+            unsafe { rd::rd_kafka_message_destroy(message) };
+        }
+    }
+}
+
+impl Drop for MessageBatch {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// `len` bytes at `ptr`, or `None` for a null pointer.
+///
+/// # Safety
+/// `ptr` is null or points to `len` readable bytes that outlive `'a`.
+unsafe fn bytes<'a>(ptr: *mut c_void, len: usize) -> Option<&'a [u8]> {
+    if ptr.is_null() {
+        None
+    } else {
+        // SAFETY: per this function's contract.
+        Some(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+    }
+}

@@ -1,5 +1,7 @@
 //! Replaying dead letters: "fix the root cause → replay".
 
+mod partitioner;
+mod pipeline;
 mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_ops_core::dead_letter::headers::DeadLetterInfo;
-use kafka_ops_core::{Clock, ErrorClass, OwnedRecord, SystemClock, Timestamp};
+use kafka_ops_core::{Clock, ErrorClass, Record, SystemClock, Timestamp};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
@@ -61,7 +63,7 @@ pub struct Selection {
 
 impl Selection {
     /// Whether `record` (a dead letter, `info` its parsed provenance) is selected.
-    pub fn matches(&self, record: &OwnedRecord, info: &DeadLetterInfo) -> bool {
+    pub fn matches(&self, record: &Record<'_>, info: &DeadLetterInfo) -> bool {
         if let Some(topic) = &self.original_topic
             && info.original_topic.as_deref() != Some(topic.as_str())
         {
@@ -114,7 +116,7 @@ pub enum Destination {
     Topic(String),
 }
 
-/// Progress, reported after every batch.
+/// Progress, reported at every progress commit.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ReplayProgress {
     /// Dead letters read so far (this run).
@@ -206,12 +208,16 @@ pub type ProgressFn = Arc<dyn Fn(&ReplayProgress) + Send + Sync>;
 ///
 /// # Resuming without duplicates or gaps
 ///
-/// The replay has its own consumer group, `kafka-ops-replay.<id>`, and works in batches. Before
-/// a batch is produced it commits the batch's start with a *pending* note: the batch's end and
-/// the end offsets of every destination partition the batch writes to. After every record of the
-/// batch is acknowledged it commits the batch's end. A replay that crashed mid-batch finds the
-/// note on restart, reads those destination partitions from the noted offsets, and skips the
-/// records it finds there with its own replay id: each selected record is written exactly once.
+/// The replay has its own consumer group, `kafka-ops-replay.<id>`. Records are written without
+/// waiting for each acknowledgement; the group's committed offset of each dead-letter partition
+/// is the first record not yet known to be stored (acknowledged in order), committed every
+/// [`batch_size`](Replay::batch_size) records, after a second of idle reading, and at the end.
+/// Before the first write to a destination partition, the replay commits a *note*: the
+/// destination partitions it may write to with the offset each had then (or what it had
+/// stored there). A replay that crashed finds the note on restart, reads those destination
+/// partitions from the noted offsets, and skips every record it finds there with its own
+/// replay id; the note is carried forward until the resumed run has passed what it covers, so
+/// a second crash is resumed as well: each selected record is written exactly once.
 /// The snapshot of end offsets and a digest of the selection ride along in the same commit
 /// metadata, so a resumed replay finishes the same work, a replay that finished replays nothing
 /// when run again, and a different selection under the same id is refused — unless asked to
@@ -262,7 +268,7 @@ impl fmt::Debug for Replay {
 impl Replay {
     /// A replay of dead-letter topic `source` named `id` (which names its consumer group):
     /// everything selected, to the original topics, unlimited rate, loop guard at 3 replays,
-    /// batches of 500.
+    /// progress committed every 5 000 records.
     pub fn new(source: impl Into<String>, id: impl Into<String>) -> Self {
         Replay {
             source: source.into(),
@@ -274,7 +280,7 @@ impl Replay {
             max_replays: 3,
             dry_run: false,
             start_over: false,
-            batch_size: 500,
+            batch_size: 5_000,
             list_limit: 1_000,
             progress: None,
             clock: Arc::new(SystemClock),
@@ -324,7 +330,8 @@ impl Replay {
         self
     }
 
-    /// Records per batch (each batch costs two commits; default 500).
+    /// Records written between progress commits (default 5 000): a crashed run resumes at most
+    /// this many records back (and writes none of them twice); each commit is one request.
     pub fn batch_size(mut self, records: usize) -> Self {
         self.batch_size = records.max(1);
         self
@@ -336,7 +343,7 @@ impl Replay {
         self
     }
 
-    /// Called with the progress after every batch.
+    /// Called with the progress at every progress commit.
     pub fn on_progress(mut self, report: impl Fn(&ReplayProgress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(report));
         self
@@ -389,8 +396,7 @@ impl Replay {
         self.validate()?;
         let replay = self.clone();
         let config = client_config.clone();
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || Run::new(replay, config, runtime)?.execute())
+        tokio::task::spawn_blocking(move || Run::new(replay, config)?.execute())
             .await
             .map_err(|e| DlqError::Config(format!("replay task failed: {e}")))?
     }

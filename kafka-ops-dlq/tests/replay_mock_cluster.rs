@@ -388,10 +388,11 @@ async fn missing_topics_and_unreachable_brokers_are_clear_errors() {
 
 const CRASH_RECORDS: usize = 600;
 const CRASH_AT: i64 = 230;
+const CRASH_AGAIN_AT: i64 = 420;
 
 /// The replay process of `a_replay_killed_halfway_resumes_exactly_once`: runs one replay and
 /// prints its report; with `REPLAY_ABORT_AT` set it aborts as soon as the destination holds
-/// that many records — in the middle of a batch, before the batch's end is committed.
+/// that many records — with records in flight and written past its last commit.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "the replay process of a_replay_killed_halfway_resumes_exactly_once; it runs it"]
 async fn replay_process() {
@@ -477,12 +478,21 @@ async fn a_replay_killed_halfway_resumes_exactly_once() {
         "{written}"
     );
 
-    // 2: resumed to the end.
+    // 2: resumed, and aborted again before the end: the note of the first crash must survive
+    // the second run's commits.
+    assert!(run_replay_process(&kafka, Some(CRASH_AGAIN_AT)).is_none());
+    let written_again = kafka.read_all("orders").await.unwrap().len();
+    assert!(
+        (CRASH_AGAIN_AT as usize..CRASH_RECORDS).contains(&written_again),
+        "{written_again}"
+    );
+
+    // 3: resumed to the end.
     let report = run_replay_process(&kafka, None).unwrap();
     let already = report["already_replayed"].as_u64().unwrap();
     assert!(
         already > 0,
-        "the crash was mid-batch, so the resumed run found records of that batch: {report}"
+        "the crash was mid-window, so the resumed run found records written past its commit: {report}"
     );
 
     let mut copies: BTreeMap<String, usize> = BTreeMap::new();
@@ -493,13 +503,13 @@ async fn a_replay_killed_halfway_resumes_exactly_once() {
     }
     let doubled = copies.values().filter(|n| **n > 1).count();
     println!(
-        "written before the crash: {written}; found again on resume: {already}; distinct: {}; doubled: {doubled}",
+        "written before the crashes: {written}, {written_again}; found again on the last resume: {already}; distinct: {}; doubled: {doubled}",
         copies.len()
     );
     assert_eq!(copies.len(), CRASH_RECORDS, "no dead letter missing");
     assert_eq!(doubled, 0, "no dead letter written twice");
 
-    // 3: run again after it finished: nothing.
+    // 4: run again after it finished: nothing.
     let report = run_replay_process(&kafka, None).unwrap();
     assert_eq!(report["already_finished"], serde_json::Value::Bool(true));
     assert_eq!(kafka.read_all("orders").await.unwrap().len(), CRASH_RECORDS);

@@ -1,18 +1,19 @@
-//! One run of a [`Replay`]: the read loop, the batches and their notes (see the module
-//! documentation for the protocol).
+//! One run of a [`Replay`]: the read loop, the destinations, and the replay group's commits
+//! (see [`pipeline`](super::pipeline) for what makes a resumed run write each record once).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::future::Future;
+use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use kafka_ops_core::dead_letter::Delivered;
-use kafka_ops_core::dead_letter::headers::{self, DeadLetterInfo, lineage};
-use kafka_ops_core::kafka::{AckedProducer, Outgoing as Write, Range, RangeReader, Step};
-use kafka_ops_core::{Error, OwnedRecord};
+use kafka_ops_core::dead_letter::headers::{self, lineage};
+use kafka_ops_core::kafka::{AckedProducer, Outgoing, Range, RangeReader, Step};
+use kafka_ops_core::{Error, Offset, Record};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
+use super::partitioner::target_partition;
+use super::pipeline::{NOTE_BUDGET, Pipeline};
 use super::{Candidate, Destination, Replay, ReplayProgress, ReplayReport};
 use crate::error::DlqError;
 use crate::rate::TokenBucket;
@@ -29,33 +30,31 @@ pub(super) struct State {
     pending: Option<Pending>,
 }
 
-/// A batch that may have been partly written.
+/// The note: records past the committed offsets may already be at these destination partitions,
+/// at or after these offsets. Carried by the first dead-letter partition's metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Pending {
-    /// The offset after the batch, in this partition.
+    /// The snapshot's end in the partition carrying the note (earlier versions noted the end of
+    /// a batch here; a resumed run checks every record it writes against what it finds).
     to: i64,
-    /// Destination partitions written by the batch, by topic, with the offset to look from.
+    /// Destination partitions, by topic, with the offset to look from.
     marks: BTreeMap<String, Vec<(i32, i64)>>,
 }
 
-/// The most a batch's note may take, so it fits the broker's 4 KiB limit on commit metadata
-/// (`offset.metadata.max.bytes`) with the rest of the state; a batch ends early when its
-/// destinations would need more.
-const NOTE_BUDGET: usize = 3_000;
+/// How often an idle read still commits what was stored.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
-/// A record ready to be written.
-struct Outgoing {
+/// Where a selected record goes.
+struct Plan {
+    destination: usize,
     partition: i32,
-    offset: i64,
-    topic: String,
-    target_partition: i32,
-    record: OwnedRecord,
+    format: headers::Format,
+    replayed_before: u32,
 }
 
 /// One run of a replay, on a blocking thread.
 pub(super) struct Run {
     replay: Replay,
-    runtime: tokio::runtime::Handle,
     /// Reads the dead-letter topic and the destinations, and commits the replay's progress:
     /// shared with the read loop, which holds `self` mutably.
     reader: Arc<RangeReader>,
@@ -66,48 +65,24 @@ pub(super) struct Run {
     report: ReplayReport,
     started: Instant,
     total: u64,
-    /// Destination partitions of the batch being gathered.
-    destinations: DestinationSet,
-    /// Per destination partition, the offset after the last record this run wrote there.
-    written_up_to: HashMap<(String, i32), i64>,
-}
-
-/// Destination `(topic, partition)`s, looked up without building a key, with the size their
-/// marks take in the note (worst case).
-#[derive(Debug, Default)]
-struct DestinationSet(HashMap<String, BTreeSet<i32>>, usize);
-
-impl DestinationSet {
-    fn contains(&self, (topic, partition): &(&str, i32)) -> bool {
-        self.0.get(*topic).is_some_and(|p| p.contains(partition))
-    }
-    fn insert(&mut self, (topic, partition): (String, i32)) {
-        // `"topic":[],` once, `[2147483647,9223372036854775807],` per partition at most.
-        let topic_bytes = if self.0.contains_key(&topic) {
-            0
-        } else {
-            topic.len() + 6
-        };
-        if self.0.entry(topic).or_default().insert(partition) {
-            self.1 += topic_bytes + 33;
-        }
-    }
-    fn note_bytes(&self) -> usize {
-        self.1
-    }
-    fn into_pairs(self) -> impl Iterator<Item = (String, i32)> {
-        self.0
-            .into_iter()
-            .flat_map(|(topic, partitions)| partitions.into_iter().map(move |p| (topic.clone(), p)))
-    }
+    pipeline: Pipeline,
+    /// Per dead-letter partition, where it stands and the snapshot it runs to.
+    positions: BTreeMap<i32, (i64, State)>,
+    /// Per dead-letter partition, the offset after the last record read.
+    next: HashMap<i32, i64>,
+    /// Records found at the destinations that a crashed run wrote.
+    already: HashSet<(i32, i64)>,
+    /// Records sent since the last checkpoint.
+    sent_since_checkpoint: usize,
+    last_checkpoint: Instant,
+    /// `kafka-ops.replay.count` values, by replays before this one.
+    count_texts: Vec<String>,
+    /// `kafka-ops.replay.source` of the record being written.
+    source_text: String,
 }
 
 impl Run {
-    pub(super) fn new(
-        replay: Replay,
-        config: ClientConfig,
-        runtime: tokio::runtime::Handle,
-    ) -> Result<Self, DlqError> {
+    pub(super) fn new(replay: Replay, config: ClientConfig) -> Result<Self, DlqError> {
         let reader = Arc::new(RangeReader::with_group(&config, &replay.group())?);
         let producer = if replay.dry_run {
             None
@@ -124,10 +99,12 @@ impl Run {
             dry_run: replay.dry_run,
             ..ReplayReport::default()
         };
+        let count_texts = (1..=replay.max_replays.saturating_add(1).min(1_000))
+            .map(|n| n.to_string())
+            .collect();
         Ok(Run {
             spec: replay.spec_digest(),
             replay,
-            runtime,
             reader,
             producer,
             bucket,
@@ -135,8 +112,14 @@ impl Run {
             report,
             started: Instant::now(),
             total: 0,
-            destinations: DestinationSet::default(),
-            written_up_to: HashMap::new(),
+            pipeline: Pipeline::default(),
+            positions: BTreeMap::new(),
+            next: HashMap::new(),
+            already: HashSet::new(),
+            sent_since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            count_texts,
+            source_text: String::new(),
         })
     }
 
@@ -158,18 +141,6 @@ impl Run {
             saved.insert(partition, (offset.get(), state));
         }
         Ok(saved)
-    }
-
-    fn commit(&self, positions: &BTreeMap<i32, (i64, State)>) -> Result<(), DlqError> {
-        let mut commits = Vec::with_capacity(positions.len());
-        for (partition, (offset, state)) in positions {
-            let metadata = serde_json::to_string(state)
-                .map_err(|e| DlqError::Config(format!("replay state: {e}")))?;
-            let offset =
-                kafka_ops_core::Offset::new(*offset).map_err(kafka_ops_core::Error::from)?;
-            commits.push((*partition, offset, metadata));
-        }
-        Ok(self.reader.commit(&self.replay.source, &commits)?)
     }
 
     pub(super) fn execute(mut self) -> Result<ReplayReport, DlqError> {
@@ -197,15 +168,11 @@ impl Run {
             )));
         }
         let resumed = !saved.is_empty();
-        // Positions: where each partition stands, with the snapshot it runs to.
-        let mut positions: BTreeMap<i32, (i64, State)> = BTreeMap::new();
-        let mut pending_to: BTreeMap<i32, i64> = BTreeMap::new();
         let mut marks: BTreeSet<(String, i32, i64)> = BTreeSet::new();
         for (partition, low, high) in marks_now {
             let (start, end) = match saved.get(&partition) {
                 Some((offset, state)) => {
                     if let Some(pending) = &state.pending {
-                        pending_to.insert(partition, pending.to);
                         for (topic, partitions) in &pending.marks {
                             marks.extend(partitions.iter().map(|(p, o)| (topic.clone(), *p, *o)));
                         }
@@ -217,7 +184,7 @@ impl Run {
                 None if resumed => (high, high),
                 None => (low, high),
             };
-            positions.insert(
+            self.positions.insert(
                 partition,
                 (
                     start,
@@ -230,7 +197,8 @@ impl Run {
                 ),
             );
         }
-        self.total = positions
+        self.total = self
+            .positions
             .values()
             .map(|(start, state)| u64::try_from(state.end - start).unwrap_or(0))
             .sum();
@@ -238,16 +206,20 @@ impl Run {
             self.report.already_finished = true;
             return Ok(self.report);
         }
-        let already = if marks.is_empty() {
-            HashSet::new()
-        } else {
-            self.written_before_crash(&marks)?
-        };
-        if !self.replay.dry_run {
-            // The snapshot is saved before anything is written.
-            self.commit(&positions)?;
+        if !marks.is_empty() {
+            self.already = self.written_before_crash(&marks)?;
+            // The crashed run's note stays until this run has read past everything it covers.
+            for (topic, partition, mark) in &marks {
+                if let Some(count) = self.partitions_of(topic)? {
+                    let destination = self.pipeline.destination(topic, count);
+                    self.pipeline.note(destination, *partition, *mark);
+                }
+            }
         }
-        let ranges: Vec<Range> = positions
+        // The snapshot is saved before anything is written.
+        self.checkpoint()?;
+        let ranges: Vec<Range> = self
+            .positions
             .iter()
             .map(|(partition, (start, state))| Range {
                 partition: *partition,
@@ -255,63 +227,64 @@ impl Run {
                 end: state.end,
             })
             .collect();
-        let mut batch: Vec<Outgoing> = Vec::new();
-        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         let reader = Arc::clone(&self.reader);
-        let batch_size = self.replay.batch_size;
         reader.read(&source, &ranges, |step| {
             match step {
-                Step::Record(record) => {
-                    next.insert(record.partition, record.offset.get() + 1);
-                    let record = record.into_owned();
-                    self.report.scanned += 1;
-                    if let Some(outgoing) = self.consider(record)? {
-                        if !self
-                            .destinations
-                            .contains(&(outgoing.topic.as_str(), outgoing.target_partition))
-                        {
-                            self.destinations
-                                .insert((outgoing.topic.clone(), outgoing.target_partition));
-                        }
-                        batch.push(outgoing);
-                    }
-                    if batch.len() >= batch_size || self.destinations.note_bytes() >= NOTE_BUDGET {
-                        self.flush(&mut batch, &mut next, &mut positions, &pending_to, &already)?;
-                    }
-                }
+                Step::Record(record) => self.take(record)?,
                 Step::Idle => {
-                    self.flush(&mut batch, &mut next, &mut positions, &pending_to, &already)?;
+                    self.take_acknowledged()?;
+                    if self.sent_since_checkpoint > 0
+                        && self.last_checkpoint.elapsed() >= IDLE_CHECKPOINT
+                    {
+                        self.checkpoint_in_background()?;
+                    }
                 }
             }
             Ok::<(), DlqError>(())
         })?;
-        // Partitions read to their end without a record past the last one seen.
-        for (partition, (_, state)) in &positions {
-            next.entry(*partition).or_insert(state.end);
+        self.drain()?;
+        // Every range is read to its end (some ended on a transaction marker or were empty).
+        for (offset, state) in self.positions.values_mut() {
+            *offset = state.end;
         }
-        self.flush(&mut batch, &mut next, &mut positions, &pending_to, &already)?;
-        // Ranges that ended on a transaction marker or were empty still close at their end.
-        let closing: Vec<i32> = positions
-            .iter()
-            .filter(|(_, (offset, state))| *offset < state.end)
-            .map(|(p, _)| *p)
-            .collect();
-        if !closing.is_empty() && !self.replay.dry_run {
-            for partition in closing {
-                if let Some((offset, state)) = positions.get_mut(&partition) {
-                    *offset = state.end;
-                }
-            }
-            self.commit(&positions)?;
-        }
+        self.pipeline.clear_note();
+        self.checkpoint()?;
+        self.report.replayed += self.pipeline.stored;
+        self.pipeline.stored = 0;
         self.report_progress();
         Ok(self.report)
     }
 
+    /// One record read from the dead-letter topic.
+    fn take(&mut self, record: Record<'_>) -> Result<(), DlqError> {
+        let (partition, offset) = (record.partition, record.offset.get());
+        self.next.insert(partition, offset + 1);
+        self.report.scanned += 1;
+        let Some(plan) = self.consider(&record)? else {
+            return Ok(());
+        };
+        if !self.already.is_empty() && self.already.contains(&(partition, offset)) {
+            self.report.already_replayed += 1;
+            return Ok(());
+        }
+        if !self.pipeline.is_noted(plan.destination, plan.partition) {
+            self.note(plan.destination, plan.partition)?;
+        }
+        self.wait_for_token();
+        self.write(record, &plan)?;
+        self.sent_since_checkpoint += 1;
+        if self.sent_since_checkpoint >= self.replay.batch_size {
+            self.checkpoint_in_background()?;
+        } else if self.pipeline.in_flight().is_multiple_of(1_024) {
+            self.take_acknowledged()?;
+        }
+        Ok(())
+    }
+
     /// Whether `record` goes, and where; counts what does not.
-    fn consider(&mut self, record: OwnedRecord) -> Result<Option<Outgoing>, DlqError> {
+    fn consider(&mut self, record: &Record<'_>) -> Result<Option<Plan>, DlqError> {
         let info = headers::parse(&record.headers);
-        if !self.replay.selection.matches(&record, &info) {
+        if !self.replay.selection.matches(record, &info) {
             self.report.filtered_out += 1;
             return Ok(None);
         }
@@ -329,175 +302,206 @@ impl Run {
             return Ok(None);
         }
         let topic = match &self.replay.destination {
-            Destination::Topic(topic) => Some(topic.clone()),
-            Destination::Original => info.original_topic.clone(),
+            Destination::Topic(topic) => Some(topic.as_str()),
+            Destination::Original => info.original_topic.as_deref(),
         };
-        let Some(topic) = topic.filter(|t| t != &self.replay.source) else {
+        let Some(topic) = topic.filter(|t| *t != self.replay.source) else {
             self.report.refused_no_destination += 1;
             return Ok(None);
         };
-        let Some(count) = self.partitions_of(&topic)? else {
+        let Some(count) = partition_count(&mut self.partition_counts, &self.reader, topic)? else {
             self.report.refused_no_destination += 1;
             tracing::warn!(%topic, "replay destination does not exist; record left in the dead-letter topic");
             return Ok(None);
         };
-        let target_partition = target_partition(&record, &info, count);
-        *self.report.by_destination.entry(topic.clone()).or_default() += 1;
+        let partition = target_partition(record, &info, count);
+        match self.report.by_destination.get_mut(topic) {
+            Some(n) => *n += 1,
+            None => {
+                self.report.by_destination.insert(topic.to_string(), 1);
+            }
+        }
         if self.replay.dry_run {
             if self.report.candidates.len() < self.replay.list_limit {
                 self.report.candidates.push(Candidate {
                     partition: record.partition,
                     offset: record.offset.get(),
-                    destination: topic,
+                    destination: topic.to_string(),
                     error_class: info.error_class.map(|c| c.as_str().to_string()),
                     error_message: info.error_message.clone(),
                 });
             }
             return Ok(None);
         }
-        let source = format!(
-            "{}/{}/{}",
-            record.topic,
-            record.partition,
-            record.offset.get()
-        );
-        let (partition, offset) = (record.partition, record.offset.get());
-        let mut out = record;
-        headers::strip_provenance(
-            &mut out.headers,
-            info.format.unwrap_or(headers::Format::Unknown),
-        );
-        out.headers
-            .remove_where(|key| key.starts_with("kafka-ops.replay."));
-        out.headers
-            .push(lineage::REPLAY_ID, Some(self.replay.id.as_bytes().to_vec()));
-        out.headers.push(
-            lineage::REPLAY_COUNT,
-            Some((replayed_before + 1).to_string().into_bytes()),
-        );
-        out.headers
-            .push(lineage::REPLAY_SOURCE, Some(source.into_bytes()));
-        Ok(Some(Outgoing {
+        Ok(Some(Plan {
+            destination: self.pipeline.destination(topic, count),
             partition,
-            offset,
-            topic,
-            target_partition,
-            record: out,
+            format: info.format.unwrap_or(headers::Format::Unknown),
+            replayed_before,
         }))
     }
 
-    fn partitions_of(&mut self, topic: &str) -> Result<Option<i32>, DlqError> {
-        if let Some(count) = self.partition_counts.get(topic) {
-            return Ok(*count);
+    /// Adds a destination partition to the note and commits it, before anything is written
+    /// there. The first partition of a topic brings every other one it has while they fit, so a
+    /// replay to one topic commits its note once.
+    fn note(&mut self, destination: usize, partition: i32) -> Result<(), DlqError> {
+        if self.pipeline.note_bytes() + self.pipeline.note_cost(destination) > NOTE_BUDGET {
+            // Wait for what is in flight: then nothing past the committed offsets is anywhere,
+            // and a fresh note can start.
+            self.drain()?;
+            self.pipeline.clear_note();
         }
-        let count = match self.reader.partition_count(topic) {
-            Ok(count) => Some(count),
-            Err(Error::Config(_)) => None,
-            Err(other) => return Err(other.into()),
-        };
-        self.partition_counts.insert(topic.to_string(), count);
-        Ok(count)
+        let partitions = self.pipeline.destinations[destination].partitions();
+        let mut adding = vec![partition];
+        if !self.pipeline.has_notes(destination) {
+            let all = i32::try_from(partitions).unwrap_or(0);
+            let cost =
+                self.pipeline.note_cost(destination) + 33 * usize::try_from(all - 1).unwrap_or(0);
+            if self.pipeline.note_bytes() + cost <= NOTE_BUDGET {
+                adding = (0..all).collect();
+            }
+        }
+        let topic = self.pipeline.destinations[destination].name.clone();
+        // What this run stored there is at or below anything it writes next; otherwise the
+        // partition's end now is.
+        let mut unknown = Vec::new();
+        for p in adding {
+            match self.pipeline.stored_up_to(destination, p) {
+                Some(stored) => self.pipeline.note(destination, p, stored),
+                None => unknown.push(p),
+            }
+        }
+        for (p, _, end) in self.reader.watermarks_of(&topic, &unknown)? {
+            self.pipeline.note(destination, p, end);
+        }
+        self.checkpoint()
     }
 
-    /// Writes `batch`, committing a pending note before and the batch's end after.
-    fn flush(
-        &mut self,
-        batch: &mut Vec<Outgoing>,
-        next: &mut BTreeMap<i32, i64>,
-        positions: &mut BTreeMap<i32, (i64, State)>,
-        pending_to: &BTreeMap<i32, i64>,
-        already: &HashSet<(i32, i64)>,
-    ) -> Result<(), DlqError> {
-        let moved: Vec<i32> = next
-            .iter()
-            .filter(|(p, offset)| positions.get(p).is_some_and(|(at, _)| *offset > at))
-            .map(|(p, _)| *p)
-            .collect();
-        if moved.is_empty() {
-            return Ok(());
+    /// Sends `record` to its destination with the lineage headers and queues its
+    /// acknowledgement; it is not copied, only its headers are edited in place.
+    fn write(&mut self, record: Record<'_>, plan: &Plan) -> Result<(), DlqError> {
+        let Some(producer) = &self.producer else {
+            return Err(DlqError::Config("a dry run writes nothing".into()));
+        };
+        let (partition, offset) = (record.partition, record.offset.get());
+        self.source_text.clear();
+        let _ = write!(
+            self.source_text,
+            "{}/{}/{}",
+            record.topic, record.partition, offset
+        );
+        let count = plan.replayed_before.saturating_add(1);
+        let count_text = match self
+            .count_texts
+            .get(usize::try_from(count - 1).unwrap_or(usize::MAX))
+        {
+            Some(text) => std::borrow::Cow::Borrowed(text.as_bytes()),
+            None => std::borrow::Cow::Owned(count.to_string().into_bytes()),
+        };
+        let mut out = record.headers;
+        headers::strip_provenance(&mut out, plan.format);
+        out.remove_where(|key| key.starts_with("kafka-ops.replay."));
+        out.push(lineage::REPLAY_ID, Some(self.replay.id.as_bytes()));
+        out.push(lineage::REPLAY_COUNT, Some(count_text));
+        out.push(lineage::REPLAY_SOURCE, Some(self.source_text.as_bytes()));
+        producer.send_tracked(
+            Outgoing {
+                topic: &self.pipeline.destinations[plan.destination].name,
+                partition: Some(plan.partition),
+                key: record.key.as_deref(),
+                value: record.value.as_deref(),
+                headers: &out,
+                timestamp: None,
+            },
+            self.pipeline.next_tag(),
+        )?;
+        self.pipeline.push(partition, offset, plan.destination);
+        Ok(())
+    }
+
+    /// Commits, per dead-letter partition, the first offset not known to be stored, with the
+    /// note on the first partition, and waits for the answer.
+    fn checkpoint(&mut self) -> Result<(), DlqError> {
+        self.checkpoint_with(true)
+    }
+
+    /// [`checkpoint`](Self::checkpoint) without waiting, between notes: each commit carries
+    /// the whole state, which stays true whatever is written next, so a commit that is late or
+    /// lost only moves a resumed run's start back.
+    fn checkpoint_in_background(&mut self) -> Result<(), DlqError> {
+        self.checkpoint_with(false)
+    }
+
+    fn checkpoint_with(&mut self, wait: bool) -> Result<(), DlqError> {
+        self.take_acknowledged()?;
+        let first_unstored = self.pipeline.first_unstored();
+        for (partition, (at, _)) in self.positions.iter_mut() {
+            let reached = first_unstored
+                .get(partition)
+                .or_else(|| self.next.get(partition))
+                .copied()
+                .unwrap_or(*at);
+            *at = (*at).max(reached);
         }
-        if self.replay.dry_run {
-            for (partition, offset) in next.iter() {
-                if let Some((at, _)) = positions.get_mut(partition) {
-                    *at = *offset;
-                }
-            }
-            batch.clear();
-            self.report_progress();
-            return Ok(());
-        }
-        if !batch.is_empty() {
-            let destinations = std::mem::take(&mut self.destinations);
-            let mut marks: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
-            for (topic, partition) in destinations.into_pairs() {
-                // Anything this batch writes lands after what this run wrote there before,
-                // so that end is a safe place to start looking; only a partition not
-                // written yet needs asking.
-                let from = match self.written_up_to.get(&(topic.clone(), partition)) {
-                    Some(end) => *end,
-                    None => self.reader.watermarks(&topic, partition)?.1,
+        self.report.replayed += self.pipeline.stored;
+        self.pipeline.stored = 0;
+        self.sent_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        if !self.replay.dry_run {
+            let marks = self.pipeline.marks();
+            let mut commits = Vec::with_capacity(self.positions.len());
+            for (index, (partition, (at, state))) in self.positions.iter().enumerate() {
+                let pending = (index == 0 && !marks.is_empty()).then(|| Pending {
+                    to: state.end,
+                    marks: marks.clone(),
+                });
+                let state = State {
+                    pending,
+                    ..state.clone()
                 };
-                marks.entry(topic).or_default().push((partition, from));
+                let metadata = serde_json::to_string(&state)
+                    .map_err(|e| DlqError::Config(format!("replay state: {e}")))?;
+                commits.push((*partition, Offset::new(*at).map_err(Error::from)?, metadata));
             }
-            // Only the partitions this batch moves get the note.
-            let noted: BTreeMap<i32, (i64, State)> = moved
-                .iter()
-                .filter_map(|p| {
-                    let (at, state) = positions.get(p)?;
-                    let to = *next.get(p)?;
-                    let pending = Pending {
-                        to,
-                        marks: marks.clone(),
-                    };
-                    Some((
-                        *p,
-                        (
-                            *at,
-                            State {
-                                pending: Some(pending),
-                                ..state.clone()
-                            },
-                        ),
-                    ))
-                })
-                .collect();
-            self.commit(&noted)?;
-            let mut deliveries = Vec::with_capacity(batch.len());
-            for outgoing in batch.drain(..) {
-                // Only records of the batch a crashed run may have written can be there.
-                let in_doubt = pending_to
-                    .get(&outgoing.partition)
-                    .is_some_and(|to| outgoing.offset < *to);
-                if in_doubt && already.contains(&(outgoing.partition, outgoing.offset)) {
-                    self.report.already_replayed += 1;
-                    continue;
-                }
-                self.wait_for_token();
-                deliveries.push((outgoing.topic.clone(), self.send(&outgoing)?));
-            }
-            for (topic, delivery) in deliveries {
-                let delivered = self.runtime.block_on(delivery)?;
-                self.report.replayed += 1;
-                let end = self
-                    .written_up_to
-                    .entry((topic, delivered.partition))
-                    .or_default();
-                *end = (*end).max(delivered.offset + 1);
+            if wait {
+                self.reader.commit(&self.replay.source, &commits)?;
+            } else {
+                self.reader
+                    .commit_in_background(&self.replay.source, &commits)?;
             }
         }
-        let mut done = BTreeMap::new();
-        for partition in moved {
-            if let (Some((at, state)), Some(offset)) =
-                (positions.get_mut(&partition), next.get(&partition))
-            {
-                *at = *offset;
-                state.pending = None;
-                done.insert(partition, (*at, state.clone()));
-            }
-        }
-        self.commit(&done)?;
         self.report_progress();
         Ok(())
+    }
+
+    /// Takes the answered records off the front of the in-flight queue.
+    fn take_acknowledged(&mut self) -> Result<(), DlqError> {
+        match &self.producer {
+            Some(producer) => self.pipeline.take_acknowledged(producer),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every record sent is acknowledged, and takes them all.
+    fn drain(&mut self) -> Result<(), DlqError> {
+        if let Some(producer) = &self.producer {
+            producer.flush(producer.delivery_timeout() + Duration::from_secs(5))?;
+        }
+        self.take_acknowledged()?;
+        if self.pipeline.in_flight() > 0 {
+            return Err(DlqError::Kafka(Error::Timeout {
+                operation: "wait for the replay's acknowledgements",
+                timeout: self
+                    .producer
+                    .as_ref()
+                    .map_or(Duration::ZERO, AckedProducer::delivery_timeout),
+            }));
+        }
+        Ok(())
+    }
+
+    fn partitions_of(&mut self, topic: &str) -> Result<Option<i32>, DlqError> {
+        partition_count(&mut self.partition_counts, &self.reader, topic)
     }
 
     fn wait_for_token(&mut self) {
@@ -509,27 +513,8 @@ impl Run {
         }
     }
 
-    fn send(
-        &self,
-        outgoing: &Outgoing,
-    ) -> Result<impl Future<Output = Result<Delivered, Error>> + use<>, DlqError> {
-        let Some(producer) = &self.producer else {
-            return Err(DlqError::Config("a dry run writes nothing".into()));
-        };
-        let record = &outgoing.record;
-        Ok(producer.send(Write {
-            topic: &outgoing.topic,
-            partition: Some(outgoing.target_partition),
-            key: record.key(),
-            value: record.value(),
-            headers: &record.headers,
-            timestamp: None,
-        })?)
-    }
-
-    /// Records with this replay's id already at the destination partitions a crashed batch
-    /// wrote to, from the offsets noted before it: `(partition, offset)` in the dead-letter
-    /// topic.
+    /// Records with this replay's id already at the noted destination partitions, from the
+    /// noted offsets: `(partition, offset)` in the dead-letter topic.
     fn written_before_crash(
         &self,
         marks: &BTreeSet<(String, i32, i64)>,
@@ -537,12 +522,20 @@ impl Run {
         let mut found = HashSet::new();
         let mut by_topic: BTreeMap<&str, Vec<Range>> = BTreeMap::new();
         for (topic, partition, from) in marks {
-            let (_, high) = self.reader.watermarks(topic, *partition)?;
             by_topic.entry(topic).or_default().push(Range {
                 partition: *partition,
                 start: *from,
-                end: high,
+                end: *from,
             });
+        }
+        for (topic, ranges) in &mut by_topic {
+            let partitions: Vec<i32> = ranges.iter().map(|r| r.partition).collect();
+            for (range, (_, _, high)) in ranges
+                .iter_mut()
+                .zip(self.reader.watermarks_of(topic, &partitions)?)
+            {
+                range.end = high;
+            }
         }
         let source_prefix = format!("{}/", self.replay.source);
         for (topic, ranges) in by_topic {
@@ -565,7 +558,7 @@ impl Run {
         tracing::info!(
             replay = %self.replay.id,
             found = found.len(),
-            "resuming after a crash: records of the interrupted batch already written"
+            "resuming after a crash: records the interrupted run already wrote"
         );
         Ok(found)
     }
@@ -575,58 +568,27 @@ impl Run {
             progress(&ReplayProgress {
                 scanned: self.report.scanned,
                 total: self.total,
-                replayed: self.report.replayed,
+                replayed: self.report.replayed + self.pipeline.stored,
                 elapsed: self.started.elapsed(),
             });
         }
     }
 }
 
-/// The original partition when the destination has it (the key keeps the partition its
-/// producer chose), else by key with Kafka's default partitioner (murmur2, as the Java client),
-/// else by source offset. Chosen here, not by the producer, so a resumed replay knows where a
-/// crashed batch wrote.
-pub(super) fn target_partition(record: &OwnedRecord, info: &DeadLetterInfo, count: i32) -> i32 {
-    if let Some(partition) = info.original_partition.filter(|p| (0..count).contains(p)) {
-        return partition;
+/// The partition count of `topic` (`None`: it does not exist), asked once per run.
+fn partition_count(
+    counts: &mut HashMap<String, Option<i32>>,
+    reader: &RangeReader,
+    topic: &str,
+) -> Result<Option<i32>, DlqError> {
+    if let Some(count) = counts.get(topic) {
+        return Ok(*count);
     }
-    let count_u32 = u32::try_from(count.max(1)).unwrap_or(1);
-    let spread = match record.key() {
-        Some(key) => murmur2(key) & 0x7fff_ffff,
-        None => (record.offset.get().unsigned_abs() % u64::from(count_u32)) as u32,
+    let count = match reader.partition_count(topic) {
+        Ok(count) => Some(count),
+        Err(Error::Config(_)) => None,
+        Err(other) => return Err(other.into()),
     };
-    i32::try_from(spread % count_u32).unwrap_or(0)
-}
-
-/// Kafka's murmur2 (the Java client's default partitioner hash).
-pub(super) fn murmur2(data: &[u8]) -> u32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let length = data.len();
-    let mut h = SEED ^ (length as u32);
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= u32::from(rest[2]) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= u32::from(rest[1]) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= u32::from(rest[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h
+    counts.insert(topic.to_string(), count);
+    Ok(count)
 }

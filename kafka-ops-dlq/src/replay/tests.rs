@@ -2,8 +2,9 @@
 #![allow(clippy::unwrap_used)]
 use kafka_ops_core::{Offset, RecordTimestamp};
 
-use super::run::{murmur2, target_partition};
+use super::partitioner::{murmur2, target_partition};
 use super::*;
+use kafka_ops_core::OwnedRecord;
 use kafka_ops_core::dead_letter::headers;
 
 #[test]

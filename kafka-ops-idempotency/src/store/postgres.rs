@@ -23,6 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use kafka_ops_core::Timestamp;
+use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, NoTls, Row, Statement};
 
 use super::coalesce::{Batches, Front};
@@ -191,14 +192,15 @@ impl PostgresStore {
         outcome: &StoredOutcome,
     ) -> Result<(), IdempotencyError> {
         let outcome = serde_json::to_string(outcome).map_err(failed)?;
+        // Typed: one round trip (no separate prepare) inside the handler's transaction.
         let updated = client
-            .execute(
+            .execute_typed(
                 COMPLETE,
                 &[
-                    &claim.key,
-                    &(claim.token.0 as i64),
-                    &outcome,
-                    &claim.ttl.as_secs_f64(),
+                    (&claim.key, Type::TEXT),
+                    (&(claim.token.0 as i64), Type::INT8),
+                    (&outcome, Type::TEXT),
+                    (&claim.ttl.as_secs_f64(), Type::FLOAT8),
                 ],
             )
             .await

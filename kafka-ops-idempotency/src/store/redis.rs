@@ -132,6 +132,13 @@ impl Inner {
         format!("{}{key}", self.prefix)
     }
 
+    /// The stored key of `key` into `buffer`.
+    fn write_key(&self, buffer: &mut String, key: &str) {
+        buffer.clear();
+        buffer.push_str(&self.prefix);
+        buffer.push_str(key);
+    }
+
     /// When the leases of the keys at `positions`, held by others, end: now plus what remains
     /// of each on the server (now, when the key went meanwhile). A second round trip, only for
     /// keys found in progress.
@@ -164,11 +171,16 @@ impl Batches for Inner {
             return Ok(Vec::new());
         }
         let tokens: Vec<FencingToken> = requests.iter().map(|_| FencingToken::random()).collect();
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(requests.len());
+        // The command copies its arguments: one buffer each serves every key.
+        let (mut key, mut held) = (String::new(), String::new());
         for (request, token) in requests.iter().zip(&tokens) {
+            self.write_key(&mut key, &request.key);
+            write_value(&mut held, *token, request.digest);
+            held.push_str("|p");
             pipe.cmd("SET")
-                .arg(self.key(&request.key))
-                .arg(format!("{}|{}|p", token.0, hex(request.digest)))
+                .arg(&key)
+                .arg(&held)
                 .arg("NX")
                 .arg("PX")
                 .arg(millis(request.lease))
@@ -211,17 +223,7 @@ impl Batches for Inner {
     ) -> Result<Vec<Result<(), IdempotencyError>>, IdempotencyError> {
         let mut answers = Vec::with_capacity(completions.len());
         for chunk in completions.chunks(MAX_BATCH) {
-            let mut call = self.complete.prepare_invoke();
-            for completion in chunk {
-                let outcome = serde_json::to_string(&completion.outcome)
-                    .map_err(|e| IdempotencyError::store("redis", e))?;
-                call.key(self.key(&completion.key))
-                    .arg(completion.token.0)
-                    .arg(outcome)
-                    .arg(millis(completion.ttl));
-            }
-            let mut connection = self.connection.clone();
-            let done: Vec<u64> = call.invoke_async(&mut connection).await.map_err(failed)?;
+            let done: Vec<u64> = self.complete_chunk(chunk).await?;
             if done.len() != chunk.len() {
                 return Err(IdempotencyError::store(
                     "redis",
@@ -239,9 +241,72 @@ impl Batches for Inner {
     }
 }
 
+impl Inner {
+    /// One call of [`COMPLETE`] over `chunk`, written straight into one command (a script
+    /// invocation would hold each key and argument in an allocation of its own), loading the
+    /// script when the server does not have it.
+    async fn complete_chunk(&self, chunk: &[Completion]) -> Result<Vec<u64>, IdempotencyError> {
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(self.complete.get_hash()).arg(chunk.len());
+        let mut key = String::new();
+        for completion in chunk {
+            self.write_key(&mut key, &completion.key);
+            call.arg(&key);
+        }
+        // Neighbours mostly store the same outcome: serialize it once for them.
+        let mut last: Option<(&StoredOutcome, String)> = None;
+        for completion in chunk {
+            if last.as_ref().is_none_or(|(o, _)| *o != &completion.outcome) {
+                let json = serde_json::to_string(&completion.outcome)
+                    .map_err(|e| IdempotencyError::store("redis", e))?;
+                last = Some((&completion.outcome, json));
+            }
+            let json = last.as_ref().map_or("", |(_, json)| json.as_str());
+            call.arg(completion.token.0)
+                .arg(json)
+                .arg(millis(completion.ttl));
+        }
+        let mut connection = self.connection.clone();
+        match call.query_async(&mut connection).await {
+            Err(error)
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                let _: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(COMPLETE)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(failed)?;
+                call.query_async(&mut connection).await.map_err(failed)
+            }
+            answer => answer.map_err(failed),
+        }
+    }
+}
+
+/// `<token>|<digest>` into `buffer`.
+fn write_value(buffer: &mut String, token: FencingToken, digest: PayloadDigest) {
+    use std::fmt::Write as _;
+    buffer.clear();
+    // Writing to a String cannot fail.
+    let _ = write!(buffer, "{}|", token.0);
+    buffer.push_str(&hex(digest));
+}
+
 /// The digest as the store writes it: 32 hexadecimal digits.
 fn hex(digest: PayloadDigest) -> String {
-    format!("{:032x}", digest.0)
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    digest
+        .to_bytes()
+        .iter()
+        .flat_map(|byte| {
+            [
+                DIGITS[usize::from(byte >> 4)],
+                DIGITS[usize::from(byte & 0xf)],
+            ]
+        })
+        .map(char::from)
+        .collect()
 }
 
 /// What a taken key's value (`<token>|<digest>|<state>[|<outcome>]`) answers to a `begin` with

@@ -314,9 +314,16 @@ impl<'a> Record<'a> {
     }
 
     /// This record with owned bytes, so it can outlive the message it was read from.
-    pub fn into_owned(self) -> OwnedRecord {
+    pub fn into_owned(mut self) -> OwnedRecord {
+        let topic = Cow::Owned(std::mem::take(&mut self.topic).into_owned());
+        self.into_owned_in(topic)
+    }
+
+    /// [`into_owned`](Self::into_owned) with the topic name given (a shared, interned one saves
+    /// an allocation per record).
+    pub(crate) fn into_owned_in(self, topic: Cow<'static, str>) -> OwnedRecord {
         Record {
-            topic: Cow::Owned(self.topic.into_owned()),
+            topic,
             partition: self.partition,
             offset: self.offset,
             key: self.key.map(|k| Cow::Owned(k.into_owned())),

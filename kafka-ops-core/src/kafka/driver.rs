@@ -311,6 +311,7 @@ impl<H: Handler> Driver<H> {
             next_queue: 0,
             inline_polls: Cell::new(true),
             slow_inline_polls: Cell::new(0),
+            inline_poll_count: Cell::new(0),
         };
         run.poll_until_stopped();
         let abandoned = run.finish();

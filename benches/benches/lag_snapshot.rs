@@ -1,11 +1,17 @@
-//! Side-by-side: a lag snapshot of 10 000 partitions on a 3-broker mock cluster, kafka-ops'
-//! batched path against the naive loop of per-partition `fetch_watermarks`, in the same run.
+//! Side-by-side: a lag snapshot of 1 000, 10 000 and 100 000 partitions on a 3-broker mock
+//! cluster, in the same run: kafka-ops' batched path (requests of at most
+//! `DEFAULT_BATCH_SIZE` partitions, all sent at once), the limit of batching (one request per
+//! broker and request type, however many partitions), and the naive loop of per-partition
+//! `fetch_watermarks`.
 //!
 //! ```text
 //! cargo bench -p kafka-ops-benches --bench lag_snapshot
 //! ```
 //!
-//! Prints the median of each, the ratio (target ≥ 20×) and how many broker requests each made.
+//! Prints, per size, the median of each, the ratios naive/batched (target ≥ 20×) and
+//! batched/limit (target ≤ 2×), and how many ListOffsets and OffsetFetch requests each made.
+//! Knob (environment): `KAFKA_OPS_BENCH_PARTITIONS`, comma-separated sizes (default
+//! `1000,10000,100000`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,15 +24,14 @@ use std::time::{Duration, Instant};
 use kafka_ops_core::cluster::{LagOptions, MetadataQuery, group_lag};
 use kafka_ops_core::lag::{GroupLag, PartitionLag};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, api};
-use kafka_ops_core::{ManualClock, Offset, SystemClock, TopicPartition, Watermarks};
+use kafka_ops_core::{ManualClock, Offset, TopicPartition, Watermarks};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, TopicPartitionList};
 
-const TOPICS: i32 = 50;
 const PARTITIONS_PER_TOPIC: i32 = 200;
 const ROUNDS: usize = 3;
 
-fn median(mut values: Vec<Duration>) -> Duration {
+fn median<T: Ord + Copy>(mut values: Vec<T>) -> T {
     values.sort();
     values[values.len() / 2]
 }
@@ -61,10 +66,42 @@ fn naive_snapshot(consumer: &BaseConsumer, partitions: &[TopicPartition]) -> Gro
 }
 
 fn main() {
+    let sizes: Vec<usize> = std::env::var("KAFKA_OPS_BENCH_PARTITIONS")
+        .unwrap_or_else(|_| "1000,10000,100000".into())
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .replace('_', "")
+                .parse()
+                .expect("a partition count")
+        })
+        .collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    println!(
+        "lag snapshot on 3 brokers, median of {ROUNDS} rounds (the naive loop: 1 round at 100 000)"
+    );
+    println!(
+        "  {:>8}  {:>22}  {:>22}  {:>22}  {:>14}  {:>13}",
+        "parts",
+        "batched (requests)",
+        "limit (requests)",
+        "naive (requests)",
+        "naive/batched",
+        "batched/limit"
+    );
+    for size in sizes {
+        measure(&runtime, size);
+    }
+}
+
+/// One time and its request count (ListOffsets + OffsetFetch).
+type Measured = (Duration, usize);
+
+fn measure(runtime: &tokio::runtime::Runtime, size: usize) {
     let kafka = MockKafka::start(3).unwrap();
+    let topics = i32::try_from(size.div_ceil(PARTITIONS_PER_TOPIC as usize)).unwrap();
     let mut partitions = Vec::new();
-    for t in 0..TOPICS {
+    for t in 0..topics {
         let topic = format!("bench-{t}");
         kafka.create_topic(&topic, PARTITIONS_PER_TOPIC).unwrap();
         for p in 0..PARTITIONS_PER_TOPIC {
@@ -73,7 +110,7 @@ fn main() {
     }
     // Some data on every topic, and a commit on every partition.
     runtime.block_on(async {
-        for t in 0..TOPICS {
+        for t in 0..topics {
             let records = (0..PARTITIONS_PER_TOPIC).map(|p| TestRecord::value("x").to_partition(p));
             kafka.produce(&format!("bench-{t}"), records).await.unwrap();
         }
@@ -86,88 +123,61 @@ fn main() {
     let cluster = kafka
         .cluster()
         .unwrap()
-        .with_timeout(Duration::from_secs(60));
+        .with_timeout(Duration::from_secs(120));
+    // The limit: every partition of a leader in one request.
+    let unbatched = kafka
+        .cluster()
+        .unwrap()
+        .with_timeout(Duration::from_secs(120))
+        .with_batch_size(usize::MAX);
     runtime.block_on(cluster.metadata(&[])).unwrap();
+    runtime.block_on(unbatched.metadata(&[])).unwrap();
     let consumer: BaseConsumer = {
         let mut config: ClientConfig = kafka.consumer_config("bench");
         config.set("enable.auto.commit", "false");
         config.create().unwrap()
     };
-
-    let mut batched = Vec::new();
-    let mut naive = Vec::new();
-    let mut batched_requests = 0;
-    let mut naive_requests = 0;
-    for _ in 0..ROUNDS {
+    let requests =
+        || kafka.count_requests(api::LIST_OFFSETS) + kafka.count_requests(api::OFFSET_FETCH);
+    let snapshot = |cluster: &kafka_ops_core::kafka::KafkaCluster| -> Measured {
         kafka.track_requests();
         let started = Instant::now();
         let (lag, _) = runtime
             .block_on(group_lag(
-                &cluster,
+                cluster,
                 "bench",
                 &ManualClock::new(),
                 LagOptions::default(),
             ))
             .unwrap();
-        batched.push(started.elapsed());
+        let took = started.elapsed();
         assert_eq!(lag.partitions.len(), partitions.len());
         assert_eq!(lag.total_lag(), partitions.len() as u64);
-        batched_requests =
-            kafka.count_requests(api::LIST_OFFSETS) + kafka.count_requests(api::OFFSET_FETCH);
-
-        kafka.track_requests();
-        let started = Instant::now();
-        let lag = naive_snapshot(&consumer, &partitions);
-        naive.push(started.elapsed());
-        assert_eq!(lag.total_lag(), partitions.len() as u64);
-        naive_requests =
-            kafka.count_requests(api::LIST_OFFSETS) + kafka.count_requests(api::OFFSET_FETCH);
+        (took, requests())
+    };
+    let (mut batched, mut limit, mut naive) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        batched.push(snapshot(&cluster));
+        // The limit's cost grows with the square of partitions per request, the naive loop's
+        // with partitions: one round of each is enough at 100 000.
+        if round == 0 || size < 100_000 {
+            limit.push(snapshot(&unbatched));
+            kafka.track_requests();
+            let started = Instant::now();
+            let lag = naive_snapshot(&consumer, &partitions);
+            naive.push((started.elapsed(), requests()));
+            assert_eq!(lag.total_lag(), partitions.len() as u64);
+        }
     }
-    let _ = SystemClock;
-    stages(&runtime, &cluster, &partitions);
-    let (batched, naive) = (median(batched), median(naive));
-    let ratio = naive.as_secs_f64() / batched.as_secs_f64();
+    let (batched, limit, naive) = (median(batched), median(limit), median(naive));
+    let cell = |(took, requests): Measured| format!("{took:>10.3?} ({requests:>6})");
     println!(
-        "lag snapshot, {} partitions on 3 brokers, median of {ROUNDS} rounds",
-        partitions.len()
+        "  {:>8}  {:>22}  {:>22}  {:>22}  {:>13.1}x  {:>12.2}x",
+        partitions.len(),
+        cell(batched),
+        cell(limit),
+        cell(naive),
+        naive.0.as_secs_f64() / batched.0.as_secs_f64(),
+        batched.0.as_secs_f64() / limit.0.as_secs_f64(),
     );
-    println!(
-        "  batched (kafka-ops group_lag): {batched:>10.3?}  {batched_requests:>6} ListOffsets+OffsetFetch requests"
-    );
-    println!(
-        "  naive fetch_watermarks loop  : {naive:>10.3?}  {naive_requests:>6} ListOffsets+OffsetFetch requests"
-    );
-    println!("  ratio naive/batched          : {ratio:.1}x (target >= 20x)");
-}
-
-#[allow(dead_code)]
-fn stages(
-    runtime: &tokio::runtime::Runtime,
-    cluster: &kafka_ops_core::kafka::KafkaCluster,
-    partitions: &[TopicPartition],
-) {
-    use kafka_ops_core::cluster::{GroupQuery, OffsetQuery};
-    let t = Instant::now();
-    runtime.block_on(cluster.group_offsets("bench")).unwrap();
-    println!("group_offsets {:?}", t.elapsed());
-    let t = Instant::now();
-    runtime.block_on(cluster.metadata(&[])).unwrap();
-    println!("metadata {:?}", t.elapsed());
-    for n in [100usize, 1000, 3000, 10000] {
-        let t = Instant::now();
-        runtime
-            .block_on(cluster.committed_offsets("bench", &partitions[..n]))
-            .unwrap();
-        println!("committed {n}: {:?}", t.elapsed());
-        let t = Instant::now();
-        runtime
-            .block_on(cluster.watermarks(&partitions[..n], Default::default()))
-            .unwrap();
-        println!("watermarks {n}: {:?}", t.elapsed());
-    }
-    let t = Instant::now();
-    runtime
-        .block_on(cluster.watermarks(partitions, Default::default()))
-        .unwrap();
-    println!("watermarks {:?}", t.elapsed());
 }

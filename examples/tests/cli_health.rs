@@ -5,7 +5,7 @@
 use kafka_ops_core::testkit::{MockKafka, RealKafka, TestRecord, unique_name};
 
 mod support;
-use support::cli;
+use support::{cli, example_binary};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_prints_every_probe_and_fails_on_a_full_dead_letter_topic() {
@@ -56,7 +56,7 @@ async fn health_prints_every_probe_and_fails_on_a_full_dead_letter_topic() {
     assert_eq!(code, 0, "nothing is critical:\n{out}");
 
     let (code, out, _) = cli(&["health", "--bootstrap", kafka.bootstrap(), "--json"]).await;
-    assert_eq!(code, 0, "no --fail-on, no failing exit");
+    assert_eq!(code, 0, "by default only critical fails:\n{out}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["probes"][0]["name"], "broker_connectivity");
     assert_eq!(report["probes"][0]["status"], "healthy");
@@ -68,28 +68,72 @@ async fn health_prints_every_probe_and_fails_on_a_full_dead_letter_topic() {
     );
 }
 
+/// `kafka-ops health` against `bootstrap` with `extra` arguments.
+async fn health_of(bootstrap: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["health", "--bootstrap", bootstrap];
+    args.extend_from_slice(extra);
+    cli(&args).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_required_topic_fails_health_by_default_and_never_when_told() {
+    // The real cluster, every probe healthy but one critical: a required topic that is not
+    // there. Each --fail-on mode's exit code, and the default's.
+    let kafka = RealKafka::shared().await.unwrap();
+    let missing = unique_name("never_created");
+    let required = ["--topic", missing.as_str(), "--dlq-suffix", ".no-such-dlq"];
+    let with = |mode: Option<&'static str>| {
+        let mut args = required.to_vec();
+        if let Some(mode) = mode {
+            args.extend(["--fail-on", mode]);
+        }
+        args
+    };
+    let (code, out, err) = health_of(kafka.bootstrap(), &with(None)).await;
+    assert!(err.is_empty(), "{err}");
+    assert!(out.contains(&format!("missing topics: {missing}")), "{out}");
+    assert!(out.contains("overall: unhealthy (critical)"), "{out}");
+    assert_eq!(code, 2, "critical fails without --fail-on:\n{out}");
+    let (code, out, _) = health_of(kafka.bootstrap(), &with(Some("critical"))).await;
+    assert_eq!(code, 2, "{out}");
+    let (code, out, _) = health_of(kafka.bootstrap(), &with(Some("warning"))).await;
+    assert_eq!(code, 2, "critical is worse than warning:\n{out}");
+    let (code, out, _) = health_of(kafka.bootstrap(), &with(Some("never"))).await;
+    assert!(out.contains("overall: unhealthy (critical)"), "{out}");
+    assert_eq!(code, 0, "--fail-on never reports and exits 0:\n{out}");
+
+    // Once the topic exists, nothing is critical: exit 0 in every mode.
+    kafka.create_topic(&missing, 1).await.unwrap();
+    for mode in [None, Some("critical"), Some("warning"), Some("never")] {
+        let (code, out, _) = health_of(kafka.bootstrap(), &with(mode)).await;
+        assert!(out.contains("overall: healthy (info)"), "{mode:?}:\n{out}");
+        assert_eq!(code, 0, "{mode:?}:\n{out}");
+    }
+
+    let (code, _, err) = health_of(kafka.bootstrap(), &["--fail-on", "sometimes"]).await;
+    assert_eq!(code, 3, "an unknown mode is a usage error");
+    assert!(err.contains("invalid value 'sometimes'"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mock_cluster_names_no_real_controller_so_health_is_critical() {
     let kafka = MockKafka::start(3).unwrap();
-    let (code, out, _) = cli(&[
-        "health",
-        "--bootstrap",
-        kafka.bootstrap(),
-        "--fail-on",
-        "critical",
-    ])
-    .await;
+    let (code, out, _) = health_of(kafka.bootstrap(), &[]).await;
     assert!(
         out.contains("the reported controller 0 is not among the brokers"),
         "{out}"
     );
+    assert_eq!(code, 2, "critical fails by default:\n{out}");
+    let (code, out, _) = health_of(kafka.bootstrap(), &["--fail-on", "warning"]).await;
     assert_eq!(code, 2, "{out}");
+    let (code, out, _) = health_of(kafka.bootstrap(), &["--fail-on", "never"]).await;
+    assert!(out.contains("overall: unhealthy (critical)"), "{out}");
+    assert_eq!(code, 0, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_of_an_unreachable_cluster_is_critical_and_quick() {
-    let started = std::time::Instant::now();
-    let (code, out, _) = cli(&[
+    let args = [
         "health",
         "--bootstrap",
         "127.0.0.1:1",
@@ -97,13 +141,21 @@ async fn health_of_an_unreachable_cluster_is_critical_and_quick() {
         "1s",
         "--probe-timeout",
         "3s",
-        "--fail-on",
-        "critical",
-    ])
-    .await;
-    assert_eq!(code, 2, "{out}");
+    ];
+    let started = std::time::Instant::now();
+    let (code, out, _) = cli(&args).await;
+    assert_eq!(code, 2, "an unreachable cluster fails by default:\n{out}");
     assert!(out.contains("cluster unreachable"), "{out}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // The program itself, as a script calls it: its exit status is the same.
+    let status = std::process::Command::new(example_binary("kafka-ops"))
+        .args(args)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(out.contains("cluster unreachable"), "{out}");
+    assert_eq!(status.status.code(), Some(2), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use kafka_ops_core::Severity;
 use kafka_ops_health::probes::{
     BrokerConnectivityProbe, CanaryProbe, ConsumerLagProbe, ControllerProbe, DeadLetterDepthProbe,
     DeadLetterTopics, PartitionsProbe, RequiredTopicsProbe,
 };
 use kafka_ops_health::{HealthChecker, HealthReport, RestartGateOptions, safe_to_restart};
 
-use super::{ConnectionArgs, EXIT_ERROR, FailOn, Output};
+use super::{ConnectionArgs, EXIT_ERROR, FailOn, Output, exit_code};
 use crate::table::{Table, compact_duration};
 
 /// Arguments of `kafka-ops health`.
@@ -38,22 +37,14 @@ pub struct HealthArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Exit 1 on warning and 2 on critical (`warning`), or 2 on critical only (`critical`).
-    #[arg(long, value_enum)]
-    fail_on: Option<FailOn>,
+    /// Which verdicts fail the run: `critical` exits 2 on critical, `warning` also exits 1 on
+    /// warning, `never` exits 0 whatever the verdict. Exit 3 always means the check could not
+    /// run.
+    #[arg(long, value_enum, default_value = "critical")]
+    fail_on: FailOn,
     /// Bound on each probe.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     probe_timeout: Duration,
-}
-
-/// The exit code for a health report's severity under `--fail-on`.
-fn health_exit_code(severity: Severity, fail_on: Option<FailOn>) -> i32 {
-    match (fail_on, severity) {
-        (None, _) | (_, Severity::Info) => 0,
-        (Some(FailOn::Warning), severity) => severity.exit_code(),
-        (Some(FailOn::Critical), Severity::Critical) => 2,
-        (Some(FailOn::Critical), _) => 0,
-    }
 }
 
 fn parse_required(topic: &str) -> Result<(String, Option<usize>), String> {
@@ -154,7 +145,7 @@ pub async fn run(args: HealthArgs, output: &mut Output<'_>) -> i32 {
         let _ = writeln!(output.err, "error: {error}");
         return EXIT_ERROR;
     }
-    health_exit_code(report.severity, args.fail_on)
+    exit_code(report.severity, Some(args.fail_on))
 }
 
 /// Arguments of `kafka-ops restart-check`.
@@ -229,23 +220,5 @@ mod tests {
             ("outbox".into(), Some(6))
         );
         assert!(parse_required("outbox:many").is_err());
-    }
-
-    #[test]
-    fn exit_codes_follow_fail_on() {
-        assert_eq!(health_exit_code(Severity::Critical, None), 0);
-        assert_eq!(
-            health_exit_code(Severity::Warning, Some(FailOn::Warning)),
-            1
-        );
-        assert_eq!(
-            health_exit_code(Severity::Critical, Some(FailOn::Warning)),
-            2
-        );
-        assert_eq!(
-            health_exit_code(Severity::Warning, Some(FailOn::Critical)),
-            0
-        );
-        assert_eq!(health_exit_code(Severity::Info, Some(FailOn::Warning)), 0);
     }
 }

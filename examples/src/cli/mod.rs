@@ -1,7 +1,9 @@
 //! The `kafka-ops` command-line tool: runbook steps as subcommands.
 //!
 //! Exit codes follow the monitoring-plugin convention the runbook scripts use: 0 ok, 1 warning,
-//! 2 critical (only when `--fail-on` asks), 3 for errors (unreachable cluster, bad arguments).
+//! 2 critical, 3 for errors (unreachable cluster, bad arguments). Which verdicts fail the run is
+//! `--fail-on`'s: `health` fails on critical unless told otherwise (a check that reports the
+//! cluster unreachable must not exit 0 to the script calling it), `lag` only when asked.
 
 pub mod dlq;
 pub mod health;
@@ -33,7 +35,8 @@ pub struct Cli {
 enum Command {
     /// Consumer-group lag: offsets, time lag and a verdict (like kafka-consumer-groups --describe).
     Lag(lag::LagArgs),
-    /// The daily health check: brokers, controller, partitions, topics, lag, DLQ depth, canary.
+    /// The daily health check: brokers, controller, partitions, topics, lag, DLQ depth, canary
+    /// (exit 2 when a probe is critical, 1 on warning with `--fail-on warning`).
     Health(health::HealthArgs),
     /// May this broker be stopped now? The rolling-restart checklist (exit 0 safe, 2 not).
     RestartCheck(health::RestartCheckArgs),
@@ -111,12 +114,15 @@ pub enum FailOn {
     Warning,
     /// Exit 2 on critical; warnings exit 0.
     Critical,
+    /// Exit 0 whatever the verdict (3 still means the check could not run): for callers that
+    /// read the report and judge it themselves.
+    Never,
 }
 
 /// The exit code for `severity` under `--fail-on`.
 pub fn exit_code(severity: Severity, fail_on: Option<FailOn>) -> i32 {
     match (fail_on, severity) {
-        (None, _) | (_, Severity::Info) => 0,
+        (None | Some(FailOn::Never), _) | (_, Severity::Info) => 0,
         (Some(FailOn::Warning), severity) => severity.exit_code(),
         (Some(FailOn::Critical), Severity::Critical) => 2,
         (Some(FailOn::Critical), Severity::Warning) => 0,
@@ -179,6 +185,8 @@ mod tests {
         assert_eq!(exit_code(Warning, Some(FailOn::Critical)), 0);
         assert_eq!(exit_code(Critical, Some(FailOn::Critical)), 2);
         assert_eq!(exit_code(Info, Some(FailOn::Warning)), 0);
+        assert_eq!(exit_code(Critical, Some(FailOn::Never)), 0);
+        assert_eq!(exit_code(Warning, Some(FailOn::Never)), 0);
     }
 
     #[test]

@@ -19,9 +19,10 @@ pub const SEQUENCE_HEADER: &str = "kafka-ops-canary-seq";
 pub const RUN_HEADER: &str = "kafka-ops-canary-run";
 
 /// Produces a few sequence-numbered records to a canary topic partition and consumes them back
-/// with its own consumer, measuring the round trip and detecting loss (a sequence number never
-/// read back) and duplication (one read twice), in the manner of Xinfra Monitor. Every check is
-/// bounded by its deadline.
+/// with its own consumer, measuring the round trip and detecting loss (a sequence number
+/// acknowledged but never read back, including records the log no longer starts at) and
+/// duplication (one read twice), in the manner of Xinfra Monitor. Every check is bounded by its
+/// deadline.
 pub struct CanaryProbe {
     producer: AckedProducer,
     reader: Arc<Mutex<RangeReader>>,
@@ -119,17 +120,22 @@ struct Round {
     seen: BTreeMap<u64, u32>,
 }
 
-#[async_trait]
-impl HealthProbe for CanaryProbe {
-    fn name(&self) -> &str {
-        "canary"
-    }
+/// A round whose records were all acknowledged, to be read back.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    /// The sequence numbers written, in order.
+    pub(crate) expected: Vec<u64>,
+    /// The lowest offset acknowledged: the read starts there.
+    pub(crate) from: i64,
+    started: Instant,
+    until: Instant,
+    produced_in: Duration,
+}
 
-    fn kind(&self) -> ProbeKind {
-        self.kind
-    }
-
-    async fn check(&self) -> Result<Check, HealthError> {
+impl CanaryProbe {
+    /// Writes this round's records, each awaited: the round's sequence numbers and where they
+    /// start, or the verdict when one was not acknowledged in time.
+    pub(crate) async fn send(&self) -> Result<Sent, Check> {
         let started = Instant::now();
         let until = started + self.deadline;
         let first = self.sequence.fetch_add(self.records, Ordering::SeqCst);
@@ -151,28 +157,22 @@ impl HealthProbe for CanaryProbe {
             // The producer's delivery timeout bounds the acknowledgement; the deadline bounds
             // the whole check.
             let remaining = until.saturating_duration_since(Instant::now());
-            let acknowledgement = match self.producer.send(record) {
-                Ok(acknowledgement) => acknowledgement,
-                Err(error) => {
-                    return Ok(Check::unhealthy(format!(
-                        "canary produce to {} failed: {error}",
-                        self.topic
-                    )));
-                }
-            };
+            let acknowledgement = self.producer.send(record).map_err(|error| {
+                Check::unhealthy(format!("canary produce to {} failed: {error}", self.topic))
+            })?;
             match tokio::time::timeout(remaining, acknowledgement).await {
                 Ok(Ok(delivery)) => {
                     first_offset =
                         Some(first_offset.map_or(delivery.offset, |o| o.min(delivery.offset)));
                 }
                 Ok(Err(error)) => {
-                    return Ok(Check::unhealthy(format!(
+                    return Err(Check::unhealthy(format!(
                         "canary produce to {} failed: {error}",
                         self.topic
                     )));
                 }
                 Err(_) => {
-                    return Ok(Check::unhealthy(format!(
+                    return Err(Check::unhealthy(format!(
                         "canary record to {} not acknowledged within {:?}",
                         self.topic, self.deadline
                     )));
@@ -180,19 +180,35 @@ impl HealthProbe for CanaryProbe {
             }
         }
         let Some(from) = first_offset else {
-            return Err(canary_error("produce", "no record was acknowledged"));
+            return Err(Check::unhealthy("no canary record was acknowledged"));
         };
-        let produced_in = started.elapsed();
+        Ok(Sent {
+            expected,
+            from,
+            started,
+            until,
+            produced_in: started.elapsed(),
+        })
+    }
+
+    /// Reads the partition from the round's first acknowledged offset to its end now (the
+    /// round's records and any copy written after them) and judges: a sequence number not read
+    /// back is lost, one read more than once duplicated.
+    pub(crate) async fn read_back(&self, sent: Sent) -> Result<Check, HealthError> {
         let reader = self.reader.clone();
         let (topic, partition, run) = (self.topic.clone(), self.partition, self.run.clone());
+        let from = sent.from;
         let read = tokio::task::spawn_blocking(move || -> Result<Round, HealthError> {
             let reader = reader.lock().unwrap_or_else(PoisonError::into_inner);
             // Everything written up to now: the records acknowledged, and any copy of them.
-            let (_, end) = reader.watermarks(&topic, partition)?;
+            let (low, end) = reader.watermarks(&topic, partition)?;
             let mut round = Round::default();
+            // Acknowledged records the log no longer starts at (deleted, or gone with an
+            // unclean election) are lost: reading below the log start would jump to the end
+            // and call every record lost, the survivors too.
             let range = Range {
                 partition,
-                start: from,
+                start: from.max(low),
                 end,
             };
             reader.read(&topic, &[range], |step| {
@@ -212,7 +228,7 @@ impl HealthProbe for CanaryProbe {
             })?;
             Ok(round)
         });
-        let remaining = until.saturating_duration_since(Instant::now());
+        let remaining = sent.until.saturating_duration_since(Instant::now());
         let round = match tokio::time::timeout(remaining, read).await {
             Ok(round) => round.map_err(|e| canary_error("consume", e))??,
             Err(_) => {
@@ -222,7 +238,8 @@ impl HealthProbe for CanaryProbe {
                 )));
             }
         };
-        let round_trip = started.elapsed();
+        let round_trip = sent.started.elapsed();
+        let expected = &sent.expected;
         let lost: Vec<u64> = expected
             .iter()
             .copied()
@@ -236,10 +253,9 @@ impl HealthProbe for CanaryProbe {
             .collect();
         let check = if !lost.is_empty() {
             Check::unhealthy(format!(
-                "{} of {} canary records not read back within {:?}",
+                "{} of {} canary records acknowledged but not read back",
                 lost.len(),
                 expected.len(),
-                self.deadline
             ))
         } else if !duplicated.is_empty() {
             Check::degraded(format!("{} canary records read twice", duplicated.len()))
@@ -252,9 +268,30 @@ impl HealthProbe for CanaryProbe {
         Ok(check
             .with_detail("topic", self.topic.clone())
             .with_detail("partition", self.partition)
-            .with_detail("produced_ms", produced_in.as_millis() as u64)
+            .with_detail("produced_ms", sent.produced_in.as_millis() as u64)
             .with_detail("round_trip_ms", round_trip.as_millis() as u64)
             .with_detail("lost", lost)
             .with_detail("duplicated", duplicated))
     }
 }
+
+#[async_trait]
+impl HealthProbe for CanaryProbe {
+    fn name(&self) -> &str {
+        "canary"
+    }
+
+    fn kind(&self) -> ProbeKind {
+        self.kind
+    }
+
+    async fn check(&self) -> Result<Check, HealthError> {
+        match self.send().await {
+            Ok(sent) => self.read_back(sent).await,
+            Err(verdict) => Ok(verdict),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

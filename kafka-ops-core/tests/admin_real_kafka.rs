@@ -1,8 +1,8 @@
 //! The admin and lag paths on a real Apache Kafka cluster (3 KRaft nodes), each number checked
 //! exactly and against Kafka's own `kafka-consumer-groups --describe`: group listing and
 //! description, a group's committed offsets, lag for one group and for all groups, offsets by
-//! time, the last stable offset under an open transaction, the transaction marker, and time lag
-//! from the record timestamp at the committed offset.
+//! time, the last stable offset under an open transaction (then committed, or aborted), the
+//! transaction marker, and time lag from the record timestamp at the committed offset.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;
@@ -270,52 +270,74 @@ async fn offsets_by_time_earliest_and_latest_are_exact() {
     assert_eq!(partition.isr.len(), 3);
 }
 
+/// Record `i` of the transaction tests, on partition 0.
+fn numbered(i: i64) -> TestRecord {
+    TestRecord::keyed(format!("k{i}"), format!("v{i}")).to_partition(0)
+}
+
+/// A producer with a transactional id of its own, its transactions initialized (which blocks,
+/// so off the runtime's threads).
+async fn transactional_producer(kafka: &RealKafka, prefix: &str) -> Arc<TransactionalProducer> {
+    let (bootstrap, txn_id) = (kafka.bootstrap().to_string(), unique_name(prefix));
+    tokio::task::spawn_blocking(move || TransactionalProducer::new(&bootstrap, &txn_id).unwrap())
+        .await
+        .map(Arc::new)
+        .unwrap()
+}
+
+/// Runs `work` with `producer` off the runtime's threads (its calls block until the brokers
+/// answer).
+async fn with_producer(
+    producer: &Arc<TransactionalProducer>,
+    work: impl FnOnce(&TransactionalProducer) + Send + 'static,
+) {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || work(&producer))
+        .await
+        .unwrap();
+}
+
+/// `group`'s lag read uncommitted (to the high watermark) and committed (to the last stable
+/// offset).
+async fn lag_both_ways(kafka: &RealKafka, group: &str) -> (GroupLag, GroupLag) {
+    let (cluster, clock) = (kafka.cluster(), ManualClock::new());
+    let lag_with = |isolation| {
+        let (cluster, clock) = (&cluster, &clock);
+        async move {
+            group_lag(cluster, group, clock, LagOptions { isolation })
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    (
+        lag_with(IsolationLevel::ReadUncommitted).await,
+        lag_with(IsolationLevel::ReadCommitted).await,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn read_committed_lag_leaves_out_exactly_the_open_transaction() {
     let kafka = RealKafka::shared().await.unwrap();
     let topic = unique_name("ledger");
     let group = unique_name("ledger_reader");
     kafka.create_topic(&topic, 1).await.unwrap();
-    let bootstrap = kafka.bootstrap().to_string();
-    let txn_id = unique_name("ledger-writer");
-    let producer = tokio::task::spawn_blocking(move || {
-        TransactionalProducer::new(&bootstrap, &txn_id).unwrap()
-    })
-    .await
-    .unwrap();
-    let producer = Arc::new(producer);
+    let producer = transactional_producer(&kafka, "ledger-writer").await;
     let topic_name = topic.clone();
-    let writer = producer.clone();
-    tokio::task::spawn_blocking(move || {
-        let record = |i: i64| TestRecord::keyed(format!("k{i}"), format!("v{i}")).to_partition(0);
+    with_producer(&producer, move |writer| {
         // Offsets 0..=2 committed (marker at 3), then 4..=7 left open.
         writer.begin().unwrap();
-        writer.send(&topic_name, (0..3).map(record)).unwrap();
+        writer.send(&topic_name, (0..3).map(numbered)).unwrap();
         writer.commit().unwrap();
         writer.begin().unwrap();
-        writer.send(&topic_name, (3..7).map(record)).unwrap();
+        writer.send(&topic_name, (3..7).map(numbered)).unwrap();
     })
-    .await
-    .unwrap();
+    .await;
     kafka
         .commit(&group, &[(TopicPartition::new(topic.as_str(), 0), o(1))])
         .await
         .unwrap();
-    let cluster = kafka.cluster();
-    let clock = ManualClock::new();
-    let lag_with = |isolation| {
-        let cluster = cluster.clone();
-        let group = group.clone();
-        let clock = clock.clone();
-        async move {
-            group_lag(&cluster, &group, &clock, LagOptions { isolation })
-                .await
-                .unwrap()
-                .0
-        }
-    };
-    let uncommitted = lag_with(IsolationLevel::ReadUncommitted).await;
-    let committed = lag_with(IsolationLevel::ReadCommitted).await;
+    let (uncommitted, committed) = lag_both_ways(&kafka, &group).await;
     // High watermark 8 (three records, a marker, four open records); last stable offset 4.
     assert_eq!(uncommitted.partitions[0].end_offset, Some(o(8)));
     assert_eq!(committed.partitions[0].end_offset, Some(o(4)));
@@ -326,14 +348,50 @@ async fn read_committed_lag_leaves_out_exactly_the_open_transaction() {
     assert_eq!(as_tool_rows(&uncommitted), tool_rows(&theirs));
 
     // Once the transaction commits, both ends meet after its marker.
-    let closer = producer.clone();
-    tokio::task::spawn_blocking(move || closer.commit().unwrap())
-        .await
-        .unwrap();
-    let uncommitted = lag_with(IsolationLevel::ReadUncommitted).await;
-    let committed = lag_with(IsolationLevel::ReadCommitted).await;
+    with_producer(&producer, |closer| closer.commit().unwrap()).await;
+    let (uncommitted, committed) = lag_both_ways(&kafka, &group).await;
     assert_eq!(uncommitted.partitions[0].end_offset, Some(o(9)));
     assert_eq!(committed.partitions[0].end_offset, Some(o(9)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_committed_uses_the_last_stable_offset() {
+    // The mock cluster answers ListOffsets with the high watermark whatever the isolation
+    // level, so only a real broker with a transaction left open can tell the two ends apart.
+    let kafka = RealKafka::shared().await.unwrap();
+    let topic = unique_name("lso");
+    let group = unique_name("lso_reader");
+    kafka.create_topic(&topic, 1).await.unwrap();
+    // Offsets 0..=2 plain records, then 3..=7 in a transaction left open.
+    kafka.produce(&topic, (0..3).map(numbered)).await.unwrap();
+    let producer = transactional_producer(&kafka, "lso-writer").await;
+    let topic_name = topic.clone();
+    with_producer(&producer, move |writer| {
+        writer.begin().unwrap();
+        writer.send(&topic_name, (3..8).map(numbered)).unwrap();
+    })
+    .await;
+    kafka
+        .commit(&group, &[(TopicPartition::new(topic.as_str(), 0), o(1))])
+        .await
+        .unwrap();
+    let (uncommitted, committed) = lag_both_ways(&kafka, &group).await;
+    assert_eq!(uncommitted.partitions[0].end_offset, Some(o(8)));
+    assert_eq!(committed.partitions[0].end_offset, Some(o(3)), "the LSO");
+    assert_eq!(
+        uncommitted.total_lag() - committed.total_lag(),
+        5,
+        "exactly the open records"
+    );
+    assert_eq!((uncommitted.total_lag(), committed.total_lag()), (7, 2));
+
+    // Aborted, the transaction is closed by its marker at 8: both ends meet after it, and the
+    // five aborted records count as lag on both (offsets a consumer still has to pass).
+    with_producer(&producer, |writer| writer.abort().unwrap()).await;
+    let (uncommitted, committed) = lag_both_ways(&kafka, &group).await;
+    assert_eq!(uncommitted.partitions[0].end_offset, Some(o(9)));
+    assert_eq!(committed.partitions[0].end_offset, Some(o(9)));
+    assert_eq!((uncommitted.total_lag(), committed.total_lag()), (8, 8));
 }
 
 #[tokio::test(flavor = "multi_thread")]

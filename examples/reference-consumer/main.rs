@@ -32,14 +32,15 @@
 // An app talking to its operator prints to stdout by design.
 #![allow(clippy::print_stdout)]
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use clap::Parser;
 use kafka_ops_core::cluster::{LagOptions, fill_time_lag_from_records, group_lag};
-use kafka_ops_core::dead_letter::Envelope;
+use kafka_ops_core::dead_letter::{Envelope, headers};
 use kafka_ops_core::handler::HandlerBuilder;
 use kafka_ops_core::handler::{Handler, HandlerError, Outcome};
 use kafka_ops_core::kafka::KafkaCluster;
@@ -47,7 +48,7 @@ use kafka_ops_core::kafka::KafkaDeadLetterSink;
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig, DriverHandle};
 use kafka_ops_core::lag::verdict::{LagThresholds, judge};
 use kafka_ops_core::testkit::MockKafka;
-use kafka_ops_core::{Offset, Record, SystemClock, TopicPartition};
+use kafka_ops_core::{ErrorClass, Offset, Record, SystemClock, TopicPartition};
 use kafka_ops_dlq::DeadLetterLayer;
 use kafka_ops_dlq::{RetryTiers, RetryTopicLayer};
 use kafka_ops_examples::orders::{EVENT_ID_HEADER, Workload};
@@ -100,6 +101,11 @@ struct Args {
     /// The simulated downstream: time per call.
     #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
     latency: Duration,
+    /// The simulated downstream: seed of its failures (each is drawn from the seed, the order
+    /// and how many calls that order had), so a run's failures can be repeated. A random one
+    /// by default, printed at start.
+    #[arg(long, env = "REFERENCE_CONSUMER_SEED")]
+    seed: Option<u64>,
     /// Idempotency store: `memory`, `redis://..`, `postgres://..` (or `host=..`), or a file
     /// path for redb.
     #[arg(long, default_value = "memory")]
@@ -168,6 +174,10 @@ impl Order {
 struct Downstream {
     failure_rate: f64,
     latency: Duration,
+    seed: u64,
+    /// Calls so far per order still failing: the n-th call of an order draws the same in every
+    /// run with the seed, however the records interleave. An order leaves it once charged.
+    calls: Mutex<HashMap<u64, u64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,13 +185,35 @@ struct Downstream {
 struct DownstreamTimeout;
 
 impl Downstream {
-    async fn charge(&self, _order: &Order) -> Result<(), DownstreamTimeout> {
+    fn new(failure_rate: f64, latency: Duration, seed: u64) -> Self {
+        Downstream {
+            failure_rate,
+            latency,
+            seed,
+            calls: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether call `call` (from 1) of order `order` fails.
+    fn fails(&self, order: u64, call: u64) -> bool {
+        // Odd multipliers keep (order, call) pairs apart before the generator mixes them.
+        let stream = order
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(call.wrapping_mul(0xC2B2_AE3D_27D4_EB4F));
+        fastrand::Rng::with_seed(self.seed ^ stream).f64() < self.failure_rate
+    }
+
+    async fn charge(&self, order: &Order) -> Result<(), DownstreamTimeout> {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
-        if fastrand::f64() < self.failure_rate {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        let call = calls.entry(order.order_id).or_default();
+        *call += 1;
+        if self.fails(order.order_id, *call) {
             return Err(DownstreamTimeout);
         }
+        calls.remove(&order.order_id);
         Ok(())
     }
 }
@@ -396,6 +428,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
+    println!("downstream failures drawn from seed {seed} (--seed {seed} repeats them)");
     let tiers = RetryTiers::new(args.retry_tiers.iter().copied())?;
     let dlq = format!("{}.dlq", args.topic);
 
@@ -464,10 +498,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Some(_), None) => return Err("--charges-table needs a PostgreSQL --store".into()),
     };
     let handler = Arc::new(OrderHandler {
-        downstream: Downstream {
-            failure_rate: args.failure_rate,
-            latency: args.latency,
-        },
+        downstream: Downstream::new(args.failure_rate, args.latency, seed),
         accept_legacy: args.accept_legacy_orders,
         ledger,
         orders: AtomicU64::new(0),
@@ -572,6 +603,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.dead_lettered,
         stats.commits,
     );
+    if let Some(kafka) = &embedded {
+        // What the dead-letter topic holds, by cause: poison (permanent) and records whose
+        // transient failures outlasted every retry.
+        let letters = kafka.read_all(&dlq).await?;
+        let permanent = letters
+            .iter()
+            .filter(|letter| {
+                headers::parse(&letter.headers).error_class == Some(ErrorClass::Permanent)
+            })
+            .count();
+        println!(
+            "{dlq} holds {} dead letters: {permanent} permanent, {} after retries",
+            letters.len(),
+            letters.len() - permanent
+        );
+    }
     print_lag(&cluster, &args.group, "lag after").await;
     // Clients first, then the embedded cluster they talk to.
     drop(cluster);

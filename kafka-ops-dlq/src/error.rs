@@ -37,6 +37,24 @@ pub enum DlqError {
         #[source]
         source: std::io::Error,
     },
+    /// The dead-letter limit refused the record: routing it would have made too many of its
+    /// partition's records dead letters, so the consumer stops on it, uncommitted, instead.
+    #[error(
+        "dead-letter limit reached on {topic}/{partition} at offset {offset}: {breach}; stopping instead of dead-lettering it"
+    )]
+    LimitReached {
+        /// The record's topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset: the group's committed offset stays at it.
+        offset: kafka_ops_core::Offset,
+        /// The limit it would have broken.
+        breach: crate::limit::LimitBreach,
+        /// The failure that would have been dead-lettered.
+        #[source]
+        failure: Box<kafka_ops_core::handler::HandlerError>,
+    },
     /// A setting is invalid.
     #[error("invalid dead-letter configuration: {0}")]
     Config(String),

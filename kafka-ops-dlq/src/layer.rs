@@ -12,6 +12,9 @@ use kafka_ops_core::{ErrorClass, Record};
 
 use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope};
 
+use crate::error::DlqError;
+use crate::limit::{DeadLetterLimit, DeadLetterLimiter, LimitBreach};
+
 /// Routes failed records to a [`DeadLetterSink`].
 ///
 /// A failure is dead-lettered when its disposition is
@@ -21,12 +24,18 @@ use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope};
 /// committed: a sink failure comes back as a transient error asking the driver to redeliver
 /// the record after `retry_after`, and a record too large to write even truncated stops the
 /// consumer ([`Disposition::Stop`]) rather than lose it.
+///
+/// With a [`limit`](Self::limit), a failure that would take its partition past the
+/// [`DeadLetterLimit`] is not routed: the consumer stops on it with
+/// [`DlqError::LimitReached`] (a fatal error with [`Disposition::Stop`]), so the group's
+/// committed offset stays at that record, right after the last one routed.
 #[derive(Clone)]
 pub struct DeadLetterLayer {
     sink: Arc<dyn DeadLetterSink>,
     envelope: Envelope,
     route_permanent: bool,
     retry_after: Duration,
+    limiter: Option<Arc<DeadLetterLimiter>>,
 }
 
 impl fmt::Debug for DeadLetterLayer {
@@ -35,6 +44,7 @@ impl fmt::Debug for DeadLetterLayer {
             .field("envelope", &self.envelope)
             .field("route_permanent", &self.route_permanent)
             .field("retry_after", &self.retry_after)
+            .field("limiter", &self.limiter)
             .finish()
     }
 }
@@ -49,7 +59,22 @@ impl DeadLetterLayer {
             envelope,
             route_permanent: true,
             retry_after: Duration::from_secs(1),
+            limiter: None,
         }
+    }
+
+    /// Stops the consumer instead of dead-lettering past `limit` (none by default), counted
+    /// per partition on the envelope's clock. Every handler this layer makes shares the
+    /// counts; an invalid limit is refused.
+    pub fn limit(mut self, limit: DeadLetterLimit) -> Result<Self, DlqError> {
+        let limiter = DeadLetterLimiter::new(limit, self.envelope.clock.clone())?;
+        self.limiter = Some(Arc::new(limiter));
+        Ok(self)
+    }
+
+    /// The limiter's counts, when a limit is set.
+    pub fn limiter(&self) -> Option<&DeadLetterLimiter> {
+        self.limiter.as_deref()
     }
 
     /// Whether undecided permanent failures are dead-lettered (default yes); when not, only
@@ -132,12 +157,53 @@ impl<H: Handler> DeadLettering<H> {
     }
 }
 
+/// The error that stops the consumer on a record the limit refused.
+fn refused(record: &Record<'_>, breach: LimitBreach, failure: HandlerError) -> HandlerError {
+    metrics::counter!("kafka_ops_dlq_limit_reached_total").increment(1);
+    let error = DlqError::LimitReached {
+        topic: record.topic.to_string(),
+        partition: record.partition,
+        offset: record.offset,
+        breach,
+        failure: Box::new(failure),
+    };
+    tracing::error!(%error, "dead-letter limit reached; stopping the consumer");
+    HandlerError::fatal(error).with_disposition(Disposition::Stop)
+}
+
 #[async_trait]
 impl<H: Handler> Handler for DeadLettering<H> {
     async fn handle(&self, record: &Record<'_>) -> Result<Outcome, HandlerError> {
-        match self.inner.handle(record).await {
-            Err(error) if self.layer.routes(&error) => self.route(record, error).await,
-            other => other,
+        let result = self.inner.handle(record).await;
+        let Some(limiter) = &self.layer.limiter else {
+            return match result {
+                Err(error) if self.layer.routes(&error) => self.route(record, error).await,
+                other => other,
+            };
+        };
+        let (topic, partition) = (&*record.topic, record.partition);
+        match result {
+            Err(error) if self.layer.routes(&error) => {
+                if let Err(breach) = limiter.check(topic, partition, record.offset) {
+                    return Err(refused(record, breach, error));
+                }
+                let routed = self.route(record, error).await;
+                if routed.is_ok() {
+                    limiter.record_dead_lettered(topic, partition);
+                }
+                routed
+            }
+            // Written by a layer inside this one: counted, too late to refuse.
+            Ok(Outcome::DeadLettered) => {
+                limiter.record_dead_lettered(topic, partition);
+                Ok(Outcome::DeadLettered)
+            }
+            Ok(outcome) => {
+                limiter.record_finished(topic, partition, record.offset);
+                Ok(outcome)
+            }
+            // Not finished (redelivered, stopping): not counted.
+            Err(error) => Err(error),
         }
     }
 }
@@ -262,5 +328,82 @@ mod tests {
         let big_value = record().with_value(vec![1_u8; 5_000]);
         assert_eq!(h.handle(&big_value).await.unwrap(), Outcome::DeadLettered);
         assert!(sink.letters.lock().unwrap()[0].size() <= 1_000);
+    }
+
+    #[tokio::test]
+    async fn past_the_limit_the_consumer_stops_instead_of_routing() {
+        let sink = Arc::new(Recorded::default());
+        let envelope = Envelope {
+            clock: Arc::new(ManualClock::at(Timestamp::from_millis(10_000))),
+            ..Envelope::new("g", "i")
+        };
+        let layer = DeadLetterLayer::new(sink.clone(), envelope)
+            .limit(DeadLetterLimit::default().consecutive(2))
+            .unwrap();
+        let h = HandlerBuilder::new()
+            .layer(layer.clone())
+            .handler(handler_fn(|r: &Record<'_>| {
+                let fine = r.value() == Some(&b"fine"[..]);
+                async move {
+                    if fine {
+                        Ok(Outcome::Processed)
+                    } else {
+                        Err(HandlerError::permanent(std::io::Error::other("bad")))
+                    }
+                }
+            }));
+        let at = |offset: i64, value: &str| {
+            Record::new("orders", 0, Offset::new(offset).unwrap())
+                .with_value(value.as_bytes().to_vec())
+        };
+        assert_eq!(h.handle(&at(0, "x")).await.unwrap(), Outcome::DeadLettered);
+        assert_eq!(h.handle(&at(1, "fine")).await.unwrap(), Outcome::Processed);
+        assert_eq!(h.handle(&at(2, "x")).await.unwrap(), Outcome::DeadLettered);
+        assert_eq!(h.handle(&at(3, "x")).await.unwrap(), Outcome::DeadLettered);
+        let stop = h.handle(&at(4, "x")).await.unwrap_err();
+        assert_eq!(stop.disposition(), Disposition::Stop);
+        assert_eq!(stop.class(), ErrorClass::Fatal);
+        match stop.downcast_ref::<DlqError>() {
+            Some(DlqError::LimitReached {
+                topic,
+                partition: 0,
+                offset,
+                breach: LimitBreach::Consecutive { max: 2 },
+                failure,
+            }) => {
+                assert_eq!((topic.as_str(), offset.get()), ("orders", 4));
+                assert_eq!(failure.cause().to_string(), "bad");
+            }
+            other => panic!("not the limit: {other:?}"),
+        }
+        assert_eq!(
+            stop.to_string(),
+            "fatal error: dead-letter limit reached on orders/0 at offset 4: more than 2 \
+             consecutive dead letters; stopping instead of dead-lettering it"
+        );
+        assert_eq!(
+            sink.letters.lock().unwrap().len(),
+            3,
+            "the refused record was not written"
+        );
+        let counts = layer.limiter().unwrap().counts("orders", 0);
+        assert_eq!(
+            (counts.records, counts.dead_lettered, counts.consecutive),
+            (4, 3, 2)
+        );
+        // A failed write is not counted: the record comes back and is judged again.
+        sink.failing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let other = Record::new("orders", 1, Offset::new(0).unwrap());
+        assert_eq!(
+            h.handle(&other).await.unwrap_err().class(),
+            ErrorClass::Transient
+        );
+        assert_eq!(layer.limiter().unwrap().counts("orders", 1).records, 0);
+        assert!(
+            DeadLetterLayer::new(sink, Envelope::new("g", "i"))
+                .limit(DeadLetterLimit::ratio(2.0, Duration::from_secs(1)))
+                .is_err()
+        );
     }
 }

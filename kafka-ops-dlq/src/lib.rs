@@ -15,6 +15,11 @@
 //!   past it. A failed write leaves the record uncommitted and brings it back. Records over the
 //!   producer's limit lose their cause chain, then their value is truncated (size and digest
 //!   recorded), and a record that still cannot fit stops the consumer rather than vanish.
+//! - A [`limit::DeadLetterLimit`] on the layer bounds, per partition, the share of dead letters
+//!   over a sliding window and the number in a row: a consumer whose every record fails is
+//!   emptying its topic, not handling errors, so past the limit the layer stops the consumer
+//!   with [`DlqError::LimitReached`] instead of routing, its committed offset right after the
+//!   last record routed.
 //! - [`RetryTopicLayer`] (inside the dead-letter layer) gives transient failures non-blocking
 //!   retries in delay tiers ([`RetryTiers`]): each tier record waits, its partition held by the
 //!   driver, until it is due; after the last tier it is dead-lettered under its original
@@ -48,6 +53,7 @@
 mod error;
 pub mod inspect;
 mod layer;
+pub mod limit;
 pub mod purge;
 pub mod rate;
 mod replay;

@@ -21,6 +21,9 @@
 //! - **Handlers** ([`handler`]): the `Handler` trait and the `Layer`s the other crates wrap it
 //!   with; the [`tracker`] that decides which offsets are safe to commit; the [`scheduler`]
 //!   that decides which record runs when, on an injected clock.
+//! - **The retry budget's seam** ([`budget`]): the [`budget::Budget`] trait that in-place
+//!   retries and retry-tier sends spend from together, so an outage cannot move the retry
+//!   storm from one to the other; kafka-ops-recovery's `RetryBudget` implements it.
 //! - **The dead-letter vocabulary** ([`dead_letter`]): the provenance header codec, the
 //!   envelope that builds a dead letter, the sink trait and depth arithmetic, shared by the
 //!   dead-letter layer and the self-healing engine so both write one format.
@@ -53,6 +56,7 @@
 //! assert_eq!(verdict.severity.exit_code(), 1);
 //! ```
 
+pub mod budget;
 mod class;
 mod clock;
 pub mod cluster;

@@ -55,6 +55,13 @@ pub enum DlqError {
         #[source]
         failure: Box<kafka_ops_core::handler::HandlerError>,
     },
+    /// The shared retry budget is spent: the record is held, with the consumer paused, until
+    /// the budget has a retry again.
+    #[error("the retry budget is spent; the record waits {retry_after:?} with the consumer paused")]
+    BudgetSpent {
+        /// How long until the budget has a retry again (or the layer's retry delay).
+        retry_after: std::time::Duration,
+    },
     /// A setting is invalid.
     #[error("invalid dead-letter configuration: {0}")]
     Config(String),

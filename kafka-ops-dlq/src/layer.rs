@@ -342,15 +342,8 @@ mod tests {
             .unwrap();
         let h = HandlerBuilder::new()
             .layer(layer.clone())
-            .handler(handler_fn(|r: &Record<'_>| {
-                let fine = r.value() == Some(&b"fine"[..]);
-                async move {
-                    if fine {
-                        Ok(Outcome::Processed)
-                    } else {
-                        Err(HandlerError::permanent(std::io::Error::other("bad")))
-                    }
-                }
+            .handler(crate::test_support::fine_or(|| {
+                HandlerError::permanent(std::io::Error::other("bad"))
             }));
         let at = |offset: i64, value: &str| {
             Record::new("orders", 0, Offset::new(offset).unwrap())

@@ -23,7 +23,10 @@
 //! - [`RetryTopicLayer`] (inside the dead-letter layer) gives transient failures non-blocking
 //!   retries in delay tiers ([`RetryTiers`]): each tier record waits, its partition held by the
 //!   driver, until it is due; after the last tier it is dead-lettered under its original
-//!   coordinates.
+//!   coordinates. Given the retry budget the in-place retries spend from (core's
+//!   [`Budget`](kafka_ops_core::budget::Budget)), each tier send takes a retry from it too, and
+//!   once it is spent failures go straight to the dead-letter topic, or wait with the consumer
+//!   paused ([`WhenBudgetSpent`]): an outage cannot flood the tiers.
 //! - [`inspect::inspect`] reports a dead-letter topic's depth per partition, a sample, and its
 //!   records grouped by error class and a normalized message fingerprint ("identify the error
 //!   pattern"); it reads the provenance written by kafka-ops, Spring Kafka, Kafka Connect, Kafka
@@ -58,6 +61,8 @@ pub mod purge;
 pub mod rate;
 mod replay;
 mod retry;
+#[cfg(test)]
+mod test_support;
 
 pub use error::DlqError;
 pub use layer::{DeadLetterLayer, DeadLettering};
@@ -65,4 +70,6 @@ pub use replay::{
     Candidate, Destination, HeaderMatch, ProgressFn, Replay, ReplayProgress, ReplayReport,
     Selection,
 };
-pub use retry::{NotDue, RetryGuard, RetryTiers, RetryTopicLayer, RetryTopics, TierNaming};
+pub use retry::{
+    NotDue, RetryGuard, RetryTiers, RetryTopicLayer, RetryTopics, TierNaming, WhenBudgetSpent,
+};

@@ -2,11 +2,13 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use kafka_ops_core::budget::{Budget, RetryUse};
 use kafka_ops_core::handler::Layer;
-use kafka_ops_core::handler::{Disposition, Handler, HandlerError, Outcome};
+use kafka_ops_core::handler::{ConsumerControl, Disposition, Handler, HandlerError, Outcome};
 use kafka_ops_core::{Clock, ErrorClass, Record, SystemClock, Timestamp};
 
 use kafka_ops_core::dead_letter::retry::{BadRetryHeader, RetryState, names};
@@ -98,6 +100,30 @@ pub enum RetryGuard {
 #[error("retry not due until {0}")]
 pub struct NotDue(pub Timestamp);
 
+/// What the retry-tier layer does with a transient failure once the shared retry budget is
+/// spent.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum WhenBudgetSpent {
+    /// Dead-letter it now, with its error and attempts as they are (the default): during an
+    /// outage the dead-letter topic holds what the tiers could not take, to be replayed.
+    #[default]
+    DeadLetter,
+    /// Hold it (uncommitted; with per-partition ordering its partition waits behind it) and
+    /// pause the consumer until the budget has a retry again; the consumer resumes when a
+    /// record gets a retry or succeeds.
+    Pause(Arc<dyn ConsumerControl>),
+}
+
+impl fmt::Debug for WhenBudgetSpent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WhenBudgetSpent::DeadLetter => "DeadLetter",
+            WhenBudgetSpent::Pause(_) => "Pause",
+        })
+    }
+}
+
 /// Retry topics: non-blocking retries in delay tiers.
 ///
 /// A record that fails transiently is not retried in place (which would stall its partition);
@@ -141,6 +167,16 @@ pub struct NotDue(pub Timestamp);
 /// | `kafka-ops.retry.due` | when it may be tried again (ms since the epoch) |
 /// | `kafka-ops.retry.first-failure` | when it first failed (ms since the epoch) |
 /// | `kafka-ops.retry.last-error` | the last error's message (at most 1 KiB) |
+///
+/// # A shared retry budget
+///
+/// Tier sends are retries too: during a downstream outage every transient failure would go to
+/// a tier, however the in-place retries are limited. With a [`budget`](Self::budget) — the same
+/// one the retry layer inside spends from (kafka-ops-recovery's `RetryBudget` implements core's
+/// [`Budget`]) — each tier send takes a retry from it, and once it is spent the record is
+/// dead-lettered at once or held with the consumer paused ([`WhenBudgetSpent`]). The budget's
+/// `stats()` count the grants and refusals of each use; the
+/// `kafka_ops_retry_budget_spent_total{action}` counter counts what this layer did about them.
 #[derive(Clone)]
 pub struct RetryTopicLayer {
     tiers: RetryTiers,
@@ -148,6 +184,10 @@ pub struct RetryTopicLayer {
     clock: Arc<dyn Clock>,
     partitioning: PartitionStrategy,
     retry_after: Duration,
+    budget: Option<Arc<dyn Budget>>,
+    when_spent: WhenBudgetSpent,
+    earn: bool,
+    paused: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for RetryTopicLayer {
@@ -156,6 +196,8 @@ impl fmt::Debug for RetryTopicLayer {
             .field("tiers", &self.tiers)
             .field("partitioning", &self.partitioning)
             .field("retry_after", &self.retry_after)
+            .field("budget", &self.budget)
+            .field("when_spent", &self.when_spent)
             .finish_non_exhaustive()
     }
 }
@@ -170,7 +212,32 @@ impl RetryTopicLayer {
             clock: Arc::new(SystemClock),
             partitioning: PartitionStrategy::default(),
             retry_after: Duration::from_secs(1),
+            budget: None,
+            when_spent: WhenBudgetSpent::default(),
+            earn: false,
+            paused: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Each tier send takes a retry from `budget`; share it with the in-place retries so both
+    /// together stay within it. Successes are earned where the retry layer holding the same
+    /// budget sees them; see [`earn_successes`](Self::earn_successes) for stacks without one.
+    pub fn budget(mut self, budget: Arc<dyn Budget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// What happens to a failure once the budget is spent (default: dead-letter it).
+    pub fn when_budget_spent(mut self, when: WhenBudgetSpent) -> Self {
+        self.when_spent = when;
+        self
+    }
+
+    /// This layer records each record that succeeds in the budget: for stacks with no retry
+    /// layer on the same budget (with one, a success would be earned twice).
+    pub fn earn_successes(mut self) -> Self {
+        self.earn = true;
+        self
     }
 
     /// The clock due times are set and compared on.
@@ -293,6 +360,52 @@ impl<H: Handler> RetryTopics<H> {
     }
 }
 
+impl<H> RetryTopics<H> {
+    /// The failure a spent budget turns `error` into.
+    fn budget_spent(
+        &self,
+        record: &Record<'_>,
+        budget: &dyn Budget,
+        error: HandlerError,
+        attempts: u32,
+        first: Timestamp,
+    ) -> HandlerError {
+        let layer = &self.layer;
+        let now = layer.clock.wall();
+        match &layer.when_spent {
+            WhenBudgetSpent::Pause(consumer) => {
+                metrics::counter!("kafka_ops_retry_budget_spent_total", "action" => "pause")
+                    .increment(1);
+                if !layer.paused.swap(true, Ordering::SeqCst) {
+                    tracing::warn!("retry budget spent; pausing the consumer until it refills");
+                    consumer.pause();
+                }
+                let wait = budget.until_available().unwrap_or(layer.retry_after);
+                HandlerError::transient(DlqError::BudgetSpent { retry_after: wait })
+                    .with_disposition(Disposition::RedeliverAt(now.plus(wait)))
+            }
+            WhenBudgetSpent::DeadLetter => {
+                metrics::counter!("kafka_ops_retry_budget_spent_total", "action" => "dead_letter")
+                    .increment(1);
+                tracing::warn!(topic = %record.topic, partition = record.partition,
+                    offset = record.offset.get(), error = %error.cause(),
+                    "retry budget spent; dead-lettering instead of sending to a retry tier");
+                to_dead_letter(error, attempts, first, now)
+            }
+        }
+    }
+
+    /// Resumes the consumer this layer paused, now that a record got a retry or succeeded.
+    fn resume(&self) {
+        if let WhenBudgetSpent::Pause(consumer) = &self.layer.when_spent
+            && self.layer.paused.swap(false, Ordering::SeqCst)
+        {
+            tracing::info!("retry budget refilled; resuming the consumer");
+            consumer.resume();
+        }
+    }
+}
+
 #[async_trait]
 impl<H: Handler> Handler for RetryTopics<H> {
     async fn handle(&self, record: &Record<'_>) -> Result<Outcome, HandlerError> {
@@ -330,7 +443,15 @@ impl<H: Handler> Handler for RetryTopics<H> {
             }
         }
         let error = match self.inner.handle(record).await {
-            Ok(outcome) => return Ok(outcome),
+            Ok(outcome) => {
+                if let Some(budget) = &layer.budget
+                    && layer.earn
+                {
+                    budget.record_success();
+                }
+                self.resume();
+                return Ok(outcome);
+            }
             Err(error) => error,
         };
         let now = layer.clock.wall();
@@ -361,205 +482,16 @@ impl<H: Handler> Handler for RetryTopics<H> {
             metrics::counter!("kafka_ops_retry_exhausted_total").increment(1);
             return Err(to_dead_letter(error, attempts, first, now));
         }
+        if let Some(budget) = &layer.budget {
+            if !budget.try_spend(RetryUse::Tier) {
+                return Err(self.budget_spent(record, budget.as_ref(), error, attempts, first));
+            }
+            self.resume();
+        }
         self.to_tier(record, state.as_ref(), index, attempts, first, &error)
             .await
     }
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use std::sync::Mutex;
-
-    use kafka_ops_core::handler::{HandlerBuilder, handler_fn};
-    use kafka_ops_core::{ManualClock, Offset};
-
-    use super::*;
-    use kafka_ops_core::dead_letter::Delivered;
-
-    #[derive(Default)]
-    struct Kept(Mutex<Vec<DeadLetter>>);
-
-    #[async_trait]
-    impl DeadLetterSink for Kept {
-        async fn send(&self, letter: &DeadLetter) -> Result<Delivered, kafka_ops_core::Error> {
-            self.0.lock().unwrap().push(letter.clone());
-            Ok(Delivered {
-                partition: 0,
-                offset: 0,
-            })
-        }
-        fn max_record_bytes(&self) -> usize {
-            1_000_000
-        }
-    }
-
-    fn tiers() -> RetryTiers {
-        RetryTiers::new([Duration::from_secs(5), Duration::from_secs(30)]).unwrap()
-    }
-
-    fn setup(error: fn() -> HandlerError) -> (impl Handler, Arc<Kept>, Arc<ManualClock>) {
-        let sink = Arc::new(Kept::default());
-        let clock = Arc::new(ManualClock::at(Timestamp::from_millis(100_000)));
-        let handler = HandlerBuilder::new()
-            .layer(RetryTopicLayer::new(tiers(), sink.clone()).clock(clock.clone()))
-            .handler(handler_fn(
-                move |_r: &Record<'_>| async move { Err(error()) },
-            ));
-        (handler, sink, clock)
-    }
-
-    fn transient() -> HandlerError {
-        HandlerError::transient(std::io::Error::other("downstream timeout"))
-    }
-
-    fn as_record(letter: &DeadLetter, offset: i64) -> Record<'static> {
-        let mut record = Record::new(letter.topic.clone(), 0, Offset::new(offset).unwrap());
-        record.headers = letter.headers.clone();
-        record.with_value(letter.value.clone().unwrap())
-    }
-
-    #[test]
-    fn tiers_are_validated_and_named() {
-        assert!(RetryTiers::new([]).is_err());
-        assert!(RetryTiers::new([Duration::ZERO]).is_err());
-        assert!(RetryTiers::new([Duration::from_secs(5), Duration::from_secs(1)]).is_err());
-        let spring = tiers().named(|topic, i| format!("{topic}-retry-{i}"));
-        assert_eq!(
-            spring.topics("orders"),
-            ["orders-retry-0", "orders-retry-1"]
-        );
-    }
-
-    #[tokio::test]
-    async fn transient_failures_climb_the_tiers_then_go_to_the_dead_letter_layer() {
-        let (handler, sink, clock) = setup(transient);
-        let first = Record::new("orders", 2, Offset::new(41).unwrap()).with_value(b"v".to_vec());
-        assert_eq!(handler.handle(&first).await.unwrap(), Outcome::Retried);
-        let tier0 = sink.0.lock().unwrap()[0].clone();
-        assert_eq!(tier0.topic, "orders.retry.0");
-        let state = RetryState::read(&tier0.headers).unwrap().unwrap();
-        assert_eq!(
-            state,
-            RetryState {
-                topic: "orders".into(),
-                partition: 2,
-                offset: 41,
-                attempts: 1,
-                tier: 0,
-                due: Timestamp::from_millis(105_000),
-                first_failure: Timestamp::from_millis(100_000),
-            }
-        );
-
-        // Read from tier 0 before it is due: held, the handler does not run.
-        let at_tier0 = as_record(&tier0, 0);
-        clock.advance(Duration::from_millis(4_999));
-        let held = handler.handle(&at_tier0).await.unwrap_err();
-        assert_eq!(
-            held.disposition(),
-            Disposition::RedeliverAt(Timestamp::from_millis(105_000))
-        );
-        assert_eq!(sink.0.lock().unwrap().len(), 1);
-
-        // Due: fails again, goes to tier 1 with the original coordinates kept.
-        clock.advance(Duration::from_millis(1));
-        assert_eq!(handler.handle(&at_tier0).await.unwrap(), Outcome::Retried);
-        let tier1 = sink.0.lock().unwrap()[1].clone();
-        assert_eq!(tier1.topic, "orders.retry.1");
-        let state = RetryState::read(&tier1.headers).unwrap().unwrap();
-        assert_eq!(
-            (state.topic.as_str(), state.partition, state.offset),
-            ("orders", 2, 41)
-        );
-        assert_eq!((state.attempts, state.tier), (2, 1));
-        assert_eq!(state.due, Timestamp::from_millis(135_000));
-        assert_eq!(
-            tier1
-                .headers
-                .iter()
-                .filter(|h| h.key == names::ATTEMPTS)
-                .count(),
-            1,
-            "retry headers are replaced, not piled up"
-        );
-
-        // After the last tier: handed to the dead-letter layer with every attempt counted.
-        clock.advance(Duration::from_secs(30));
-        let exhausted = handler.handle(&as_record(&tier1, 0)).await.unwrap_err();
-        assert_eq!(exhausted.disposition(), Disposition::DeadLetter);
-        assert_eq!(exhausted.attempts(), 3);
-        assert_eq!(
-            exhausted.failure_times(),
-            (
-                Some(Timestamp::from_millis(100_000)),
-                Some(Timestamp::from_millis(135_000))
-            )
-        );
-    }
-
-    #[tokio::test]
-    async fn in_place_retries_add_attempts_but_do_not_use_up_tiers() {
-        // Each pass retried 4 times in place (a retry layer inside this one).
-        let (handler, sink, clock) = setup(|| transient().with_attempts(4));
-        let first = Record::new("orders", 0, Offset::new(3).unwrap()).with_value(b"v".to_vec());
-        assert_eq!(handler.handle(&first).await.unwrap(), Outcome::Retried);
-        let tier0 = sink.0.lock().unwrap()[0].clone();
-        clock.advance(Duration::from_secs(5));
-        assert_eq!(
-            handler.handle(&as_record(&tier0, 0)).await.unwrap(),
-            Outcome::Retried
-        );
-        let tier1 = sink.0.lock().unwrap()[1].clone();
-        let state = RetryState::read(&tier1.headers).unwrap().unwrap();
-        assert_eq!((state.tier, state.attempts), (1, 8));
-        clock.advance(Duration::from_secs(30));
-        let exhausted = handler.handle(&as_record(&tier1, 0)).await.unwrap_err();
-        assert_eq!(exhausted.disposition(), Disposition::DeadLetter);
-        assert_eq!(exhausted.attempts(), 12);
-    }
-
-    #[tokio::test]
-    async fn permanent_failures_skip_the_tiers() {
-        let (handler, sink, _) =
-            setup(|| HandlerError::permanent(std::io::Error::other("bad amount")));
-        let record = Record::new("orders", 0, Offset::new(1).unwrap());
-        let error = handler.handle(&record).await.unwrap_err();
-        assert_eq!(error.disposition(), Disposition::DeadLetter);
-        assert_eq!(error.attempts(), 1);
-        assert!(sink.0.lock().unwrap().is_empty());
-        // Fatal errors pass through untouched.
-        let (fatal, _, _) = setup(|| HandlerError::fatal(std::io::Error::other("disk gone")));
-        assert_eq!(
-            fatal.handle(&record).await.unwrap_err().disposition(),
-            Disposition::Undecided
-        );
-    }
-
-    #[tokio::test]
-    async fn the_loop_guard_dead_letters_bad_or_excessive_retry_headers() {
-        let (handler, sink, _) = setup(transient);
-        let too_many = Record::new("orders.retry.1", 0, Offset::new(1).unwrap())
-            .with_header(names::ORIGINAL_TOPIC, b"orders".to_vec())
-            .with_header(names::ORIGINAL_PARTITION, b"0".to_vec())
-            .with_header(names::ORIGINAL_OFFSET, b"9".to_vec())
-            .with_header(names::ATTEMPTS, b"7".to_vec())
-            .with_header(names::TIER, b"2".to_vec())
-            .with_header(names::DUE, b"0".to_vec())
-            .with_header(names::FIRST_FAILURE, b"0".to_vec());
-        let error = handler.handle(&too_many).await.unwrap_err();
-        assert_eq!(error.disposition(), Disposition::DeadLetter);
-        assert!(matches!(
-            error.downcast_ref::<RetryGuard>(),
-            Some(RetryGuard::PastLastTier { tier: 2, tiers: 2 })
-        ));
-        let garbled = Record::new("orders.retry.0", 0, Offset::new(1).unwrap())
-            .with_header(names::ATTEMPTS, vec![0xff, 0xfe]);
-        let error = handler.handle(&garbled).await.unwrap_err();
-        assert!(matches!(
-            error.downcast_ref::<RetryGuard>(),
-            Some(RetryGuard::Unreadable(_))
-        ));
-        assert!(sink.0.lock().unwrap().is_empty());
-    }
-}
+mod tests;

@@ -1,9 +1,11 @@
-//! A retry budget shared by every worker: retries are allowed at a floor rate plus a share of
-//! successful calls, so a failing downstream cannot turn every record into a retry storm.
+//! A retry budget shared by every worker and every layer that retries: retries are allowed at a
+//! floor rate plus a share of successful calls, so a failing downstream cannot turn every record
+//! into a retry storm — in place or through retry tiers.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use kafka_ops_core::budget::{Budget, BudgetStats, RetryUse};
 use kafka_ops_core::{Clock, SystemClock};
 use serde::{Deserialize, Serialize};
 
@@ -37,9 +39,16 @@ struct Balance {
     tokens: f64,
     earned_in_window: f64,
     refilled_at: Instant,
+    stats: BudgetStats,
 }
 
 /// A token bucket of retries. Cheap to clone; clones share the budget.
+///
+/// It implements core's [`Budget`], so one budget can be handed to the retry layer (through
+/// [`RetryPolicy::with_budget`](crate::RetryPolicy::with_budget)) and to the dead-letter
+/// crate's retry tiers: during an outage, in-place retries and tier sends together take no
+/// more than the floor rate plus what successes earned, and what the budget refuses goes to
+/// the dead-letter topic (or waits, paused) instead of flooding the tiers.
 #[derive(Debug, Clone)]
 pub struct RetryBudget {
     config: RetryBudgetConfig,
@@ -76,6 +85,7 @@ impl RetryBudget {
                 tokens: floor,
                 earned_in_window: 0.0,
                 refilled_at: now,
+                stats: BudgetStats::default(),
             })),
         })
     }
@@ -93,32 +103,71 @@ impl RetryBudget {
         balance.tokens = (balance.tokens + elapsed * self.config.min_retries_per_second).min(cap);
     }
 
-    /// Records a successful call: it earns `retry_ratio` retries.
-    pub fn record_success(&self) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Balance> {
         let mut balance = self.balance.lock().unwrap_or_else(PoisonError::into_inner);
         self.refill(&mut balance);
-        balance.tokens += self.config.retry_ratio;
-        balance.earned_in_window += self.config.retry_ratio;
+        balance
     }
 
-    /// Takes one retry from the budget; `false` when it is spent (do not retry now).
+    /// Records a successful call: it earns `retry_ratio` retries.
+    pub fn record_success(&self) {
+        let mut balance = self.lock();
+        balance.tokens += self.config.retry_ratio;
+        balance.earned_in_window += self.config.retry_ratio;
+        balance.stats.successes += 1;
+    }
+
+    /// Takes one in-place retry from the budget; `false` when it is spent (do not retry now).
     pub fn try_withdraw(&self) -> bool {
-        let mut balance = self.balance.lock().unwrap_or_else(PoisonError::into_inner);
-        self.refill(&mut balance);
-        if balance.tokens >= 1.0 {
-            balance.tokens -= 1.0;
-            true
-        } else {
-            metrics::counter!("kafka_ops_retry_budget_exhausted_total").increment(1);
-            false
-        }
+        self.try_spend(RetryUse::InPlace)
     }
 
     /// Retries available now.
     pub fn available(&self) -> f64 {
-        let mut balance = self.balance.lock().unwrap_or_else(PoisonError::into_inner);
-        self.refill(&mut balance);
-        balance.tokens
+        self.lock().tokens
+    }
+}
+
+impl Budget for RetryBudget {
+    fn try_spend(&self, use_: RetryUse) -> bool {
+        let mut balance = self.lock();
+        let granted = balance.tokens >= 1.0;
+        if granted {
+            balance.tokens -= 1.0;
+        } else {
+            let exhausted = match use_ {
+                RetryUse::InPlace => {
+                    metrics::counter!("kafka_ops_retry_budget_exhausted_total", "use" => "in_place")
+                }
+                _ => metrics::counter!("kafka_ops_retry_budget_exhausted_total", "use" => "tier"),
+            };
+            exhausted.increment(1);
+        }
+        balance.stats.count(use_, granted);
+        granted
+    }
+
+    fn record_success(&self) {
+        RetryBudget::record_success(self);
+    }
+
+    fn until_available(&self) -> Option<Duration> {
+        let balance = self.lock();
+        let missing = 1.0 - balance.tokens;
+        if missing <= 0.0 {
+            return Some(Duration::ZERO);
+        }
+        let rate = self.config.min_retries_per_second;
+        // The floor alone refills up to a window's worth: below one retry it never brings one.
+        let floor_cap = rate * self.config.window.as_secs_f64();
+        if rate <= 0.0 || floor_cap < 1.0 {
+            return None;
+        }
+        Some(Duration::from_secs_f64(missing / rate))
+    }
+
+    fn stats(&self) -> BudgetStats {
+        self.lock().stats
     }
 }
 
@@ -184,5 +233,52 @@ mod tests {
             ..RetryBudgetConfig::default()
         };
         assert!(RetryBudget::new(bad).is_err());
+    }
+
+    #[test]
+    fn in_place_retries_and_tier_sends_draw_on_one_budget() {
+        let (budget, clock) = budget(1.0, 0.5);
+        let shared: Arc<dyn Budget> = Arc::new(budget.clone());
+        // Ten retries in the window's floor, taken by either use.
+        assert_eq!((0..4).filter(|_| budget.try_withdraw()).count(), 4);
+        assert_eq!(
+            (0..10).filter(|_| shared.try_spend(RetryUse::Tier)).count(),
+            6
+        );
+        assert!(!budget.try_withdraw());
+        assert_eq!(shared.until_available(), Some(Duration::from_secs(1)));
+        clock.advance(Duration::from_millis(250));
+        assert_eq!(shared.until_available(), Some(Duration::from_millis(750)));
+        clock.advance(Duration::from_millis(750));
+        assert_eq!(shared.until_available(), Some(Duration::ZERO));
+        assert!(shared.try_spend(RetryUse::Tier));
+        shared.record_success();
+        shared.record_success();
+        assert!(budget.try_withdraw(), "two successes at 0.5 earned one");
+        assert_eq!(
+            shared.stats(),
+            BudgetStats {
+                in_place_granted: 5,
+                in_place_refused: 1,
+                tier_granted: 7,
+                tier_refused: 4,
+                successes: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn a_budget_without_a_floor_waits_for_successes() {
+        let (earning, clock) = budget(0.0, 1.0);
+        assert!(!earning.try_spend(RetryUse::Tier));
+        assert_eq!(earning.until_available(), None);
+        clock.advance(Duration::from_secs(3_600));
+        assert_eq!(earning.until_available(), None);
+        earning.record_success();
+        assert_eq!(earning.until_available(), Some(Duration::ZERO));
+        // A floor too low to fill one retry in a window never brings one either.
+        let (tiny, _) = budget(0.05, 0.0);
+        while tiny.try_withdraw() {}
+        assert_eq!(tiny.until_available(), None);
     }
 }

@@ -7,6 +7,9 @@
 //!   seedable random source. [`BackoffPolicy::runbook`] is runbook 002's policy (10 s, 15 s,
 //!   22.5 s, then escalate).
 //! - [`RetryBudget`]: retries at a floor rate plus a share of successes, shared by every worker.
+//!   It implements core's [`Budget`](kafka_ops_core::budget::Budget), so the same budget also
+//!   bounds `kafka-ops-dlq`'s retry-tier sends: in place or through tiers, an outage gets no
+//!   more retries than the budget holds.
 //! - [`RetryPolicy`]: from core's error class and user rules, retry in place, hand to a retry
 //!   tier, dead-letter, skip or stop; [`RetryLayer`] applies it around a handler.
 //! - [`CircuitBreaker`]: count- or time-based windows, failure-rate and slow-call thresholds,

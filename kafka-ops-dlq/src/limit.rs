@@ -7,6 +7,11 @@
 //! the share of dead letters among the records finished over a sliding window and the number
 //! of dead letters in a row; the [`DeadLetterLimiter`] keeps the counts and answers, on an
 //! injected [`Clock`], whether one more dead letter stays within them.
+//!
+//! Partitions are the ones records are read from: a record handed to a retry tier counts as
+//! finished on its source partition, and the tier topic's partitions, where exhausted retries
+//! end as dead letters, are limited on their own. Records that do not finish (held for
+//! redelivery, a failed dead-letter write) are not counted.
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -103,6 +103,19 @@ impl PartitionHistory {
     }
 }
 
+/// The size of a [`LagMonitor`]'s history, from [`LagMonitor::held`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeldHistory {
+    /// Partitions with a history.
+    pub partitions: usize,
+    /// End-offset points over all partitions' time-lag tables.
+    pub end_offset_points: usize,
+    /// Commits over all partitions' Burrow windows.
+    pub commits: usize,
+    /// Total-lag samples kept for the growth rate.
+    pub totals: usize,
+}
+
 /// Per-group lag history: commit windows, end-offset tables and total-lag growth.
 #[derive(Debug, Clone)]
 pub struct LagMonitor {
@@ -126,6 +139,18 @@ impl LagMonitor {
     /// The configuration.
     pub fn config(&self) -> &LagMonitorConfig {
         &self.config
+    }
+
+    /// How much history the monitor holds now. Every part is bounded: end-offset points by
+    /// `time_lag_points` and commits by the Burrow window, per partition; totals by the growth
+    /// window. A long-running watcher reports it to show its memory stays flat.
+    pub fn held(&self) -> HeldHistory {
+        HeldHistory {
+            partitions: self.partitions.len(),
+            end_offset_points: self.partitions.values().map(|h| h.ends.len()).sum(),
+            commits: self.partitions.values().map(|h| h.commits.len()).sum(),
+            totals: self.totals.len(),
+        }
     }
 
     /// Records one commit of a partition (for feeds that see every commit).
@@ -359,6 +384,37 @@ mod tests {
         // The rejected snapshot changed nothing.
         assert_eq!(m.partitions[&TopicPartition::new("t", 0)].ends.len(), 1);
         assert_eq!(m.totals.len(), 2);
+    }
+
+    #[test]
+    fn history_stays_within_its_caps() {
+        let mut m = LagMonitor::new(LagMonitorConfig {
+            burrow: BurrowConfig {
+                window: 3,
+                min_complete: 1.0,
+                allowed_lag: 0,
+            },
+            time_lag_points: 4,
+            growth_window: Duration::from_secs(30),
+            ..Default::default()
+        });
+        for i in 0..100 {
+            m.observe(&mut snapshot(
+                i * 10,
+                &[(0, Some(i * 5), i * 10), (1, Some(i), i * 7)],
+            ))
+            .unwrap();
+        }
+        // Three 10 s apart cover the 30 s window, plus the one just before it for the rate.
+        assert_eq!(
+            m.held(),
+            HeldHistory {
+                partitions: 2,
+                end_offset_points: 8,
+                commits: 6,
+                totals: 4,
+            }
+        );
     }
 
     #[test]

@@ -9,12 +9,12 @@ use kafka_ops_core::cluster::{LagOptions, all_groups_lag, fill_time_lag_from_rec
 use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::lag::burrow::{BurrowConfig, PartitionEvaluation, PartitionStatus};
 use kafka_ops_core::lag::monitor::{LagMonitor, LagMonitorConfig};
-use kafka_ops_core::lag::verdict::{GroupStatus, GroupVerdict, LagThresholds, judge};
+use kafka_ops_core::lag::verdict::{GroupStatus, GroupVerdict, judge};
 use kafka_ops_core::lag::{GroupLag, LagAnomaly, PartitionLag};
 use kafka_ops_core::{Clock, Error, IsolationLevel, SystemClock};
 use serde::Serialize;
 
-use super::{ConnectionArgs, EXIT_ERROR, FailOn, Output, exit_code};
+use super::{ConnectionArgs, EXIT_ERROR, FailOn, Output, ThresholdArgs, exit_code};
 use crate::table::{Table, compact_duration};
 
 /// Arguments of `kafka-ops lag`.
@@ -44,15 +44,8 @@ pub struct LagArgs {
     /// Measure lag against the last stable offset, as a `read_committed` consumer sees it.
     #[arg(long)]
     read_committed: bool,
-    /// Total lag above which a group is a warning.
-    #[arg(long, default_value_t = 10_000)]
-    warning_lag: u64,
-    /// Total lag above which a group is critical.
-    #[arg(long, default_value_t = 100_000)]
-    critical_lag: u64,
-    /// Lag growth (records per minute) above which a group is a warning.
-    #[arg(long, default_value_t = 1_000.0)]
-    growth_per_min: f64,
+    #[command(flatten)]
+    thresholds: ThresholdArgs,
     /// Commits in Burrow's window (watch mode).
     #[arg(long, default_value_t = 10)]
     window: usize,
@@ -259,11 +252,7 @@ pub async fn run(args: LagArgs, output: &mut Output<'_>) -> i32 {
 }
 
 async fn run_inner(args: &LagArgs, output: &mut Output<'_>) -> Result<i32, Error> {
-    let thresholds = LagThresholds {
-        warning_total_lag: args.warning_lag,
-        critical_total_lag: args.critical_lag,
-        warning_growth_per_minute: args.growth_per_min,
-    };
+    let thresholds = args.thresholds.thresholds();
     let monitor_config = LagMonitorConfig {
         burrow: BurrowConfig {
             window: args.window,
@@ -349,6 +338,7 @@ fn write_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_ops_core::lag::verdict::LagThresholds;
     use kafka_ops_core::{Offset, Timestamp, TopicPartition, Watermarks};
 
     fn lag() -> GroupLag {

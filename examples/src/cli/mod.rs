@@ -6,6 +6,7 @@
 //! cluster unreachable must not exit 0 to the script calling it), `lag` only when asked.
 
 pub mod dlq;
+pub mod exporter;
 pub mod health;
 pub mod lag;
 pub mod offsets;
@@ -18,6 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kafka_ops_core::Severity;
 use kafka_ops_core::cluster::MetadataQuery;
 use kafka_ops_core::kafka::{KafkaCluster, client_config};
+use kafka_ops_core::lag::verdict::LagThresholds;
 use rdkafka::ClientConfig;
 
 /// Exit code for errors: the check could not run.
@@ -44,6 +46,8 @@ enum Command {
     Offsets(offsets::OffsetsArgs),
     /// Dead letters: inspect, replay, archive, purge.
     Dlq(dlq::DlqArgs),
+    /// Serve consumer lag and dead-letter depth to Prometheus (/metrics, /livez, /readyz).
+    Exporter(exporter::ExporterArgs),
 }
 
 /// How to reach the cluster. Extra librdkafka settings (SASL, TLS) go in `-X key=value`; their
@@ -103,6 +107,31 @@ impl ConnectionArgs {
                 );
                 None
             }
+        }
+    }
+}
+
+/// The runbook's lag thresholds, for every command that judges a group.
+#[derive(Debug, Clone, Args)]
+pub struct ThresholdArgs {
+    /// Total lag above which a group is a warning.
+    #[arg(long, default_value_t = 10_000)]
+    warning_lag: u64,
+    /// Total lag above which a group is critical.
+    #[arg(long, default_value_t = 100_000)]
+    critical_lag: u64,
+    /// Lag growth (records per minute) above which a group is a warning.
+    #[arg(long, default_value_t = 1_000.0)]
+    growth_per_min: f64,
+}
+
+impl ThresholdArgs {
+    /// The thresholds these arguments describe (validated by the caller's configuration).
+    pub fn thresholds(&self) -> LagThresholds {
+        LagThresholds {
+            warning_total_lag: self.warning_lag,
+            critical_total_lag: self.critical_lag,
+            warning_growth_per_minute: self.growth_per_min,
         }
     }
 }
@@ -169,6 +198,7 @@ where
         Command::RestartCheck(args) => health::run_restart_check(args, output).await,
         Command::Offsets(args) => offsets::run(args, output).await,
         Command::Dlq(args) => dlq::run(args, output).await,
+        Command::Exporter(args) => exporter::run(args, output).await,
     }
 }
 

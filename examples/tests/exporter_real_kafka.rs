@@ -1,0 +1,278 @@
+//! `kafka-ops exporter` as a process: scraped while a group commits on the real cluster, pointed
+//! at an address where no broker listens, and stopped with SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_ops_core::testkit::{RealKafka, TestRecord, free_port, unique_name};
+use kafka_ops_core::{Offset, TopicPartition};
+
+mod support;
+use support::example_binary;
+
+/// A running exporter, killed if the test fails before it stops it.
+struct Exporter {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Exporter {
+    /// Starts `kafka-ops exporter` on a free port with `args` and waits for its address.
+    fn start(args: &[&str]) -> Exporter {
+        let mut child = Command::new(example_binary("kafka-ops"))
+            .arg("exporter")
+            .args(["--listen", "127.0.0.1:0", "--interval", "1s"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "kafka-ops exporter: serving http://127.0.0.1:PORT/metrics, polling ..."
+        let base = line
+            .split_whitespace()
+            .find_map(|word| word.strip_suffix("/metrics,"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Exporter {
+            child,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn metrics(&self) -> String {
+        let (status, text) = self.get("/metrics").await;
+        assert_eq!(status, 200);
+        text
+    }
+
+    /// Scrapes until `ready` holds for the text (polls run every second), or fails after 60 s
+    /// showing the last scrape.
+    async fn scrape_until(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = self.metrics().await;
+            if ready(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "never saw {what}:\n{text}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most 20 s) for the process to end.
+    fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit 20 s after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the sample `series` (name and labels exactly as printed), if present.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+fn partition_series(name: &str, group: &str, topic: &str, partition: i32) -> String {
+    format!(r#"{name}{{group="{group}",topic="{topic}",partition="{partition}"}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scrapes_follow_a_group_as_it_commits_and_sigterm_stops_it_named_or_not() {
+    let kafka = RealKafka::shared().await.unwrap();
+    let topic = unique_name("exported");
+    let group = unique_name("exported_group");
+    let dlq = format!("{topic}.dlq");
+    kafka.create_topic(&topic, 2).await.unwrap();
+    kafka.create_topic(&dlq, 1).await.unwrap();
+    let produce = |partition: i32, n: usize| {
+        (0..n).map(move |i| TestRecord::value(format!("r{i}")).to_partition(partition))
+    };
+    kafka.produce(&topic, produce(0, 10)).await.unwrap();
+    kafka.produce(&topic, produce(1, 4)).await.unwrap();
+    kafka.produce(&dlq, produce(0, 2)).await.unwrap();
+    let p0 = TopicPartition::new(topic.as_str(), 0);
+    let p1 = TopicPartition::new(topic.as_str(), 1);
+    kafka
+        .commit(&group, &[(p0.clone(), Offset::new(3).unwrap())])
+        .await
+        .unwrap();
+
+    let exporter = Exporter::start(&[
+        "--bootstrap",
+        kafka.bootstrap(),
+        "--group",
+        &group,
+        "--dlq-topic",
+        &dlq,
+        "--dlq-suffix",
+        "",
+    ]);
+    assert_eq!(exporter.get("/livez").await.0, 200);
+    let current = |p| partition_series("kafka_consumergroup_current_offset", &group, &topic, p);
+    let lag = |p| partition_series("kafka_consumergroup_lag", &group, &topic, p);
+    let latest =
+        |p: i32| format!(r#"kafka_partition_latest_offset{{topic="{topic}",partition="{p}"}}"#);
+    let sum = format!(r#"kafka_consumergroup_total_lag{{group="{group}"}}"#);
+
+    let text = exporter
+        .scrape_until("the first commit", |t| value(t, &current(0)).is_some())
+        .await;
+    assert_eq!(value(&text, &current(0)), Some(3.0));
+    assert_eq!(value(&text, &lag(0)), Some(7.0));
+    assert_eq!(value(&text, &latest(0)), Some(10.0));
+    // Partition 1 was never committed: its end offset is there, its lag is not.
+    assert_eq!(value(&text, &latest(1)), Some(4.0));
+    assert_eq!(value(&text, &current(1)), None);
+    assert_eq!(value(&text, &lag(1)), None);
+    assert_eq!(value(&text, &sum), Some(7.0));
+    assert_eq!(
+        value(
+            &text,
+            &format!(r#"kafka_dead_letter_depth{{topic="{dlq}"}}"#)
+        ),
+        Some(2.0)
+    );
+    assert_eq!(value(&text, "kafka_ops_exporter_up"), Some(1.0));
+    assert_eq!(exporter.get("/readyz").await.0, 200);
+
+    // The consumer moves on: more records arrive, it commits further on both partitions.
+    kafka.produce(&topic, produce(0, 5)).await.unwrap();
+    kafka
+        .commit(
+            &group,
+            &[
+                (p0.clone(), Offset::new(12).unwrap()),
+                (p1.clone(), Offset::new(4).unwrap()),
+            ],
+        )
+        .await
+        .unwrap();
+    let text = exporter
+        .scrape_until("the second commit", |t| value(t, &current(0)) == Some(12.0))
+        .await;
+    assert_eq!(value(&text, &lag(0)), Some(3.0));
+    assert_eq!(value(&text, &latest(0)), Some(15.0));
+    assert_eq!(value(&text, &current(1)), Some(4.0));
+    assert_eq!(value(&text, &lag(1)), Some(0.0));
+    assert_eq!(value(&text, &sum), Some(3.0));
+    // Caught up on partition 1: zero seconds behind, however idle it is.
+    assert_eq!(
+        value(
+            &text,
+            &partition_series("kafka_consumergroup_lag_seconds", &group, &topic, 1)
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!(r#"kafka_ops_exporter_group_up{{group="{group}"}}"#)
+        ),
+        Some(1.0)
+    );
+    assert!(value(&text, "kafka_ops_exporter_polls_total").unwrap() >= 2.0);
+
+    let status = exporter.terminate();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+
+    // Without --group, every group the cluster lists is exported, this one among them.
+    let all = Exporter::start(&["--bootstrap", kafka.bootstrap(), "--timeout", "20s"]);
+    let text = all
+        .scrape_until("the group among all", |t| value(t, &current(0)).is_some())
+        .await;
+    assert_eq!(value(&text, &current(0)), Some(12.0));
+    assert_eq!(value(&text, &lag(0)), Some(3.0));
+    assert_eq!(value(&text, &sum), Some(3.0));
+    assert_eq!(all.terminate().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_cluster_is_served_stale_and_not_ready() {
+    let port = free_port().unwrap();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let exporter = Exporter::start(&["--bootstrap", &bootstrap, "--timeout", "1s"]);
+    // Alive, serving, but not ready: no poll has succeeded.
+    assert_eq!(exporter.get("/livez").await.0, 200);
+    let text = exporter
+        .scrape_until("a failed poll", |t| {
+            value(t, r#"kafka_ops_exporter_poll_errors_total{stage="lag"}"#)
+                .is_some_and(|n| n >= 1.0)
+        })
+        .await;
+    assert_eq!(value(&text, "kafka_ops_exporter_up"), Some(0.0));
+    assert_eq!(value(&text, "kafka_ops_exporter_groups"), Some(0.0));
+    let (status, body) = exporter.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("not ready: no successful poll for"),
+        "{body}"
+    );
+    let before = value(&text, "kafka_ops_exporter_staleness_seconds").unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let after = value(
+        &exporter.metrics().await,
+        "kafka_ops_exporter_staleness_seconds",
+    )
+    .unwrap();
+    assert!(after >= before + 1.5, "{before} → {after}");
+    assert_eq!(exporter.terminate().code(), Some(0));
+}
+
+#[test]
+fn bad_settings_are_refused_before_serving() {
+    let port = free_port().unwrap();
+    for (args, message) in [
+        (vec!["--interval", "10ms"], "--interval must be at least 1s"),
+        (vec!["--window", "1"], "burrow window must hold at least 2"),
+        (
+            vec!["--history-points", "1"],
+            "--history-points must be at least 2",
+        ),
+    ] {
+        let output = Command::new(example_binary("kafka-ops"))
+            .args(["exporter", "--bootstrap", &format!("127.0.0.1:{port}")])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(3), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}

@@ -41,8 +41,9 @@ pub struct ExporterArgs {
     /// end-offset history only.
     #[arg(long)]
     time_lag_from_records: bool,
-    /// Dead-letter topics are those ending with this suffix (empty: none by suffix).
-    #[arg(long, default_value = ".dlq")]
+    /// Dead-letter topics are those ending with this suffix (empty: none by suffix). Spring's
+    /// `-dlt` is taken as a value, not an option.
+    #[arg(long, default_value = ".dlq", allow_hyphen_values = true)]
     dlq_suffix: String,
     /// A dead-letter topic to report whatever its name (repeatable).
     #[arg(long = "dlq-topic", value_name = "TOPIC")]
@@ -194,5 +195,59 @@ pub async fn run(args: ExporterArgs, output: &mut Output<'_>) -> i32 {
             let _ = writeln!(output.err, "error: {error}");
             EXIT_ERROR
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> ExporterArgs {
+        let cli = super::super::Cli::try_parse_from(
+            ["kafka-ops", "exporter", "--bootstrap", "k:9092"]
+                .iter()
+                .chain(args),
+        )
+        .unwrap();
+        match cli.command {
+            super::super::Command::Exporter(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn arguments_make_the_plan_and_the_monitor_configuration() {
+        let args = parse(&[
+            "--dlq-suffix",
+            "-dlt",
+            "--group",
+            "a",
+            "-g",
+            "b",
+            "--read-committed",
+            "--window",
+            "5",
+            "--history-points",
+            "7",
+            "--warning-lag",
+            "5",
+        ]);
+        let plan = args.plan();
+        assert_eq!(plan.dead_letter_suffix.as_deref(), Some("-dlt"));
+        assert_eq!(plan.groups, ["a", "b"]);
+        assert_eq!(plan.options.isolation, IsolationLevel::ReadCommitted);
+        let config = args.monitor_config().unwrap();
+        assert_eq!(config.burrow.window, 5);
+        assert_eq!(config.time_lag_points, 7);
+        assert_eq!(config.thresholds.warning_total_lag, 5);
+        assert_eq!(args.listen.to_string(), "127.0.0.1:9308");
+        assert_eq!(args.interval, Duration::from_secs(15));
+        // An empty suffix turns discovery by name off.
+        assert_eq!(parse(&["--dlq-suffix", ""]).plan().dead_letter_suffix, None);
+        assert!(matches!(
+            parse(&["--warning-lag", "9", "--critical-lag", "8"]).monitor_config(),
+            Err(Error::Config(_))
+        ));
     }
 }

@@ -32,8 +32,10 @@ const GROUP_STATUSES: [(GroupStatus, &str); 3] = [
 
 const SEVERITIES: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
 
+/// Seconds to the microsecond: finer digits are noise in a scrape, and they make every sample
+/// a long float.
 fn seconds(duration: Duration) -> f64 {
-    duration.as_secs_f64()
+    duration.as_micros() as f64 / 1e6
 }
 
 /// The groups that have a snapshot, in order.

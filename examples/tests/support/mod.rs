@@ -1,6 +1,8 @@
 //! Shared by the CLI tests.
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub(crate) mod exporter;
+
 use std::path::PathBuf;
 
 use kafka_ops_examples::cli::{Output, run};

@@ -128,6 +128,75 @@ async fn scrapes_follow_a_group_as_it_commits_and_sigterm_stops_it_named_or_not(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn time_lag_comes_from_the_record_when_asked() {
+    let kafka = RealKafka::shared().await.unwrap();
+    let topic = unique_name("exported_stamped");
+    let group = unique_name("exported_stamped_group");
+    kafka.create_topic(&topic, 1).await.unwrap();
+    // Five records stamped an hour ago, a second apart; the group is at the third.
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 3_600_000;
+    kafka
+        .produce(
+            &topic,
+            (0..5).map(|i| {
+                TestRecord::value(format!("r{i}"))
+                    .to_partition(0)
+                    .at(hour_ago + i * 1_000)
+            }),
+        )
+        .await
+        .unwrap();
+    kafka
+        .commit(
+            &group,
+            &[(
+                TopicPartition::new(topic.as_str(), 0),
+                Offset::new(2).unwrap(),
+            )],
+        )
+        .await
+        .unwrap();
+    let seconds = partition_series("kafka_consumergroup_lag_seconds", &group, &topic, 0);
+    let polls = "kafka_ops_exporter_polls_total";
+
+    let stamped = Exporter::start(&[
+        "--bootstrap",
+        kafka.bootstrap(),
+        "--group",
+        &group,
+        "--time-lag-from-records",
+    ]);
+    let text = stamped
+        .scrape_until("a time lag", |t| value(t, &seconds).is_some())
+        .await;
+    // The record at offset 2 is stamped an hour ago plus 2 s: 3 598 s behind, plus the time
+    // the test took so far.
+    let behind = value(&text, &seconds).unwrap();
+    assert!((3_598.0..3_598.0 + 60.0).contains(&behind), "{behind}");
+    assert_eq!(stamped.terminate().code(), Some(0));
+
+    // Without the flag the end offset never moved while it watched: nothing to interpolate.
+    let interpolated = Exporter::start(&["--bootstrap", kafka.bootstrap(), "--group", &group]);
+    let text = interpolated
+        .scrape_until("three polls", |t| value(t, polls).is_some_and(|n| n >= 3.0))
+        .await;
+    assert_eq!(
+        value(
+            &text,
+            &partition_series("kafka_consumergroup_lag", &group, &topic, 0)
+        ),
+        Some(3.0)
+    );
+    assert_eq!(value(&text, &seconds), None);
+    assert_eq!(interpolated.terminate().code(), Some(0));
+    kafka.delete_topics(&[&topic]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_cluster_is_served_stale_and_not_ready() {
     let port = free_port().unwrap();
     let bootstrap = format!("127.0.0.1:{port}");

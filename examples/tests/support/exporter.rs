@@ -1,14 +1,17 @@
 //! A `kafka-ops exporter` process for the tests that scrape it.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::example_binary;
 
 /// A running exporter, killed if the test fails before it stops it.
 pub(crate) struct Exporter {
-    child: Child,
+    child: Mutex<Child>,
+    /// Kept open: the exporter's standard output stays writable for as long as it runs.
+    _stdout: BufReader<ChildStdout>,
     base: String,
     http: reqwest::Client,
 }
@@ -16,7 +19,7 @@ pub(crate) struct Exporter {
 impl Exporter {
     /// The process id (to read its memory).
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.lock().unwrap().id()
     }
 
     /// Starts `kafka-ops exporter` on a free port with `args` and waits for its address.
@@ -30,9 +33,8 @@ impl Exporter {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         // "kafka-ops exporter: serving http://127.0.0.1:PORT/metrics, polling ..."
         let base = line
             .split_whitespace()
@@ -40,19 +42,22 @@ impl Exporter {
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_string();
         Exporter {
-            child,
+            child: Mutex::new(child),
+            _stdout: stdout,
             base,
             http: reqwest::Client::new(),
         }
     }
 
     pub(crate) async fn get(&self, path: &str) -> (u16, String) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
+        let response = match self.http.get(format!("{}{path}", self.base)).send().await {
+            Ok(response) => response,
+            Err(error) => {
+                // Say whether the exporter is still there, and how it ended if not.
+                let status = self.child.lock().unwrap().try_wait();
+                panic!("GET {path}: {error}; the exporter: {status:?}")
+            }
+        };
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
@@ -77,15 +82,15 @@ impl Exporter {
     }
 
     /// Sends SIGTERM and waits (at most 20 s) for the process to end.
-    pub(crate) fn terminate(mut self) -> ExitStatus {
+    pub(crate) fn terminate(self) -> ExitStatus {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.lock().unwrap().try_wait().unwrap() {
                 return status;
             }
             assert!(Instant::now() < deadline, "no exit 20 s after SIGTERM");
@@ -96,8 +101,12 @@ impl Exporter {
 
 impl Drop for Exporter {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self
+            .child
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example kafka-ops -- lag --bootstrap localhost:9092 --group billing --fail-on warning
+//! cargo run --example kafka-ops -- exporter --bootstrap localhost:9092 --listen 0.0.0.0:9308
 //! ```
 //!
 //! The commands live in `kafka_ops_examples::cli` so tests run them in-process.

@@ -2,6 +2,7 @@
 //! topics' depths.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 
 use kafka_ops_core::cluster::{
     ClusterQuery, LagOptions, all_groups_lag, fill_time_lag_from_records, group_lag,
@@ -86,12 +87,7 @@ async fn lag_pass<C: ClusterQuery + ?Sized>(
                 .map(|listing| listing.group)
                 .collect();
             listed.sort();
-            let mut out = Vec::with_capacity(listed.len());
-            for group in listed {
-                let lag = group_lag(cluster, &group, clock, options).await;
-                out.push((group, lag.map(|(lag, _)| lag)));
-            }
-            Ok(out)
+            Ok(each_group(listed, |group| read_group(cluster, group, clock, options)).await)
         }
     }
 }
@@ -103,18 +99,48 @@ async fn named_groups<C: ClusterQuery + ?Sized>(
     clock: &dyn Clock,
     options: LagOptions,
 ) -> Result<Vec<GroupResult>, Error> {
+    let read = each_group(groups.to_vec(), |group| {
+        read_group(cluster, group, clock, options)
+    })
+    .await;
+    some_read(read)
+}
+
+async fn read_group<C: ClusterQuery + ?Sized>(
+    cluster: &C,
+    group: String,
+    clock: &dyn Clock,
+    options: LagOptions,
+) -> Result<GroupLag, Error> {
+    group_lag(cluster, &group, clock, options)
+        .await
+        .map(|(lag, _)| lag)
+}
+
+/// Reads each group in turn: one that fails is that group's error, the others still come back.
+async fn each_group<F, Fut>(groups: Vec<String>, read: F) -> Vec<GroupResult>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<GroupLag, Error>>,
+{
     let mut out = Vec::with_capacity(groups.len());
     for group in groups {
-        let lag = group_lag(cluster, group, clock, options).await;
-        out.push((group.clone(), lag.map(|(lag, _)| lag)));
+        let lag = read(group.clone()).await;
+        out.push((group, lag));
     }
-    if out.iter().all(|(_, lag)| lag.is_err()) {
-        return match out.into_iter().find_map(|(_, lag)| lag.err()) {
-            Some(error) => Err(error),
-            None => Ok(Vec::new()),
-        };
+    out
+}
+
+/// The results when at least one group was read; otherwise the first error: not one group
+/// answering means the cluster did not (the poll failed, the exporter is not ready).
+fn some_read(results: Vec<GroupResult>) -> Result<Vec<GroupResult>, Error> {
+    if results.iter().any(|(_, lag)| lag.is_ok()) {
+        return Ok(results);
     }
-    Ok(out)
+    match results.into_iter().find_map(|(_, lag)| lag.err()) {
+        Some(error) => Err(error),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Each dead-letter topic's depth, summed over its partitions (`None` when one is unreadable).
@@ -148,4 +174,47 @@ async fn dead_letter_pass<C: ClusterQuery + ?Sized>(
             (topic, total)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_ops_core::Timestamp;
+    use std::time::Duration;
+
+    async fn read(group: String) -> Result<GroupLag, Error> {
+        if group.starts_with("bad") {
+            Err(Error::Timeout {
+                operation: "fetch committed offsets",
+                timeout: Duration::from_secs(1),
+            })
+        } else {
+            Ok(GroupLag::new(group, Timestamp::from_millis(0), Vec::new()))
+        }
+    }
+
+    fn outcome(results: &[GroupResult]) -> Vec<(&str, bool)> {
+        results
+            .iter()
+            .map(|(group, lag)| (group.as_str(), lag.is_ok()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_group_that_fails_hides_no_other() {
+        let results = each_group(vec!["a".into(), "bad".into(), "c".into()], read).await;
+        assert_eq!(
+            outcome(&results),
+            [("a", true), ("bad", false), ("c", true)]
+        );
+        let results = some_read(results).unwrap();
+        assert_eq!(results.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn no_group_read_is_a_failed_poll_and_no_group_at_all_is_not() {
+        let results = each_group(vec!["bad1".into(), "bad2".into()], read).await;
+        assert!(matches!(some_read(results), Err(Error::Timeout { .. })));
+        assert!(some_read(Vec::new()).unwrap().is_empty());
+    }
 }

@@ -7,17 +7,20 @@
 //! - P4: the in-memory store's `begin` + `complete` over N distinct keys (default 10 M) against
 //!   inserting the same keys' 128-bit hashes into a bare `HashMap<u128, _>`; prints the
 //!   throughput ratio (target ≥ 0.5×) and the resident bytes per key of each.
-//! - P5: the Redis store's `begin` + `complete` (a `SET NX PX` and a fencing script) with 64
-//!   concurrent callers on one multiplexed connection, against `redis-benchmark -P 16 -t set`
-//!   on the same server; prints keys/s, commands/s and their ratios to the peer's SETs/s.
+//! - P5: the Redis store against `redis-benchmark -P 16 -t set` on the same server: many
+//!   concurrent callers of `begin` + `complete` (single calls that meet a busy connection go
+//!   together), and `begin_many` + `complete_many` over batches of keys; prints keys/s and the
+//!   ratios to the peer's SETs/s (each key costs our store two writes, the peer one).
+//! - P6: the PostgreSQL store against `pgbench` running the store's insert-on-conflict with the
+//!   same number of connections on the same database: the same two paths, and the inbox path
+//!   (`begin`, then `complete_in` and the caller's commit, one transaction per key).
 //!
-//! Measured on the 2-core development machine (10 M keys; 200 000 Redis keys): P4 0.53-0.55×
-//! at 58 B/key against the bare map's 55 B/key (the peer's own rate varies by up to 30% from
-//! run to run, so run it more than once); P5 0.08× in keys/s, 0.16× in commands/s.
+//! Each figure is the median of three rounds. BENCHMARKS.md has the measured ratios.
 //!
 //! Knobs (environment): `KAFKA_OPS_BENCH_KEYS` (P4 keys), `KAFKA_OPS_BENCH_REDIS_KEYS` (P5
-//! keys, default 200 000), `KAFKA_OPS_REDIS_URL` (default the loopback Redis),
-//! `KAFKA_OPS_BENCH_SKIP_REDIS` (set: P4 only).
+//! keys, default 200 000), `KAFKA_OPS_BENCH_POSTGRES_KEYS` (P6 keys, default 100 000),
+//! `KAFKA_OPS_REDIS_URL` and `KAFKA_OPS_POSTGRES_URL` (default the loopback servers), and
+//! `KAFKA_OPS_BENCH_SKIP_MEMORY`, `_SKIP_REDIS`, `_SKIP_POSTGRES` (set: leave that part out).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

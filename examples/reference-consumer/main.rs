@@ -394,7 +394,7 @@ async fn lag_table(cluster: &KafkaCluster, group: &str) -> Result<String, kafka_
     fill_time_lag_from_records(cluster, &mut lag).await?;
     let verdict = judge(&lag, &[], None, &LagThresholds::default());
     let taken_at = lag.taken_at;
-    kafka_ops_examples::cli::lag::render(&[(lag, Vec::new(), verdict)], taken_at, false)
+    kafka_ops_examples::cli::lag::render(&[(lag, Vec::new(), verdict)], &[], taken_at, false)
         .map_err(|e| kafka_ops_core::Error::InvalidInput(e.to_string()))
 }
 

@@ -8,9 +8,12 @@
 //!
 //! Collecting a group's lag costs a constant number of requests per broker, not per partition:
 //! one committed-offsets request to the group coordinator, one metadata request, and two batched
-//! list-offsets requests (earliest, latest) per partition leader.
+//! list-offsets requests (earliest, latest) per partition leader. [`all_groups_lag`] shares the
+//! metadata and the end offsets between all groups and sends the groups' committed-offsets
+//! requests together, so the only requests that grow with the number of groups are those
+//! (one OffsetFetch per group: the protocol librdkafka speaks asks one group at a time).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -18,9 +21,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::class::KafkaCode;
-use crate::clock::Clock;
 use crate::error::Error;
-use crate::lag::{GroupLag, PartitionLag};
+use crate::lag::GroupLag;
 use crate::types::{
     IsolationLevel, ListedOffset, Offset, OffsetSpec, Timestamp, TopicPartition, Watermarks,
 };
@@ -318,7 +320,32 @@ pub trait OffsetQuery: Send + Sync {
         &self,
         positions: &[(TopicPartition, Offset)],
     ) -> Result<Vec<(TopicPartition, Option<Timestamp>)>, Error>;
+
+    /// [`committed_offsets`](Self::committed_offsets) of the same partitions for each of
+    /// `groups`, one answer per group in the order asked; a group whose offsets cannot be read
+    /// gets its own error. The default asks group after group; an implementation that can send
+    /// the groups' requests together should.
+    async fn groups_committed_offsets(
+        &self,
+        groups: &[String],
+        partitions: &[TopicPartition],
+    ) -> Result<PerGroup<PartitionResults<Option<Offset>>>, Error> {
+        let mut out = Vec::with_capacity(groups.len());
+        for group in groups {
+            out.push((
+                group.clone(),
+                self.committed_offsets(group, partitions).await,
+            ));
+        }
+        Ok(out)
+    }
 }
+
+/// One answer per group, in the order the groups were asked: a failing group fails alone.
+pub type PerGroup<T> = Vec<(String, Result<T, Error>)>;
+
+/// Every committed offset of a group, by partition (or why one could not be read).
+pub type GroupOffsetMap = BTreeMap<TopicPartition, PartitionResult<Offset>>;
 
 /// Consumer-group administration (needs the admin APIs; some brokers and mocks lack them).
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
@@ -332,10 +359,18 @@ pub trait GroupQuery: Send + Sync {
 
     /// Every committed offset of a group. Returns [`Error::Unsupported`] where the broker cannot
     /// list a group's offsets without being told the partitions.
-    async fn group_offsets(
-        &self,
-        group: &str,
-    ) -> Result<BTreeMap<TopicPartition, PartitionResult<Offset>>, Error>;
+    async fn group_offsets(&self, group: &str) -> Result<GroupOffsetMap, Error>;
+
+    /// [`group_offsets`](Self::group_offsets) of each of `groups`, one answer per group in the
+    /// order asked; a group whose offsets cannot be read gets its own error. The default asks
+    /// group after group; an implementation that can send the groups' requests together should.
+    async fn groups_offsets(&self, groups: &[String]) -> Result<PerGroup<GroupOffsetMap>, Error> {
+        let mut out = Vec::with_capacity(groups.len());
+        for group in groups {
+            out.push((group.clone(), self.group_offsets(group).await));
+        }
+        Ok(out)
+    }
 }
 
 /// A resource's configuration: every entry the broker returns, by name (a sensitive entry's
@@ -379,140 +414,6 @@ pub enum Discovery {
     MetadataScan,
 }
 
-/// A group's committed offsets (per partition: the offset, "never committed", or why it could not
-/// be read) for every partition of every topic it committed on.
-type Committed = BTreeMap<TopicPartition, PartitionResult<Option<Offset>>>;
-
-async fn discover_group_partitions<C: ClusterQuery + ?Sized>(
-    cluster: &C,
-    group: &str,
-) -> Result<(Committed, Discovery), Error> {
-    let listed = match cluster.group_offsets(group).await {
-        Ok(offsets) => Some(offsets),
-        Err(Error::Unsupported { .. }) => None,
-        Err(other) => return Err(other),
-    };
-    match listed {
-        // A broker without "all offsets of a group" support can answer with an empty list rather
-        // than an error, so an empty answer is double-checked by scanning.
-        Some(offsets) if !offsets.is_empty() => {
-            let topics: BTreeSet<String> = offsets.keys().map(|tp| tp.topic.to_string()).collect();
-            let topics: Vec<String> = topics.into_iter().collect();
-            let metadata = cluster.metadata(&topics).await?;
-            let mut committed = Committed::new();
-            for topic in &metadata.topics {
-                for tp in topic.topic_partitions() {
-                    committed.insert(tp, Ok(None));
-                }
-            }
-            for (tp, offset) in offsets {
-                committed.insert(tp, offset.map(Some));
-            }
-            Ok((committed, Discovery::GroupOffsets))
-        }
-        _ => {
-            let metadata = cluster.metadata(&[]).await?;
-            let all = metadata.user_partitions();
-            let answers = if all.is_empty() {
-                Vec::new()
-            } else {
-                cluster.committed_offsets(group, &all).await?
-            };
-            // A partition whose offset could not be read may have one: keep its topic too.
-            let topics_with_commits: BTreeSet<Arc<str>> = answers
-                .iter()
-                .filter(|(_, offset)| !matches!(offset, Ok(None)))
-                .map(|(tp, _)| tp.topic.clone())
-                .collect();
-            let committed = answers
-                .into_iter()
-                .filter(|(tp, _)| topics_with_commits.contains(&tp.topic))
-                .collect();
-            Ok((committed, Discovery::MetadataScan))
-        }
-    }
-}
-
-/// The partitions `group`'s members own now, so a member that has not committed yet shows as
-/// "no committed offset" (as `kafka-consumer-groups --describe` prints `-`) instead of not at all.
-/// Empty where the broker cannot describe groups: the lag then covers committed topics only.
-async fn assigned_partitions<C: ClusterQuery + ?Sized>(
-    cluster: &C,
-    group: &str,
-) -> Vec<TopicPartition> {
-    match cluster.describe_groups(&[group.to_string()]).await {
-        Ok(described) => described
-            .into_iter()
-            .filter(|d| d.group == group && d.error.is_none())
-            .flat_map(|d| d.members)
-            .flat_map(|m| m.assignment)
-            .collect(),
-        Err(error) => {
-            tracing::debug!(%error, group, "cannot describe the group; lag covers committed partitions only");
-            Vec::new()
-        }
-    }
-}
-
-/// A consumer group's lag, partition by partition, for every topic the group has committed on
-/// and every partition its members own.
-///
-/// Partitions whose watermarks or committed offset cannot be read (leader down, coordinator
-/// error) are reported with `unknown_reason` set and `lag: None`, never with a guessed number. An
-/// unknown group or a group without commits yields an empty report.
-pub async fn group_lag<C: ClusterQuery + ?Sized>(
-    cluster: &C,
-    group: &str,
-    clock: &dyn Clock,
-    options: LagOptions,
-) -> Result<(GroupLag, Discovery), Error> {
-    let (mut committed, discovery) = discover_group_partitions(cluster, group).await?;
-    for tp in assigned_partitions(cluster, group).await {
-        committed.entry(tp).or_insert(Ok(None));
-    }
-    let partitions: Vec<TopicPartition> = committed.keys().cloned().collect();
-    let marks: HashMap<TopicPartition, PartitionResult<Watermarks>> = if partitions.is_empty() {
-        HashMap::new()
-    } else {
-        cluster
-            .watermarks(&partitions, options.isolation)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    let taken_at = clock.wall();
-    let rows = committed
-        .iter()
-        .map(|(tp, offset)| match (offset, marks.get(tp)) {
-            (Err(e), _) => {
-                PartitionLag::unknown(tp, None, format!("committed offset unreadable: {e}"))
-            }
-            (Ok(offset), Some(Ok(w))) => PartitionLag::compute(tp, *offset, Some(*w)),
-            (Ok(offset), Some(Err(e))) => PartitionLag::unknown(tp, *offset, e.reason.clone()),
-            (Ok(offset), None) => {
-                PartitionLag::unknown(tp, *offset, "no answer for this partition")
-            }
-        })
-        .collect();
-    Ok((GroupLag::new(group, taken_at, rows), discovery))
-}
-
-/// Lag of every consumer group the cluster lists (simple groups included).
-pub async fn all_groups_lag<C: ClusterQuery + ?Sized>(
-    cluster: &C,
-    clock: &dyn Clock,
-    options: LagOptions,
-) -> Result<Vec<GroupLag>, Error> {
-    let mut groups = cluster.list_groups().await?;
-    groups.sort_by(|a, b| a.group.cmp(&b.group));
-    let mut out = Vec::with_capacity(groups.len());
-    for listing in groups {
-        let (lag, _) = group_lag(cluster, &listing.group, clock, options).await?;
-        out.push(lag);
-    }
-    Ok(out)
-}
-
 /// Fills each row's time lag from the timestamp of the record at its committed offset:
 /// `taken_at − timestamp`, and zero for partitions without lag. Rows whose record cannot be read
 /// keep `None`.
@@ -553,5 +454,8 @@ pub async fn fill_time_lag_from_records<Q: OffsetQuery + ?Sized>(
     Ok(())
 }
 
+mod pass;
 #[cfg(test)]
 mod tests;
+
+pub use pass::{AllGroupsLag, GroupFailure, all_groups_lag, group_lag, groups_lag};

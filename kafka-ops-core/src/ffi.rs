@@ -515,5 +515,6 @@ pub(crate) mod mock;
 
 pub(crate) use batch::{ConsumerQueue, Delivery, MessageBatch};
 pub(crate) use groups::{
-    DescribedGroup, describe_consumer_groups, list_consumer_group_offsets, list_consumer_groups,
+    DescribedGroup, GroupOffsetsRequest, describe_consumer_groups, list_consumer_group_offsets,
+    list_consumer_groups,
 };

@@ -187,6 +187,7 @@ async fn groups_offsets_and_lag_equal_kafkas_own_tool() {
         .await
         .unwrap();
     let totals: BTreeMap<&str, (u64, usize)> = all
+        .groups
         .iter()
         .filter(|g| g.group == idle_group || g.group == live_group)
         .map(|g| (g.group.as_str(), (g.total_lag(), g.partitions.len())))
@@ -195,6 +196,17 @@ async fn groups_offsets_and_lag_equal_kafkas_own_tool() {
         totals,
         BTreeMap::from([(idle_group.as_str(), (6, 3)), (live_group.as_str(), (0, 3))])
     );
+    assert!(
+        all.failed
+            .iter()
+            .all(|f| f.group != idle_group && f.group != live_group),
+        "{:?}",
+        all.failed
+    );
+    // The one-pass rows are the single-group rows, and what Kafka's tool prints.
+    let in_pass = |name: &str| all.groups.iter().find(|g| g.group == name).unwrap();
+    assert_eq!(as_tool_rows(in_pass(&idle_group)), ours);
+    assert_eq!(as_tool_rows(in_pass(&live_group)), tool_rows(&live_tool));
     drop(member);
 }
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use kafka_ops_core::cluster::{
-    Discovery, LagOptions, MetadataQuery, fill_time_lag_from_records, group_lag,
+    Discovery, LagOptions, MetadataQuery, fill_time_lag_from_records, group_lag, groups_lag,
 };
 use kafka_ops_core::kafka::DEFAULT_BATCH_SIZE;
 use kafka_ops_core::kafka::KafkaCluster;
@@ -339,4 +339,144 @@ async fn an_unreachable_cluster_fails_fast_with_a_typed_error() {
         kafka_ops_core::ErrorClass::Transient,
         "{error}"
     );
+}
+
+/// Requests per API key since tracking started.
+fn requests_by_api(kafka: &MockKafka) -> std::collections::BTreeMap<i16, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for request in kafka.requests() {
+        *counts.entry(request.api_key).or_default() += 1;
+    }
+    counts
+}
+
+/// `groups` groups over 4 topics of 10 partitions (10 records each) on 3 brokers; group `i`
+/// commits offset `i % 5` on every partition.
+async fn many_groups(groups: usize) -> (MockKafka, KafkaCluster, Vec<String>) {
+    let kafka = MockKafka::start(3).unwrap();
+    let mut partitions = Vec::new();
+    for t in 0..4 {
+        let topic = format!("fleet-{t}");
+        kafka.create_topic(&topic, 10).unwrap();
+        fill(&kafka, &topic, &[10; 10]).await;
+        partitions.extend((0..10).map(|p| TopicPartition::new(topic.as_str(), p)));
+    }
+    let names: Vec<String> = (0..groups).map(|i| format!("fleet-group-{i:02}")).collect();
+    for (i, group) in names.iter().enumerate() {
+        let at = o(i as i64 % 5);
+        let commits: Vec<_> = partitions.iter().map(|tp| (tp.clone(), at)).collect();
+        kafka.commit(group, &commits).await.unwrap();
+    }
+    let cluster = kafka.cluster().unwrap();
+    (kafka, cluster, names)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_groups_share_one_snapshot_requests_do_not_grow_with_groups() {
+    let (kafka, cluster, names) = many_groups(50).await;
+    let clock = ManualClock::at(Timestamp::from_millis(9));
+    let mut figures = Vec::new();
+    for asked in [&names[..1], &names[..10], &names[..]] {
+        // Warm the client's metadata and coordinators so each count is the pass's own.
+        groups_lag(&cluster, asked, &clock, LagOptions::default())
+            .await
+            .unwrap();
+        kafka.track_requests();
+        let all = groups_lag(&cluster, asked, &clock, LagOptions::default())
+            .await
+            .unwrap();
+        let counts = requests_by_api(&kafka);
+        assert!(all.failed.is_empty(), "{:?}", all.failed);
+        assert_eq!(all.groups.len(), asked.len());
+        for (i, lag) in all.groups.iter().enumerate() {
+            assert_eq!(lag.group, names[i]);
+            assert_eq!(lag.partitions.len(), 40);
+            assert_eq!(lag.total_lag(), 40 * (10 - i as u64 % 5), "{}", lag.group);
+            assert_eq!(lag.taken_at, Timestamp::from_millis(9));
+        }
+        println!(
+            "one pass, {} groups: requests by API key {counts:?}",
+            asked.len()
+        );
+        figures.push(counts);
+    }
+    let count = |counts: &std::collections::BTreeMap<i16, usize>, key| {
+        counts.get(&key).copied().unwrap_or(0)
+    };
+    let (one, ten, fifty) = (&figures[0], &figures[1], &figures[2]);
+    // One metadata answer and one end-offset snapshot (earliest + latest, one request per
+    // leader) serve every group: the same for 1 group as for 50.
+    for counts in [ten, fifty] {
+        assert_eq!(count(counts, api::METADATA), count(one, api::METADATA));
+        assert_eq!(
+            count(counts, api::LIST_OFFSETS),
+            count(one, api::LIST_OFFSETS)
+        );
+    }
+    assert_eq!(count(one, api::METADATA), 1);
+    assert!((2..=6).contains(&count(one, api::LIST_OFFSETS)));
+    // OffsetFetch names one group per request (librdkafka takes one group per call): the mock
+    // cannot list a group's offsets, so each group costs its "all offsets" probe plus one scan
+    // request (40 partitions fit one batch).
+    assert_eq!(count(one, api::OFFSET_FETCH), 2);
+    assert_eq!(count(ten, api::OFFSET_FETCH), 2 * 10);
+    assert_eq!(count(fifty, api::OFFSET_FETCH), 2 * 50);
+    // Coordinators come from librdkafka's cache, which keeps 11 entries: no lookup for up to
+    // 10 warm groups; past that, lookups grow with the groups (at most one per OffsetFetch and
+    // its retry).
+    assert_eq!(count(one, api::FIND_COORDINATOR), 0);
+    assert_eq!(count(ten, api::FIND_COORDINATOR), 0);
+    assert!(count(fifty, api::FIND_COORDINATOR) <= 3 * 50);
+
+    // The loop the pass replaces: every group re-reads metadata and end offsets.
+    kafka.track_requests();
+    for group in &names {
+        group_lag(&cluster, group, &clock, LagOptions::default())
+            .await
+            .unwrap();
+    }
+    let looped = requests_by_api(&kafka);
+    println!("group by group, 50 groups: requests by API key {looped:?}");
+    assert_eq!(
+        count(&looped, api::METADATA),
+        50 * count(one, api::METADATA)
+    );
+    assert_eq!(
+        count(&looped, api::LIST_OFFSETS),
+        50 * count(one, api::LIST_OFFSETS)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_whose_offsets_fail_is_reported_and_the_others_come_back() {
+    let (kafka, cluster, names) = many_groups(5).await;
+    // Warm the coordinators so the injected error meets an OffsetFetch, not a lookup.
+    groups_lag(&cluster, &names, &ManualClock::new(), LagOptions::default())
+        .await
+        .unwrap();
+    kafka.request_errors(
+        rdkafka::types::RDKafkaApiKey::OffsetFetch,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED],
+    );
+    let all = groups_lag(&cluster, &names, &ManualClock::new(), LagOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(all.failed.len(), 1, "{:?}", all.failed);
+    let failed = &all.failed[0];
+    assert_eq!(
+        failed.code,
+        Some(kafka_ops_core::KafkaCode::GROUP_AUTHORIZATION_FAILED),
+        "{failed:?}"
+    );
+    assert_eq!(all.groups.len(), 4);
+    for lag in &all.groups {
+        let i: u64 = lag
+            .group
+            .trim_start_matches("fleet-group-")
+            .parse()
+            .unwrap();
+        assert_ne!(lag.group, failed.group);
+        assert_eq!(lag.total_lag(), 40 * (10 - i % 5), "{}", lag.group);
+        assert!(lag.is_complete());
+    }
 }

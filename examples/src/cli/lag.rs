@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args};
 use kafka_ops_core::Severity;
-use kafka_ops_core::cluster::{LagOptions, all_groups_lag, fill_time_lag_from_records, group_lag};
+use kafka_ops_core::cluster::{
+    GroupFailure, LagOptions, all_groups_lag, fill_time_lag_from_records, group_lag,
+};
 use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::lag::burrow::{BurrowConfig, PartitionEvaluation, PartitionStatus};
 use kafka_ops_core::lag::monitor::{LagMonitor, LagMonitorConfig};
@@ -90,6 +92,8 @@ fn runbook_status<S: serde::Serializer>(severity: &Severity, out: S) -> Result<S
 struct Report<'a> {
     taken_at: String,
     groups: Vec<GroupReport<'a>>,
+    /// Groups whose committed offsets could not be read (`--all-groups`), each with its error.
+    failed: &'a [GroupFailure],
 }
 
 fn partition_status(row: &PartitionLag, evaluation: Option<&PartitionEvaluation>) -> String {
@@ -120,15 +124,18 @@ fn time_cell(value: Option<Duration>) -> String {
 }
 
 /// Renders judged groups as the lag table (like `kafka-consumer-groups --describe`) or as the
-/// JSON document. `evaluations` may be empty (one-shot reports have no Burrow window).
+/// JSON document. `evaluations` may be empty (one-shot reports have no Burrow window); `failed`
+/// lists the groups whose offsets could not be read, each reported with its error.
 pub fn render(
     groups: &[(GroupLag, Vec<PartitionEvaluation>, GroupVerdict)],
+    failed: &[GroupFailure],
     taken_at: kafka_ops_core::Timestamp,
     json: bool,
 ) -> Result<String, serde_json::Error> {
     if json {
         let report = Report {
             taken_at: taken_at.to_string(),
+            failed,
             groups: groups
                 .iter()
                 .map(|(lag, evaluations, verdict)| GroupReport {
@@ -197,6 +204,9 @@ pub fn render(
             summaries.push(verdict.summary(3));
         }
     }
+    for failure in failed {
+        summaries.push(format!("{}: error: {}", failure.group, failure.reason));
+    }
     let mut text = String::new();
     if !table.is_empty() {
         text.push_str(&table.render());
@@ -209,11 +219,13 @@ pub fn render(
     Ok(text)
 }
 
+/// The groups' lag, and the groups whose offsets could not be read (`--all-groups` reports them
+/// and goes on; a named group that cannot be read fails the command).
 async fn collect(
     cluster: &KafkaCluster,
     args: &LagArgs,
     clock: &dyn Clock,
-) -> Result<Vec<GroupLag>, Error> {
+) -> Result<(Vec<GroupLag>, Vec<GroupFailure>), Error> {
     let options = LagOptions {
         isolation: if args.read_committed {
             IsolationLevel::ReadCommitted
@@ -222,13 +234,14 @@ async fn collect(
         },
     };
     if args.all_groups {
-        return all_groups_lag(cluster, clock, options).await;
+        let all = all_groups_lag(cluster, clock, options).await?;
+        return Ok((all.groups, all.failed));
     }
     let mut out = Vec::with_capacity(args.groups.len());
     for group in &args.groups {
         out.push(group_lag(cluster, group, clock, options).await?.0);
     }
-    Ok(out)
+    Ok((out, Vec::new()))
 }
 
 fn describe_error(error: &Error, args: &LagArgs) -> String {
@@ -268,19 +281,15 @@ async fn run_inner(args: &LagArgs, output: &mut Output<'_>) -> Result<i32, Error
     let clock = SystemClock;
 
     let Some(interval) = args.watch else {
-        let mut groups = collect(&cluster, args, &clock).await?;
+        let (mut groups, failed) = collect(&cluster, args, &clock).await?;
         let mut judged = Vec::with_capacity(groups.len());
         for mut lag in groups.drain(..) {
             fill_time_lag_from_records(&cluster, &mut lag).await?;
             let verdict = judge(&lag, &[], None, &thresholds);
             judged.push((lag, Vec::new(), verdict));
         }
-        let worst = judged
-            .iter()
-            .map(|(_, _, v)| v.severity)
-            .max()
-            .unwrap_or(Severity::Info);
-        write_report(output, &judged, clock.wall(), args.json)?;
+        let worst = worst_of(&judged, &failed);
+        write_report(output, &judged, &failed, clock.wall(), args.json)?;
         return Ok(exit_code(worst, args.fail_on));
     };
 
@@ -289,7 +298,7 @@ async fn run_inner(args: &LagArgs, output: &mut Output<'_>) -> Result<i32, Error
     let mut worst;
     loop {
         round += 1;
-        let groups = collect(&cluster, args, &clock).await?;
+        let (groups, failed) = collect(&cluster, args, &clock).await?;
         let mut judged = Vec::with_capacity(groups.len());
         for mut lag in groups {
             let monitor = monitors
@@ -301,15 +310,11 @@ async fn run_inner(args: &LagArgs, output: &mut Output<'_>) -> Result<i32, Error
             let verdict = monitor.verdict(&lag, now);
             judged.push((lag, evaluations, verdict));
         }
-        worst = judged
-            .iter()
-            .map(|(_, _, v)| v.severity)
-            .max()
-            .unwrap_or(Severity::Info);
+        worst = worst_of(&judged, &failed);
         if !args.json {
             let _ = writeln!(output.out, "--- round {round} at {}", clock.wall());
         }
-        write_report(output, &judged, clock.wall(), args.json)?;
+        write_report(output, &judged, &failed, clock.wall(), args.json)?;
         if args.iterations.is_some_and(|n| round >= n) {
             break;
         }
@@ -321,13 +326,28 @@ async fn run_inner(args: &LagArgs, output: &mut Output<'_>) -> Result<i32, Error
     Ok(exit_code(worst, args.fail_on))
 }
 
+/// The worst verdict; a group whose lag cannot be read counts as critical (nobody can tell).
+fn worst_of(
+    judged: &[(GroupLag, Vec<PartitionEvaluation>, GroupVerdict)],
+    failed: &[GroupFailure],
+) -> Severity {
+    let unreadable = (!failed.is_empty()).then_some(Severity::Critical);
+    judged
+        .iter()
+        .map(|(_, _, v)| v.severity)
+        .chain(unreadable)
+        .max()
+        .unwrap_or(Severity::Info)
+}
+
 fn write_report(
     output: &mut Output<'_>,
     groups: &[(GroupLag, Vec<PartitionEvaluation>, GroupVerdict)],
+    failed: &[GroupFailure],
     taken_at: kafka_ops_core::Timestamp,
     json: bool,
 ) -> Result<(), Error> {
-    let text = render(groups, taken_at, json)
+    let text = render(groups, failed, taken_at, json)
         .map_err(|e| Error::InvalidInput(format!("cannot encode the report: {e}")))?;
     output
         .out
@@ -371,6 +391,11 @@ mod tests {
         let verdict = judge(&lag, &[], None, &LagThresholds::default());
         let text = render(
             &[(lag, Vec::new(), verdict)],
+            &[GroupFailure {
+                group: "locked".into(),
+                code: None,
+                reason: "not allowed".into(),
+            }],
             Timestamp::from_millis(0),
             false,
         )
@@ -385,6 +410,7 @@ mod tests {
         assert!(lines[2].ends_with("NO-COMMIT"), "{}", lines[2]);
         assert!(lines[3].contains("UNKNOWN (broker 2 down)"), "{}", lines[3]);
         assert!(text.contains("billing: warning"), "{text}");
+        assert!(text.contains("locked: error: not allowed"), "{text}");
     }
 
     #[test]
@@ -393,6 +419,7 @@ mod tests {
         let verdict = judge(&lag, &[], None, &LagThresholds::default());
         let text = render(
             &[(lag, Vec::new(), verdict)],
+            &[],
             Timestamp::from_millis(0),
             true,
         )
@@ -410,5 +437,6 @@ mod tests {
         assert_eq!(partitions[1]["committed"], serde_json::Value::Null);
         assert_eq!(partitions[1]["lag"], serde_json::Value::Null);
         assert_eq!(partitions[2]["unknown_reason"], "broker 2 down");
+        assert_eq!(json["failed"], serde_json::json!([]));
     }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::clock::ManualClock;
+use crate::lag::PartitionLag;
 use mockall::predicate::*;
 
 /// One mock implementing all three traits.
@@ -185,7 +186,7 @@ async fn group_offsets_path_lists_every_partition_of_committed_topics() {
         });
     m.metadata
         .expect_metadata()
-        .withf(|topics| topics == ["orders".to_string()])
+        .withf(|topics| topics.is_empty())
         .returning(|_| Ok(metadata(vec![topic("orders", 3)])));
     m.offsets
         .expect_watermarks()
@@ -381,9 +382,98 @@ async fn all_groups_are_collected_in_name_order() {
         .await
         .unwrap();
     assert_eq!(
-        all.iter().map(|g| g.group.as_str()).collect::<Vec<_>>(),
+        all.groups
+            .iter()
+            .map(|g| g.group.as_str())
+            .collect::<Vec<_>>(),
         ["a", "z"]
     );
+    assert!(all.failed.is_empty());
     assert!(GroupState::Stable.has_members());
     assert!(!GroupState::Empty.has_members());
+}
+
+/// Mocks where `listed` groups list their offsets on topic `orders` (committed at 10 on
+/// partition 0), `empty` groups list nothing and `failing` fails; metadata holds `orders` with
+/// two partitions and every partition ends at 100.
+fn three_kinds() -> Mocks {
+    let mut m = Mocks::cannot_describe();
+    m.groups
+        .expect_group_offsets()
+        .returning(|group| match group {
+            "failing" => Err(Error::Broker {
+                operation: "list consumer group offsets",
+                code: KafkaCode::GROUP_AUTHORIZATION_FAILED,
+                message: "not allowed".into(),
+            }),
+            "empty" => Ok(BTreeMap::new()),
+            _ => Ok(BTreeMap::from([(
+                TopicPartition::new("orders", 0),
+                Ok(o(10)),
+            )])),
+        });
+    m.metadata
+        .expect_metadata()
+        .times(1)
+        .returning(|_| Ok(metadata(vec![topic("orders", 2)])));
+    m.offsets
+        .expect_watermarks()
+        .times(1)
+        .returning(|p, _| Ok(marks_for(p)));
+    m
+}
+
+#[tokio::test]
+async fn a_failing_group_is_reported_and_the_others_still_come_back() {
+    let m = three_kinds();
+    let clock = ManualClock::at(Timestamp::from_millis(7));
+    let names = ["listed", "failing", "empty", "listed"].map(String::from);
+    let all = groups_lag(&m, &names, &clock, LagOptions::default())
+        .await
+        .unwrap();
+    let totals: Vec<(&str, u64, usize)> = all
+        .groups
+        .iter()
+        .map(|g| (g.group.as_str(), g.total_lag(), g.partitions.len()))
+        .collect();
+    // The broker listed one group's offsets, so an empty list means "no commits": no scan
+    // (committed_offsets has no expectation and would panic).
+    assert_eq!(totals, [("empty", 0, 0), ("listed", 90, 2)]);
+    assert!(
+        all.groups
+            .iter()
+            .all(|g| g.taken_at == Timestamp::from_millis(7))
+    );
+    assert_eq!(
+        all.failed,
+        [GroupFailure {
+            group: "failing".into(),
+            code: Some(KafkaCode::GROUP_AUTHORIZATION_FAILED),
+            reason: "list consumer group offsets failed with GROUP_AUTHORIZATION_FAILED (30): not allowed"
+                .into(),
+        }]
+    );
+}
+
+#[tokio::test]
+async fn when_every_group_fails_nothing_else_is_asked() {
+    let mut m = Mocks::cannot_describe();
+    m.groups.expect_group_offsets().returning(|_| {
+        Err(Error::Timeout {
+            operation: "list group offsets",
+            timeout: std::time::Duration::from_secs(1),
+        })
+    });
+    let names = ["a", "b"].map(String::from);
+    let all = groups_lag(&m, &names, &ManualClock::new(), LagOptions::default())
+        .await
+        .unwrap();
+    assert!(all.groups.is_empty());
+    assert_eq!(
+        all.failed
+            .iter()
+            .map(|f| f.group.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
 }

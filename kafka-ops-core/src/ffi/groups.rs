@@ -245,18 +245,22 @@ fn read_group_offsets(
     Ok(out)
 }
 
-/// `OffsetFetch` through the admin API: a group's committed offsets for each batch of
-/// partitions (batches are sent at once, each answered on its own), or for every partition the
-/// group committed when `batches` is `None` (a broker that cannot answer "all" returns an empty
-/// list).
+/// One OffsetFetch through the admin API: a group, and the partitions asked (`None`: every
+/// partition the group committed; a broker that cannot answer "all" returns an empty list).
+pub(crate) type GroupOffsetsRequest<'a> = (&'a str, Option<&'a [TopicPartition]>);
+
+/// `OffsetFetch` through the admin API for each request, all sent at once, each answered on its
+/// own. librdkafka takes exactly one group per ListConsumerGroupOffsets call (its C API rejects
+/// more), so several groups are several calls issued together on one queue.
 pub(crate) fn list_consumer_group_offsets<C: ClientContext>(
     client: &Client<C>,
-    group: &str,
-    batches: Option<&[Vec<TopicPartition>]>,
+    requests: &[GroupOffsetsRequest<'_>],
     timeout: Duration,
 ) -> Result<BatchResults<Option<Offset>>, Error> {
-    let group_name = c_string(group)?;
-    let requests = batches.map_or(1, <[Vec<TopicPartition>]>::len);
+    let names: Vec<CString> = requests
+        .iter()
+        .map(|(group, _)| c_string(group))
+        .collect::<Result<_, _>>()?;
     let events = run_admin_many(
         client,
         rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
@@ -264,11 +268,11 @@ pub(crate) fn list_consumer_group_offsets<C: ClientContext>(
         timeout,
         None,
         rd::RD_KAFKA_EVENT_LISTCONSUMERGROUPOFFSETS_RESULT,
-        requests,
+        requests.len(),
         |index, options, queue| {
-            let list = match batches {
-                Some(batches) => Some(partition_list(
-                    batches[index]
+            let list = match requests[index].1 {
+                Some(partitions) => Some(partition_list(
+                    partitions
                         .iter()
                         .map(|tp| (tp, crate::types::RAW_OFFSET_NONE)),
                 )?),
@@ -277,22 +281,23 @@ pub(crate) fn list_consumer_group_offsets<C: ClientContext>(
             let list_ptr = list
                 .as_ref()
                 .map_or(ptr::null(), |l| l.as_ptr().cast_const());
-            // SAFETY: `group_name` is NUL-terminated; `list_ptr` is NULL or a valid list; both
-            // are copied into the request object.
-            let raw =
-                unsafe { rd::rd_kafka_ListConsumerGroupOffsets_new(group_name.as_ptr(), list_ptr) };
+            // SAFETY: the group name is NUL-terminated and outlives the call; `list_ptr` is NULL
+            // or a valid list; both are copied into the request object.
+            let raw = unsafe {
+                rd::rd_kafka_ListConsumerGroupOffsets_new(names[index].as_ptr(), list_ptr)
+            };
             let request = Owned::new(
                 raw,
                 rd::rd_kafka_ListConsumerGroupOffsets_destroy,
                 "list group offsets request",
             )?;
-            let mut requests = [request.as_ptr()];
-            // SAFETY: `requests` holds exactly one valid request object (librdkafka requires
+            let mut one = [request.as_ptr()];
+            // SAFETY: `one` holds exactly one valid request object (librdkafka requires
             // one); librdkafka copies it before returning.
             unsafe {
                 rd::rd_kafka_ListConsumerGroupOffsets(
                     client.native_ptr(),
-                    requests.as_mut_ptr(),
+                    one.as_mut_ptr(),
                     1,
                     options,
                     queue,

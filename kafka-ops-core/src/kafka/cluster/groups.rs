@@ -9,13 +9,13 @@ use async_trait::async_trait;
 use super::{Inner, KafkaCluster, unique};
 use crate::class::KafkaCode;
 use crate::cluster::{
-    GroupDescription, GroupListing, GroupQuery, GroupState, GroupType, PartitionError,
-    PartitionResult,
+    GroupDescription, GroupListing, GroupOffsetMap, GroupQuery, GroupState, GroupType,
+    PartitionError, PartitionResults, PerGroup,
 };
 use crate::error::Error;
 use crate::ffi;
 use crate::kafka::group_state;
-use crate::types::{Offset, TopicPartition};
+use crate::types::Offset;
 
 /// Per-group errors that go away on their own: the coordinator is moving or loading (after a
 /// broker restart, for instance). librdkafka returns them as they are; they are retried here
@@ -141,26 +141,38 @@ impl GroupQuery for KafkaCluster {
             .await
     }
 
-    async fn group_offsets(
-        &self,
-        group: &str,
-    ) -> Result<BTreeMap<TopicPartition, PartitionResult<Offset>>, Error> {
-        let group = group.to_string();
+    async fn group_offsets(&self, group: &str) -> Result<GroupOffsetMap, Error> {
+        let mut answers = self.groups_offsets(&[group.to_string()]).await?;
+        answers
+            .pop()
+            .map_or_else(|| Ok(GroupOffsetMap::new()), |(_, answer)| answer)
+    }
+
+    async fn groups_offsets(&self, groups: &[String]) -> Result<PerGroup<GroupOffsetMap>, Error> {
+        let groups = unique(groups.iter().cloned());
         self.blocking(move |inner| {
+            let requests: Vec<ffi::GroupOffsetsRequest<'_>> =
+                groups.iter().map(|group| (group.as_str(), None)).collect();
             let answers =
-                ffi::list_consumer_group_offsets(inner.admin.inner(), &group, None, inner.timeout)?
-                    .into_iter()
-                    .next()
-                    .unwrap_or_else(|| Ok(Vec::new()))?;
-            Ok(answers
+                ffi::list_consumer_group_offsets(inner.admin.inner(), &requests, inner.timeout)?;
+            Ok(groups
                 .into_iter()
-                .filter_map(|(tp, answer)| match answer {
-                    Ok(Some(offset)) => Some((tp, Ok(offset))),
-                    Ok(None) => None,
-                    Err(e) => Some((tp, Err(e))),
-                })
+                .zip(answers)
+                .map(|(group, answer)| (group, answer.map(only_committed)))
                 .collect())
         })
         .await
     }
+}
+
+/// The partitions with a committed offset or an error (never-committed ones are left out).
+fn only_committed(answers: PartitionResults<Option<Offset>>) -> GroupOffsetMap {
+    answers
+        .into_iter()
+        .filter_map(|(tp, answer)| match answer {
+            Ok(Some(offset)) => Some((tp, Ok(offset))),
+            Ok(None) => None,
+            Err(e) => Some((tp, Err(e))),
+        })
+        .collect()
 }

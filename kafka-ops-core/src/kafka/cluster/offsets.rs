@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::{Inner, KafkaCluster, leader_chunks, merge_batch, no_answer, unique};
-use crate::cluster::{OffsetQuery, PartitionError, PartitionResults};
+use crate::cluster::{OffsetQuery, PartitionError, PartitionResults, PerGroup};
 use crate::error::Error;
 use crate::ffi;
 use crate::kafka::RangeReader;
@@ -120,33 +120,50 @@ impl OffsetQuery for KafkaCluster {
         group: &str,
         partitions: &[TopicPartition],
     ) -> Result<PartitionResults<Option<Offset>>, Error> {
-        let group = group.to_string();
+        let mut answers = self
+            .groups_committed_offsets(&[group.to_string()], partitions)
+            .await?;
+        answers
+            .pop()
+            .map_or_else(|| Ok(Vec::new()), |(_, answer)| answer)
+    }
+
+    async fn groups_committed_offsets(
+        &self,
+        groups: &[String],
+        partitions: &[TopicPartition],
+    ) -> Result<PerGroup<PartitionResults<Option<Offset>>>, Error> {
+        let groups = unique(groups.iter().cloned());
         let partitions = unique(partitions.iter().cloned());
         self.blocking(move |inner| {
-            let batches: Vec<Vec<TopicPartition>> = partitions
-                .chunks(inner.batch_size)
-                .map(<[TopicPartition]>::to_vec)
-                .collect();
-            let results = ffi::list_consumer_group_offsets(
-                inner.admin.inner(),
-                &group,
-                Some(&batches),
-                inner.timeout,
-            )?;
-            let mut answers = HashMap::with_capacity(partitions.len());
-            for (batch, result) in batches.iter().zip(results) {
-                merge_batch(&mut answers, batch.iter(), result);
-            }
-            Ok(partitions
-                .into_iter()
-                .map(|tp| {
-                    let answer = answers.get(&tp).cloned().unwrap_or(Err(PartitionError {
-                        code: None,
-                        reason: "no answer for this partition".into(),
-                    }));
-                    (tp, answer)
+            let batches: Vec<&[TopicPartition]> = partitions.chunks(inner.batch_size).collect();
+            let requests: Vec<ffi::GroupOffsetsRequest<'_>> = groups
+                .iter()
+                .flat_map(|group| {
+                    batches
+                        .iter()
+                        .map(move |batch| (group.as_str(), Some(*batch)))
                 })
-                .collect())
+                .collect();
+            let mut results =
+                ffi::list_consumer_group_offsets(inner.admin.inner(), &requests, inner.timeout)?
+                    .into_iter();
+            let mut out = Vec::with_capacity(groups.len());
+            for group in &groups {
+                let mut answers = HashMap::with_capacity(partitions.len());
+                for (batch, result) in batches.iter().zip(results.by_ref()) {
+                    merge_batch(&mut answers, batch.iter(), result);
+                }
+                let answers = partitions
+                    .iter()
+                    .map(|tp| {
+                        let answer = answers.remove(tp).unwrap_or_else(|| Err(no_answer()));
+                        (tp.clone(), answer)
+                    })
+                    .collect();
+                out.push((group.clone(), Ok(answers)));
+            }
+            Ok(out)
         })
         .await
     }

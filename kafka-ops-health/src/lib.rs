@@ -13,6 +13,8 @@
 //! - [`probes`]: broker connectivity, controller, under-replicated and offline partitions,
 //!   required topics, consumer-group lag (core's lag engine), dead-letter depth, an end-to-end
 //!   canary, and consumer liveness read from the driver's handle.
+//! - [`hygiene`]: the maintenance review — inactive consumer groups and whether deleting them
+//!   is safe, idle topics and dead-letter depth, partition leadership per broker.
 //! - [`safe_to_restart`]: the rolling-restart gate, with every reason it refuses, built on
 //!   [`ControlPlane`] (the KRaft quorum's leader and lag, Kafka's DescribeQuorum).
 //!
@@ -75,6 +77,7 @@ mod error;
 mod gate;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod hygiene;
 mod model;
 pub mod probes;
 

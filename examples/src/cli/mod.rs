@@ -8,6 +8,7 @@
 pub mod dlq;
 pub mod exporter;
 pub mod health;
+pub mod hygiene;
 pub mod lag;
 pub mod offsets;
 
@@ -48,6 +49,8 @@ enum Command {
     Dlq(dlq::DlqArgs),
     /// Serve consumer lag and dead-letter depth to Prometheus (/metrics, /livez, /readyz).
     Exporter(exporter::ExporterArgs),
+    /// The maintenance review: inactive groups (safe to delete?), idle topics, DLQ depth, leaders.
+    Hygiene(hygiene::HygieneArgs),
 }
 
 /// How to reach the cluster. Extra librdkafka settings (SASL, TLS) go in `-X key=value`; their
@@ -199,6 +202,7 @@ where
         Command::Offsets(args) => offsets::run(args, output).await,
         Command::Dlq(args) => dlq::run(args, output).await,
         Command::Exporter(args) => exporter::run(args, output).await,
+        Command::Hygiene(args) => hygiene::run(args, output).await,
     }
 }
 

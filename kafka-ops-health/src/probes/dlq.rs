@@ -20,6 +20,16 @@ pub enum DeadLetterTopics {
     Suffix(String),
 }
 
+impl DeadLetterTopics {
+    /// Whether `topic` is one of them.
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            DeadLetterTopics::Named(names) => names.iter().any(|n| n == topic),
+            DeadLetterTopics::Suffix(suffix) => topic.ends_with(suffix.as_str()),
+        }
+    }
+}
+
 impl Default for DeadLetterTopics {
     fn default() -> Self {
         DeadLetterTopics::Suffix(".dlq".into())

@@ -2,7 +2,8 @@
 //! for the groups and topics this test makes: an inactive caught-up group (safe to delete), an
 //! inactive group with lag (not safe unless the lag is accepted), a recently active group, a
 //! group with a member and no commit (never flagged), an idle topic, a busy one, a dead-letter
-//! topic's depth, and the leadership of a topic placed on known replicas.
+//! topic's depth, and the leadership of a topic placed on known replicas, one partition of it
+//! reordered so its leader is off its preferred replica (checked against `kafka-topics`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use kafka_ops_core::cluster::GroupState;
 use kafka_ops_core::testkit::{RealKafka, Subscriber, TestRecord, TopicSpec, unique_name};
 use kafka_ops_core::{Offset, SystemClock, Timestamp, TopicPartition};
-use kafka_ops_health::hygiene::{HygieneOptions, HygieneReport, review};
+use kafka_ops_health::hygiene::{HygieneOptions, HygieneReport, MisplacedLeader, review};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -107,6 +108,9 @@ async fn the_review_is_exact_for_groups_topics_and_leaders() {
     member.wait_assigned(Duration::from_secs(30)).unwrap();
 
     let cluster = kafka.cluster();
+    // Partition 3's preferred replica becomes node 3 while node 1 keeps leading it: a
+    // reassignment that only reorders the replicas moves no leader.
+    reorder_replicas(&kafka, &placed, 3, &[3, 1]).await;
     let options = HygieneOptions {
         inactive_after: DAY,
         idle_after: DAY,
@@ -181,15 +185,34 @@ async fn the_review_is_exact_for_groups_topics_and_leaders() {
     // Never written: nothing stored, idle.
     assert_eq!(topic_row(&report, &placed), (true, 0, None, None));
 
-    // Leadership: the placed topic is led by its first replicas; the counts cover the cluster.
+    // Leadership: the placed topic is led by its first replicas but for partition 3, as Kafka's
+    // own tool shows; the counts cover the cluster.
+    let misplaced: Vec<&MisplacedLeader> = report
+        .leadership
+        .not_preferred
+        .iter()
+        .filter(|m| m.topic == placed)
+        .collect();
+    assert_eq!(
+        misplaced,
+        [&MisplacedLeader {
+            topic: placed.clone(),
+            partition: 3,
+            leader: 1,
+            preferred: 3,
+        }]
+    );
+    assert_eq!(
+        leaders_by_kafka_tool(&kafka, &placed).await,
+        [(0, 1, 1), (1, 2, 2), (2, 3, 3), (3, 1, 3)]
+    );
     assert!(
         report
-            .leadership
-            .not_preferred
+            .findings
             .iter()
-            .all(|m| m.topic != placed),
+            .any(|f| f.contains("led off their preferred replica")),
         "{:?}",
-        report.leadership.not_preferred
+        report.findings
     );
     let brokers: Vec<i32> = report.leadership.brokers.iter().map(|b| b.broker).collect();
     assert_eq!(brokers, [1, 2, 3]);
@@ -234,4 +257,85 @@ async fn the_review_is_exact_for_groups_topics_and_leaders() {
     assert!(group_row(&report, &lagging).1);
     assert!(!group_row(&report, &live).1);
     drop(member);
+}
+
+/// Reassigns `partition` of `topic` to `replicas` with Kafka's own tool and waits until the
+/// metadata shows them.
+async fn reorder_replicas(kafka: &RealKafka, topic: &str, partition: i32, replicas: &[i32]) {
+    let plan = serde_json::json!({
+        "version": 1,
+        "partitions": [{"topic": topic, "partition": partition, "replicas": replicas}],
+    });
+    let file = std::env::temp_dir().join(format!("{topic}-reassignment.json"));
+    std::fs::write(&file, plan.to_string()).unwrap();
+    kafka
+        .kafka_tool(
+            "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+            &[
+                "--bootstrap-server",
+                kafka.bootstrap(),
+                "--reassignment-json-file",
+                file.to_str().unwrap(),
+                "--execute",
+            ],
+        )
+        .await
+        .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let cluster = kafka.cluster();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metadata =
+            kafka_ops_core::cluster::MetadataQuery::metadata(&cluster, &[topic.to_string()])
+                .await
+                .unwrap();
+        let now = &metadata.topics[0].partitions[partition as usize];
+        if now.replicas == replicas && now.isr.len() == replicas.len() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reassignment never showed: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// (partition, leader, first replica) of each partition of `topic`, as Kafka's
+/// `kafka-topics --describe` prints them.
+async fn leaders_by_kafka_tool(kafka: &RealKafka, topic: &str) -> Vec<(i32, i32, i32)> {
+    let out = kafka
+        .kafka_tool(
+            "org.apache.kafka.tools.TopicCommand",
+            &[
+                "--bootstrap-server",
+                kafka.bootstrap(),
+                "--describe",
+                "--topic",
+                topic,
+            ],
+        )
+        .await
+        .unwrap();
+    let field = |words: &[&str], name: &str| -> String {
+        let at = words.iter().position(|w| *w == name).unwrap();
+        words[at + 1].to_string()
+    };
+    out.lines()
+        .filter(|line| line.contains("Leader:"))
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let first = field(&words, "Replicas:")
+                .split(',')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (
+                field(&words, "Partition:").parse().unwrap(),
+                field(&words, "Leader:").parse().unwrap(),
+                first,
+            )
+        })
+        .collect()
 }

@@ -420,3 +420,79 @@ fn unreadable_groups_are_warnings_and_bad_depths_are_refused() {
     assert!(matches!(validate(&bad), Err(crate::HealthError::Config(_))));
     assert!(validate(&HygieneOptions::default()).is_ok());
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Partitions as (leader or none, replicas) over brokers 1..=4.
+    fn partitions() -> impl Strategy<Value = Vec<(Option<i32>, Vec<i32>)>> {
+        prop::collection::vec(
+            (
+                prop::option::weighted(0.9, 1..=4i32),
+                prop::collection::vec(1..=4i32, 1..=3),
+            ),
+            0..40,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn leadership_counts_add_up(parts in partitions()) {
+            let mut metadata = balanced();
+            metadata.topics[0].partitions = parts
+                .iter()
+                .enumerate()
+                .map(|(id, (leader, replicas))| partition(id as i32, *leader, replicas))
+                .collect();
+            let found = leadership(&metadata);
+            let led: usize = found.brokers.iter().map(|b| b.leaders).sum();
+            let preferred: usize = found.brokers.iter().map(|b| b.preferred).sum();
+            let off: usize = found.brokers.iter().map(|b| b.not_preferred).sum();
+            prop_assert_eq!(led + found.leaderless.len(), parts.len());
+            prop_assert_eq!(preferred, parts.len());
+            prop_assert_eq!(off, found.not_preferred.len());
+            let expected_off = parts
+                .iter()
+                .filter(|(leader, replicas)| leader.is_some_and(|l| l != replicas[0]))
+                .count();
+            prop_assert_eq!(off, expected_off);
+            let most = found.brokers.iter().map(|b| b.leaders).max().unwrap_or(0);
+            let fewest = found.brokers.iter().map(|b| b.leaders).min().unwrap_or(0);
+            prop_assert_eq!(found.skew, most - fewest);
+            // Every listed broker appears, even one leading nothing.
+            prop_assert!(found.brokers.iter().filter(|b| b.broker <= 3).count() == 3);
+        }
+
+        #[test]
+        fn members_are_never_flagged_and_safe_implies_inactive(
+            members in 0usize..3,
+            committed in prop::option::of(0i64..20),
+            end in 0i64..20,
+            age_days in prop::option::of(0.0f64..30.0),
+            accepted in 0u64..10,
+        ) {
+            let committed = committed.map(|c| c.min(end));
+            let state = if members > 0 { GroupState::Stable } else { GroupState::Empty };
+            let facts = group(
+                "g",
+                state,
+                members,
+                vec![row("t", committed, end)],
+                age_days.map(ago),
+            );
+            let options = HygieneOptions { accepted_lag: accepted, ..HygieneOptions::default() };
+            let judged = judge_group(&facts, &options, Timestamp::from_millis(NOW));
+            if members > 0 {
+                prop_assert!(!judged.inactive && !judged.safe_to_delete);
+            }
+            if judged.safe_to_delete {
+                prop_assert!(judged.inactive);
+                prop_assert!(judged.total_lag <= accepted);
+            }
+            let lag = committed.map_or(0, |c| (end - c) as u64);
+            prop_assert_eq!(judged.total_lag, lag);
+        }
+    }
+}

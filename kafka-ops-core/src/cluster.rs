@@ -414,6 +414,38 @@ pub enum Discovery {
     MetadataScan,
 }
 
+/// The timestamp of the record at each position (positions without a readable record are left
+/// out). Any number of positions per partition: [`OffsetQuery::record_timestamps`] answers one
+/// per partition, so they are asked in rounds — round `k` holds the `k`-th distinct position of
+/// each partition — as many rounds as the most positions asked of one partition.
+pub async fn timestamps_at<Q: OffsetQuery + ?Sized>(
+    cluster: &Q,
+    positions: &[(TopicPartition, Offset)],
+) -> Result<HashMap<(TopicPartition, Offset), Timestamp>, Error> {
+    let mut by_partition: BTreeMap<&TopicPartition, std::collections::BTreeSet<Offset>> =
+        BTreeMap::new();
+    for (tp, offset) in positions {
+        by_partition.entry(tp).or_default().insert(*offset);
+    }
+    let mut stamps = HashMap::new();
+    for round in 0.. {
+        let asked: Vec<(TopicPartition, Offset)> = by_partition
+            .iter()
+            .filter_map(|(tp, offsets)| offsets.iter().nth(round).map(|o| ((*tp).clone(), *o)))
+            .collect();
+        if asked.is_empty() {
+            break;
+        }
+        let answers = cluster.record_timestamps(&asked).await?;
+        for ((tp, offset), (_, stamp)) in asked.into_iter().zip(answers) {
+            if let Some(stamp) = stamp {
+                stamps.insert((tp, offset), stamp);
+            }
+        }
+    }
+    Ok(stamps)
+}
+
 /// Fills each row's time lag from the timestamp of the record at its committed offset:
 /// `taken_at − timestamp`, and zero for partitions without lag. Rows whose record cannot be read
 /// keep `None`.
@@ -421,34 +453,37 @@ pub async fn fill_time_lag_from_records<Q: OffsetQuery + ?Sized>(
     cluster: &Q,
     lag: &mut GroupLag,
 ) -> Result<(), Error> {
-    let positions: Vec<(TopicPartition, Offset)> = lag
-        .partitions
-        .iter()
-        .filter(|row| row.lag.is_some_and(|l| l > 0))
-        .filter_map(|row| {
-            row.committed
-                .map(|c| (row.topic_partition(), c.max(row.log_start.unwrap_or(c))))
-        })
-        .collect();
-    let stamps: HashMap<TopicPartition, Option<Timestamp>> = if positions.is_empty() {
-        HashMap::new()
-    } else {
-        cluster
-            .record_timestamps(&positions)
-            .await?
-            .into_iter()
-            .collect()
+    fill_time_lag_of_groups(cluster, std::slice::from_mut(lag)).await
+}
+
+/// [`fill_time_lag_from_records`] for many groups at once: the records are read together (see
+/// [`timestamps_at`]), not group by group.
+pub async fn fill_time_lag_of_groups<Q: OffsetQuery + ?Sized>(
+    cluster: &Q,
+    lags: &mut [GroupLag],
+) -> Result<(), Error> {
+    let position = |row: &crate::lag::PartitionLag| {
+        row.committed
+            .filter(|_| row.lag.is_some_and(|l| l > 0))
+            .map(|c| (row.topic_partition(), c.max(row.log_start.unwrap_or(c))))
     };
-    let taken_at = lag.taken_at;
-    for row in &mut lag.partitions {
-        match row.lag {
-            Some(0) => row.time_lag = Some(std::time::Duration::ZERO),
-            Some(_) => {
-                if let Some(Some(at)) = stamps.get(&row.topic_partition()) {
-                    row.time_lag = Some(taken_at.saturating_since(*at));
+    let positions: Vec<(TopicPartition, Offset)> = lags
+        .iter()
+        .flat_map(|lag| lag.partitions.iter().filter_map(position))
+        .collect();
+    let stamps = timestamps_at(cluster, &positions).await?;
+    for lag in lags {
+        let taken_at = lag.taken_at;
+        for row in &mut lag.partitions {
+            match row.lag {
+                Some(0) => row.time_lag = Some(std::time::Duration::ZERO),
+                Some(_) => {
+                    if let Some(at) = position(row).and_then(|p| stamps.get(&p)) {
+                        row.time_lag = Some(taken_at.saturating_since(*at));
+                    }
                 }
+                None => {}
             }
-            None => {}
         }
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{ArgGroup, Args};
 use kafka_ops_core::Severity;
 use kafka_ops_core::cluster::{
-    GroupFailure, LagOptions, all_groups_lag, fill_time_lag_from_records, group_lag,
+    GroupFailure, LagOptions, all_groups_lag, fill_time_lag_of_groups, group_lag,
 };
 use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::lag::burrow::{BurrowConfig, PartitionEvaluation, PartitionStatus};
@@ -282,9 +282,10 @@ async fn run_inner(args: &LagArgs, output: &mut Output<'_>) -> Result<i32, Error
 
     let Some(interval) = args.watch else {
         let (mut groups, failed) = collect(&cluster, args, &clock).await?;
+        // Every group's records are read together, not group by group.
+        fill_time_lag_of_groups(&cluster, &mut groups).await?;
         let mut judged = Vec::with_capacity(groups.len());
-        for mut lag in groups.drain(..) {
-            fill_time_lag_from_records(&cluster, &mut lag).await?;
+        for lag in groups.drain(..) {
             let verdict = judge(&lag, &[], None, &thresholds);
             judged.push((lag, Vec::new(), verdict));
         }

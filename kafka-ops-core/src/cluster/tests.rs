@@ -477,3 +477,64 @@ async fn when_every_group_fails_nothing_else_is_asked() {
         ["a", "b"]
     );
 }
+
+#[tokio::test]
+async fn many_groups_time_lag_reads_each_partition_once_per_distinct_position() {
+    let mut m = Mocks::cannot_describe();
+    let mut asked = mockall::Sequence::new();
+    // Round one: the lowest position of each partition; round two: the other position of t/0.
+    m.offsets
+        .expect_record_timestamps()
+        .withf(|p| {
+            p == [
+                (TopicPartition::new("t", 0), o(10)),
+                (TopicPartition::new("t", 1), o(3)),
+            ]
+        })
+        .times(1)
+        .in_sequence(&mut asked)
+        .returning(|p| {
+            Ok(vec![
+                (p[0].0.clone(), Some(Timestamp::from_millis(1_000))),
+                (p[1].0.clone(), None),
+            ])
+        });
+    m.offsets
+        .expect_record_timestamps()
+        .withf(|p| p == [(TopicPartition::new("t", 0), o(15))])
+        .times(1)
+        .in_sequence(&mut asked)
+        .returning(|p| Ok(vec![(p[0].0.clone(), Some(Timestamp::from_millis(4_000)))]));
+    let marks = Some(Watermarks {
+        low: o(0),
+        high: o(20),
+    });
+    let at = Timestamp::from_millis(10_000);
+    let mut lags = vec![
+        GroupLag::new(
+            "a",
+            at,
+            vec![
+                PartitionLag::compute(&TopicPartition::new("t", 0), Some(o(10)), marks),
+                PartitionLag::compute(&TopicPartition::new("t", 1), Some(o(3)), marks),
+            ],
+        ),
+        GroupLag::new(
+            "b",
+            at,
+            vec![
+                PartitionLag::compute(&TopicPartition::new("t", 0), Some(o(15)), marks),
+                PartitionLag::compute(&TopicPartition::new("t", 1), Some(o(20)), marks),
+            ],
+        ),
+    ];
+    fill_time_lag_of_groups(&m, &mut lags).await.unwrap();
+    let secs = |lag: &GroupLag| -> Vec<Option<u64>> {
+        lag.partitions
+            .iter()
+            .map(|r| r.time_lag.map(|d| d.as_secs()))
+            .collect()
+    };
+    assert_eq!(secs(&lags[0]), [Some(9), None]);
+    assert_eq!(secs(&lags[1]), [Some(6), Some(0)]);
+}

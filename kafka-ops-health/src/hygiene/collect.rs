@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use kafka_ops_core::cluster::{ClusterQuery, LagOptions, groups_lag};
+use kafka_ops_core::cluster::{ClusterQuery, LagOptions, groups_lag, timestamps_at};
 use kafka_ops_core::dead_letter::dead_letter_depths;
 use kafka_ops_core::lag::GroupLag;
 use kafka_ops_core::{Clock, IsolationLevel, Offset, OffsetSpec, Timestamp, TopicPartition};
@@ -25,36 +25,14 @@ fn consumed_positions(lag: &GroupLag) -> Vec<(TopicPartition, Offset)> {
         .collect()
 }
 
-/// The newest timestamp of the records each group last consumed. The record reader answers one
-/// position per partition, so positions are asked in rounds: round `k` holds the `k`-th distinct
-/// position of each partition (as many rounds as groups that stopped at different offsets of one
-/// partition).
+/// The newest timestamp of the records each group last consumed, the records read together.
 async fn newest_consumed<C: ClusterQuery + ?Sized>(
     cluster: &C,
     groups: &[GroupLag],
 ) -> Result<HashMap<String, Option<Timestamp>>, HealthError> {
-    let mut by_partition: BTreeMap<TopicPartition, BTreeSet<Offset>> = BTreeMap::new();
-    for lag in groups {
-        for (tp, offset) in consumed_positions(lag) {
-            by_partition.entry(tp).or_default().insert(offset);
-        }
-    }
-    let mut stamps: HashMap<(TopicPartition, Offset), Timestamp> = HashMap::new();
-    for round in 0.. {
-        let positions: Vec<(TopicPartition, Offset)> = by_partition
-            .iter()
-            .filter_map(|(tp, offsets)| offsets.iter().nth(round).map(|o| (tp.clone(), *o)))
-            .collect();
-        if positions.is_empty() {
-            break;
-        }
-        let answers = cluster.record_timestamps(&positions).await?;
-        for ((tp, offset), (_, stamp)) in positions.into_iter().zip(answers) {
-            if let Some(stamp) = stamp {
-                stamps.insert((tp, offset), stamp);
-            }
-        }
-    }
+    let positions: Vec<(TopicPartition, Offset)> =
+        groups.iter().flat_map(consumed_positions).collect();
+    let stamps = timestamps_at(cluster, &positions).await?;
     Ok(groups
         .iter()
         .map(|lag| {

@@ -1,7 +1,8 @@
 //! The hygiene review on a real Apache Kafka cluster (3 KRaft nodes), with exact expectations
 //! for the groups and topics this test makes: an inactive caught-up group (safe to delete), an
 //! inactive group with lag (not safe unless the lag is accepted), a recently active group, a
-//! group with a member and no commit (never flagged), an idle topic, a busy one, a dead-letter
+//! group with a member and no commit (never flagged; once the member leaves, inactive and safe
+//! to delete), an idle topic, a busy one, a dead-letter
 //! topic's depth, and the leadership of a topic placed on known replicas, one partition of it
 //! reordered so its leader is off its preferred replica (checked against `kafka-topics`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -251,12 +252,32 @@ async fn the_review_is_exact_for_groups_topics_and_leaders() {
     // The operator accepts losing three records: the lagging group may go too.
     let lenient = HygieneOptions {
         accepted_lag: 3,
-        ..options
+        ..options.clone()
     };
     let report = review(&cluster, &lenient, &SystemClock).await.unwrap();
     assert!(group_row(&report, &lagging).1);
     assert!(!group_row(&report, &live).1);
+
+    // The member leaves without having committed: the group stays listed, empty, with no commit
+    // — inactive, and nothing is lost by deleting it.
     drop(member);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let report = review(&cluster, &options, &SystemClock).await.unwrap();
+        if group_row(&report, &live).2 == 0 {
+            break report;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the member never left"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(group_row(&report, &live), (true, true, 0, 0, None));
+    let left = report.groups.iter().find(|g| g.group == live).unwrap();
+    assert_eq!(left.state, GroupState::Empty);
+    assert_eq!(left.reason, "no members, no committed offset");
+    assert!(left.partitions.iter().all(|p| p.committed.is_none()));
 }
 
 /// Reassigns `partition` of `topic` to `replicas` with Kafka's own tool and waits until the
@@ -268,22 +289,32 @@ async fn reorder_replicas(kafka: &RealKafka, topic: &str, partition: i32, replic
     });
     let file = std::env::temp_dir().join(format!("{topic}-reassignment.json"));
     std::fs::write(&file, plan.to_string()).unwrap();
-    kafka
-        .kafka_tool(
-            "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
-            &[
-                "--bootstrap-server",
-                kafka.bootstrap(),
-                "--reassignment-json-file",
-                file.to_str().unwrap(),
-                "--execute",
-            ],
-        )
-        .await
-        .unwrap();
+    // A topic created a moment ago may not be known to every broker yet: retry for a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let started = kafka
+            .kafka_tool(
+                "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+                &[
+                    "--bootstrap-server",
+                    kafka.bootstrap(),
+                    "--reassignment-json-file",
+                    file.to_str().unwrap(),
+                    "--execute",
+                ],
+            )
+            .await;
+        match started {
+            Ok(_) => break,
+            Err(error) => assert!(
+                std::time::Instant::now() < deadline,
+                "reassignment refused: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     std::fs::remove_file(&file).unwrap();
     let cluster = kafka.cluster();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let metadata =
             kafka_ops_core::cluster::MetadataQuery::metadata(&cluster, &[topic.to_string()])

@@ -2,10 +2,9 @@
 //! topics' depths.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 
 use kafka_ops_core::cluster::{
-    ClusterQuery, LagOptions, all_groups_lag, fill_time_lag_from_records, group_lag,
+    AllGroupsLag, ClusterQuery, LagOptions, all_groups_lag, fill_time_lag_from_records, groups_lag,
 };
 use kafka_ops_core::dead_letter::{PartitionDepth, dead_letter_depths};
 use kafka_ops_core::lag::GroupLag;
@@ -62,72 +61,44 @@ pub async fn poll<C: ClusterQuery + ?Sized>(
     })
 }
 
-/// Every listed group's lag, each with its own result.
-///
-/// This is the one place that knows the shape of core's all-groups pass: today it returns one
-/// result for all groups, so when it fails each group is read alone and a group whose offsets
-/// cannot be read does not hide the others. A pass that carries per-group errors makes this a
-/// single call.
+/// Every listed group's lag in core's one pass, each with its own result.
 async fn lag_pass<C: ClusterQuery + ?Sized>(
     cluster: &C,
     clock: &dyn Clock,
     options: LagOptions,
 ) -> Result<Vec<GroupResult>, Error> {
-    match all_groups_lag(cluster, clock, options).await {
-        Ok(groups) => Ok(groups
-            .into_iter()
-            .map(|lag| (lag.group.clone(), Ok(lag)))
-            .collect()),
-        Err(error) => {
-            tracing::debug!(%error, "the all-groups pass failed; reading each group alone");
-            let mut listed: Vec<String> = cluster
-                .list_groups()
-                .await?
-                .into_iter()
-                .map(|listing| listing.group)
-                .collect();
-            listed.sort();
-            Ok(each_group(listed, |group| read_group(cluster, group, clock, options)).await)
-        }
-    }
+    let pass = all_groups_lag(cluster, clock, options).await?;
+    some_read(per_group(pass))
 }
 
-/// The named groups' lag, each with its own result; an error when none could be read.
+/// The named groups' lag in one pass, each with its own result; an error when none could be
+/// read.
 async fn named_groups<C: ClusterQuery + ?Sized>(
     cluster: &C,
     groups: &[String],
     clock: &dyn Clock,
     options: LagOptions,
 ) -> Result<Vec<GroupResult>, Error> {
-    let read = each_group(groups.to_vec(), |group| {
-        read_group(cluster, group, clock, options)
-    })
-    .await;
-    some_read(read)
+    let pass = groups_lag(cluster, groups, clock, options).await?;
+    some_read(per_group(pass))
 }
 
-async fn read_group<C: ClusterQuery + ?Sized>(
-    cluster: &C,
-    group: String,
-    clock: &dyn Clock,
-    options: LagOptions,
-) -> Result<GroupLag, Error> {
-    group_lag(cluster, &group, clock, options)
-        .await
-        .map(|(lag, _)| lag)
-}
-
-/// Reads each group in turn: one that fails is that group's error, the others still come back.
-async fn each_group<F, Fut>(groups: Vec<String>, read: F) -> Vec<GroupResult>
-where
-    F: Fn(String) -> Fut,
-    Fut: Future<Output = Result<GroupLag, Error>>,
-{
-    let mut out = Vec::with_capacity(groups.len());
-    for group in groups {
-        let lag = read(group.clone()).await;
-        out.push((group, lag));
-    }
+/// One result per group, sorted by group: its lag, or why its offsets could not be read.
+fn per_group(pass: AllGroupsLag) -> Vec<GroupResult> {
+    let mut out: Vec<GroupResult> = pass
+        .groups
+        .into_iter()
+        .map(|lag| (lag.group.clone(), Ok(lag)))
+        .collect();
+    out.extend(pass.failed.into_iter().map(|failure| {
+        let error = Error::Kafka {
+            operation: "read committed offsets",
+            code: failure.code,
+            source: failure.reason.clone().into(),
+        };
+        (failure.group, Err(error))
+    }));
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
 
@@ -179,17 +150,23 @@ async fn dead_letter_pass<C: ClusterQuery + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_ops_core::Timestamp;
-    use std::time::Duration;
+    use kafka_ops_core::cluster::GroupFailure;
+    use kafka_ops_core::{KafkaCode, Timestamp};
 
-    async fn read(group: String) -> Result<GroupLag, Error> {
-        if group.starts_with("bad") {
-            Err(Error::Timeout {
-                operation: "fetch committed offsets",
-                timeout: Duration::from_secs(1),
-            })
-        } else {
-            Ok(GroupLag::new(group, Timestamp::from_millis(0), Vec::new()))
+    fn pass(read: &[&str], failed: &[&str]) -> AllGroupsLag {
+        AllGroupsLag {
+            groups: read
+                .iter()
+                .map(|g| GroupLag::new(*g, Timestamp::from_millis(0), Vec::new()))
+                .collect(),
+            failed: failed
+                .iter()
+                .map(|g| GroupFailure {
+                    group: (*g).to_string(),
+                    code: Some(KafkaCode::GROUP_AUTHORIZATION_FAILED),
+                    reason: "not authorized".into(),
+                })
+                .collect(),
         }
     }
 
@@ -200,21 +177,23 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn a_group_that_fails_hides_no_other() {
-        let results = each_group(vec!["a".into(), "bad".into(), "c".into()], read).await;
+    #[test]
+    fn a_group_that_fails_hides_no_other() {
+        let results = some_read(per_group(pass(&["c", "a"], &["bad"]))).unwrap();
         assert_eq!(
             outcome(&results),
             [("a", true), ("bad", false), ("c", true)]
         );
-        let results = some_read(results).unwrap();
-        assert_eq!(results.len(), 3);
+        let Err(Error::Kafka { code, .. }) = &results[1].1 else {
+            panic!("the failed group carries its Kafka error");
+        };
+        assert_eq!(*code, Some(KafkaCode::GROUP_AUTHORIZATION_FAILED));
     }
 
-    #[tokio::test]
-    async fn no_group_read_is_a_failed_poll_and_no_group_at_all_is_not() {
-        let results = each_group(vec!["bad1".into(), "bad2".into()], read).await;
-        assert!(matches!(some_read(results), Err(Error::Timeout { .. })));
-        assert!(some_read(Vec::new()).unwrap().is_empty());
+    #[test]
+    fn no_group_read_is_a_failed_poll_and_no_group_at_all_is_not() {
+        let results = per_group(pass(&[], &["bad1", "bad2"]));
+        assert!(matches!(some_read(results), Err(Error::Kafka { .. })));
+        assert!(some_read(per_group(pass(&[], &[]))).unwrap().is_empty());
     }
 }

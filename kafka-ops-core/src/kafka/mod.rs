@@ -27,11 +27,16 @@ pub use dead_letter_sink::KafkaDeadLetterSink;
 pub use producer::{Ack, AckedProducer, Outgoing};
 pub use reader::{Range, RangeReader, Step};
 
+/// How long [`commit_group_offsets`] keeps trying a commit the cluster refuses for now.
+const COMMIT_RETRY_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Commits `offsets` for the group `consumer_config` names, without joining the group, as
 /// `kafka-consumer-groups --reset-offsets --execute` does. Nothing checks the group is idle:
 /// a member that commits later overwrites these offsets (offset tools check first).
 ///
-/// The broker's answer is awaited; the blocking client work runs off the async threads.
+/// The broker's answer is awaited (a refusal for now, such as NOT_COORDINATOR while the
+/// coordinator loads, is retried for up to 15 s); the blocking client work runs off the async
+/// threads.
 pub async fn commit_group_offsets(
     consumer_config: &ClientConfig,
     offsets: &[(crate::types::TopicPartition, Offset)],
@@ -52,9 +57,29 @@ pub async fn commit_group_offsets(
             )
             .map_err(|e| kafka_error("commit", e))?;
         }
-        consumer
-            .commit(&list, CommitMode::Sync)
-            .map_err(|e| kafka_error("commit", e))
+        // A cluster that just started, or a coordinator that just moved, answers
+        // NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS for a moment: the same offsets are
+        // committed again until a bound passes.
+        let deadline = std::time::Instant::now() + COMMIT_RETRY_LIMIT;
+        loop {
+            match consumer.commit(&list, CommitMode::Sync) {
+                Ok(()) => return Ok(()),
+                Err(error)
+                    if kafka_code(&error).is_some_and(|code| {
+                        [
+                            KafkaCode::COORDINATOR_LOAD_IN_PROGRESS,
+                            KafkaCode::COORDINATOR_NOT_AVAILABLE,
+                            KafkaCode::NOT_COORDINATOR,
+                        ]
+                        .contains(&code)
+                    }) && std::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(%error, "commit refused for now; trying again");
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(error) => return Err(kafka_error("commit", error)),
+            }
+        }
     })
     .await
     .map_err(|e| Error::Task(Box::new(e)))?

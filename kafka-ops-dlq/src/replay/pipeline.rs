@@ -1,10 +1,11 @@
 //! What a running replay has in flight, and the note that makes it safe to resume.
 //!
 //! Records are written without stopping: each is sent as soon as it is read, tagged with its
-//! place in send order, and the producer's answers are collected in bulk later. Every few thousand records a
-//! *checkpoint* commits, per dead-letter partition, the first offset whose record is not known
-//! to be stored, and a note of the destination partitions this run may be writing to, each with
-//! an offset at or below anything the run writes there from that point on. A run that crashed
+//! place in send order, and the producer's answers are collected in bulk later. Every few
+//! thousand records a *checkpoint* commits, per dead-letter partition, the first offset whose
+//! record is not known to be stored, and a note of the destination partitions this run may be
+//! writing to, each with an offset at or below anything the run writes there from that point
+//! on. A run that crashed
 //! reads those destination partitions from the noted offsets and skips what it finds there with
 //! its own replay id; nothing past the committed offsets can be anywhere else.
 //!
@@ -26,6 +27,9 @@ use crate::error::DlqError;
 /// (`offset.metadata.max.bytes`) with the rest of the state; past it, the run waits for what it
 /// has in flight and starts a fresh note.
 pub(super) const NOTE_BUDGET: usize = 3_000;
+
+/// The most one noted partition takes in the note: `[2147483647,9223372036854775807],`.
+const NOTE_BYTES_PER_PARTITION: usize = 33;
 
 /// One record sent and not yet taken off the queue.
 struct InFlight {
@@ -105,7 +109,7 @@ impl Pipeline {
 
     /// What noting one more partition of `destination` costs in the note, in bytes (at most).
     pub(super) fn note_cost(&self, destination: usize) -> usize {
-        // `"topic":[` once per topic, `[2147483647,9223372036854775807],` per partition.
+        // `"topic":[` once per topic, then one entry per partition.
         let topic = if self.has_notes(destination) {
             0
         } else {
@@ -113,7 +117,16 @@ impl Pipeline {
                 .get(destination)
                 .map_or(0, |d| d.name.len() + 6)
         };
-        topic + 33
+        topic + NOTE_BYTES_PER_PARTITION
+    }
+
+    /// What noting every partition of `destination`, none noted yet, costs in the note.
+    pub(super) fn note_cost_of_all(&self, destination: usize) -> usize {
+        let others = self
+            .destinations
+            .get(destination)
+            .map_or(0, |d| d.partitions().saturating_sub(1));
+        self.note_cost(destination) + NOTE_BYTES_PER_PARTITION * others
     }
 
     /// Bytes the note takes now (an upper bound).

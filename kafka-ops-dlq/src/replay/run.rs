@@ -364,15 +364,13 @@ impl Run {
             self.drain()?;
             self.pipeline.clear_note();
         }
-        let partitions = self.pipeline.destinations[destination].partitions();
         let mut adding = vec![partition];
-        if !self.pipeline.has_notes(destination) {
-            let all = i32::try_from(partitions).unwrap_or(0);
-            let cost =
-                self.pipeline.note_cost(destination) + 33 * usize::try_from(all - 1).unwrap_or(0);
-            if self.pipeline.note_bytes() + cost <= NOTE_BUDGET {
-                adding = (0..all).collect();
-            }
+        if !self.pipeline.has_notes(destination)
+            && self.pipeline.note_bytes() + self.pipeline.note_cost_of_all(destination)
+                <= NOTE_BUDGET
+        {
+            let all = self.pipeline.destinations[destination].partitions();
+            adding = (0..i32::try_from(all).unwrap_or(0)).collect();
         }
         let topic = self.pipeline.destinations[destination].name.clone();
         // What this run stored there is at or below anything it writes next; otherwise the

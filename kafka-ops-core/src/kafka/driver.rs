@@ -66,8 +66,9 @@ mod handle;
 mod poll;
 mod rebalance;
 
+use crate::kafka::lock;
 pub use handle::DriverHandle;
-use handle::{Control, ShutdownOnDrop, lock};
+use handle::{Control, ShutdownOnDrop};
 use poll::RunLoop;
 use rebalance::{DriverContext, LoopEvent, LoopState, Shared};
 

@@ -27,6 +27,15 @@ pub use dead_letter_sink::KafkaDeadLetterSink;
 pub use producer::{Ack, AckedProducer, Outgoing};
 pub use reader::{Range, RangeReader, Step};
 
+/// Locks `mutex`, poisoned or not: the adapter's guarded data stays consistent across a panic in
+/// another holder (plain collections updated by single calls), so a poisoned lock is still
+/// usable.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// How long [`commit_group_offsets`] keeps trying a commit the cluster refuses for now.
 const COMMIT_RETRY_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
 

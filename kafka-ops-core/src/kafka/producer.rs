@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::dead_letter::Delivered;
 use crate::error::Error;
-use crate::kafka::{kafka_error, owned_headers};
+use crate::kafka::{kafka_error, lock, owned_headers};
 use crate::record::Headers;
 use crate::types::Timestamp;
 
@@ -312,9 +312,4 @@ impl Slots {
         }
         sender
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain collections updated by single calls stay consistent across a panic elsewhere.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

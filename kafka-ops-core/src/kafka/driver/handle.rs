@@ -3,11 +3,12 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::DriverStats;
 use crate::handler::{ConsumerControl, Outcome, StoppedOn};
+use crate::kafka::lock;
 use crate::scheduler::Finished;
 use crate::types::TopicPartition;
 
@@ -85,12 +86,6 @@ pub(super) struct Control {
     pub(super) counters: Counters,
     pub(super) assigned: Mutex<Vec<TopicPartition>>,
     pub(super) stopped_on: Mutex<Option<StoppedOn>>,
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded data stays consistent across a panic in another holder (plain collections
-    // updated by single calls), so a poisoned lock is still usable.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Controls a running [`Driver`](super::Driver) from any thread or task. Cheap to clone.

@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -21,11 +21,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
 use tracing::Instrument;
 
-use super::handle::{Control, bump, lock};
+use super::handle::{Control, bump};
 use super::rebalance::{Completion, DriverContext, LoopEvent, LoopState, Shared};
 use super::{Driver, DriverConfig};
 use crate::class::ErrorClass;
 use crate::handler::{Handler, HandlerError, Outcome};
+use crate::kafka::lock;
 use crate::kafka::{classify, kafka_error, record_from_message};
 use crate::record::OwnedRecord;
 use crate::types::{Offset, TopicPartition};
@@ -55,7 +56,7 @@ const INTERNED_TOPICS: usize = 4_096;
 /// allocation (see [`intern`]).
 fn interned(topic: &str) -> Cow<'static, str> {
     static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut names = lock(&NAMES);
     intern(&mut names, INTERNED_TOPICS, topic)
 }
 

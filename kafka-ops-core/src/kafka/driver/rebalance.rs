@@ -11,9 +11,10 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientContext, TopicPartitionList};
 
-use super::handle::{Control, bump, lock};
+use super::handle::{Control, bump};
 use crate::error::Error;
 use crate::handler::{HandlerError, Outcome};
+use crate::kafka::lock;
 use crate::scheduler::Scheduler;
 use crate::types::{Offset, TopicPartition};
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_ops_core::cluster::{
-    AllGroupsLag, ClusterQuery, LagOptions, all_groups_lag, fill_time_lag_from_records, groups_lag,
+    AllGroupsLag, ClusterQuery, LagOptions, all_groups_lag, fill_time_lag_of_groups, groups_lag,
 };
 use kafka_ops_core::dead_letter::{PartitionDepth, dead_letter_depths};
 use kafka_ops_core::lag::GroupLag;
@@ -40,47 +40,23 @@ pub async fn poll<C: ClusterQuery + ?Sized>(
     plan: &PollPlan,
     clock: &dyn Clock,
 ) -> Result<PollReport, Error> {
-    let mut groups = if plan.groups.is_empty() {
-        lag_pass(cluster, clock, plan.options).await?
+    let mut pass = if plan.groups.is_empty() {
+        all_groups_lag(cluster, clock, plan.options).await?
     } else {
-        named_groups(cluster, &plan.groups, clock, plan.options).await?
+        groups_lag(cluster, &plan.groups, clock, plan.options).await?
     };
-    if plan.time_lag_from_records {
-        for (group, lag) in &mut groups {
-            if let Ok(lag) = lag
-                && let Err(error) = fill_time_lag_from_records(cluster, lag).await
-            {
-                tracing::warn!(group = %group, %error, "record timestamps unreadable; time lag by interpolation");
-            }
-        }
+    // The records at every group's committed offsets are read together, not group by group.
+    if plan.time_lag_from_records
+        && let Err(error) = fill_time_lag_of_groups(cluster, &mut pass.groups).await
+    {
+        tracing::warn!(%error, "record timestamps unreadable; time lag by interpolation");
     }
+    let groups = some_read(per_group(pass))?;
     let dead_letters = dead_letter_pass(cluster, plan).await;
     Ok(PollReport {
         groups,
         dead_letters,
     })
-}
-
-/// Every listed group's lag in core's one pass, each with its own result.
-async fn lag_pass<C: ClusterQuery + ?Sized>(
-    cluster: &C,
-    clock: &dyn Clock,
-    options: LagOptions,
-) -> Result<Vec<GroupResult>, Error> {
-    let pass = all_groups_lag(cluster, clock, options).await?;
-    some_read(per_group(pass))
-}
-
-/// The named groups' lag in one pass, each with its own result; an error when none could be
-/// read.
-async fn named_groups<C: ClusterQuery + ?Sized>(
-    cluster: &C,
-    groups: &[String],
-    clock: &dyn Clock,
-    options: LagOptions,
-) -> Result<Vec<GroupResult>, Error> {
-    let pass = groups_lag(cluster, groups, clock, options).await?;
-    some_read(per_group(pass))
 }
 
 /// One result per group, sorted by group: its lag, or why its offsets could not be read.

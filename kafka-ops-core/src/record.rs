@@ -322,13 +322,32 @@ impl<'a> Record<'a> {
     /// [`into_owned`](Self::into_owned) with the topic name given (a shared, interned one saves
     /// an allocation per record).
     pub(crate) fn into_owned_in(self, topic: Cow<'static, str>) -> OwnedRecord {
+        self.into_owned_with(topic, |name| Cow::Owned(name.to_string()))
+    }
+
+    /// [`into_owned_in`](Self::into_owned_in) with each header's name from `header_name`
+    /// (shared, interned names save an allocation per header).
+    pub(crate) fn into_owned_with(
+        self,
+        topic: Cow<'static, str>,
+        mut header_name: impl FnMut(&str) -> Cow<'static, str>,
+    ) -> OwnedRecord {
         Record {
             topic,
             partition: self.partition,
             offset: self.offset,
             key: self.key.map(|k| Cow::Owned(k.into_owned())),
             value: self.value.map(|v| Cow::Owned(v.into_owned())),
-            headers: self.headers.into_owned(),
+            headers: Headers(
+                self.headers
+                    .0
+                    .into_iter()
+                    .map(|header| Header {
+                        key: header_name(&header.key),
+                        value: header.value.map(|v| Cow::Owned(v.into_owned())),
+                    })
+                    .collect(),
+            ),
             timestamp: self.timestamp,
         }
     }

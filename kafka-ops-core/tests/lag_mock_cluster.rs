@@ -422,11 +422,12 @@ async fn all_groups_share_one_snapshot_requests_do_not_grow_with_groups() {
     assert_eq!(count(ten, api::OFFSET_FETCH), 2 * 10);
     assert_eq!(count(fifty, api::OFFSET_FETCH), 2 * 50);
     // Coordinators come from librdkafka's cache, which keeps 11 entries: no lookup for up to
-    // 10 warm groups; past that, lookups grow with the groups (at most one per OffsetFetch and
-    // its retry).
+    // 10 warm groups; past that, lookups grow with the groups. How many per group depends on
+    // timing (librdkafka looks again while a lookup for the same group is slow to answer):
+    // 117-148 for 50 groups on a quiet 2-core machine, over 150 on a loaded one.
     assert_eq!(count(one, api::FIND_COORDINATOR), 0);
     assert_eq!(count(ten, api::FIND_COORDINATOR), 0);
-    assert!(count(fifty, api::FIND_COORDINATOR) <= 3 * 50);
+    assert!(count(fifty, api::FIND_COORDINATOR) <= 5 * 50);
 
     // The loop the pass replaces: every group re-reads metadata and end offsets.
     kafka.track_requests();

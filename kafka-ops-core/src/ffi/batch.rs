@@ -8,8 +8,9 @@ use std::ffi::c_void;
 use super::*;
 use crate::record::{Header, Headers, Record, RecordTimestamp};
 
-/// A client's consumer queue, held for batch reads. It must not outlive the client: keep it in
-/// a struct field declared before the consumer, so it is dropped first.
+/// A client's consumer queue, or one partition's queue, held for batch reads. It must not
+/// outlive the client: keep it in a struct field declared before the consumer, so it is dropped
+/// first.
 pub(crate) struct ConsumerQueue {
     queue: Owned<rd::rd_kafka_queue_t>,
 }
@@ -28,6 +29,31 @@ impl ConsumerQueue {
         let queue = unsafe { rd::rd_kafka_queue_get_consumer(client.native_ptr()) };
         Ok(ConsumerQueue {
             queue: Owned::new(queue, rd::rd_kafka_queue_destroy, "consumer queue")?,
+        })
+    }
+
+    /// Another reference to the queue of `partition` of `topic` in `client` (a consumer), for
+    /// batch reads of a partition whose queue was split off the consumer queue. Only messages
+    /// of that partition arrive there once it is split; before, it forwards to the consumer
+    /// queue and reads from it find nothing.
+    pub(crate) fn partition_of<C: ClientContext>(
+        client: &Client<C>,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Self, Error> {
+        let topic = CString::new(topic).map_err(|_| Error::Kafka {
+            operation: "partition queue",
+            code: None,
+            source: format!("topic name {topic:?} holds a NUL byte").into(),
+        })?;
+        // SAFETY: `client` is a live handle and `topic` a NUL-terminated string that outlives
+        // the call; the queue returned (null for a partition the client does not know) is a
+        // new reference, owned by the guard and destroyed exactly once.
+        let queue = unsafe {
+            rd::rd_kafka_queue_get_partition(client.native_ptr(), topic.as_ptr(), partition)
+        };
+        Ok(ConsumerQueue {
+            queue: Owned::new(queue, rd::rd_kafka_queue_destroy, "partition queue")?,
         })
     }
 }
@@ -60,19 +86,34 @@ impl MessageBatch {
     /// returns how many were read. The queue must belong to a consumer that outlives this
     /// batch's messages.
     pub(crate) fn fill(&mut self, queue: &ConsumerQueue, timeout: Duration) -> usize {
+        self.fill_at_most(queue, timeout, self.capacity)
+    }
+
+    /// [`fill`](Self::fill), reading at most `limit` messages (and never more than the
+    /// batch's capacity).
+    pub(crate) fn fill_at_most(
+        &mut self,
+        queue: &ConsumerQueue,
+        timeout: Duration,
+        limit: usize,
+    ) -> usize {
         self.clear();
-        // SAFETY: the buffer has room for `capacity` pointers; librdkafka writes at most that
-        // many and returns how many (or -1, nothing written). Each message written is owned
+        let limit = limit.min(self.capacity);
+        if limit == 0 {
+            return 0;
+        }
+        // SAFETY: the buffer has room for `capacity` pointers, at least `limit`; librdkafka
+        // writes at most `limit` and returns how many (or -1, nothing written). Each message written is owned
         // by this batch until `clear` destroys it.
         let read = unsafe {
             rd::rd_kafka_consume_batch_queue(
                 queue.queue.as_ptr(),
                 timeout_ms(timeout),
                 self.messages.as_mut_ptr(),
-                self.capacity,
+                limit,
             )
         };
-        let read = usize::try_from(read).unwrap_or(0).min(self.capacity);
+        let read = usize::try_from(read).unwrap_or(0).min(limit);
         // SAFETY: the first `read` slots were initialised by librdkafka just above.
         unsafe { self.messages.set_len(read) };
         read

@@ -55,6 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::SystemClock;
 use crate::error::Error;
+use crate::ffi::MessageBatch;
 #[cfg(doc)]
 use crate::handler::{Disposition, Outcome};
 use crate::handler::{Handler, StoppedOn};
@@ -308,6 +309,9 @@ impl<H: Handler> Driver<H> {
             runtime,
             queues: HashMap::default(),
             topics: RefCell::new(HashMap::default()),
+            header_names: RefCell::default(),
+            batch: MessageBatch::with_capacity(poll::POLL_BATCH),
+            pulled: Vec::new(),
             last_commit: Instant::now(),
             next_queue: 0,
             inline_polls: Cell::new(true),

@@ -25,6 +25,8 @@ use super::handle::{Control, bump};
 use super::rebalance::{Completion, DriverContext, LoopEvent, LoopState, Shared};
 use super::{Driver, DriverConfig};
 use crate::class::ErrorClass;
+use crate::error::Error;
+use crate::ffi::{ConsumerQueue, Delivery, MessageBatch};
 use crate::handler::{Handler, HandlerError, Outcome};
 use crate::kafka::lock;
 use crate::kafka::{classify, kafka_error, record_from_message};
@@ -32,7 +34,7 @@ use crate::record::OwnedRecord;
 use crate::types::{Offset, TopicPartition};
 
 /// Records the consumer hands over per poll call before the loop does its housekeeping.
-const POLL_BATCH: usize = 1_024;
+pub(super) const POLL_BATCH: usize = 1_024;
 
 /// How long a handler's first poll may hold the poll thread before handlers stop being polled
 /// there (see `RunLoop::spawn`).
@@ -75,6 +77,34 @@ fn intern(names: &mut BTreeSet<&'static str>, limit: usize, name: &str) -> Cow<'
     Cow::Borrowed(kept)
 }
 
+/// A partition's queue, split off the consumer queue: read in batches through `batch`, while
+/// `_split` keeps the split (and the wake-up when messages arrive) alive.
+pub(super) struct SplitQueue {
+    /// Declared first, so it is dropped before `_split`, which holds the consumer.
+    batch: ConsumerQueue,
+    /// The topic's names, for the records read here.
+    names: TopicNames,
+    _split: PartitionQueue<DriverContext>,
+}
+
+/// Header names seen by this loop, each shared by every record that carries it (see
+/// [`intern`]): most topics carry the same few names on every record.
+#[derive(Default)]
+pub(super) struct HeaderNames(foldhash::HashSet<&'static str>);
+
+impl HeaderNames {
+    fn get(&mut self, name: &str) -> Cow<'static, str> {
+        if let Some(known) = self.0.get(name) {
+            return Cow::Borrowed(*known);
+        }
+        let name = interned(name);
+        if let Cow::Borrowed(known) = name {
+            self.0.insert(known);
+        }
+        name
+    }
+}
+
 pub(super) struct RunLoop<'a, H> {
     pub(super) driver: &'a Driver<H>,
     pub(super) shared: &'a Arc<Shared>,
@@ -84,9 +114,15 @@ pub(super) struct RunLoop<'a, H> {
     /// Each assigned partition's own librdkafka queue: records are taken from it only while
     /// there is room, so backpressure never needs pause/resume (whose purge and refetch would
     /// cost more than the work) and the consumer queue stays free for rebalance events.
-    pub(super) queues: HashMap<TopicPartition, PartitionQueue<DriverContext>>,
+    pub(super) queues: HashMap<TopicPartition, SplitQueue>,
     /// Interned topic names, so records share one allocation per topic.
     pub(super) topics: RefCell<HashMap<String, TopicNames>>,
+    /// Interned header names, so records share one allocation per header name.
+    pub(super) header_names: RefCell<HeaderNames>,
+    /// The messages of the last batch read from a partition queue.
+    pub(super) batch: MessageBatch,
+    /// The records of that batch, owned, on their way to the scheduler (kept for its capacity).
+    pub(super) pulled: Vec<OwnedRecord>,
     pub(super) last_commit: Instant,
     /// Where the next round of queue pulls starts, so no partition is always served last.
     pub(super) next_queue: usize,
@@ -209,18 +245,38 @@ impl<H: Handler> RunLoop<'_, H> {
             self.queues.remove(&tp);
         }
         for tp in to_split {
-            match self.consumer.split_partition_queue(&tp.topic, tp.partition) {
-                Some(mut queue) => {
-                    let wake = self.sender.clone();
-                    queue.set_nonempty_callback(move || {
-                        let _ = wake.send(LoopEvent::Wakeup);
-                    });
-                    self.queues.insert(tp, queue);
+            let Some(mut queue) = self.consumer.split_partition_queue(&tp.topic, tp.partition)
+            else {
+                tracing::warn!(%tp, "could not split the partition's queue; its records come through the consumer queue");
+                continue;
+            };
+            let batch = match ConsumerQueue::partition_of(
+                self.consumer.client(),
+                &tp.topic,
+                tp.partition,
+            ) {
+                Ok(batch) => batch,
+                Err(error) => {
+                    // Dropping the split queue would not forward it back: its records would
+                    // never be read. Nothing else can read them, so stop.
+                    tracing::error!(%tp, %error, "could not open the split partition queue");
+                    lock(&self.shared.state).fatal.get_or_insert(error);
+                    continue;
                 }
-                None => {
-                    tracing::warn!(%tp, "could not split the partition's queue; its records come through the consumer queue");
-                }
-            }
+            };
+            let wake = self.sender.clone();
+            queue.set_nonempty_callback(move || {
+                let _ = wake.send(LoopEvent::Wakeup);
+            });
+            let names = self.topic_names(&tp.topic);
+            self.queues.insert(
+                tp,
+                SplitQueue {
+                    batch,
+                    names,
+                    _split: queue,
+                },
+            );
         }
     }
 
@@ -249,24 +305,87 @@ impl<H: Handler> RunLoop<'_, H> {
         partitions.rotate_left(start);
         let mut taken = 0;
         for tp in partitions {
-            let room = self.room_for(&tp);
-            for _ in 0..room.min(POLL_BATCH) {
-                let Some(queue) = self.queues.get(&tp) else {
-                    break;
-                };
-                match queue.poll(Duration::ZERO) {
-                    None => break,
-                    Some(message) => {
-                        taken += 1;
-                        self.take(message);
-                    }
-                }
+            let room = self.room_for(&tp).min(POLL_BATCH);
+            if room > 0 {
+                taken += self.pull_partition(&tp, room);
             }
         }
         if taken > 0 {
             self.mark_polled();
         }
         taken
+    }
+
+    /// Takes up to `room` messages of `tp` from its queue in one call and hands its records to
+    /// the scheduler under one lock. Returns how many messages were taken.
+    fn pull_partition(&mut self, tp: &TopicPartition, room: usize) -> usize {
+        let Some(split) = self.queues.get(tp) else {
+            return 0;
+        };
+        let read = self.batch.fill_at_most(&split.batch, Duration::ZERO, room);
+        if read == 0 {
+            return 0;
+        }
+        let mut records = std::mem::take(&mut self.pulled);
+        let mut failure = None;
+        {
+            let mut header_names = self.header_names.borrow_mut();
+            for index in 0..read {
+                match self.batch.get(index) {
+                    None => {}
+                    Some(Delivery::Record(record)) => {
+                        bump(&self.control().counters.polled);
+                        records.push(
+                            record.into_owned_with(split.names.1.clone(), |name| {
+                                header_names.get(name)
+                            }),
+                        );
+                    }
+                    Some(Delivery::Error(code, description)) => {
+                        bump(&self.control().counters.poll_errors);
+                        if code.class() == ErrorClass::Fatal {
+                            tracing::error!(%tp, %code, description, "fatal consumer error");
+                            failure.get_or_insert(Error::Kafka {
+                                operation: "poll",
+                                code: Some(code),
+                                source: description.into(),
+                            });
+                        } else {
+                            tracing::warn!(%tp, %code, description, "consumer error");
+                        }
+                    }
+                }
+            }
+        }
+        self.batch.clear();
+        let topic = split.names.0.clone();
+        let mut state = lock(&self.shared.state);
+        for record in records.drain(..) {
+            let tp = TopicPartition {
+                topic: topic.clone(),
+                partition: record.partition,
+            };
+            if let Err(error) = state.scheduler.accept(tp, record) {
+                state.fatal.get_or_insert(error);
+            }
+        }
+        if let Some(error) = failure {
+            state.fatal.get_or_insert(error);
+        }
+        drop(state);
+        self.pulled = records;
+        read
+    }
+
+    /// The names of `topic`, interned on first sight.
+    fn topic_names(&self, topic: &str) -> TopicNames {
+        let mut topics = self.topics.borrow_mut();
+        if let Some(known) = topics.get(topic) {
+            return known.clone();
+        }
+        let known = (Arc::<str>::from(topic), interned(topic));
+        topics.insert(topic.to_string(), known.clone());
+        known
     }
 
     /// Handles one thing the consumer delivered: a record, or an error.
@@ -276,21 +395,11 @@ impl<H: Handler> RunLoop<'_, H> {
                 bump(&self.control().counters.polled);
                 match record_from_message(&message) {
                     Ok(record) => {
-                        let (topic, name) = {
-                            let mut topics = self.topics.borrow_mut();
-                            match topics.get(message.topic()) {
-                                Some(known) => known.clone(),
-                                None => {
-                                    let known = (
-                                        Arc::<str>::from(message.topic()),
-                                        interned(message.topic()),
-                                    );
-                                    topics.insert(message.topic().to_string(), known.clone());
-                                    known
-                                }
-                            }
-                        };
-                        self.accept(topic, record.into_owned_in(name));
+                        let (topic, name) = self.topic_names(message.topic());
+                        let mut header_names = self.header_names.borrow_mut();
+                        let record = record.into_owned_with(name, |name| header_names.get(name));
+                        drop(header_names);
+                        self.accept(topic, record);
                     }
                     Err(error) => {
                         tracing::error!(%error, "unreadable message from the consumer");

@@ -12,7 +12,8 @@
 //! replay also copies the 5 headers, adds 3 lineage headers and commits its progress so it can
 //! resume: it does more per record. Knobs (environment): `KAFKA_OPS_BENCH_CLUSTERS` (`mock`,
 //! `real` or both), `KAFKA_OPS_BENCH_RECORDS` (default 1 000 000), `KAFKA_OPS_BENCH_ROUTED`
-//! (records for the routing overhead, default 20 000).
+//! (records for the routing overhead, default 20 000), `KAFKA_OPS_BENCH_REPLAY_SET`
+//! (`key=value,...`: client settings for the replay only, to try producer settings).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -90,10 +91,16 @@ fn replay_copy(
         .to(Destination::Topic(to.into()))
         .allow(to)
         .batch_size(5_000);
+    let mut config = cluster.client_config();
+    // `KAFKA_OPS_BENCH_REPLAY_SET=key=value,key=value`: client settings for the replay only.
+    if let Ok(settings) = std::env::var("KAFKA_OPS_BENCH_REPLAY_SET") {
+        for setting in settings.split(',').filter(|s| !s.is_empty()) {
+            let (key, value) = setting.split_once('=').expect("key=value");
+            config.set(key, value);
+        }
+    }
     let started = Instant::now();
-    let report = runtime
-        .block_on(replay.run(&cluster.client_config()))
-        .unwrap();
+    let report = runtime.block_on(replay.run(&config)).unwrap();
     let took = started.elapsed();
     assert_eq!(report.replayed, report.scanned);
     took

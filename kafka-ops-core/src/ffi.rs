@@ -509,11 +509,13 @@ pub(crate) fn controller_id<C: ClientContext>(
 }
 
 mod batch;
+mod delivery;
 mod groups;
 #[cfg(feature = "testkit")]
 pub(crate) mod mock;
 
-pub(crate) use batch::{ConsumerQueue, Delivery, MessageBatch};
+pub(crate) use batch::{ClientQueue, Delivery, MessageBatch};
+pub(crate) use delivery::serve_delivery_reports;
 pub(crate) use groups::{
     DescribedGroup, GroupOffsetsRequest, describe_consumer_groups, list_consumer_group_offsets,
     list_consumer_groups,

@@ -8,27 +8,42 @@ use std::ffi::c_void;
 use super::*;
 use crate::record::{Header, Headers, Record, RecordTimestamp};
 
-/// A client's consumer queue, or one partition's queue, held for batch reads. It must not
-/// outlive the client: keep it in a struct field declared before the consumer, so it is dropped
-/// first.
-pub(crate) struct ConsumerQueue {
+/// One of a client's queues: a consumer's own queue or one partition's, held for batch reads,
+/// or a producer's main queue, for its delivery reports. It must not outlive the client: keep
+/// it in a struct field declared before the client, so it is dropped first.
+pub(crate) struct ClientQueue {
     queue: Owned<rd::rd_kafka_queue_t>,
 }
 
 // SAFETY: librdkafka queues are thread-safe (every operation on them takes the queue's lock);
 // the handle is only a reference to one.
-unsafe impl Send for ConsumerQueue {}
+unsafe impl Send for ClientQueue {}
 // SAFETY: as above.
-unsafe impl Sync for ConsumerQueue {}
+unsafe impl Sync for ClientQueue {}
 
-impl ConsumerQueue {
+impl ClientQueue {
     /// The consumer queue of `client` (a consumer).
-    pub(crate) fn of<C: ClientContext>(client: &Client<C>) -> Result<Self, Error> {
+    pub(crate) fn consumer_of<C: ClientContext>(client: &Client<C>) -> Result<Self, Error> {
         // SAFETY: `client` is a live handle; the queue returned is a new reference, owned by
         // the guard and destroyed exactly once.
         let queue = unsafe { rd::rd_kafka_queue_get_consumer(client.native_ptr()) };
-        Ok(ConsumerQueue {
+        Ok(ClientQueue {
             queue: Owned::new(queue, rd::rd_kafka_queue_destroy, "consumer queue")?,
+        })
+    }
+
+    /// The queue, for calls of this module.
+    pub(super) fn as_ptr(&self) -> *mut rd::rd_kafka_queue_t {
+        self.queue.as_ptr()
+    }
+
+    /// The main queue of `client` (a producer's delivery reports arrive there).
+    pub(crate) fn main_of<C: ClientContext>(client: &Client<C>) -> Result<Self, Error> {
+        // SAFETY: `client` is a live handle; the queue returned is a new reference, owned by
+        // the guard and destroyed exactly once.
+        let queue = unsafe { rd::rd_kafka_queue_get_main(client.native_ptr()) };
+        Ok(ClientQueue {
+            queue: Owned::new(queue, rd::rd_kafka_queue_destroy, "main queue")?,
         })
     }
 
@@ -52,7 +67,7 @@ impl ConsumerQueue {
         let queue = unsafe {
             rd::rd_kafka_queue_get_partition(client.native_ptr(), topic.as_ptr(), partition)
         };
-        Ok(ConsumerQueue {
+        Ok(ClientQueue {
             queue: Owned::new(queue, rd::rd_kafka_queue_destroy, "partition queue")?,
         })
     }
@@ -85,7 +100,7 @@ impl MessageBatch {
     /// Reads up to the batch's capacity from `queue`, waiting up to `timeout` for the first;
     /// returns how many were read. The queue must belong to a consumer that outlives this
     /// batch's messages.
-    pub(crate) fn fill(&mut self, queue: &ConsumerQueue, timeout: Duration) -> usize {
+    pub(crate) fn fill(&mut self, queue: &ClientQueue, timeout: Duration) -> usize {
         self.fill_at_most(queue, timeout, self.capacity)
     }
 
@@ -93,7 +108,7 @@ impl MessageBatch {
     /// batch's capacity).
     pub(crate) fn fill_at_most(
         &mut self,
-        queue: &ConsumerQueue,
+        queue: &ClientQueue,
         timeout: Duration,
         limit: usize,
     ) -> usize {

@@ -5,16 +5,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::oneshot;
 
 use crate::dead_letter::Delivered;
 use crate::error::Error;
+use crate::ffi::{self, ClientQueue};
 use crate::kafka::{kafka_error, lock, owned_headers};
 use crate::record::Headers;
 use crate::types::Timestamp;
@@ -47,9 +50,100 @@ pub struct Outgoing<'a> {
 /// records that need no future per record. A full local queue is waited out, never reported as
 /// a failure. Dropping the producer purges what is still queued: [`flush`](Self::flush) first.
 pub struct AckedProducer {
-    producer: ThreadedProducer<AckContext>,
+    producer: Served,
     delivery_timeout: Duration,
     max_record_bytes: usize,
+}
+
+/// The record the producer writes, tagged with its delivery opaque.
+type Out<'a> = BaseRecord<'a, [u8], [u8], usize>;
+
+/// Who serves the delivery reports.
+enum Served {
+    /// rdkafka's thread of its own.
+    ByThread(ThreadedProducer<AckContext>),
+    /// The caller, in [`AckedProducer::take_answers`], [`AckedProducer::flush`] and sends that
+    /// find the local queue full, from the producer's main queue.
+    ByCaller {
+        /// Declared first, so it is dropped before the producer.
+        main: ClientQueue,
+        producer: BaseProducer<AckContext>,
+    },
+}
+
+impl Served {
+    fn context(&self) -> &AckContext {
+        match self {
+            Served::ByThread(producer) => producer.context(),
+            Served::ByCaller { producer, .. } => producer.context(),
+        }
+    }
+
+    /// Serves delivery reports, waiting up to `timeout` for the first, where the caller
+    /// serves them; waits for the producer's thread to serve them otherwise.
+    fn poll(&self, timeout: Duration) {
+        match self {
+            Served::ByThread(producer) => producer.poll(timeout),
+            Served::ByCaller { main, producer } => {
+                let context = producer.context();
+                ffi::serve_delivery_reports(main, timeout, |report| {
+                    let answer = match report.stored {
+                        Ok((partition, offset)) => Ok(Delivered { partition, offset }),
+                        Err((code, description)) => Err(Error::NotAcknowledged {
+                            topic: report.topic.into_owned(),
+                            source: Box::new(Error::Kafka {
+                                operation: "produce",
+                                code: Some(code),
+                                source: description.into(),
+                            }),
+                        }),
+                    };
+                    context.answer(report.opaque, answer);
+                });
+            }
+        }
+    }
+
+    // rdkafka's own signature: the record comes back to be sent again when the queue is full.
+    #[allow(clippy::result_large_err)]
+    fn send<'a>(&self, record: Out<'a>) -> Result<(), (rdkafka::error::KafkaError, Out<'a>)> {
+        match self {
+            Served::ByThread(producer) => producer.send(record),
+            Served::ByCaller { producer, .. } => producer.send(record),
+        }
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        match self {
+            Served::ByThread(producer) => producer
+                .flush(timeout)
+                .map_err(|e| kafka_error("flush producer", e)),
+            Served::ByCaller { producer, .. } => {
+                let deadline = Instant::now() + timeout;
+                loop {
+                    // Sends what lingers at once; answers only what was already answered.
+                    let _ = producer.flush(Duration::ZERO);
+                    self.poll(Duration::from_millis(10));
+                    if producer.in_flight_count() == 0 {
+                        return Ok(());
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Error::Timeout {
+                            operation: "flush producer",
+                            timeout,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn client(&self) -> &rdkafka::client::Client<AckContext> {
+        match self {
+            Served::ByThread(producer) => producer.client(),
+            Served::ByCaller { producer, .. } => producer.client(),
+        }
+    }
 }
 
 impl fmt::Debug for AckedProducer {
@@ -84,6 +178,41 @@ impl AckedProducer {
     /// 30 s) bounds each acknowledgement; `message.max.bytes` (default 1 000 000) is the
     /// largest record it accepts.
     pub fn new(client_config: &ClientConfig) -> Result<Self, Error> {
+        let (config, delivery_timeout, max_record_bytes) = Self::settings(client_config);
+        let producer = config
+            .create_with_context(AckContext::default())
+            .map_err(|e| kafka_error("create producer", e))?;
+        Ok(AckedProducer {
+            producer: Served::ByThread(producer),
+            delivery_timeout,
+            max_record_bytes,
+        })
+    }
+
+    /// [`new`](Self::new), for one blocking loop that writes many records with
+    /// [`send_tracked`](Self::send_tracked): no thread of its own serves the acknowledgements;
+    /// [`take_answers`](Self::take_answers), [`flush`](Self::flush) and sends that find the
+    /// local queue full do, on the caller's thread. librdkafka allocates each record and its
+    /// headers on the sending thread and frees them where the acknowledgement is served; on
+    /// one thread, the allocator serves them from that thread's cache instead of its shared
+    /// heap. [`send`](Self::send)'s acknowledgements too arrive only during those calls.
+    pub fn served_by_caller(client_config: &ClientConfig) -> Result<Self, Error> {
+        let (config, delivery_timeout, max_record_bytes) = Self::settings(client_config);
+        let producer: BaseProducer<AckContext> = config
+            .create_with_context(AckContext::default())
+            .map_err(|e| kafka_error("create producer", e))?;
+        Ok(AckedProducer {
+            producer: Served::ByCaller {
+                main: ClientQueue::main_of(producer.client())?,
+                producer,
+            },
+            delivery_timeout,
+            max_record_bytes,
+        })
+    }
+
+    /// The producer's configuration, delivery timeout and largest record.
+    fn settings(client_config: &ClientConfig) -> (ClientConfig, Duration, usize) {
         let mut config = client_config.clone();
         for key in CONSUMER_SETTINGS {
             config.remove(key);
@@ -107,14 +236,7 @@ impl AckedProducer {
             .get("message.max.bytes")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_000_000);
-        let producer = config
-            .create_with_context(AckContext::default())
-            .map_err(|e| kafka_error("create producer", e))?;
-        Ok(AckedProducer {
-            producer,
-            delivery_timeout,
-            max_record_bytes,
-        })
+        (config, delivery_timeout, max_record_bytes)
     }
 
     /// The largest record it accepts, in bytes.
@@ -156,6 +278,9 @@ impl AckedProducer {
     /// with its tag, in the order they arrived (records of one partition are answered in the
     /// order they were sent).
     pub fn take_answers(&self, into: &mut Vec<(u64, Result<Delivered, Error>)>) {
+        if let Served::ByCaller { .. } = &self.producer {
+            self.producer.poll(Duration::ZERO);
+        }
         let mut answers = lock(&self.producer.context().answers);
         if into.is_empty() {
             std::mem::swap(into, &mut answers);
@@ -201,9 +326,7 @@ impl AckedProducer {
 
     /// Waits (up to `timeout`) until every record sent so far is acknowledged or failed.
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
-        self.producer
-            .flush(timeout)
-            .map_err(|e| kafka_error("flush producer", e))
+        self.producer.flush(timeout)
     }
 
     /// The partition count of `topic` as the cluster's metadata gives it (`None` when the
@@ -275,6 +398,13 @@ impl ProducerContext for AckContext {
                 source: Box::new(kafka_error("produce", error.clone())),
             }),
         };
+        self.answer(opaque, answer);
+    }
+}
+
+impl AckContext {
+    /// Hands `answer` to whoever waits for the record sent with `opaque`.
+    fn answer(&self, opaque: usize, answer: Result<Delivered, Error>) {
         if opaque & 1 == 1 {
             lock(&self.answers).push(((opaque >> 1) as u64, answer));
         } else if let Some(sender) = lock(&self.waiting).take(opaque >> 1) {

@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, TopicPartitionList};
 
 use crate::error::Error;
-use crate::ffi::{self, ConsumerQueue, Delivery, MessageBatch};
+use crate::ffi::{self, ClientQueue, Delivery, MessageBatch};
 use crate::kafka::kafka_error;
 use crate::record::{OwnedRecord, Record};
 use crate::types::{IsolationLevel, Offset, OffsetSpec, TopicPartition};
@@ -58,7 +58,7 @@ pub struct RangeReader {
 /// The consumer and its queue, read in batches; the queue is declared first so it is dropped
 /// before the consumer it belongs to.
 struct Inner {
-    queue: ConsumerQueue,
+    queue: ClientQueue,
     consumer: BaseConsumer,
 }
 
@@ -97,7 +97,7 @@ impl RangeReader {
         let consumer: BaseConsumer = config
             .create()
             .map_err(|e| kafka_error("create reader", e))?;
-        let queue = ConsumerQueue::of(consumer.client())?;
+        let queue = ClientQueue::consumer_of(consumer.client())?;
         Ok(RangeReader {
             inner: Arc::new(Inner { queue, consumer }),
         })

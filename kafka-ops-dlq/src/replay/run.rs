@@ -100,7 +100,9 @@ impl Run {
         let producer = if replay.dry_run {
             None
         } else {
-            Some(AckedProducer::new(&bulk_producer_config(&config))?)
+            Some(AckedProducer::served_by_caller(&bulk_producer_config(
+                &config,
+            ))?)
         };
         let bucket = match replay.rate {
             Some((rate, burst)) => Some(TokenBucket::new(rate, burst, replay.clock.now())?),

@@ -26,7 +26,7 @@ use super::rebalance::{Completion, DriverContext, LoopEvent, LoopState, Shared};
 use super::{Driver, DriverConfig};
 use crate::class::ErrorClass;
 use crate::error::Error;
-use crate::ffi::{ConsumerQueue, Delivery, MessageBatch};
+use crate::ffi::{ClientQueue, Delivery, MessageBatch};
 use crate::handler::{Handler, HandlerError, Outcome};
 use crate::kafka::lock;
 use crate::kafka::{classify, kafka_error, record_from_message};
@@ -81,7 +81,7 @@ fn intern(names: &mut BTreeSet<&'static str>, limit: usize, name: &str) -> Cow<'
 /// `_split` keeps the split (and the wake-up when messages arrive) alive.
 pub(super) struct SplitQueue {
     /// Declared first, so it is dropped before `_split`, which holds the consumer.
-    batch: ConsumerQueue,
+    batch: ClientQueue,
     /// The topic's names, for the records read here.
     names: TopicNames,
     _split: PartitionQueue<DriverContext>,
@@ -250,20 +250,17 @@ impl<H: Handler> RunLoop<'_, H> {
                 tracing::warn!(%tp, "could not split the partition's queue; its records come through the consumer queue");
                 continue;
             };
-            let batch = match ConsumerQueue::partition_of(
-                self.consumer.client(),
-                &tp.topic,
-                tp.partition,
-            ) {
-                Ok(batch) => batch,
-                Err(error) => {
-                    // Dropping the split queue would not forward it back: its records would
-                    // never be read. Nothing else can read them, so stop.
-                    tracing::error!(%tp, %error, "could not open the split partition queue");
-                    lock(&self.shared.state).fatal.get_or_insert(error);
-                    continue;
-                }
-            };
+            let batch =
+                match ClientQueue::partition_of(self.consumer.client(), &tp.topic, tp.partition) {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        // Dropping the split queue would not forward it back: its records would
+                        // never be read. Nothing else can read them, so stop.
+                        tracing::error!(%tp, %error, "could not open the split partition queue");
+                        lock(&self.shared.state).fatal.get_or_insert(error);
+                        continue;
+                    }
+                };
             let wake = self.sender.clone();
             queue.set_nonempty_callback(move || {
                 let _ = wake.send(LoopEvent::Wakeup);

@@ -30,14 +30,15 @@ use crate::error::IdempotencyError;
 const COMPLETE: &str = r"
 local values = redis.call('MGET', unpack(KEYS))
 local answers = {}
+local find, byte, sub = string.find, string.byte, string.sub
 for i, key in ipairs(KEYS) do
-  local prefix = ARGV[3 * i - 2] .. '|'
+  local prefix = ARGV[3 * i - 2]
   local value = values[i]
+  local state = #prefix + 35
   answers[i] = 0
-  if value and string.sub(value, 1, #prefix) == prefix then
-    local head = string.sub(value, 1, #prefix + 33)
-    if string.sub(value, #head + 1, #head + 1) == 'p' then
-      redis.call('SET', key, head .. 'c|' .. ARGV[3 * i - 1], 'PX', ARGV[3 * i])
+  if value and find(value, prefix, 1, true) == 1 and byte(value, #prefix + 1) == 124 then
+    if byte(value, state) == 112 then
+      redis.call('SET', key, sub(value, 1, state - 1) .. 'c|' .. ARGV[3 * i - 1], 'PX', ARGV[3 * i])
     end
     answers[i] = 1
   end

@@ -657,3 +657,44 @@ async fn slow_synchronous_handlers_still_run_in_parallel() {
     );
     assert_all_committed(&kafka, &group, &topic).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fatal_fetch_error_on_a_partition_queue_stops_the_driver_with_its_code() {
+    let topic = unique_name("orders");
+    let group = unique_name("g");
+    let kafka = cluster_with_records(&topic).await;
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let driver = Driver::new(
+        kafka.consumer_config(&group),
+        DriverConfig::new([topic.as_str()]),
+        recording_handler(seen.clone()),
+    );
+    let handle = driver.handle();
+    let run = tokio::spawn(driver.run());
+    // Once records flow, the partition queues are split off: the next fetches are refused.
+    wait_until("the first records", Duration::from_secs(30), || {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    kafka.request_errors(
+        rdkafka::types::RDKafkaApiKey::Fetch,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 50],
+    );
+    let produced = (0..PARTITIONS)
+        .map(|p| TestRecord::keyed("late", "late").to_partition(p))
+        .collect::<Vec<_>>();
+    kafka.produce(&topic, produced).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), run).await;
+    handle.shutdown();
+    let result = outcome.expect("the driver stops by itself").unwrap();
+    match result {
+        Err(Error::Kafka { code, .. }) => {
+            assert_eq!(
+                code,
+                Some(kafka_ops_core::KafkaCode(29)),
+                "TOPIC_AUTHORIZATION_FAILED"
+            );
+        }
+        other => panic!("expected the authorization failure, got {other:?}"),
+    }
+}

@@ -214,11 +214,21 @@ fn measure(runtime: &tokio::runtime::Runtime, cluster: &BenchCluster, records: u
         kcat.as_secs_f64() / ours.as_secs_f64()
     );
 
-    let ok = route(runtime, cluster, &routed_topic, routed, false);
-    let failing = route(runtime, cluster, &routed_topic, routed, true);
-    assert_eq!(count(cluster, &routed_dlq), routed as i64);
+    // A B B A, the better of each pair: the first run also pays for warming the cluster up.
+    let ok_first = route(runtime, cluster, &routed_topic, routed, false);
+    let failing = route(runtime, cluster, &routed_topic, routed, true).min(route(
+        runtime,
+        cluster,
+        &routed_topic,
+        routed,
+        true,
+    ));
+    let ok = ok_first.min(route(runtime, cluster, &routed_topic, routed, false));
+    assert_eq!(count(cluster, &routed_dlq), 2 * routed as i64);
     let per = failing.saturating_sub(ok).as_secs_f64() / routed as f64;
-    println!("routing {routed} records through the driver with the dead-letter layer:");
+    println!(
+        "routing {routed} records through the driver with the dead-letter layer (best of 2, A B B A):"
+    );
     println!(
         "  all processed: {:.2} s; all dead-lettered: {:.2} s; ratio {:.2}x; overhead {:.1} us per dead letter",
         ok.as_secs_f64(),

@@ -212,7 +212,7 @@ impl PostgresStore {
 /// One [`BEGIN`] over the distinct keys at `pending`: answers what it can into `answers` and
 /// returns the positions whose rows changed under it.
 async fn take(
-    client: &deadpool_postgres::Client,
+    client: &(impl GenericClient + Sync),
     statement: &Statement,
     requests: &[BeginRequest],
     mut pending: Vec<usize>,
@@ -251,15 +251,25 @@ impl Batches for Statements {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        let client = self.0.get().await.map_err(failed)?;
+        let mut client = self.0.get().await.map_err(failed)?;
         let statement = client.prepare_cached(BEGIN).await.map_err(failed)?;
+        // A lease need not wait for its WAL record to reach the disk: it is visible to every
+        // other session at commit either way, and one lost with a crash of the server is a
+        // lease whose holder lost its connection too (a redelivery takes the key again; the
+        // old holder's completion finds another token and is refused). The completion, in the
+        // caller's transaction or `complete_many`, still waits.
+        let transaction = client.transaction().await.map_err(failed)?;
+        transaction
+            .batch_execute("SET LOCAL synchronous_commit TO off")
+            .await
+            .map_err(failed)?;
         let mut answers: Vec<Option<Begin>> = vec![None; requests.len()];
         for mut pending in super::rounds(requests.iter().map(|r| r.key.as_str())) {
             for _ in 0..ATTEMPTS {
                 if pending.is_empty() {
                     break;
                 }
-                pending = take(&client, &statement, requests, pending, &mut answers).await?;
+                pending = take(&*transaction, &statement, requests, pending, &mut answers).await?;
             }
             if let Some(position) = pending.first() {
                 return Err(failed(format!(
@@ -268,6 +278,7 @@ impl Batches for Statements {
                 )));
             }
         }
+        transaction.commit().await.map_err(failed)?;
         answers
             .into_iter()
             .map(|answer| answer.ok_or_else(|| failed("a key was not answered")))

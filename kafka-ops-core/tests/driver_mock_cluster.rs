@@ -92,6 +92,35 @@ fn recording_handler(
     })
 }
 
+/// What a test of one driver needs: the mock cluster with the usual records on a new topic, the
+/// group's name, the records the handler saw, and the driver (not started) on that topic.
+struct Recorded<H> {
+    kafka: MockKafka,
+    topic: String,
+    group: String,
+    seen: Arc<Mutex<HashSet<(i32, i64)>>>,
+    driver: Driver<H>,
+}
+
+async fn recording_driver(prefix: &str) -> Recorded<impl kafka_ops_core::handler::Handler> {
+    let topic = unique_name(prefix);
+    let group = unique_name("g");
+    let kafka = cluster_with_records(&topic).await;
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let driver = Driver::new(
+        kafka.consumer_config(&group),
+        DriverConfig::new([topic.as_str()]),
+        recording_handler(seen.clone()),
+    );
+    Recorded {
+        kafka,
+        topic,
+        group,
+        seen,
+        driver,
+    }
+}
+
 async fn processes_everything_and_commits_the_end(ordering: Ordering) {
     let topic = unique_name("orders");
     let group = unique_name("g");
@@ -294,15 +323,13 @@ async fn backpressure_bounds_what_is_taken_without_pausing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_from_the_handle_stops_consumption_until_resumed() {
-    let topic = unique_name("paused");
-    let group = unique_name("g");
-    let kafka = cluster_with_records(&topic).await;
-    let seen = Arc::new(Mutex::new(HashSet::new()));
-    let driver = Driver::new(
-        kafka.consumer_config(&group),
-        DriverConfig::new([topic.as_str()]),
-        recording_handler(seen.clone()),
-    );
+    // The cluster stays up until the end of the test.
+    let Recorded {
+        kafka: _kafka,
+        seen,
+        driver,
+        ..
+    } = recording_driver("paused").await;
     let handle = driver.handle();
     handle.pause();
     let run = tokio::spawn(driver.run());
@@ -588,15 +615,13 @@ async fn a_handle_made_before_the_driver_controls_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dropping_the_run_future_shuts_the_driver_down() {
-    let topic = unique_name("dropped");
-    let group = unique_name("g");
-    let kafka = cluster_with_records(&topic).await;
-    let seen = Arc::new(Mutex::new(HashSet::new()));
-    let driver = Driver::new(
-        kafka.consumer_config(&group),
-        DriverConfig::new([topic.as_str()]),
-        recording_handler(seen.clone()),
-    );
+    let Recorded {
+        kafka,
+        topic,
+        group,
+        seen,
+        driver,
+    } = recording_driver("dropped").await;
     let handle = driver.handle();
     let run = tokio::spawn(driver.run());
     wait_until("all records", Duration::from_secs(60), || {
@@ -660,15 +685,13 @@ async fn slow_synchronous_handlers_still_run_in_parallel() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fatal_fetch_error_on_a_partition_queue_stops_the_driver_with_its_code() {
-    let topic = unique_name("orders");
-    let group = unique_name("g");
-    let kafka = cluster_with_records(&topic).await;
-    let seen = Arc::new(Mutex::new(HashSet::new()));
-    let driver = Driver::new(
-        kafka.consumer_config(&group),
-        DriverConfig::new([topic.as_str()]),
-        recording_handler(seen.clone()),
-    );
+    let Recorded {
+        kafka,
+        topic,
+        seen,
+        driver,
+        ..
+    } = recording_driver("orders").await;
     let handle = driver.handle();
     let run = tokio::spawn(driver.run());
     // Once records flow, the partition queues are split off: the next fetches are refused.

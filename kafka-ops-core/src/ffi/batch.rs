@@ -148,12 +148,8 @@ impl MessageBatch {
         if is_error(m.err) {
             return Some(Delivery::Error(code_of(m.err), describe_code(m.err)));
         }
-        // SAFETY: a message without error has its topic handle; the name lives as long as it.
-        let topic = unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(m.rkt)) };
-        let topic = topic.to_str().map_or_else(
-            |_| Cow::Owned(topic.to_string_lossy().into_owned()),
-            Cow::Borrowed,
-        );
+        // SAFETY: the message is live while `self` is borrowed.
+        let topic = unsafe { topic_of(m) };
         let Ok(offset) = Offset::new(m.offset) else {
             return Some(Delivery::Error(
                 KafkaCode(-1),
@@ -231,6 +227,18 @@ impl Drop for MessageBatch {
     fn drop(&mut self) {
         self.clear();
     }
+}
+
+/// The topic name of `message`, borrowed from its topic handle (empty when it has none).
+///
+/// # Safety
+/// `message` is a live message; its topic handle, when set, lives as long as the message.
+pub(super) unsafe fn topic_of(message: &rd::rd_kafka_message_t) -> Cow<'_, str> {
+    if message.rkt.is_null() {
+        return Cow::Borrowed("");
+    }
+    // SAFETY: per this function's contract, the handle and its name outlive the borrow.
+    unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(message.rkt)) }.to_string_lossy()
 }
 
 /// `len` bytes at `ptr`, or `None` for a null pointer.

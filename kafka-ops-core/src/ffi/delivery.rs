@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use super::batch::ClientQueue;
+use super::batch::{ClientQueue, topic_of};
 use super::*;
 
 /// The answer for one record the producer was given.
@@ -49,14 +49,8 @@ pub(crate) fn serve_delivery_reports(
                 }
                 // SAFETY: as above.
                 let m = unsafe { &*message };
-                let topic = if m.rkt.is_null() {
-                    Cow::Borrowed("")
-                } else {
-                    // SAFETY: a reported message keeps its topic handle; the name lives as
-                    // long as the handle.
-                    let name = unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(m.rkt)) };
-                    name.to_string_lossy()
-                };
+                // SAFETY: the message is live until the event is destroyed.
+                let topic = unsafe { topic_of(m) };
                 let stored = if is_error(m.err) {
                     Err((code_of(m.err), describe_code(m.err)))
                 } else {

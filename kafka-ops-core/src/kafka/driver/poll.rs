@@ -324,7 +324,6 @@ impl<H: Handler> RunLoop<'_, H> {
             return 0;
         }
         let mut records = std::mem::take(&mut self.pulled);
-        let mut failure = None;
         {
             let mut header_names = self.header_names.borrow_mut();
             for index in 0..read {
@@ -338,19 +337,14 @@ impl<H: Handler> RunLoop<'_, H> {
                             }),
                         );
                     }
-                    Some(Delivery::Error(code, description)) => {
-                        bump(&self.control().counters.poll_errors);
-                        if code.class() == ErrorClass::Fatal {
-                            tracing::error!(%tp, %code, description, "fatal consumer error");
-                            failure.get_or_insert(Error::Kafka {
-                                operation: "poll",
-                                code: Some(code),
-                                source: description.into(),
-                            });
-                        } else {
-                            tracing::warn!(%tp, %code, description, "consumer error");
-                        }
-                    }
+                    Some(Delivery::Error(code, description)) => self.consumer_error(
+                        code.class(),
+                        Error::Kafka {
+                            operation: "poll",
+                            code: Some(code),
+                            source: format!("{tp}: {description}").into(),
+                        },
+                    ),
                 }
             }
         }
@@ -365,9 +359,6 @@ impl<H: Handler> RunLoop<'_, H> {
             if let Err(error) = state.scheduler.accept(tp, record) {
                 state.fatal.get_or_insert(error);
             }
-        }
-        if let Some(error) = failure {
-            state.fatal.get_or_insert(error);
         }
         drop(state);
         self.pulled = records;
@@ -404,17 +395,19 @@ impl<H: Handler> RunLoop<'_, H> {
                     }
                 }
             }
-            Err(error) => {
-                bump(&self.control().counters.poll_errors);
-                if classify(&error) == ErrorClass::Fatal {
-                    tracing::error!(%error, "fatal consumer error");
-                    lock(&self.shared.state)
-                        .fatal
-                        .get_or_insert(kafka_error("poll", error));
-                } else {
-                    tracing::warn!(%error, "consumer error");
-                }
-            }
+            Err(error) => self.consumer_error(classify(&error), kafka_error("poll", error)),
+        }
+    }
+
+    /// Counts an error the consumer delivered (from its own queue or a partition's); a fatal
+    /// one stops the run with it.
+    fn consumer_error(&self, class: ErrorClass, error: Error) {
+        bump(&self.control().counters.poll_errors);
+        if class == ErrorClass::Fatal {
+            tracing::error!(%error, "fatal consumer error");
+            lock(&self.shared.state).fatal.get_or_insert(error);
+        } else {
+            tracing::warn!(%error, "consumer error");
         }
     }
 

@@ -55,8 +55,17 @@ CREATE INDEX IF NOT EXISTS kafka_ops_idempotency_expires_at ON kafka_ops_idempot
 /// batch locks them, so two batches never wait on each other in a circle), and answers each key
 /// in input order: taken, or the row as it stood when the statement began. A row missing from
 /// that snapshot, or expired there yet not taken, changed under the statement: ask again.
+///
+/// The statement is its own transaction and does not wait for its WAL record to reach the disk
+/// (`set_config(…, true)` lasts until that commit): a lease is visible to every other session
+/// at commit either way, and one lost with a crash of the server is a lease whose holder lost
+/// its connection too (a redelivery takes the key again; the old holder's completion finds
+/// another token and is refused). Completions, in the caller's transaction or
+/// `complete_many`, still wait for the disk.
 const BEGIN: &str = r#"
-WITH input AS (
+WITH lazy_commit AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+), input AS (
     SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::float8[])
         WITH ORDINALITY AS i(key, token, digest, lease, n)
 ), taken AS (
@@ -75,6 +84,7 @@ SELECT i.n, taken.key IS NOT NULL, e.state, e.digest, e.outcome::text,
        coalesce(CASE e.state WHEN 'completed' THEN e.expires_at ELSE e.lease_until END <= now(),
                 false)
 FROM input i
+CROSS JOIN lazy_commit
 LEFT JOIN taken ON taken.key = i.key
 LEFT JOIN kafka_ops_idempotency e ON e.key = i.key AND taken.key IS NULL
 ORDER BY i.n
@@ -185,6 +195,9 @@ impl PostgresStore {
 
     /// Completes `claim` inside the handler's own transaction (or any client of the same
     /// database): the handler's writes and the completion commit together.
+    ///
+    /// For a transaction on a [`deadpool_postgres`] pool, [`complete_in_pooled`](Self::complete_in_pooled)
+    /// is cheaper.
     pub async fn complete_in<C: GenericClient + Sync>(
         &self,
         client: &C,
@@ -192,21 +205,57 @@ impl PostgresStore {
         outcome: &StoredOutcome,
     ) -> Result<(), IdempotencyError> {
         let outcome = serde_json::to_string(outcome).map_err(failed)?;
+        let (key, token, ttl) = completion_of(claim);
         // Typed: one round trip (no separate prepare) inside the handler's transaction.
         let updated = client
             .execute_typed(
                 COMPLETE,
                 &[
-                    (&claim.key, Type::TEXT),
-                    (&(claim.token.0 as i64), Type::INT8),
+                    (&key, Type::TEXT),
+                    (&token, Type::INT8),
                     (&outcome, Type::TEXT),
-                    (&claim.ttl.as_secs_f64(), Type::FLOAT8),
+                    (&ttl, Type::FLOAT8),
                 ],
             )
             .await
             .map_err(failed)?;
         super::fenced(updated, &claim.key)
     }
+
+    /// [`complete_in`](Self::complete_in) for a transaction (or client) of a
+    /// [`deadpool_postgres`] pool: the statement is prepared once per connection and kept in the
+    /// connection's statement cache, so the server neither parses nor plans it again for each
+    /// key.
+    pub async fn complete_in_pooled<C: deadpool_postgres::GenericClient + Sync>(
+        &self,
+        client: &C,
+        claim: &Claim,
+        outcome: &StoredOutcome,
+    ) -> Result<(), IdempotencyError> {
+        let outcome = serde_json::to_string(outcome).map_err(failed)?;
+        let (key, token, ttl) = completion_of(claim);
+        let statement = client
+            .prepare_typed_cached(
+                COMPLETE,
+                &[Type::TEXT, Type::INT8, Type::TEXT, Type::FLOAT8],
+            )
+            .await
+            .map_err(failed)?;
+        let updated = client
+            .execute(&statement, &[&key, &token, &outcome, &ttl])
+            .await
+            .map_err(failed)?;
+        super::fenced(updated, &claim.key)
+    }
+}
+
+/// The parameters of [`COMPLETE`] a claim gives: its key, its token and its TTL in seconds.
+fn completion_of(claim: &Claim) -> (&str, i64, f64) {
+    (
+        claim.key.as_str(),
+        claim.token.0 as i64,
+        claim.ttl.as_secs_f64(),
+    )
 }
 
 /// One [`BEGIN`] over the distinct keys at `pending`: answers what it can into `answers` and
@@ -251,25 +300,15 @@ impl Batches for Statements {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        let mut client = self.0.get().await.map_err(failed)?;
+        let client = self.0.get().await.map_err(failed)?;
         let statement = client.prepare_cached(BEGIN).await.map_err(failed)?;
-        // A lease need not wait for its WAL record to reach the disk: it is visible to every
-        // other session at commit either way, and one lost with a crash of the server is a
-        // lease whose holder lost its connection too (a redelivery takes the key again; the
-        // old holder's completion finds another token and is refused). The completion, in the
-        // caller's transaction or `complete_many`, still waits.
-        let transaction = client.transaction().await.map_err(failed)?;
-        transaction
-            .batch_execute("SET LOCAL synchronous_commit TO off")
-            .await
-            .map_err(failed)?;
         let mut answers: Vec<Option<Begin>> = vec![None; requests.len()];
         for mut pending in super::rounds(requests.iter().map(|r| r.key.as_str())) {
             for _ in 0..ATTEMPTS {
                 if pending.is_empty() {
                     break;
                 }
-                pending = take(&*transaction, &statement, requests, pending, &mut answers).await?;
+                pending = take(&**client, &statement, requests, pending, &mut answers).await?;
             }
             if let Some(position) = pending.first() {
                 return Err(failed(format!(
@@ -278,7 +317,6 @@ impl Batches for Statements {
                 )));
             }
         }
-        transaction.commit().await.map_err(failed)?;
         answers
             .into_iter()
             .map(|answer| answer.ok_or_else(|| failed("a key was not answered")))

@@ -1,0 +1,171 @@
+//! The PostgreSQL inbox against the running server: a completion made inside the caller's
+//! transaction commits or rolls back with the caller's own writes, and a stale token is refused,
+//! through a plain client (`complete_in`) and through a pooled one (`complete_in_pooled`).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use kafka_ops_core::handler::Outcome;
+use kafka_ops_core::testkit::unique_name;
+use kafka_ops_idempotency::conformance::{postgres_client, postgres_config};
+use kafka_ops_idempotency::store::postgres::PostgresStore;
+use kafka_ops_idempotency::store::postgres::deadpool_postgres::{Manager, Pool};
+use kafka_ops_idempotency::store::{
+    Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome,
+};
+use kafka_ops_idempotency::{Claim, IdempotencyError};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn digest() -> PayloadDigest {
+    PayloadDigest::of(Some(b"{\"order\":7}"))
+}
+
+fn processed() -> StoredOutcome {
+    StoredOutcome {
+        outcome: Outcome::Processed,
+        result: None,
+    }
+}
+
+async fn store() -> PostgresStore {
+    let store = PostgresStore::connect(&postgres_config())
+        .await
+        .expect("PostgreSQL must be running (the test command checks it)");
+    store.migrate().await.unwrap();
+    store
+}
+
+/// A pool of the application's own, as a handler on deadpool has.
+fn application_pool() -> Pool {
+    let manager = Manager::new(postgres_config().parse().unwrap(), tokio_postgres::NoTls);
+    Pool::builder(manager).max_size(2).build().unwrap()
+}
+
+/// Takes a fresh key and returns its claim.
+async fn claim(store: &PostgresStore, name: &str) -> Claim {
+    let key = unique_name(name);
+    let Begin::Acquired(token) = store.begin(&key, digest(), LEASE).await.unwrap() else {
+        panic!("a fresh key was not acquired");
+    };
+    Claim {
+        key,
+        token,
+        ttl: Duration::from_secs(3600),
+    }
+}
+
+/// A table of the handler's side effects.
+async fn effects_table(client: &tokio_postgres::Client) -> String {
+    let table = unique_name("inbox_effects").replace('-', "_");
+    client
+        .batch_execute(&format!("CREATE TABLE {table} (event_id text PRIMARY KEY)"))
+        .await
+        .unwrap();
+    table
+}
+
+async fn effects(client: &tokio_postgres::Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pooled_completion_commits_and_rolls_back_with_the_handlers_writes() {
+    let store = store().await;
+    let pool = application_pool();
+    let mut client = pool.get().await.unwrap();
+    let table = effects_table(&client).await;
+    let insert = format!("INSERT INTO {table} (event_id) VALUES ($1)");
+
+    // Rolled back: neither the write nor the mark happened; the key is still held.
+    let rolled_back = claim(&store, "inbox-rollback").await;
+    let tx = client.transaction().await.unwrap();
+    tx.execute(&insert, &[&rolled_back.key]).await.unwrap();
+    store
+        .complete_in_pooled(&tx, &rolled_back, &processed())
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(effects(&client, &table).await, 0);
+    assert!(matches!(
+        store
+            .begin(&rolled_back.key, digest(), LEASE)
+            .await
+            .unwrap(),
+        Begin::InProgress { .. }
+    ));
+
+    // Committed, many times on the same connection (its cached statement): both happened.
+    for round in 0..3 {
+        let committed = claim(&store, &format!("inbox-commit-{round}")).await;
+        let tx = client.transaction().await.unwrap();
+        tx.execute(&insert, &[&committed.key]).await.unwrap();
+        store
+            .complete_in_pooled(&tx, &committed, &processed())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            store.begin(&committed.key, digest(), LEASE).await.unwrap(),
+            Begin::Duplicate(processed())
+        );
+    }
+    assert_eq!(effects(&client, &table).await, 3);
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_token_is_refused_in_the_callers_transaction_pooled_or_not() {
+    let store = store().await;
+    let pool = application_pool();
+    let mut pooled = pool.get().await.unwrap();
+    let mut plain = postgres_client().await;
+    let table = effects_table(&plain).await;
+    let insert = format!("INSERT INTO {table} (event_id) VALUES ($1)");
+
+    let held = claim(&store, "inbox-stale").await;
+    let stale = Claim {
+        token: FencingToken(held.token.0.wrapping_add(1)),
+        ..held.clone()
+    };
+
+    let tx = pooled.transaction().await.unwrap();
+    tx.execute(&insert, &[&stale.key]).await.unwrap();
+    let refused = store.complete_in_pooled(&tx, &stale, &processed()).await;
+    assert!(
+        matches!(&refused, Err(IdempotencyError::StaleToken { key }) if *key == stale.key),
+        "{refused:?}"
+    );
+    tx.rollback().await.unwrap();
+
+    let tx = plain.transaction().await.unwrap();
+    tx.execute(&insert, &[&stale.key]).await.unwrap();
+    let refused = store.complete_in(&tx, &stale, &processed()).await;
+    assert!(
+        matches!(&refused, Err(IdempotencyError::StaleToken { key }) if *key == stale.key),
+        "{refused:?}"
+    );
+    tx.rollback().await.unwrap();
+
+    // The holder's own token still completes, through the plain client.
+    let tx = plain.transaction().await.unwrap();
+    tx.execute(&insert, &[&held.key]).await.unwrap();
+    store.complete_in(&tx, &held, &processed()).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(effects(&plain, &table).await, 1);
+    assert_eq!(
+        store.begin(&held.key, digest(), LEASE).await.unwrap(),
+        Begin::Duplicate(processed())
+    );
+    plain
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+}

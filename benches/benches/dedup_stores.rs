@@ -13,7 +13,7 @@
 //!   ratios to the peer's SETs/s (each key costs our store two writes, the peer one).
 //! - P6: the PostgreSQL store against `pgbench` running the store's insert-on-conflict with the
 //!   same number of connections on the same database: the same two paths, and the inbox path
-//!   (`begin`, then `complete_in` and the caller's commit, one transaction per key).
+//!   (`begin`, then `complete_in_pooled` and the caller's commit, one transaction per key).
 //!
 //! Each figure is the median of three rounds. BENCHMARKS.md has the measured ratios.
 //!
@@ -392,7 +392,10 @@ async fn inbox(store: Arc<PostgresStore>, config: &str, run: &str, count: usize)
                 };
                 let mut client = pool.get().await.unwrap();
                 let tx = client.transaction().await.unwrap();
-                store.complete_in(&*tx, &claim, &processed()).await.unwrap();
+                store
+                    .complete_in_pooled(&tx, &claim, &processed())
+                    .await
+                    .unwrap();
                 tx.commit().await.unwrap();
             }
         }
@@ -437,7 +440,7 @@ fn p6_postgres_vs_pgbench() {
         "  PostgresStore, {BATCH} keys a call {many:>9.0} keys/s (begin_many + complete_many)"
     );
     println!(
-        "  PostgresStore + inbox mark  {marked:>10.0} keys/s (begin, then complete_in + commit)"
+        "  PostgresStore + inbox mark  {marked:>10.0} keys/s (begin, then complete_in_pooled + commit)"
     );
     println!(
         "  ratio ours/peer: {:.2}x coalesced, {:.2}x multi-key (target >= 0.5x); inbox {:.2}x",

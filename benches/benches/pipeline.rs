@@ -11,8 +11,10 @@
 //!
 //! Knobs (environment): `KAFKA_OPS_BENCH_CLUSTERS` (`mock`, `real` or both),
 //! `KAFKA_OPS_BENCH_RECORDS` (default 1 000 000),
-//! `KAFKA_OPS_BENCH_INFLIGHT` (the driver's `max_in_flight`, default 4 096) and
-//! `KAFKA_OPS_BENCH_UNORDERED` (set: unordered processing instead of per-partition order).
+//! `KAFKA_OPS_BENCH_INFLIGHT` (the driver's `max_in_flight`, default 4 096),
+//! `KAFKA_OPS_BENCH_UNORDERED` (set: unordered processing instead of per-partition order) and
+//! `KAFKA_OPS_BENCH_ONLY` (`raw`, `driver` or `composition`: run only that contender, twice,
+//! so a profiler sees nothing else; no ratios are printed then).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -68,11 +70,23 @@ fn measure(runtime: &tokio::runtime::Runtime, cluster: &BenchCluster, records: u
     let mut bare = raw;
     let mut composed = raw;
     let best = |a: (Duration, Duration), b: (Duration, Duration)| (a.0.min(b.0), a.1.min(b.1));
+    let only = std::env::var("KAFKA_OPS_BENCH_ONLY").ok();
+    let contender_of = |round: usize| match round {
+        0 | 5 => "raw",
+        1 | 4 => "driver",
+        _ => "composition",
+    };
     for round in 0..6 {
+        if only
+            .as_deref()
+            .is_some_and(|only| only != contender_of(round))
+        {
+            continue;
+        }
         let cpu_before = cpu_time();
-        let (kept, wall) = match round {
-            0 | 5 => (&mut raw, raw_loop(cluster, &topic, records)),
-            1 | 4 => (
+        let (kept, wall) = match contender_of(round) {
+            "raw" => (&mut raw, raw_loop(cluster, &topic, records)),
+            "driver" => (
                 &mut bare,
                 runtime.block_on(bare_driver(cluster, &topic, records)),
             ),
@@ -94,10 +108,16 @@ fn measure(runtime: &tokio::runtime::Runtime, cluster: &BenchCluster, records: u
         ("kafka-ops driver, no-op handler", bare),
         ("kafka-ops full composition     ", composed),
     ] {
+        if wall == Duration::MAX {
+            continue;
+        }
         println!(
             "  {name}: {wall:>9.3?} {:>8.0} rec/s   CPU {cpu:>8.3?}",
             rate(wall)
         );
+    }
+    if only.is_some() {
+        return;
     }
     println!(
         "  throughput ratio driver/raw: {:.2}x; composition/raw: {:.2}x (target >= 0.95x)",

@@ -142,6 +142,42 @@ impl DriverConfig {
     }
 }
 
+/// Prefetch bound per partition, in KiB, unless the consumer configuration sets
+/// `queued.max.messages.kbytes`: one default fetch (`max.partition.fetch.bytes`, 1 MiB) queued
+/// while the next is fetched.
+const PARTITION_PREFETCH_KBYTES: &str = "1024";
+
+/// How long a partition whose prefetch is full waits before fetching again, unless the
+/// consumer configuration sets `fetch.queue.backoff.ms`.
+const FULL_PREFETCH_BACKOFF_MS: &str = "10";
+
+/// The configuration the driver's consumer is created with: `user`'s, with auto-commit, auto
+/// offset store and partition EOF events off (the driver commits), and the prefetch bounded per
+/// partition unless `user` bounds it.
+///
+/// The driver splits every assigned partition's queue off the consumer queue, and librdkafka
+/// then applies `queued.min.messages` and `queued.max.messages.kbytes` to each partition's
+/// queue instead of to the consumer queue: with its defaults (100 000 messages, 64 MiB) a
+/// lagging consumer of 100 partitions would prefetch gigabytes. Once a partition's prefetch is
+/// full, librdkafka waits `fetch.queue.backoff.ms` (a second by default) before fetching it
+/// again, which would leave a partition drained in less time idle.
+fn driver_consumer_config(user: &ClientConfig) -> ClientConfig {
+    let mut config = user.clone();
+    config
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    for (key, default) in [
+        ("queued.max.messages.kbytes", PARTITION_PREFETCH_KBYTES),
+        ("fetch.queue.backoff.ms", FULL_PREFETCH_BACKOFF_MS),
+    ] {
+        if config.get(key).is_none() {
+            config.set(key, default);
+        }
+    }
+    config
+}
+
 /// Counters a driver keeps, readable at any time through its [`DriverHandle`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriverStats {
@@ -212,7 +248,11 @@ impl<H> fmt::Debug for Driver<H> {
 
 impl<H: Handler> Driver<H> {
     /// A driver for the consumer `consumer_config` describes (it must set `group.id`; auto-commit
-    /// and auto offset store are turned off because the driver commits).
+    /// and auto offset store are turned off because the driver commits). Unless it sets them,
+    /// librdkafka's prefetch is bounded to 1 MiB per assigned partition
+    /// (`queued.max.messages.kbytes`) and a partition whose prefetch was full is fetched again
+    /// after 10 ms (`fetch.queue.backoff.ms`): the driver reads each partition's own queue, and
+    /// librdkafka's defaults would let each hold 64 MiB.
     pub fn new(consumer_config: ClientConfig, config: DriverConfig, handler: H) -> Self {
         Self::with_handle(consumer_config, config, handler, DriverHandle::new())
     }
@@ -277,16 +317,12 @@ impl<H: Handler> Driver<H> {
             events: Mutex::new(receiver),
             revoke_timeout: self.config.revoke_timeout,
         });
-        let mut consumer_config = self.consumer_config.clone();
-        consumer_config
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false");
-        let mut consumer: BaseConsumer<DriverContext> = consumer_config
-            .create_with_context(DriverContext {
-                shared: shared.clone(),
-            })
-            .map_err(|e| kafka_error("create consumer", e))?;
+        let mut consumer: BaseConsumer<DriverContext> =
+            driver_consumer_config(&self.consumer_config)
+                .create_with_context(DriverContext {
+                    shared: shared.clone(),
+                })
+                .map_err(|e| kafka_error("create consumer", e))?;
         {
             let wake = sender.clone();
             consumer.set_nonempty_callback(move || {
@@ -353,5 +389,34 @@ impl<H: Handler> Driver<H> {
             elapsed: started.elapsed(),
             abandoned,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_consumer_commits_through_the_driver_and_prefetches_a_bounded_amount_per_partition() {
+        let mut user = ClientConfig::new();
+        user.set("group.id", "billing")
+            .set("enable.auto.commit", "true");
+        let config = driver_consumer_config(&user);
+        assert_eq!(config.get("group.id"), Some("billing"));
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+        assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(config.get("enable.partition.eof"), Some("false"));
+        assert_eq!(config.get("queued.max.messages.kbytes"), Some("1024"));
+        assert_eq!(config.get("fetch.queue.backoff.ms"), Some("10"));
+    }
+
+    #[test]
+    fn a_prefetch_bound_the_user_set_is_kept() {
+        let mut user = ClientConfig::new();
+        user.set("queued.max.messages.kbytes", "65536")
+            .set("fetch.queue.backoff.ms", "500");
+        let config = driver_consumer_config(&user);
+        assert_eq!(config.get("queued.max.messages.kbytes"), Some("65536"));
+        assert_eq!(config.get("fetch.queue.backoff.ms"), Some("500"));
     }
 }

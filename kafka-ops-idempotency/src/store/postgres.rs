@@ -204,8 +204,7 @@ impl PostgresStore {
         claim: &Claim,
         outcome: &StoredOutcome,
     ) -> Result<(), IdempotencyError> {
-        let outcome = serde_json::to_string(outcome).map_err(failed)?;
-        let (key, token, ttl) = completion_of(claim);
+        let (key, token, outcome, ttl) = completion_of(claim, outcome)?;
         // Typed: one round trip (no separate prepare) inside the handler's transaction.
         let updated = client
             .execute_typed(
@@ -232,8 +231,7 @@ impl PostgresStore {
         claim: &Claim,
         outcome: &StoredOutcome,
     ) -> Result<(), IdempotencyError> {
-        let outcome = serde_json::to_string(outcome).map_err(failed)?;
-        let (key, token, ttl) = completion_of(claim);
+        let (key, token, outcome, ttl) = completion_of(claim, outcome)?;
         let statement = client
             .prepare_typed_cached(
                 COMPLETE,
@@ -249,13 +247,18 @@ impl PostgresStore {
     }
 }
 
-/// The parameters of [`COMPLETE`] a claim gives: its key, its token and its TTL in seconds.
-fn completion_of(claim: &Claim) -> (&str, i64, f64) {
-    (
+/// The parameters of [`COMPLETE`] for `claim` completed with `outcome`: its key, its token, the
+/// outcome as JSON and its TTL in seconds.
+fn completion_of<'a>(
+    claim: &'a Claim,
+    outcome: &StoredOutcome,
+) -> Result<(&'a str, i64, String, f64), IdempotencyError> {
+    Ok((
         claim.key.as_str(),
         claim.token.0 as i64,
+        serde_json::to_string(outcome).map_err(failed)?,
         claim.ttl.as_secs_f64(),
-    )
+    ))
 }
 
 /// One [`BEGIN`] over the distinct keys at `pending`: answers what it can into `answers` and

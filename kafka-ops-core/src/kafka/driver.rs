@@ -151,6 +151,10 @@ const PARTITION_PREFETCH_KBYTES: &str = "1024";
 /// consumer configuration sets `fetch.queue.backoff.ms`.
 const FULL_PREFETCH_BACKOFF_MS: &str = "10";
 
+/// librdkafka's own default for `fetch.max.bytes` (one fetch request's answer, all partitions
+/// of a broker), 50 MiB.
+const FETCH_MAX_BYTES: &str = "52428800";
+
 /// The configuration the driver's consumer is created with: `user`'s, with auto-commit, auto
 /// offset store and partition EOF events off (the driver commits), and the prefetch bounded per
 /// partition unless `user` bounds it.
@@ -160,7 +164,11 @@ const FULL_PREFETCH_BACKOFF_MS: &str = "10";
 /// queue instead of to the consumer queue: with its defaults (100 000 messages, 64 MiB) a
 /// lagging consumer of 100 partitions would prefetch gigabytes. Once a partition's prefetch is
 /// full, librdkafka waits `fetch.queue.backoff.ms` (a second by default) before fetching it
-/// again, which would leave a partition drained in less time idle.
+/// again, which would leave a partition drained in less time idle. librdkafka also caps
+/// `fetch.max.bytes` (a whole fetch request's answer) at `queued.max.messages.kbytes` unless it
+/// is set, which a per-partition bound would turn into 1 MiB per request to a broker for all its
+/// partitions: it keeps its own default (50 MiB) unless `user` sets it or
+/// `receive.message.max.bytes` (which must exceed it).
 fn driver_consumer_config(user: &ClientConfig) -> ClientConfig {
     let mut config = user.clone();
     config
@@ -174,6 +182,10 @@ fn driver_consumer_config(user: &ClientConfig) -> ClientConfig {
         if config.get(key).is_none() {
             config.set(key, default);
         }
+    }
+    if config.get("fetch.max.bytes").is_none() && config.get("receive.message.max.bytes").is_none()
+    {
+        config.set("fetch.max.bytes", FETCH_MAX_BYTES);
     }
     config
 }
@@ -252,7 +264,9 @@ impl<H: Handler> Driver<H> {
     /// librdkafka's prefetch is bounded to 1 MiB per assigned partition
     /// (`queued.max.messages.kbytes`) and a partition whose prefetch was full is fetched again
     /// after 10 ms (`fetch.queue.backoff.ms`): the driver reads each partition's own queue, and
-    /// librdkafka's defaults would let each hold 64 MiB.
+    /// librdkafka's defaults would let each hold 64 MiB. A fetch request's answer keeps
+    /// librdkafka's 50 MiB default (`fetch.max.bytes`), which it would otherwise lower to the
+    /// per-partition bound.
     pub fn new(consumer_config: ClientConfig, config: DriverConfig, handler: H) -> Self {
         Self::with_handle(consumer_config, config, handler, DriverHandle::new())
     }
@@ -408,15 +422,32 @@ mod tests {
         assert_eq!(config.get("enable.partition.eof"), Some("false"));
         assert_eq!(config.get("queued.max.messages.kbytes"), Some("1024"));
         assert_eq!(config.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(config.get("fetch.max.bytes"), Some("52428800"));
+        config
+            .create::<rdkafka::consumer::BaseConsumer>()
+            .expect("librdkafka accepts the configuration");
     }
 
     #[test]
     fn a_prefetch_bound_the_user_set_is_kept() {
         let mut user = ClientConfig::new();
         user.set("queued.max.messages.kbytes", "65536")
-            .set("fetch.queue.backoff.ms", "500");
+            .set("fetch.queue.backoff.ms", "500")
+            .set("fetch.max.bytes", "10485760");
         let config = driver_consumer_config(&user);
         assert_eq!(config.get("queued.max.messages.kbytes"), Some("65536"));
         assert_eq!(config.get("fetch.queue.backoff.ms"), Some("500"));
+        assert_eq!(config.get("fetch.max.bytes"), Some("10485760"));
+    }
+
+    #[test]
+    fn a_receive_limit_the_user_set_keeps_librdkafkas_own_fetch_limit() {
+        let mut user = ClientConfig::new();
+        user.set("receive.message.max.bytes", "4194304");
+        let config = driver_consumer_config(&user);
+        assert_eq!(config.get("fetch.max.bytes"), None);
+        config
+            .create::<rdkafka::consumer::BaseConsumer>()
+            .expect("librdkafka accepts the configuration");
     }
 }

@@ -59,7 +59,7 @@ use crate::ffi::MessageBatch;
 #[cfg(doc)]
 use crate::handler::{Disposition, Outcome};
 use crate::handler::{Handler, StoppedOn};
-use crate::kafka::kafka_error;
+use crate::kafka::{commit_by_hand, kafka_error, set_unless_set};
 use crate::scheduler::{Ordering, Scheduler};
 use crate::types::TopicPartition;
 
@@ -171,18 +171,14 @@ const FETCH_MAX_BYTES: &str = "52428800";
 /// `receive.message.max.bytes` (which must exceed it).
 fn driver_consumer_config(user: &ClientConfig) -> ClientConfig {
     let mut config = user.clone();
-    config
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
-    for (key, default) in [
-        ("queued.max.messages.kbytes", PARTITION_PREFETCH_KBYTES),
-        ("fetch.queue.backoff.ms", FULL_PREFETCH_BACKOFF_MS),
-    ] {
-        if config.get(key).is_none() {
-            config.set(key, default);
-        }
-    }
+    commit_by_hand(&mut config);
+    set_unless_set(
+        &mut config,
+        &[
+            ("queued.max.messages.kbytes", PARTITION_PREFETCH_KBYTES),
+            ("fetch.queue.backoff.ms", FULL_PREFETCH_BACKOFF_MS),
+        ],
+    );
     if config.get("fetch.max.bytes").is_none() && config.get("receive.message.max.bytes").is_none()
     {
         config.set("fetch.max.bytes", FETCH_MAX_BYTES);

@@ -175,6 +175,25 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
     config
 }
 
+/// Sets each of `defaults` in `config` unless `config` already sets that key: kafka-ops' choices
+/// for its own clients, which the caller's configuration overrides.
+pub fn set_unless_set(config: &mut ClientConfig, defaults: &[(&str, &str)]) {
+    for (key, value) in defaults {
+        if config.get(key).is_none() {
+            config.set(*key, *value);
+        }
+    }
+}
+
+/// Turns off what a consumer whose offsets kafka-ops commits must not do on its own:
+/// auto-commit, auto offset store and partition EOF events.
+pub(crate) fn commit_by_hand(config: &mut ClientConfig) {
+    config
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+}
+
 /// The headers to produce for `headers`, in order, null values kept: the inverse of what
 /// [`record_from_message`] reads.
 pub(crate) fn owned_headers(headers: &Headers<'_>) -> rdkafka::message::OwnedHeaders {
@@ -225,6 +244,18 @@ mod tests {
     use super::*;
     use rdkafka::message::{Header as RdHeader, OwnedHeaders, OwnedMessage};
     use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn defaults_fill_only_the_keys_the_caller_left_unset() {
+        let mut config = ClientConfig::new();
+        config.set("linger.ms", "50");
+        set_unless_set(
+            &mut config,
+            &[("linger.ms", "5"), ("compression.type", "lz4")],
+        );
+        assert_eq!(config.get("linger.ms"), Some("50"));
+        assert_eq!(config.get("compression.type"), Some("lz4"));
+    }
 
     #[test]
     fn secrets_are_redacted() {

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use crate::dead_letter::Delivered;
 use crate::error::Error;
 use crate::ffi::{self, ClientQueue};
-use crate::kafka::{kafka_error, lock, owned_headers};
+use crate::kafka::{kafka_error, lock, owned_headers, set_unless_set};
 use crate::record::Headers;
 use crate::types::Timestamp;
 
@@ -218,9 +218,7 @@ impl AckedProducer {
             config.remove(key);
         }
         config.set("enable.idempotence", "true").set("acks", "all");
-        if config.get("linger.ms").is_none() {
-            config.set("linger.ms", "5");
-        }
+        set_unless_set(&mut config, &[("linger.ms", "5")]);
         let delivery_timeout = Duration::from_millis(
             config
                 .get("delivery.timeout.ms")

@@ -11,7 +11,7 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 
 use crate::error::Error;
 use crate::ffi::{self, ClientQueue, Delivery, MessageBatch};
-use crate::kafka::kafka_error;
+use crate::kafka::{commit_by_hand, kafka_error, set_unless_set};
 use crate::record::{OwnedRecord, Record};
 use crate::types::{IsolationLevel, Offset, OffsetSpec, TopicPartition};
 
@@ -80,20 +80,18 @@ impl RangeReader {
     /// `read_committed` unless `client_config` sets `isolation.level`.
     pub fn with_group(client_config: &ClientConfig, group: &str) -> Result<Self, Error> {
         let mut config = client_config.clone();
-        config
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false");
-        if config.get("isolation.level").is_none() {
-            config.set("isolation.level", "read_committed");
-        }
+        config.set("group.id", group);
+        commit_by_hand(&mut config);
         // A read runs to fixed ends as fast as the brokers deliver: once the prefetch queue
-        // is full, librdkafka waits this long before fetching again (a second by default), which
-        // left a replay's reader idle more than half of the time.
-        if config.get("fetch.queue.backoff.ms").is_none() {
-            config.set("fetch.queue.backoff.ms", "10");
-        }
+        // is full, librdkafka waits `fetch.queue.backoff.ms` before fetching again (a second by
+        // default), which left a replay's reader idle more than half of the time.
+        set_unless_set(
+            &mut config,
+            &[
+                ("isolation.level", "read_committed"),
+                ("fetch.queue.backoff.ms", "10"),
+            ],
+        );
         let consumer: BaseConsumer = config
             .create()
             .map_err(|e| kafka_error("create reader", e))?;

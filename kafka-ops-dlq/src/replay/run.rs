@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_ops_core::dead_letter::headers::{self, lineage};
-use kafka_ops_core::kafka::{AckedProducer, Outgoing, Range, RangeReader, Step};
+use kafka_ops_core::kafka::{AckedProducer, Outgoing, Range, RangeReader, Step, set_unless_set};
 use kafka_ops_core::{Error, Offset, Record};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -46,11 +46,10 @@ pub(super) struct Pending {
 /// On a replicated cluster fewer, smaller produce requests shorten the wait for acknowledgements.
 fn bulk_producer_config(config: &ClientConfig) -> ClientConfig {
     let mut config = config.clone();
-    for (key, value) in [("linger.ms", "20"), ("compression.type", "lz4")] {
-        if config.get(key).is_none() {
-            config.set(key, value);
-        }
-    }
+    set_unless_set(
+        &mut config,
+        &[("linger.ms", "20"), ("compression.type", "lz4")],
+    );
     config
 }
 

@@ -65,12 +65,14 @@ use crate::types::TopicPartition;
 
 mod handle;
 mod poll;
+mod prefetch;
 mod rebalance;
 
 use crate::kafka::lock;
 pub use handle::DriverHandle;
 use handle::{Control, ShutdownOnDrop};
 use poll::RunLoop;
+pub use prefetch::Prefetched;
 use rebalance::{DriverContext, LoopEvent, LoopState, Shared};
 
 /// Driver settings.
@@ -219,6 +221,11 @@ pub struct DriverStats {
     pub paused: bool,
     /// Partitions currently assigned.
     pub assigned: Vec<TopicPartition>,
+    /// What librdkafka has fetched and the driver not taken yet, as of its latest statistics;
+    /// `None` until it reports any, which it does only when the consumer configuration sets
+    /// `statistics.interval.ms`.
+    #[serde(default)]
+    pub prefetched: Option<Prefetched>,
 }
 
 /// What a finished run reports.

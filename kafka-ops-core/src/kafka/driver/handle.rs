@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::DriverStats;
+use super::{DriverStats, Prefetched};
 use crate::handler::{ConsumerControl, Outcome, StoppedOn};
 use crate::kafka::lock;
 use crate::scheduler::Finished;
@@ -86,6 +86,8 @@ pub(super) struct Control {
     pub(super) counters: Counters,
     pub(super) assigned: Mutex<Vec<TopicPartition>>,
     pub(super) stopped_on: Mutex<Option<StoppedOn>>,
+    /// From librdkafka's latest statistics.
+    pub(super) prefetched: Mutex<Option<Prefetched>>,
 }
 
 /// Controls a running [`Driver`](super::Driver) from any thread or task. Cheap to clone.
@@ -124,6 +126,7 @@ impl DriverHandle {
                 counters: Counters::default(),
                 assigned: Mutex::new(Vec::new()),
                 stopped_on: Mutex::new(None),
+                prefetched: Mutex::new(None),
             }),
         }
     }
@@ -191,6 +194,7 @@ impl DriverHandle {
             in_flight: get(&c.in_flight),
             paused: self.is_paused(),
             assigned: lock(&self.control.assigned).clone(),
+            prefetched: lock(&self.control.prefetched).clone(),
         }
     }
 }

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 
+use super::Prefetched;
 use super::handle::{Control, bump};
 use crate::error::Error;
 use crate::handler::{HandlerError, Outcome};
@@ -140,12 +142,22 @@ impl Shared {
     }
 }
 
-/// The consumer context: rebalance callbacks, run on the poll thread.
+/// The consumer context: rebalance and statistics callbacks, run on the poll thread.
 pub(super) struct DriverContext {
     pub(super) shared: Arc<Shared>,
 }
 
-impl ClientContext for DriverContext {}
+impl ClientContext for DriverContext {
+    /// Keeps the prefetch for [`DriverStats`](super::DriverStats) and the
+    /// `kafka_ops_prefetched_bytes` / `_messages` gauges (rdkafka's default would log the whole
+    /// document at info level every interval).
+    fn stats(&self, statistics: Statistics) {
+        let prefetched = Prefetched::of(&statistics);
+        metrics::gauge!("kafka_ops_prefetched_bytes").set(prefetched.bytes as f64);
+        metrics::gauge!("kafka_ops_prefetched_messages").set(prefetched.messages as f64);
+        *lock(&self.shared.control.prefetched) = Some(prefetched);
+    }
+}
 
 fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
     list.elements()

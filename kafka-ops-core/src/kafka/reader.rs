@@ -11,7 +11,7 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 
 use crate::error::Error;
 use crate::ffi::{self, ClientQueue, Delivery, MessageBatch};
-use crate::kafka::{commit_by_hand, kafka_error, set_unless_set};
+use crate::kafka::{add_at_offset, commit_by_hand, kafka_error, set_unless_set};
 use crate::record::{OwnedRecord, Record};
 use crate::types::{IsolationLevel, Offset, OffsetSpec, TopicPartition};
 
@@ -151,11 +151,9 @@ impl RangeReader {
     ) -> Result<(), Error> {
         let mut list = TopicPartitionList::with_capacity(positions.len());
         for (partition, offset, metadata) in positions {
-            list.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(offset.get()))
-                .map_err(|e| kafka_error("commit offsets", e))?;
-            if let Some(mut element) = list.find_partition(topic, *partition) {
-                element.set_metadata(metadata.clone());
-            }
+            add_at_offset(&mut list, topic, *partition, *offset)
+                .map_err(|e| kafka_error("commit offsets", e))?
+                .set_metadata(metadata.clone());
         }
         self.inner
             .consumer
@@ -301,9 +299,10 @@ impl RangeReader {
         if remaining.is_empty() {
             return Ok(());
         }
-        let mut list = rdkafka::TopicPartitionList::new();
+        let mut list = rdkafka::TopicPartitionList::with_capacity(ranges.len());
         for (tp, start, _) in ranges.iter().filter(|(_, start, end)| end > start) {
-            list.add_partition_offset(&tp.topic, tp.partition, rdkafka::Offset::Offset(*start))
+            let start = Offset::new(*start).map_err(Error::from)?;
+            add_at_offset(&mut list, &tp.topic, tp.partition, start)
                 .map_err(|e| kafka_error("assign", e))?;
         }
         consumer

@@ -7,7 +7,7 @@ use rdkafka::admin::AdminOptions;
 use super::KafkaCluster;
 use crate::class::KafkaCode;
 use crate::error::Error;
-use crate::kafka::{kafka_code, kafka_error};
+use crate::kafka::{add_at_offset, kafka_code, kafka_error};
 use crate::types::Offset;
 
 impl KafkaCluster {
@@ -28,7 +28,7 @@ impl KafkaCluster {
         }
         let mut list = rdkafka::TopicPartitionList::with_capacity(before.len());
         for (partition, offset) in before {
-            list.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(offset.get()))
+            add_at_offset(&mut list, topic, *partition, *offset)
                 .map_err(|e| kafka_error("delete records", e))?;
         }
         let options = AdminOptions::new().request_timeout(Some(self.timeout));

@@ -16,7 +16,7 @@ use super::Prefetched;
 use super::handle::{Control, bump};
 use crate::error::Error;
 use crate::handler::{HandlerError, Outcome};
-use crate::kafka::lock;
+use crate::kafka::{add_at_offset, lock};
 use crate::scheduler::Scheduler;
 use crate::types::{Offset, TopicPartition};
 
@@ -115,11 +115,7 @@ impl Shared {
         }
         let mut list = TopicPartitionList::with_capacity(candidates.len());
         for (tp, offset) in &candidates {
-            list.add_partition_offset(
-                &tp.topic,
-                tp.partition,
-                rdkafka::Offset::Offset(offset.get()),
-            )?;
+            add_at_offset(&mut list, &tp.topic, tp.partition, *offset)?;
         }
         // No lock is held here: librdkafka may run callbacks that take it.
         let result = consumer.commit(&list, CommitMode::Sync);

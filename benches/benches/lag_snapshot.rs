@@ -42,9 +42,12 @@ fn naive_snapshot(consumer: &BaseConsumer, partitions: &[TopicPartition]) -> Gro
     for tp in partitions {
         list.add_partition(&tp.topic, tp.partition);
     }
+    // A map, not `find_partition` per partition: that searches the list linearly, and the
+    // loop's cost would then grow with the square of the partitions instead of its requests.
     let committed = consumer
         .committed_offsets(list, Duration::from_secs(30))
-        .unwrap();
+        .unwrap()
+        .to_topic_map();
     let rows = partitions
         .iter()
         .map(|tp| {
@@ -52,8 +55,8 @@ fn naive_snapshot(consumer: &BaseConsumer, partitions: &[TopicPartition]) -> Gro
                 .fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(10))
                 .unwrap();
             let offset = committed
-                .find_partition(&tp.topic, tp.partition)
-                .and_then(|e| e.offset().to_raw())
+                .get(&(tp.topic.to_string(), tp.partition))
+                .and_then(|offset| offset.to_raw())
                 .and_then(|raw| Offset::from_raw(raw).ok().flatten());
             let marks = Watermarks {
                 low: Offset::new(low).unwrap(),

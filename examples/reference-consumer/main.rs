@@ -46,6 +46,7 @@ use kafka_ops_core::handler::{Handler, HandlerError, Outcome};
 use kafka_ops_core::kafka::KafkaCluster;
 use kafka_ops_core::kafka::KafkaDeadLetterSink;
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig, DriverHandle};
+use kafka_ops_core::kafka::set_unless_set;
 use kafka_ops_core::lag::verdict::{LagThresholds, judge};
 use kafka_ops_core::testkit::MockKafka;
 use kafka_ops_core::{ErrorClass, Offset, Record, SystemClock, TopicPartition};
@@ -483,6 +484,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     consumer_config
         .set("group.id", &args.group)
         .set("auto.offset.reset", "earliest");
+    // librdkafka's statistics every 5 s feed the driver's prefetch figures (the
+    // kafka_ops_prefetched_bytes and _messages gauges on /metrics) unless `-X` sets another
+    // interval.
+    set_unless_set(&mut consumer_config, &[("statistics.interval.ms", "5000")]);
     let mut driver_config =
         DriverConfig::new(std::iter::once(args.topic.clone()).chain(tiers.topics(&args.topic)));
     driver_config.max_in_flight = args.max_in_flight;

@@ -26,7 +26,7 @@
 
 use std::collections::VecDeque;
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 
 use crate::error::Error;
 use crate::types::{Offset, TopicPartition};
@@ -136,9 +136,10 @@ impl OffsetTracker {
         &self,
         partitions: &[TopicPartition],
     ) -> Vec<(TopicPartition, Offset)> {
+        let wanted: HashSet<&TopicPartition> = partitions.iter().collect();
         self.commit_candidates()
             .into_iter()
-            .filter(|(tp, _)| partitions.contains(tp))
+            .filter(|(tp, _)| wanted.contains(tp))
             .collect()
     }
 

@@ -361,6 +361,7 @@ impl<H: Handler> Driver<H> {
             sender,
             runtime,
             queues: HashMap::default(),
+            queue_order: Vec::new(),
             topics: RefCell::new(HashMap::default()),
             header_names: RefCell::default(),
             batch: MessageBatch::with_capacity(poll::POLL_BATCH),

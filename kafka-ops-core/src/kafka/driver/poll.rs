@@ -115,6 +115,9 @@ pub(super) struct RunLoop<'a, H> {
     /// there is room, so backpressure never needs pause/resume (whose purge and refetch would
     /// cost more than the work) and the consumer queue stays free for rebalance events.
     pub(super) queues: HashMap<TopicPartition, SplitQueue>,
+    /// The partitions of `queues`, sorted: the order of the round-robin pulls, kept here so a
+    /// loop iteration does not collect and sort every assigned partition again.
+    pub(super) queue_order: Vec<TopicPartition>,
     /// Interned topic names, so records share one allocation per topic.
     pub(super) topics: RefCell<HashMap<String, TopicNames>>,
     /// Interned header names, so records share one allocation per header name.
@@ -241,6 +244,9 @@ impl<H: Handler> RunLoop<'_, H> {
                 std::mem::take(&mut state.to_split),
             )
         };
+        if to_drop.is_empty() && to_split.is_empty() {
+            return;
+        }
         for tp in to_drop {
             self.queues.remove(&tp);
         }
@@ -275,6 +281,8 @@ impl<H: Handler> RunLoop<'_, H> {
                 },
             );
         }
+        self.queue_order = self.queues.keys().cloned().collect();
+        self.queue_order.sort();
     }
 
     /// How many more records of `tp` may be taken from librdkafka now.
@@ -292,21 +300,22 @@ impl<H: Handler> RunLoop<'_, H> {
 
     /// Takes records from the partition queues that have room, round-robin. Returns how many.
     fn pull_partition_queues(&mut self) -> usize {
-        let mut partitions: Vec<TopicPartition> = self.queues.keys().cloned().collect();
-        if partitions.is_empty() {
+        let count = self.queue_order.len();
+        if count == 0 {
             return 0;
         }
-        partitions.sort();
-        let start = self.next_queue % partitions.len();
+        let start = self.next_queue % count;
         self.next_queue = self.next_queue.wrapping_add(1);
-        partitions.rotate_left(start);
+        // Taken out for the round: pulling needs `&mut self`, and nothing in it changes queues.
+        let order = std::mem::take(&mut self.queue_order);
         let mut taken = 0;
-        for tp in partitions {
-            let room = self.room_for(&tp).min(POLL_BATCH);
+        for tp in order[start..].iter().chain(&order[..start]) {
+            let room = self.room_for(tp).min(POLL_BATCH);
             if room > 0 {
-                taken += self.pull_partition(&tp, room);
+                taken += self.pull_partition(tp, room);
             }
         }
+        self.queue_order = order;
         if taken > 0 {
             self.mark_polled();
         }

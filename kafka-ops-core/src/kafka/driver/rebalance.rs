@@ -2,6 +2,7 @@
 //! the same thread): the scheduler behind a lock, the completion channel, the commit, and the
 //! callbacks themselves.
 
+use foldhash::HashSet;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -186,12 +187,14 @@ impl DriverContext {
         {
             tracing::warn!(%error, "commit on revoke failed");
         }
+        // A set: a consumer of thousands of partitions would otherwise compare every pair.
+        let gone: HashSet<&TopicPartition> = revoked.iter().collect();
         let mut state = lock(&shared.state);
         state.scheduler.forget(revoked);
-        state.to_split.retain(|t| !revoked.contains(t));
+        state.to_split.retain(|t| !gone.contains(t));
         state.to_drop.extend(revoked.iter().cloned());
         shared.publish_in_flight(&state);
-        lock(&shared.control.assigned).retain(|tp| !revoked.contains(tp));
+        lock(&shared.control.assigned).retain(|tp| !gone.contains(tp));
     }
 }
 
@@ -221,18 +224,16 @@ impl ConsumerContext for DriverContext {
                 tracing::warn!(%error, "could not pause newly assigned partitions");
             }
             {
+                let new: HashSet<&TopicPartition> = assigned.iter().collect();
                 let mut state = lock(&self.shared.state);
                 state.scheduler.assign(&assigned);
-                state.to_drop.retain(|t| !assigned.contains(t));
+                state.to_drop.retain(|t| !new.contains(t));
                 state.to_split.extend(assigned.iter().cloned());
             }
             let mut current = lock(&self.shared.control.assigned);
-            for tp in assigned {
-                if !current.contains(&tp) {
-                    current.push(tp);
-                }
-            }
+            current.extend(assigned);
             current.sort();
+            current.dedup();
         }
     }
 }

@@ -14,6 +14,10 @@
 //! `real` or both), `KAFKA_OPS_BENCH_RECORDS` (default 1 000 000), `KAFKA_OPS_BENCH_ROUTED`
 //! (records for the routing overhead, default 20 000), `KAFKA_OPS_BENCH_REPLAY_SET`
 //! (`key=value,...`: client settings for the replay only, to try producer settings).
+//!
+//! Each copy also reports its CPU per record, and where the brokers run on this machine (the
+//! real cluster of the tests), the brokers' CPU per record during it: a copy that writes more
+//! bytes costs the brokers more, and on a small machine they share its cores.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -62,7 +66,56 @@ fn fill(runtime: &tokio::runtime::Runtime, cluster: &BenchCluster, topic: &str, 
     });
 }
 
-fn kcat_copy(cluster: &BenchCluster, from: &str, to: &str) -> Duration {
+/// One copy: how long it took, the copier's CPU time and, where the brokers run on this
+/// machine, theirs.
+#[derive(Clone, Copy)]
+struct CopyRun {
+    took: Duration,
+    cpu: Duration,
+    brokers_cpu: Option<Duration>,
+}
+
+/// Runs `copy` on `cluster` and accounts for it: `cpu` reads the copier's CPU time so far; the
+/// brokers' only for the real cluster (the mock brokers are threads of this process).
+fn accounted(
+    cluster: &BenchCluster,
+    cpu: impl Fn() -> Duration,
+    copy: impl FnOnce() -> Duration,
+) -> CopyRun {
+    let brokers = || match cluster {
+        BenchCluster::Real(..) => kafka_ops_benches::local_brokers_cpu_time(),
+        BenchCluster::Mock(_) => None,
+    };
+    let (cpu_before, brokers_before) = (cpu(), brokers());
+    let took = copy();
+    let brokers_after = brokers();
+    CopyRun {
+        took,
+        cpu: cpu().saturating_sub(cpu_before),
+        brokers_cpu: brokers_before
+            .zip(brokers_after)
+            .map(|(before, after)| after.saturating_sub(before)),
+    }
+}
+
+/// Microseconds of CPU per record over `runs`, as `copier; brokers` (brokers only where they run
+/// on this machine).
+fn cpu_per_record(runs: &[CopyRun], records: u64) -> String {
+    let per = |total: Duration| total.as_secs_f64() * 1e6 / (records as f64 * runs.len() as f64);
+    let own = per(runs.iter().map(|r| r.cpu).sum());
+    match runs.iter().map(|r| r.brokers_cpu).sum::<Option<Duration>>() {
+        Some(brokers) => format!("{own:.1} us; brokers {:.1} us", per(brokers)),
+        None => format!("{own:.1} us"),
+    }
+}
+
+fn kcat_copy(cluster: &BenchCluster, from: &str, to: &str) -> CopyRun {
+    accounted(cluster, kafka_ops_benches::children_cpu_time, || {
+        kcat_pipe(cluster, from, to)
+    })
+}
+
+fn kcat_pipe(cluster: &BenchCluster, from: &str, to: &str) -> Duration {
     let b = cluster.bootstrap();
     let pipe = format!(
         "kcat -C -b {b} -t {from} -o beginning -e -q -K '\t' | kcat -P -b {b} -t {to} -K '\t'"
@@ -86,7 +139,7 @@ fn replay_copy(
     cluster: &BenchCluster,
     from: &str,
     to: &str,
-) -> Duration {
+) -> CopyRun {
     let replay = Replay::new(from, unique_name("bench"))
         .to(Destination::Topic(to.into()))
         .allow(to)
@@ -99,11 +152,13 @@ fn replay_copy(
             config.set(key, value);
         }
     }
-    let started = Instant::now();
-    let report = runtime.block_on(replay.run(&config)).unwrap();
-    let took = started.elapsed();
-    assert_eq!(report.replayed, report.scanned);
-    took
+    accounted(cluster, kafka_ops_benches::cpu_time, || {
+        let started = Instant::now();
+        let report = runtime.block_on(replay.run(&config)).unwrap();
+        let took = started.elapsed();
+        assert_eq!(report.replayed, report.scanned);
+        took
+    })
 }
 
 /// Seconds to run `records` through the driver with the dead-letter layer, every record
@@ -177,14 +232,12 @@ fn measure(runtime: &tokio::runtime::Runtime, cluster: &BenchCluster, records: u
     fill(runtime, cluster, &routed_topic, routed);
 
     // A B B A, each copy to its own topic; the better of each pair counts.
-    let kcat_runs = [
-        kcat_copy(cluster, &dlq, &copies[0]),
-        kcat_copy(cluster, &dlq, &copies[1]),
-    ];
+    let kcat_first = kcat_copy(cluster, &dlq, &copies[0]);
     let our_runs = [
         replay_copy(runtime, cluster, &dlq, &copies[2]),
         replay_copy(runtime, cluster, &dlq, &copies[3]),
     ];
+    let kcat_runs = [kcat_first, kcat_copy(cluster, &dlq, &copies[1])];
     for copy in &copies {
         assert_eq!(
             count(cluster, copy),
@@ -192,8 +245,8 @@ fn measure(runtime: &tokio::runtime::Runtime, cluster: &BenchCluster, records: u
             "{copy} holds every record"
         );
     }
-    let kcat = *kcat_runs.iter().min().unwrap();
-    let ours = *our_runs.iter().min().unwrap();
+    let kcat = kcat_runs.iter().map(|r| r.took).min().unwrap();
+    let ours = our_runs.iter().map(|r| r.took).min().unwrap();
     let rate = |d: Duration| records as f64 / d.as_secs_f64();
     println!(
         "P3 replay of {records} records (100 B, 5 headers), {}, best of 2 (A B B A):",
@@ -212,6 +265,13 @@ fn measure(runtime: &tokio::runtime::Runtime, cluster: &BenchCluster, records: u
     println!(
         "  ratio (replay / kcat pipe): {:.2}x (target >= 1.0x)",
         kcat.as_secs_f64() / ours.as_secs_f64()
+    );
+    // The pipe's CPU is its two kcat processes'; on a machine that also runs the brokers, both
+    // copies compete with them for the same cores.
+    println!(
+        "  CPU per record, mean of both runs: kcat pipe {}; replay {}",
+        cpu_per_record(&kcat_runs, records),
+        cpu_per_record(&our_runs, records)
     );
 
     // A B B A, the better of each pair: the first run also pays for warming the cluster up.

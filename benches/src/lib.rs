@@ -166,11 +166,9 @@ pub fn fill(
     });
 }
 
-/// This process's user + system CPU time so far (Linux: `/proc/self/stat`, in clock ticks of
-/// 10 ms). On the real cluster it excludes the brokers, which run in their own processes.
-pub fn cpu_time() -> std::time::Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name (which is in parentheses and may hold spaces).
+/// The CPU time in a `/proc/<pid>/stat` document: fields `user` and `system` after the command
+/// name (which is in parentheses and may hold spaces), in clock ticks of 10 ms.
+fn stat_cpu(stat: &str, user_field: usize) -> std::time::Duration {
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
@@ -181,5 +179,39 @@ pub fn cpu_time() -> std::time::Duration {
             .and_then(|f| f.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    std::time::Duration::from_millis((field(11) + field(12)) * 10)
+    std::time::Duration::from_millis((field(user_field) + field(user_field + 1)) * 10)
+}
+
+/// This process's user + system CPU time so far (Linux: `/proc/self/stat`). On the real
+/// cluster it excludes the brokers, which run in their own processes.
+pub fn cpu_time() -> std::time::Duration {
+    stat_cpu(
+        &std::fs::read_to_string("/proc/self/stat").unwrap_or_default(),
+        11,
+    )
+}
+
+/// The CPU time of this process's finished and waited-for children (a `kcat` pipe's).
+pub fn children_cpu_time() -> std::time::Duration {
+    stat_cpu(
+        &std::fs::read_to_string("/proc/self/stat").unwrap_or_default(),
+        13,
+    )
+}
+
+/// The CPU time so far of the Apache Kafka brokers running on this machine (processes whose
+/// command line names Kafka's main class, `kafka.Kafka`), or `None` when none runs here.
+pub fn local_brokers_cpu_time() -> Option<std::time::Duration> {
+    let mut total = None;
+    for process in std::fs::read_dir("/proc").ok()?.flatten() {
+        let is_broker = std::fs::read(process.path().join("cmdline"))
+            .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == b"kafka.Kafka"));
+        if let (true, Ok(stat)) = (
+            is_broker,
+            std::fs::read_to_string(process.path().join("stat")),
+        ) {
+            *total.get_or_insert(std::time::Duration::ZERO) += stat_cpu(&stat, 11);
+        }
+    }
+    total
 }

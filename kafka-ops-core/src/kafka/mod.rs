@@ -59,7 +59,7 @@ pub async fn commit_group_offsets(
             .map_err(|e| kafka_error("create committer", e))?;
         let mut list = rdkafka::TopicPartitionList::with_capacity(offsets.len());
         for (tp, offset) in &offsets {
-            add_at_offset(&mut list, &tp.topic, tp.partition, *offset)
+            add_at_offset(&mut list, &tp.topic, tp.partition, offset.get())
                 .map_err(|e| kafka_error("commit", e))?;
         }
         // A cluster that just started, or a coordinator that just moved, answers
@@ -181,7 +181,8 @@ pub fn set_unless_set(config: &mut ClientConfig, defaults: &[(&str, &str)]) {
     }
 }
 
-/// Adds `topic`/`partition` at `offset` to `list` and returns the new entry (for metadata).
+/// Adds `topic`/`partition` at the raw `offset` (as librdkafka takes it) to `list` and returns
+/// the new entry (for metadata).
 ///
 /// rdkafka's `add_partition_offset` looks the entry up again by name to set its offset, so a
 /// list of n partitions built with it costs about n²/2 comparisons of topic names: 50 million
@@ -191,7 +192,7 @@ pub(crate) fn add_at_offset<'l>(
     list: &'l mut rdkafka::TopicPartitionList,
     topic: &str,
     partition: i32,
-    offset: Offset,
+    offset: i64,
 ) -> Result<rdkafka::topic_partition_list::TopicPartitionListElem<'l>, KafkaError> {
     if topic.contains('\0') {
         return Err(KafkaError::SetPartitionOffset(
@@ -199,7 +200,7 @@ pub(crate) fn add_at_offset<'l>(
         ));
     }
     let mut entry = list.add_partition(topic, partition);
-    entry.set_offset(rdkafka::Offset::Offset(offset.get()))?;
+    entry.set_offset(rdkafka::Offset::Offset(offset))?;
     Ok(entry)
 }
 
@@ -267,15 +268,9 @@ mod tests {
     fn offsets_added_to_a_list_land_on_their_own_entries() {
         let mut list = rdkafka::TopicPartitionList::new();
         for partition in 0..1_000 {
-            add_at_offset(
-                &mut list,
-                "orders",
-                partition,
-                Offset::new(i64::from(partition) * 7).unwrap(),
-            )
-            .unwrap();
+            add_at_offset(&mut list, "orders", partition, i64::from(partition) * 7).unwrap();
         }
-        add_at_offset(&mut list, "payments", 0, Offset::ZERO)
+        add_at_offset(&mut list, "payments", 0, 0)
             .unwrap()
             .set_metadata("checkpoint");
         assert_eq!(list.count(), 1_001);
@@ -293,7 +288,7 @@ mod tests {
     #[test]
     fn a_topic_name_with_a_nul_byte_is_refused_not_a_panic() {
         let mut list = rdkafka::TopicPartitionList::new();
-        let refused = add_at_offset(&mut list, "ord\0ers", 0, Offset::ZERO).unwrap_err();
+        let refused = add_at_offset(&mut list, "ord\0ers", 0, 0).unwrap_err();
         assert!(
             matches!(refused, KafkaError::SetPartitionOffset(_)),
             "{refused}"

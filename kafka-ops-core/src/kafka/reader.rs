@@ -151,7 +151,7 @@ impl RangeReader {
     ) -> Result<(), Error> {
         let mut list = TopicPartitionList::with_capacity(positions.len());
         for (partition, offset, metadata) in positions {
-            add_at_offset(&mut list, topic, *partition, *offset)
+            add_at_offset(&mut list, topic, *partition, offset.get())
                 .map_err(|e| kafka_error("commit offsets", e))?
                 .set_metadata(metadata.clone());
         }
@@ -301,8 +301,7 @@ impl RangeReader {
         }
         let mut list = rdkafka::TopicPartitionList::with_capacity(ranges.len());
         for (tp, start, _) in ranges.iter().filter(|(_, start, end)| end > start) {
-            let start = Offset::new(*start).map_err(Error::from)?;
-            add_at_offset(&mut list, &tp.topic, tp.partition, start)
+            add_at_offset(&mut list, &tp.topic, tp.partition, *start)
                 .map_err(|e| kafka_error("assign", e))?;
         }
         consumer

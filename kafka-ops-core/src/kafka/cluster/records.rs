@@ -28,7 +28,7 @@ impl KafkaCluster {
         }
         let mut list = rdkafka::TopicPartitionList::with_capacity(before.len());
         for (partition, offset) in before {
-            add_at_offset(&mut list, topic, *partition, *offset)
+            add_at_offset(&mut list, topic, *partition, offset.get())
                 .map_err(|e| kafka_error("delete records", e))?;
         }
         let options = AdminOptions::new().request_timeout(Some(self.timeout));

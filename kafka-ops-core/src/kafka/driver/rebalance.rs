@@ -116,7 +116,7 @@ impl Shared {
         }
         let mut list = TopicPartitionList::with_capacity(candidates.len());
         for (tp, offset) in &candidates {
-            add_at_offset(&mut list, &tp.topic, tp.partition, *offset)?;
+            add_at_offset(&mut list, &tp.topic, tp.partition, offset.get())?;
         }
         // No lock is held here: librdkafka may run callbacks that take it.
         let result = consumer.commit(&list, CommitMode::Sync);

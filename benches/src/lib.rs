@@ -206,10 +206,7 @@ pub fn local_brokers_cpu_time() -> Option<std::time::Duration> {
     for process in std::fs::read_dir("/proc").ok()?.flatten() {
         let is_broker = std::fs::read(process.path().join("cmdline"))
             .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == b"kafka.Kafka"));
-        if let (true, Ok(stat)) = (
-            is_broker,
-            std::fs::read_to_string(process.path().join("stat")),
-        ) {
+        if is_broker && let Ok(stat) = std::fs::read_to_string(process.path().join("stat")) {
             *total.get_or_insert(std::time::Duration::ZERO) += stat_cpu(&stat, 11);
         }
     }

@@ -11,7 +11,7 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use kafka_ops_core::handler::{Disposition, HandlerError, Outcome};
-//! use kafka_ops_core::scheduler::{Ordering, Scheduler};
+//! use kafka_ops_core::scheduler::{Accepted, Ordering, Scheduler};
 //! use kafka_ops_core::{ManualClock, Offset, Record, Timestamp, TopicPartition};
 //!
 //! let clock = ManualClock::at(Timestamp::from_millis(0));
@@ -19,7 +19,7 @@
 //! let tp = TopicPartition::new("orders", 0);
 //! for offset in 0..2 {
 //!     let record = Record::new("orders", 0, Offset::new(offset).unwrap()).into_owned();
-//!     scheduler.accept(tp.clone(), record).unwrap();
+//!     assert_eq!(scheduler.accept(tp.clone(), record), Accepted::Tracked);
 //! }
 //! // One record of a partition at a time.
 //! let first = scheduler.ready();
@@ -45,7 +45,6 @@ use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
-use crate::error::Error;
 use crate::handler::{Disposition, HandlerError, Outcome};
 use crate::record::OwnedRecord;
 use crate::tracker::OffsetTracker;
@@ -80,6 +79,18 @@ impl PartitionWork {
     fn buffered(&self) -> usize {
         self.waiting.len() + self.running.len() + self.delayed.len()
     }
+}
+
+/// What [`Scheduler::accept`] did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a record behind its partition must be read again"]
+pub enum Accepted {
+    /// Tracked; it starts when its turn comes.
+    Tracked,
+    /// Not taken: it is below a record its partition already handed over. The partition's
+    /// bookkeeping was started over and its unstarted records dropped; read the partition again
+    /// from this record's offset.
+    Behind,
 }
 
 /// What became of a finished record, for counters and metrics.
@@ -131,22 +142,27 @@ impl Scheduler {
     }
 
     /// Takes a record librdkafka handed over: tracked at once (it may not be committed past
-    /// until it is done), started by a later [`ready`](Self::ready). A partition re-read from
-    /// an earlier offset without a revoke (someone else's seek) starts its bookkeeping over.
-    pub fn accept(&mut self, partition: TopicPartition, record: OwnedRecord) -> Result<(), Error> {
+    /// until it is done), started by a later [`ready`](Self::ready).
+    ///
+    /// A record below one its partition already handed over is not taken
+    /// ([`Accepted::Behind`]): the partition is being read again from an earlier offset, or its
+    /// records arrived out of order. Its bookkeeping starts over and its records not started
+    /// yet are dropped, so the caller must make the consumer read the partition again from the
+    /// record's offset: otherwise the records dropped would never come back, and committing
+    /// after later ones would skip them.
+    pub fn accept(&mut self, partition: TopicPartition, record: OwnedRecord) -> Accepted {
         if let Err(error) = self.tracker.track(&partition, record.offset) {
-            tracing::warn!(%error, "restarting offset tracking for the partition");
+            tracing::warn!(%error, "reading the partition again from the earlier offset");
             self.tracker.forget(&partition);
-            self.work
-                .insert(partition.clone(), PartitionWork::default());
-            self.tracker.track(&partition, record.offset)?;
+            self.work.insert(partition, PartitionWork::default());
+            return Accepted::Behind;
         }
         self.work
             .entry(partition)
             .or_default()
             .waiting
             .push_back(Arc::new(record));
-        Ok(())
+        Accepted::Tracked
     }
 
     /// The records to start now, marked running: with per-partition ordering the head of each

@@ -71,6 +71,14 @@ impl ClientQueue {
             queue: Owned::new(queue, rd::rd_kafka_queue_destroy, "partition queue")?,
         })
     }
+
+    /// Keeps the partition's messages in its own queue from now on, so none of them reaches
+    /// the consumer queue — also after a later assignment, which forwards a partition's queue
+    /// to the consumer queue unless the application has set its forwarding.
+    pub(crate) fn stop_forwarding(&self) {
+        // SAFETY: the queue is live; a NULL destination only clears the forwarding.
+        unsafe { rd::rd_kafka_queue_forward(self.queue.as_ptr(), ptr::null_mut()) };
+    }
 }
 
 /// What one message of a batch is.

@@ -215,6 +215,9 @@ pub struct DriverStats {
     pub poll_errors: u64,
     /// Records a handler asked to see again later ([`Disposition::RedeliverAt`]).
     pub redelivered: u64,
+    /// Times a partition was read again from an earlier offset because a record arrived behind
+    /// its position (see [`Accepted::Behind`](crate::scheduler::Accepted::Behind)).
+    pub rereads: u64,
     /// Records buffered or running now.
     pub in_flight: u64,
     /// Whether the assignment is paused by the handle.

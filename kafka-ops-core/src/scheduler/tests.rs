@@ -42,8 +42,8 @@ fn redeliver_in(clock: &ManualClock, after: Duration) -> HandlerError {
 fn per_partition_runs_one_record_per_partition_in_offset_order() {
     let (mut s, _) = scheduler(Ordering::PerPartition);
     for n in 0..3 {
-        s.accept(tp(0), record(0, n)).unwrap();
-        s.accept(tp(1), record(1, n + 10)).unwrap();
+        assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
+        assert_eq!(s.accept(tp(1), record(1, n + 10)), Accepted::Tracked);
     }
     assert_eq!(offsets(&s.ready()), [(0, 0), (1, 10)]);
     // Nothing more while both heads run.
@@ -66,7 +66,7 @@ fn per_partition_runs_one_record_per_partition_in_offset_order() {
 fn unordered_runs_everything_waiting() {
     let (mut s, _) = scheduler(Ordering::Unordered);
     for n in 0..4 {
-        s.accept(tp(0), record(0, n)).unwrap();
+        assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
     }
     assert_eq!(s.ready().len(), 4);
     // Finishing out of order commits only up to the first gap.
@@ -80,9 +80,9 @@ fn unordered_runs_everything_waiting() {
 #[test]
 fn per_partition_redelivery_holds_the_partition_until_exactly_due() {
     let (mut s, clock) = scheduler(Ordering::PerPartition);
-    s.accept(tp(0), record(0, 0)).unwrap();
-    s.accept(tp(0), record(0, 1)).unwrap();
-    s.accept(tp(1), record(1, 0)).unwrap();
+    assert_eq!(s.accept(tp(0), record(0, 0)), Accepted::Tracked);
+    assert_eq!(s.accept(tp(0), record(0, 1)), Accepted::Tracked);
+    assert_eq!(s.accept(tp(1), record(1, 0)), Accepted::Tracked);
     s.ready();
     let before = clock.now();
     let finished = s.complete(
@@ -114,14 +114,14 @@ fn per_partition_redelivery_holds_the_partition_until_exactly_due() {
 #[test]
 fn unordered_redelivery_delays_only_that_record() {
     let (mut s, clock) = scheduler(Ordering::Unordered);
-    s.accept(tp(0), record(0, 0)).unwrap();
+    assert_eq!(s.accept(tp(0), record(0, 0)), Accepted::Tracked);
     s.ready();
     s.complete(
         &tp(0),
         offset(0),
         Err(redeliver_in(&clock, Duration::from_secs(2))),
     );
-    s.accept(tp(0), record(0, 1)).unwrap();
+    assert_eq!(s.accept(tp(0), record(0, 1)), Accepted::Tracked);
     assert_eq!(offsets(&s.ready()), [(0, 1)]);
     clock.advance(Duration::from_secs(2));
     assert_eq!(offsets(&s.ready()), [(0, 0)]);
@@ -130,7 +130,7 @@ fn unordered_redelivery_delays_only_that_record() {
 #[test]
 fn a_redelivery_in_the_past_is_due_at_once() {
     let (mut s, clock) = scheduler(Ordering::PerPartition);
-    s.accept(tp(0), record(0, 0)).unwrap();
+    assert_eq!(s.accept(tp(0), record(0, 0)), Accepted::Tracked);
     s.ready();
     let past = HandlerError::transient("x")
         .with_disposition(Disposition::RedeliverAt(Timestamp::from_millis(0)));
@@ -144,7 +144,7 @@ fn a_redelivery_in_the_past_is_due_at_once() {
 #[test]
 fn a_skip_counts_as_skipped_and_commits() {
     let (mut s, _) = scheduler(Ordering::PerPartition);
-    s.accept(tp(0), record(0, 7)).unwrap();
+    assert_eq!(s.accept(tp(0), record(0, 7)), Accepted::Tracked);
     s.ready();
     let skip = HandlerError::permanent("poison").with_disposition(Disposition::Skip);
     assert_eq!(
@@ -157,9 +157,9 @@ fn a_skip_counts_as_skipped_and_commits() {
 #[test]
 fn a_failure_stops_everything_and_commits_nothing_past_it() {
     let (mut s, _) = scheduler(Ordering::PerPartition);
-    s.accept(tp(0), record(0, 0)).unwrap();
-    s.accept(tp(0), record(0, 1)).unwrap();
-    s.accept(tp(1), record(1, 0)).unwrap();
+    assert_eq!(s.accept(tp(0), record(0, 0)), Accepted::Tracked);
+    assert_eq!(s.accept(tp(0), record(0, 1)), Accepted::Tracked);
+    assert_eq!(s.accept(tp(1), record(1, 0)), Accepted::Tracked);
     s.ready();
     s.complete(&tp(1), offset(0), Ok(Outcome::Processed));
     assert_eq!(
@@ -172,7 +172,7 @@ fn a_failure_stops_everything_and_commits_nothing_past_it() {
     candidates.sort();
     assert_eq!(candidates, [(tp(0), offset(0)), (tp(1), offset(1))]);
     // A second failure does not replace the first.
-    s.accept(tp(2), record(2, 0)).unwrap();
+    assert_eq!(s.accept(tp(2), record(2, 0)), Accepted::Tracked);
     s.complete(&tp(2), offset(0), Err(HandlerError::fatal("later")));
     let (partition, at, error) = s.take_failure().unwrap();
     assert_eq!((partition, at), (tp(0), offset(0)));
@@ -184,14 +184,14 @@ fn a_failure_stops_everything_and_commits_nothing_past_it() {
 fn room_respects_the_total_and_the_partition_buffer() {
     let (mut s, _) = scheduler(Ordering::PerPartition);
     for n in 0..3 {
-        s.accept(tp(0), record(0, n)).unwrap();
+        assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
     }
     assert_eq!(s.room_for(&tp(0), 10, 4), 1);
     assert_eq!(s.room_for(&tp(1), 10, 4), 4);
     assert_eq!(s.room_for(&tp(1), 5, 4), 2);
     let (mut u, _) = scheduler(Ordering::Unordered);
     for n in 0..3 {
-        u.accept(tp(0), record(0, n)).unwrap();
+        assert_eq!(u.accept(tp(0), record(0, n)), Accepted::Tracked);
     }
     // The partition buffer bounds only per-partition ordering.
     assert_eq!(u.room_for(&tp(0), 10, 1), 7);
@@ -202,7 +202,7 @@ fn revoke_drops_waiting_records_and_forget_drops_the_rest() {
     let (mut s, clock) = scheduler(Ordering::PerPartition);
     s.assign(&[tp(0)]);
     for n in 0..3 {
-        s.accept(tp(0), record(0, n)).unwrap();
+        assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
     }
     s.ready();
     s.revoke(&[tp(0)]);
@@ -223,19 +223,42 @@ fn revoke_drops_waiting_records_and_forget_drops_the_rest() {
 }
 
 #[test]
-fn a_rewound_partition_starts_its_bookkeeping_over() {
+fn a_record_behind_its_partition_starts_the_bookkeeping_over_without_it() {
     let (mut s, _) = scheduler(Ordering::PerPartition);
-    s.accept(tp(0), record(0, 5)).unwrap();
-    s.accept(tp(0), record(0, 6)).unwrap();
-    s.accept(tp(0), record(0, 2)).unwrap();
-    assert_eq!(s.in_flight(), 1);
-    assert_eq!(offsets(&s.ready()), [(0, 2)]);
+    assert_eq!(s.accept(tp(0), record(0, 5)), Accepted::Tracked);
+    assert_eq!(s.accept(tp(0), record(0, 6)), Accepted::Tracked);
+    assert_eq!(s.accept(tp(1), record(1, 9)), Accepted::Tracked);
+    s.ready();
+    // 5 is running, 6 waits; then 2 arrives: the partition must be read again from 2.
+    assert_eq!(s.accept(tp(0), record(0, 2)), Accepted::Behind);
+    assert_eq!(
+        s.in_flight(),
+        1,
+        "only the other partition's record is left"
+    );
+    assert!(s.ready().is_empty(), "6 was dropped, 2 not taken");
+    assert!(
+        s.commit_candidates(None).iter().all(|(p, _)| *p != tp(0)),
+        "nothing of the partition may be committed until it is read again"
+    );
+    // The late result of 5 commits nothing.
+    s.complete(&tp(0), offset(5), Ok(Outcome::Processed));
+    assert!(s.commit_candidates(None).iter().all(|(p, _)| *p != tp(0)));
+    // Read again from 2: 2 and then 5, 6 come back and run in order.
+    for n in [2, 5, 6] {
+        assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
+    }
+    for n in [2, 5, 6] {
+        assert_eq!(offsets(&s.ready()), [(0, n)]);
+        s.complete(&tp(0), offset(n), Ok(Outcome::Processed));
+    }
+    assert!(s.commit_candidates(None).contains(&(tp(0), offset(7))));
 }
 
 #[test]
 fn positions_past_transaction_markers_advance_commits() {
     let (mut s, _) = scheduler(Ordering::PerPartition);
-    s.accept(tp(0), record(0, 0)).unwrap();
+    assert_eq!(s.accept(tp(0), record(0, 0)), Accepted::Tracked);
     s.ready();
     s.complete(&tp(0), offset(0), Ok(Outcome::Processed));
     // Offset 1 is a commit marker librdkafka never hands over; the position says so.
@@ -293,7 +316,7 @@ proptest! {
         for step in steps {
             match step {
                 Step::Accept(p) => {
-                    s.accept(tp(p), record(p, next[p as usize])).unwrap();
+                    assert_eq!(s.accept(tp(p), record(p, next[p as usize])), Accepted::Tracked);
                     next[p as usize] += 1;
                 }
                 Step::Finish(i, later) if !running.is_empty() => {

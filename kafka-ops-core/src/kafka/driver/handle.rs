@@ -26,6 +26,7 @@ pub(super) struct Counters {
     pub(super) rebalances: AtomicU64,
     pub(super) poll_errors: AtomicU64,
     pub(super) redelivered: AtomicU64,
+    pub(super) rereads: AtomicU64,
     pub(super) in_flight: AtomicU64,
     /// Milliseconds since `Control::started` of the last poll, plus one (0 = never).
     pub(super) last_poll: AtomicU64,
@@ -191,6 +192,7 @@ impl DriverHandle {
             rebalances: get(&c.rebalances),
             poll_errors: get(&c.poll_errors),
             redelivered: get(&c.redelivered),
+            rereads: get(&c.rereads),
             in_flight: get(&c.in_flight),
             paused: self.is_paused(),
             assigned: lock(&self.control.assigned).clone(),

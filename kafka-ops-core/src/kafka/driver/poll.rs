@@ -31,6 +31,7 @@ use crate::handler::{Handler, HandlerError, Outcome};
 use crate::kafka::lock;
 use crate::kafka::{classify, kafka_error, record_from_message};
 use crate::record::OwnedRecord;
+use crate::scheduler::Accepted;
 use crate::types::{Offset, TopicPartition};
 
 /// Records the consumer hands over per poll call before the loop does its housekeeping.
@@ -253,7 +254,14 @@ impl<H: Handler> RunLoop<'_, H> {
         for tp in to_split {
             let Some(mut queue) = self.consumer.split_partition_queue(&tp.topic, tp.partition)
             else {
-                tracing::warn!(%tp, "could not split the partition's queue; its records come through the consumer queue");
+                // Its queue no longer forwards to the consumer queue (see the rebalance
+                // callback): nothing else would read its records, so stop.
+                tracing::error!(%tp, "could not split the partition's queue");
+                lock(&self.shared.state).fatal.get_or_insert(Error::Kafka {
+                    operation: "split partition queue",
+                    code: None,
+                    source: format!("{tp}: librdkafka has no queue for the partition").into(),
+                });
                 continue;
             };
             let batch =
@@ -359,18 +367,27 @@ impl<H: Handler> RunLoop<'_, H> {
         }
         self.batch.clear();
         let topic = split.names.0.clone();
+        let mut behind = None;
         let mut state = lock(&self.shared.state);
         for record in records.drain(..) {
+            if behind.is_some() {
+                // The rest of the batch comes again once the partition is read again.
+                continue;
+            }
+            let offset = record.offset;
             let tp = TopicPartition {
                 topic: topic.clone(),
                 partition: record.partition,
             };
-            if let Err(error) = state.scheduler.accept(tp, record) {
-                state.fatal.get_or_insert(error);
+            if state.scheduler.accept(tp, record) == Accepted::Behind {
+                behind = Some(offset);
             }
         }
         drop(state);
         self.pulled = records;
+        if let Some(offset) = behind {
+            self.read_again(tp, offset);
+        }
         read
     }
 
@@ -453,9 +470,33 @@ impl<H: Handler> RunLoop<'_, H> {
             topic,
             partition: record.partition,
         };
-        let mut state = lock(&self.shared.state);
-        if let Err(error) = state.scheduler.accept(tp, record) {
-            state.fatal.get_or_insert(error);
+        let offset = record.offset;
+        let accepted = lock(&self.shared.state)
+            .scheduler
+            .accept(tp.clone(), record);
+        if accepted == Accepted::Behind {
+            self.read_again(&tp, offset);
+        }
+    }
+
+    /// Makes librdkafka deliver `tp` again from `offset`: the scheduler dropped the records it
+    /// had taken after it ([`Accepted::Behind`]), and librdkafka would otherwise go on after
+    /// them. The seek also makes librdkafka discard what it still holds of the partition from
+    /// before. A seek that fails stops the driver: going on would commit past records never
+    /// handled.
+    fn read_again(&self, tp: &TopicPartition, offset: Offset) {
+        tracing::warn!(%tp, %offset, "records arrived behind the partition's position; reading it again from there");
+        bump(&self.control().counters.rereads);
+        if let Err(error) = self.consumer.seek(
+            &tp.topic,
+            tp.partition,
+            rdkafka::Offset::Offset(offset.get()),
+            Duration::ZERO,
+        ) {
+            tracing::error!(%tp, %offset, %error, "could not read the partition again");
+            lock(&self.shared.state)
+                .fatal
+                .get_or_insert(kafka_error("seek", error));
         }
     }
 

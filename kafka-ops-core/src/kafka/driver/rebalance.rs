@@ -16,6 +16,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use super::Prefetched;
 use super::handle::{Control, bump};
 use crate::error::Error;
+use crate::ffi::ClientQueue;
 use crate::handler::{HandlerError, Outcome};
 use crate::kafka::{add_at_offset, lock};
 use crate::scheduler::Scheduler;
@@ -198,6 +199,25 @@ impl DriverContext {
     }
 }
 
+/// Before librdkafka starts fetching newly assigned partitions, stops it from forwarding their
+/// queues to the consumer queue. The poll loop reads each partition from its own queue; a
+/// partition whose first records reached the consumer queue and later ones its own queue would
+/// be handed over out of order. (The loop splits the queues off after the assignment, but
+/// librdkafka may have fetched by then.)
+fn keep_partition_queues_apart(consumer: &BaseConsumer<DriverContext>, list: &TopicPartitionList) {
+    for element in list.elements() {
+        match ClientQueue::partition_of(consumer.client(), element.topic(), element.partition()) {
+            Ok(queue) => queue.stop_forwarding(),
+            Err(error) => tracing::warn!(
+                topic = element.topic(),
+                partition = element.partition(),
+                %error,
+                "could not keep the partition's queue apart before its assignment"
+            ),
+        }
+    }
+}
+
 impl ConsumerContext for DriverContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         bump(&self.shared.control.counters.rebalances);
@@ -207,7 +227,7 @@ impl ConsumerContext for DriverContext {
                 tracing::info!(partitions = ?revoked, "partitions revoked");
                 self.revoke(consumer, &revoked);
             }
-            Rebalance::Assign(_) => {}
+            Rebalance::Assign(list) => keep_partition_queues_apart(consumer, list),
             Rebalance::Error(error) => {
                 tracing::warn!(%error, "rebalance error");
             }

@@ -7,11 +7,11 @@
 //! integration-tested against real brokers.
 //!
 //! Collecting a group's lag costs a constant number of requests per broker, not per partition:
-//! one committed-offsets request to the group coordinator, one metadata request, and two batched
-//! list-offsets requests (earliest, latest) per partition leader. [`all_groups_lag`] shares the
-//! metadata and the end offsets between all groups and sends the groups' committed-offsets
-//! requests together, so the only requests that grow with the number of groups are those
-//! (one OffsetFetch per group: the protocol librdkafka speaks asks one group at a time).
+//! committed-offsets requests to the group coordinator (one per batch of partitions), metadata
+//! requests, and two batched list-offsets requests (earliest, latest) per partition leader.
+//! [`all_groups_lag`] shares the metadata and the end offsets between all groups, so the only
+//! requests that grow with the number of groups are the committed-offsets ones (OffsetFetch
+//! asks one group at a time).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -407,7 +407,8 @@ pub struct LagOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Discovery {
-    /// The broker listed the group's committed offsets.
+    /// The cluster client listed the group's committed offsets
+    /// ([`GroupQuery::groups_offsets`]).
     GroupOffsets,
     /// The broker could not list them; the committed offsets of every partition in the metadata
     /// were asked instead.

@@ -170,20 +170,13 @@ fn partition_list<'a>(
     Ok(list)
 }
 
-/// One element of a C topic-partition list, copied out.
-struct RawPartition {
-    tp: TopicPartition,
-    offset: i64,
-    err: rd::rd_kafka_resp_err_t,
-}
-
-/// Copies the elements of a C topic-partition list.
+/// Copies the topic-partitions of a C topic-partition list.
 ///
 /// # Safety
 /// `list` is NULL or a valid list that stays alive for the duration of the call.
 unsafe fn read_partition_list(
     list: *const rd::rd_kafka_topic_partition_list_t,
-) -> Vec<RawPartition> {
+) -> Vec<TopicPartition> {
     if list.is_null() {
         return Vec::new();
     }
@@ -197,14 +190,12 @@ unsafe fn read_partition_list(
     let slice = unsafe { std::slice::from_raw_parts(elems, count) };
     slice
         .iter()
-        .map(|e| RawPartition {
+        .map(|e| {
             // SAFETY: every element's topic is a NUL-terminated string owned by the list.
-            tp: TopicPartition::new(
+            TopicPartition::new(
                 unsafe { opt_string(e.topic) }.unwrap_or_default(),
                 e.partition,
-            ),
-            offset: e.offset,
-            err: e.err,
+            )
         })
         .collect()
 }
@@ -222,13 +213,22 @@ unsafe fn pointers<'a, T>(array: *const *const T, count: usize) -> &'a [*const T
     }
 }
 
-/// Admin options for `op` with a request timeout and, optionally, an isolation level.
+/// What an admin request's options set besides its timeout.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct AdminSettings {
+    /// The isolation level (ListOffsets).
+    pub(crate) isolation: Option<IsolationLevel>,
+    /// The broker to send the request to, instead of the one librdkafka would pick.
+    pub(crate) broker: Option<i32>,
+}
+
+/// Admin options for `op` with a request timeout and `settings`.
 fn admin_options<C: ClientContext>(
     client: &Client<C>,
     op: rd::rd_kafka_admin_op_t,
     operation: &'static str,
     timeout: Duration,
-    isolation: Option<IsolationLevel>,
+    settings: AdminSettings,
 ) -> Result<Owned<rd::rd_kafka_AdminOptions_t>, Error> {
     // SAFETY: `client` is a live client borrowed for this call.
     let raw = unsafe { rd::rd_kafka_AdminOptions_new(client.native_ptr(), op) };
@@ -250,7 +250,25 @@ fn admin_options<C: ClientContext>(
             "{operation}: request timeout rejected: {message}"
         )));
     }
-    if isolation == Some(IsolationLevel::ReadCommitted) {
+    if let Some(broker) = settings.broker {
+        // SAFETY: `options` is valid; `errstr` is a writable buffer of the given size.
+        let err = unsafe {
+            rd::rd_kafka_AdminOptions_set_broker(
+                options.as_ptr(),
+                broker,
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            )
+        };
+        if is_error(err) {
+            // SAFETY: librdkafka NUL-terminates `errstr` on error.
+            let message = unsafe { opt_string(errstr.as_ptr()) }.unwrap_or_default();
+            return Err(Error::Config(format!(
+                "{operation}: broker {broker} rejected: {message}"
+            )));
+        }
+    }
+    if settings.isolation == Some(IsolationLevel::ReadCommitted) {
         // SAFETY: `options` is valid; a non-null return is an error object we must destroy.
         let error = unsafe {
             rd::rd_kafka_AdminOptions_set_isolation_level(
@@ -315,7 +333,7 @@ fn run_admin_many<C: ClientContext>(
     op: rd::rd_kafka_admin_op_t,
     operation: &'static str,
     timeout: Duration,
-    isolation: Option<IsolationLevel>,
+    settings: AdminSettings,
     expected_event: c_int,
     requests: usize,
     mut start: impl FnMut(
@@ -324,7 +342,7 @@ fn run_admin_many<C: ClientContext>(
         *mut rd::rd_kafka_queue_t,
     ) -> Result<(), Error>,
 ) -> Result<Vec<EventResult>, Error> {
-    let options = admin_options(client, op, operation, timeout, isolation)?;
+    let options = admin_options(client, op, operation, timeout, settings)?;
     // SAFETY: `client` is live; the queue is owned by the guard.
     let raw = unsafe { rd::rd_kafka_queue_new(client.native_ptr()) };
     let queue = Owned::new(raw, rd::rd_kafka_queue_destroy, "queue")?;
@@ -382,7 +400,7 @@ fn run_admin<C: ClientContext>(
     op: rd::rd_kafka_admin_op_t,
     operation: &'static str,
     timeout: Duration,
-    isolation: Option<IsolationLevel>,
+    settings: AdminSettings,
     expected_event: c_int,
     start: impl FnOnce(*const rd::rd_kafka_AdminOptions_t, *mut rd::rd_kafka_queue_t),
 ) -> Result<Owned<rd::rd_kafka_event_t>, Error> {
@@ -392,7 +410,7 @@ fn run_admin<C: ClientContext>(
         op,
         operation,
         timeout,
-        isolation,
+        settings,
         expected_event,
         1,
         |_, options, queue| {
@@ -468,7 +486,10 @@ pub(crate) fn list_offsets<C: ClientContext>(
         rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTOFFSETS,
         "list offsets",
         timeout,
-        Some(isolation),
+        AdminSettings {
+            isolation: Some(isolation),
+            broker: None,
+        },
         rd::RD_KAFKA_EVENT_LISTOFFSETS_RESULT,
         batches.len(),
         |index, options, queue| {
@@ -516,7 +537,4 @@ pub(crate) mod mock;
 
 pub(crate) use batch::{ClientQueue, Delivery, MessageBatch};
 pub(crate) use delivery::serve_delivery_reports;
-pub(crate) use groups::{
-    DescribedGroup, GroupOffsetsRequest, describe_consumer_groups, list_consumer_group_offsets,
-    list_consumer_groups,
-};
+pub(crate) use groups::{DescribedGroup, describe_consumer_groups, list_consumer_groups};

@@ -210,6 +210,70 @@ async fn groups_offsets_and_lag_equal_kafkas_own_tool() {
     drop(member);
 }
 
+/// Twenty groups, each described by asking the broker that leads its partition of
+/// `__consumer_offsets` directly: a wrong broker would answer NOT_COORDINATOR (with three
+/// brokers, twenty right guesses by chance are one in 3^20). Their committed offsets are read
+/// through a consumer of each group and equal what was committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_are_described_by_their_coordinators_and_their_offsets_read_exactly() {
+    let kafka = RealKafka::shared().await.unwrap();
+    let topic = unique_name("ledger_entries");
+    kafka.create_topic(&topic, 2).await.unwrap();
+    kafka
+        .produce(&topic, records(0, 5, now_millis()))
+        .await
+        .unwrap();
+    let groups: Vec<String> = (0..20)
+        .map(|i| unique_name(&format!("reconciler_{i}")))
+        .collect();
+    for (i, group) in groups.iter().enumerate() {
+        kafka
+            .commit(
+                group,
+                &[(TopicPartition::new(topic.as_str(), 0), o(i as i64 % 6))],
+            )
+            .await
+            .unwrap();
+    }
+    let cluster = kafka.cluster();
+    let described = cluster.describe_groups(&groups).await.unwrap();
+    assert_eq!(described.len(), groups.len());
+    for description in &described {
+        assert!(description.error.is_none(), "{description:?}");
+        assert_eq!(description.state, GroupState::Empty, "{description:?}");
+        assert!(
+            description
+                .coordinator
+                .is_some_and(|c| (1..=3).contains(&c))
+        );
+    }
+    let partitions = [
+        TopicPartition::new(topic.as_str(), 0),
+        TopicPartition::new(topic.as_str(), 1),
+    ];
+    let committed = cluster
+        .groups_committed_offsets(&groups, &partitions)
+        .await
+        .unwrap();
+    for (i, (group, answer)) in committed.into_iter().enumerate() {
+        assert_eq!(group, groups[i]);
+        let answer = answer.unwrap();
+        assert_eq!(
+            answer[0],
+            (partitions[0].clone(), Ok(Some(o(i as i64 % 6))))
+        );
+        assert_eq!(answer[1], (partitions[1].clone(), Ok(None)));
+    }
+    let listed = cluster.groups_offsets(&groups[..3]).await.unwrap();
+    for (i, (group, answer)) in listed.into_iter().enumerate() {
+        assert_eq!(group, groups[i]);
+        assert_eq!(
+            answer.unwrap().into_iter().collect::<Vec<_>>(),
+            [(partitions[0].clone(), Ok(o(i as i64 % 6)))]
+        );
+    }
+}
+
 async fn wait_for_description(
     cluster: &kafka_ops_core::kafka::KafkaCluster,
     group: &str,

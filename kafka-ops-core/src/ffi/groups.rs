@@ -1,4 +1,4 @@
-//! Consumer groups through librdkafka's admin API: list, describe, and their committed offsets.
+//! Consumer groups through librdkafka's admin API: list and describe.
 
 use super::*;
 
@@ -36,7 +36,7 @@ pub(crate) fn list_consumer_groups<C: ClientContext>(
         rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPS,
         "list consumer groups",
         timeout,
-        None,
+        AdminSettings::default(),
         rd::RD_KAFKA_EVENT_LISTCONSUMERGROUPS_RESULT,
         |options, queue| {
             // SAFETY: all pointers are live for the call.
@@ -87,10 +87,12 @@ pub(crate) struct DescribedGroup {
 }
 
 /// `DescribeGroups` (or ConsumerGroupDescribe, which librdkafka tries first) for the named
-/// groups.
+/// groups, sent to `coordinator` when given (librdkafka finds each group's coordinator
+/// otherwise, a path that can crash the process; see `describe_groups` in the cluster module).
 pub(crate) fn describe_consumer_groups<C: ClientContext>(
     client: &Client<C>,
     groups: &[String],
+    coordinator: Option<i32>,
     timeout: Duration,
 ) -> Result<Vec<DescribedGroup>, Error> {
     if groups.is_empty() {
@@ -106,7 +108,10 @@ pub(crate) fn describe_consumer_groups<C: ClientContext>(
         rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS,
         "describe consumer groups",
         timeout,
-        None,
+        AdminSettings {
+            isolation: None,
+            broker: coordinator,
+        },
         rd::RD_KAFKA_EVENT_DESCRIBECONSUMERGROUPS_RESULT,
         |options, queue| {
             // SAFETY: `pointers_to_names` holds `len` NUL-terminated strings kept alive by `names`;
@@ -150,12 +155,8 @@ pub(crate) fn describe_consumer_groups<C: ClientContext>(
                     rd::rd_kafka_MemberAssignment_partitions(assignment)
                 };
                 let target = rd::rd_kafka_MemberDescription_target_assignment(member);
-                let target = (!target.is_null()).then(|| {
-                    read_partition_list(rd::rd_kafka_MemberAssignment_partitions(target))
-                        .into_iter()
-                        .map(|p| p.tp)
-                        .collect()
-                });
+                let target = (!target.is_null())
+                    .then(|| read_partition_list(rd::rd_kafka_MemberAssignment_partitions(target)));
                 members.push(GroupMember {
                     member_id: opt_string(rd::rd_kafka_MemberDescription_consumer_id(member))
                         .unwrap_or_default(),
@@ -166,10 +167,7 @@ pub(crate) fn describe_consumer_groups<C: ClientContext>(
                     instance_id: opt_string(rd::rd_kafka_MemberDescription_group_instance_id(
                         member,
                     )),
-                    assignment: read_partition_list(partitions)
-                        .into_iter()
-                        .map(|p| p.tp)
-                        .collect(),
+                    assignment: read_partition_list(partitions),
                     target_assignment: target,
                 });
             }
@@ -206,108 +204,4 @@ pub(crate) fn describe_consumer_groups<C: ClientContext>(
         out.push(parsed);
     }
     Ok(out)
-}
-
-/// The committed offsets in one ListConsumerGroupOffsets result event.
-fn read_group_offsets(
-    event: &Owned<rd::rd_kafka_event_t>,
-) -> Result<PartitionResults<Option<Offset>>, Error> {
-    // SAFETY: `event` is a ListConsumerGroupOffsets result event (type checked).
-    let result = unsafe { rd::rd_kafka_event_ListConsumerGroupOffsets_result(event.as_ptr()) };
-    let mut count = 0usize;
-    // SAFETY: `result` is valid while `event` lives.
-    let groups = unsafe { rd::rd_kafka_ListConsumerGroupOffsets_result_groups(result, &mut count) };
-    // SAFETY: `groups` holds `count` pointers valid while `event` lives.
-    let groups = unsafe { pointers(groups, count) };
-    let mut out = Vec::new();
-    for group_result in groups {
-        // SAFETY: each group result is valid while `event` lives.
-        let error = unsafe { error_parts(rd::rd_kafka_group_result_error(*group_result)) };
-        if let Some((code, message)) = error {
-            return Err(broker_error("list consumer group offsets", code, message));
-        }
-        // SAFETY: as above; the list is owned by the group result.
-        let partitions =
-            unsafe { read_partition_list(rd::rd_kafka_group_result_partitions(*group_result)) };
-        for raw in partitions {
-            let answer = if is_error(raw.err) {
-                Err(PartitionError {
-                    code: Some(code_of(raw.err)),
-                    reason: describe_code(raw.err),
-                })
-            } else {
-                // Negative offsets here (-1001, or -1 from some brokers) all mean "never committed".
-                Ok(Offset::new(raw.offset).ok())
-            };
-            out.push((raw.tp, answer));
-        }
-    }
-    Ok(out)
-}
-
-/// One OffsetFetch through the admin API: a group, and the partitions asked (`None`: every
-/// partition the group committed; a broker that cannot answer "all" returns an empty list).
-pub(crate) type GroupOffsetsRequest<'a> = (&'a str, Option<&'a [TopicPartition]>);
-
-/// `OffsetFetch` through the admin API for each request, all sent at once, each answered on its
-/// own. librdkafka takes exactly one group per ListConsumerGroupOffsets call (its C API rejects
-/// more), so several groups are several calls issued together on one queue.
-pub(crate) fn list_consumer_group_offsets<C: ClientContext>(
-    client: &Client<C>,
-    requests: &[GroupOffsetsRequest<'_>],
-    timeout: Duration,
-) -> Result<BatchResults<Option<Offset>>, Error> {
-    let names: Vec<CString> = requests
-        .iter()
-        .map(|(group, _)| c_string(group))
-        .collect::<Result<_, _>>()?;
-    let events = run_admin_many(
-        client,
-        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
-        "list consumer group offsets",
-        timeout,
-        None,
-        rd::RD_KAFKA_EVENT_LISTCONSUMERGROUPOFFSETS_RESULT,
-        requests.len(),
-        |index, options, queue| {
-            let list = match requests[index].1 {
-                Some(partitions) => Some(partition_list(
-                    partitions
-                        .iter()
-                        .map(|tp| (tp, crate::types::RAW_OFFSET_NONE)),
-                )?),
-                None => None,
-            };
-            let list_ptr = list
-                .as_ref()
-                .map_or(ptr::null(), |l| l.as_ptr().cast_const());
-            // SAFETY: the group name is NUL-terminated and outlives the call; `list_ptr` is NULL
-            // or a valid list; both are copied into the request object.
-            let raw = unsafe {
-                rd::rd_kafka_ListConsumerGroupOffsets_new(names[index].as_ptr(), list_ptr)
-            };
-            let request = Owned::new(
-                raw,
-                rd::rd_kafka_ListConsumerGroupOffsets_destroy,
-                "list group offsets request",
-            )?;
-            let mut one = [request.as_ptr()];
-            // SAFETY: `one` holds exactly one valid request object (librdkafka requires
-            // one); librdkafka copies it before returning.
-            unsafe {
-                rd::rd_kafka_ListConsumerGroupOffsets(
-                    client.native_ptr(),
-                    one.as_mut_ptr(),
-                    1,
-                    options,
-                    queue,
-                )
-            };
-            Ok(())
-        },
-    )?;
-    Ok(events
-        .into_iter()
-        .map(|event| event.and_then(|event| read_group_offsets(&event)))
-        .collect())
 }

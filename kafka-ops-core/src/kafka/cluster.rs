@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,8 @@ use crate::cluster::{
 use crate::error::Error;
 use crate::ffi;
 use crate::kafka::{client_config, kafka_error, redacted_config};
-use crate::types::TopicPartition;
+use crate::types::{Offset, TopicPartition};
+use committed::GroupReaders;
 
 /// Default bound on every cluster request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,6 +41,11 @@ struct Shared {
     admin: AdminClient<DefaultClientContext>,
     config: ClientConfig,
     leaders: Mutex<LeaderCache>,
+    readers: GroupReaders,
+    /// Group coordinators learned from descriptions, where they cannot be worked out.
+    coordinators: Mutex<HashMap<String, i32>>,
+    /// The cluster answered that it cannot describe groups.
+    describe_unsupported: AtomicBool,
 }
 
 /// Partition leaders from the last full metadata answer, used only to group requests by leader
@@ -58,6 +65,9 @@ struct Inner<'a> {
     admin: &'a AdminClient<DefaultClientContext>,
     config: &'a ClientConfig,
     leaders: &'a Mutex<LeaderCache>,
+    readers: &'a GroupReaders,
+    coordinators: &'a Mutex<HashMap<String, i32>>,
+    describe_unsupported: &'a AtomicBool,
     timeout: Duration,
     batch_size: usize,
 }
@@ -105,6 +115,9 @@ impl KafkaCluster {
                 admin,
                 config: config.clone(),
                 leaders: Mutex::new(LeaderCache::default()),
+                readers: GroupReaders::default(),
+                coordinators: Mutex::default(),
+                describe_unsupported: AtomicBool::new(false),
             }),
             timeout: DEFAULT_TIMEOUT,
             batch_size: DEFAULT_BATCH_SIZE,
@@ -157,12 +170,32 @@ impl KafkaCluster {
                 admin: &shared.admin,
                 config: &shared.config,
                 leaders: &shared.leaders,
+                readers: &shared.readers,
+                coordinators: &shared.coordinators,
+                describe_unsupported: &shared.describe_unsupported,
                 timeout,
                 batch_size,
             })
         })
         .await
         .map_err(|e| Error::Task(Box::new(e)))?
+    }
+}
+
+impl Inner<'_> {
+    /// `group`'s committed offsets of `partitions`, in their order.
+    fn committed(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<PartitionResults<Option<Offset>>, Error> {
+        self.readers.committed(
+            self.config,
+            group,
+            partitions,
+            self.batch_size,
+            self.timeout,
+        )
     }
 }
 
@@ -338,7 +371,9 @@ impl MetadataQuery for KafkaCluster {
     }
 }
 
+mod committed;
 mod configs;
+mod coordinator;
 mod groups;
 mod offsets;
 mod records;

@@ -9,9 +9,11 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, TopicPartitionList};
 
+use crate::class::KafkaCode;
+use crate::cluster::{PartitionError, PartitionResults};
 use crate::error::Error;
 use crate::ffi::{self, ClientQueue, Delivery, MessageBatch};
-use crate::kafka::{add_at_offset, commit_by_hand, kafka_error, set_unless_set};
+use crate::kafka::{add_at_offset, commit_by_hand, kafka_code, kafka_error, set_unless_set};
 use crate::record::{OwnedRecord, Record};
 use crate::types::{IsolationLevel, Offset, OffsetSpec, TopicPartition};
 
@@ -121,6 +123,66 @@ impl RangeReader {
             .filter_map(|element| {
                 let offset = Offset::from_raw(element.offset().to_raw()?).ok()??;
                 Some((element.partition(), offset, element.metadata().to_string()))
+            })
+            .collect())
+    }
+
+    /// The reader's group's committed offsets of `partitions`, one answer per partition in their
+    /// order (`None`: never committed), in one OffsetFetch, bounded by `timeout`.
+    ///
+    /// This goes through the consumer's own group coordinator handling, which follows a moving
+    /// coordinator and gives up cleanly at the bound. It is how kafka-ops reads any group's
+    /// offsets: librdkafka's admin `ListConsumerGroupOffsets` crashes the process when a broker
+    /// answers `NOT_COORDINATOR`, and its admin coordinator requests free their state twice when
+    /// they time out while the coordinator is unreachable.
+    pub fn committed_offsets(
+        &self,
+        partitions: &[TopicPartition],
+        timeout: Duration,
+    ) -> Result<PartitionResults<Option<Offset>>, Error> {
+        const OPERATION: &str = "read committed offsets";
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(tp) = partitions.iter().find(|tp| tp.topic.contains('\0')) {
+            return Err(Error::InvalidInput(format!(
+                "{OPERATION}: topic name {:?} holds a NUL byte",
+                tp.topic
+            )));
+        }
+        let mut list = TopicPartitionList::with_capacity(partitions.len());
+        for tp in partitions {
+            list.add_partition(&tp.topic, tp.partition);
+        }
+        let committed = self
+            .inner
+            .consumer
+            .committed_offsets(list, timeout)
+            .map_err(|error| match kafka_code(&error) {
+                Some(KafkaCode::TIMED_OUT) => Error::Timeout {
+                    operation: OPERATION,
+                    timeout,
+                },
+                _ => kafka_error(OPERATION, error),
+            })?;
+        // librdkafka answers in the order asked; partitions are looked up by position so a
+        // large list costs no searches.
+        Ok(partitions
+            .iter()
+            .zip(committed.elements())
+            .map(|(tp, element)| {
+                let answer = match element.error() {
+                    Err(error) => Err(PartitionError {
+                        code: kafka_code(&error),
+                        reason: error.to_string(),
+                    }),
+                    // Negative offsets (-1001, or -1 from some brokers) mean "never committed".
+                    Ok(()) => Ok(element
+                        .offset()
+                        .to_raw()
+                        .and_then(|raw| Offset::new(raw).ok())),
+                };
+                (tp.clone(), answer)
             })
             .collect())
     }

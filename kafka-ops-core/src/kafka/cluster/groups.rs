@@ -2,11 +2,13 @@
 //! cannot name) and read their committed offsets.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Inner, KafkaCluster, unique};
+use super::{Inner, KafkaCluster, coordinator, metadata_of, unique};
 use crate::class::KafkaCode;
 use crate::cluster::{
     GroupDescription, GroupListing, GroupOffsetMap, GroupQuery, GroupState, GroupType,
@@ -39,11 +41,7 @@ fn describe_groups(inner: &Inner<'_>, groups: &[String]) -> Result<Vec<GroupDesc
     let mut asking: Vec<String> = unique(groups.iter().cloned());
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let described = ffi::describe_consumer_groups(
-            inner.admin.inner(),
-            &asking,
-            remaining.max(Duration::from_millis(100)),
-        )?;
+        let described = describe_at_coordinators(inner, &asking, remaining)?;
         asking.clear();
         for group in described {
             let retry = group
@@ -88,6 +86,143 @@ fn describe_groups(inner: &Inner<'_>, groups: &[String]) -> Result<Vec<GroupDesc
             description
         })
         .collect())
+}
+
+/// One round of describing `groups`, each asked of its coordinator by broker id (see
+/// [`coordinator`](super::coordinator)). A group whose coordinator has no leader now, or whose
+/// coordinator does not answer, comes back with `COORDINATOR_NOT_AVAILABLE`, which the caller
+/// retries. On a cluster without `__consumer_offsets` (librdkafka's mock cluster) a group's
+/// coordinator is the one its last description named; only a group never described, or whose
+/// coordinator moved, is left to librdkafka's lookup.
+fn describe_at_coordinators(
+    inner: &Inner<'_>,
+    groups: &[String],
+    remaining: Duration,
+) -> Result<Vec<ffi::DescribedGroup>, Error> {
+    let bound = remaining.max(Duration::from_millis(100));
+    let client = inner.admin.inner();
+    let computed = coordinator::coordinators(inner, groups)?;
+    let mut by_broker: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    let mut lookup = Vec::new();
+    let mut described = Vec::with_capacity(groups.len());
+    match &computed {
+        Some(coordinators) => {
+            for group in groups {
+                match coordinators.get(group).copied().flatten() {
+                    Some(broker) => by_broker.entry(broker).or_default().push(group.clone()),
+                    None => described.push(not_available(
+                        group,
+                        "its coordinator partition has no leader",
+                    )),
+                }
+            }
+        }
+        None => {
+            let learned = inner
+                .coordinators
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for group in groups {
+                match learned.get(group) {
+                    Some(broker) => by_broker.entry(*broker).or_default().push(group.clone()),
+                    None => lookup.push(group.clone()),
+                }
+            }
+        }
+    }
+    if !lookup.is_empty() {
+        if inner.describe_unsupported.load(AtomicOrdering::Relaxed) {
+            described.extend(lookup.iter().map(|group| unsupported(group)));
+        } else {
+            let answers = ffi::describe_consumer_groups(client, &lookup, None, bound)?;
+            // A cluster that cannot describe groups (librdkafka's mock) is not asked again:
+            // each ask would be one more coordinator lookup.
+            if answers.iter().all(|a| {
+                a.description
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.code == Some(KafkaCode::UNSUPPORTED_FEATURE))
+            }) {
+                inner
+                    .describe_unsupported
+                    .store(true, AtomicOrdering::Relaxed);
+            }
+            described.extend(answers);
+        }
+    }
+    for (broker, groups) in by_broker {
+        match ffi::describe_consumer_groups(client, &groups, Some(broker), bound) {
+            Ok(answers) => described.extend(answers),
+            Err(error) => {
+                tracing::debug!(broker, %error, "coordinator did not answer a describe");
+                let reason = format!("coordinator {broker}: {error}");
+                described.extend(groups.iter().map(|group| not_available(group, &reason)));
+            }
+        }
+    }
+    if computed.is_none() {
+        learn_coordinators(inner, &described);
+    }
+    Ok(described)
+}
+
+/// Keeps the coordinator each description named, and forgets it for a group whose coordinator
+/// says it no longer is.
+fn learn_coordinators(inner: &Inner<'_>, described: &[ffi::DescribedGroup]) {
+    let mut learned = inner
+        .coordinators
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    for group in described {
+        let description = &group.description;
+        match (&description.error, description.coordinator) {
+            (None, Some(broker)) => {
+                if learned.len() >= LEARNED_COORDINATORS
+                    && !learned.contains_key(&description.group)
+                {
+                    learned.clear();
+                }
+                learned.insert(description.group.clone(), broker);
+            }
+            // Only the broker saying it is not the coordinator: one that does not answer keeps
+            // its place (asking librdkafka to look it up is what must be avoided then).
+            (Some(error), _) if error.code == Some(KafkaCode::NOT_COORDINATOR) => {
+                learned.remove(&description.group);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Groups whose coordinator is kept from their last description.
+const LEARNED_COORDINATORS: usize = 4_096;
+
+/// A description that says only that the cluster cannot describe groups.
+fn unsupported(group: &str) -> ffi::DescribedGroup {
+    let mut described = not_available(group, "the cluster cannot describe groups");
+    if let Some(error) = described.description.error.as_mut() {
+        error.code = Some(KafkaCode::UNSUPPORTED_FEATURE);
+    }
+    described
+}
+
+/// A description that says only that `group`'s coordinator cannot be asked now.
+fn not_available(group: &str, reason: &str) -> ffi::DescribedGroup {
+    ffi::DescribedGroup {
+        description: GroupDescription {
+            group: group.to_string(),
+            state: GroupState::Unknown,
+            group_type: GroupType::Unknown,
+            assignor: String::new(),
+            coordinator: None,
+            members: Vec::new(),
+            error: Some(PartitionError {
+                code: Some(KafkaCode::COORDINATOR_NOT_AVAILABLE),
+                reason: reason.to_string(),
+            }),
+        },
+        coordinator_address: None,
+    }
 }
 
 #[async_trait]
@@ -151,14 +286,16 @@ impl GroupQuery for KafkaCluster {
     async fn groups_offsets(&self, groups: &[String]) -> Result<PerGroup<GroupOffsetMap>, Error> {
         let groups = unique(groups.iter().cloned());
         self.blocking(move |inner| {
-            let requests: Vec<ffi::GroupOffsetsRequest<'_>> =
-                groups.iter().map(|group| (group.as_str(), None)).collect();
-            let answers =
-                ffi::list_consumer_group_offsets(inner.admin.inner(), &requests, inner.timeout)?;
+            // The group's commits on every partition of every topic: librdkafka's way of asking
+            // a coordinator for "all" is its admin API, which must not be used (see
+            // `RangeReader::committed_offsets`).
+            let partitions = metadata_of(inner, &[])?.user_partitions();
             Ok(groups
                 .into_iter()
-                .zip(answers)
-                .map(|(group, answer)| (group, answer.map(only_committed)))
+                .map(|group| {
+                    let answer = inner.committed(&group, &partitions).map(only_committed);
+                    (group, answer)
+                })
                 .collect())
         })
         .await

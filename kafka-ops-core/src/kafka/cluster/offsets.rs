@@ -136,34 +136,13 @@ impl OffsetQuery for KafkaCluster {
         let groups = unique(groups.iter().cloned());
         let partitions = unique(partitions.iter().cloned());
         self.blocking(move |inner| {
-            let batches: Vec<&[TopicPartition]> = partitions.chunks(inner.batch_size).collect();
-            let requests: Vec<ffi::GroupOffsetsRequest<'_>> = groups
-                .iter()
-                .flat_map(|group| {
-                    batches
-                        .iter()
-                        .map(move |batch| (group.as_str(), Some(*batch)))
+            Ok(groups
+                .into_iter()
+                .map(|group| {
+                    let answer = inner.committed(&group, &partitions);
+                    (group, answer)
                 })
-                .collect();
-            let mut results =
-                ffi::list_consumer_group_offsets(inner.admin.inner(), &requests, inner.timeout)?
-                    .into_iter();
-            let mut out = Vec::with_capacity(groups.len());
-            for group in &groups {
-                let mut answers = HashMap::with_capacity(partitions.len());
-                for (batch, result) in batches.iter().zip(results.by_ref()) {
-                    merge_batch(&mut answers, batch.iter(), result);
-                }
-                let answers = partitions
-                    .iter()
-                    .map(|tp| {
-                        let answer = answers.remove(tp).unwrap_or_else(|| Err(no_answer()));
-                        (tp.clone(), answer)
-                    })
-                    .collect();
-                out.push((group.clone(), Ok(answers)));
-            }
-            Ok(out)
+                .collect())
         })
         .await
     }

@@ -1,0 +1,70 @@
+//! Group queries while the group's coordinator is down, on librdkafka's mock cluster. The admin
+//! coordinator lookup librdkafka offers frees its request twice when a request times out before
+//! the coordinator is back, which aborts the process once it is (librdkafka 2.12); a health
+//! probe asking every few seconds hits exactly that during a broker restart. Describing and
+//! reading committed offsets must instead time out cleanly and answer again afterwards (the
+//! real cluster's side is in `admin_real_kafka.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use kafka_ops_core::cluster::{GroupQuery, OffsetQuery};
+use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
+use kafka_ops_core::{KafkaCode, Offset, TopicPartition};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_a_group_whose_coordinator_is_down_times_out_then_answers_again() {
+    let kafka = MockKafka::start(3).unwrap();
+    let topic = unique_name("invoices");
+    let group = unique_name("billing");
+    kafka.create_topic(&topic, 3).unwrap();
+    kafka
+        .produce(
+            &topic,
+            (0..9).map(|i| TestRecord::keyed(format!("k{i}"), "v")),
+        )
+        .await
+        .unwrap();
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    kafka
+        .commit(&group, &[(tp.clone(), Offset::new(2).unwrap())])
+        .await
+        .unwrap();
+    let cluster = kafka
+        .cluster()
+        .unwrap()
+        .with_timeout(Duration::from_millis(600));
+    let groups = [group.clone()];
+    // The mock cannot describe groups: said once, then not asked again (each ask would be a
+    // coordinator lookup).
+    let unsupported = |described: &[kafka_ops_core::cluster::GroupDescription]| {
+        described[0].error.as_ref().and_then(|e| e.code) == Some(KafkaCode::UNSUPPORTED_FEATURE)
+    };
+    assert!(unsupported(
+        &cluster.describe_groups(&groups).await.unwrap()
+    ));
+
+    // Every broker takes its turn down, the group's coordinator among them, each for longer
+    // than a call's bound, while the group is described and its offsets read.
+    for broker in 1..=3 {
+        kafka.broker_down(broker).unwrap();
+        for _ in 0..3 {
+            let described = cluster.describe_groups(&groups).await.unwrap();
+            assert!(unsupported(&described), "{described:?}");
+            let _ = cluster
+                .committed_offsets(&group, std::slice::from_ref(&tp))
+                .await;
+        }
+        kafka.broker_up(broker).unwrap();
+        // What timed-out requests left behind now meets a broker that answers: the process must
+        // still be here, and the offsets read as before.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let committed = cluster
+            .clone()
+            .with_timeout(Duration::from_secs(10))
+            .committed_offsets(&group, std::slice::from_ref(&tp))
+            .await
+            .unwrap();
+        assert_eq!(committed, [(tp.clone(), Ok(Some(Offset::new(2).unwrap())))]);
+    }
+}

@@ -73,6 +73,8 @@ struct PartitionWork {
     held_until: Option<Instant>,
     /// Unordered processing: records to run again at their instant.
     delayed: Vec<(Instant, Arc<OwnedRecord>)>,
+    /// Being read again from an earlier offset, and no record of it has arrived since.
+    rereading: bool,
 }
 
 impl PartitionWork {
@@ -145,23 +147,32 @@ impl Scheduler {
     /// until it is done), started by a later [`ready`](Self::ready).
     ///
     /// A record below one its partition already handed over is not taken
-    /// ([`Accepted::Behind`]): the partition is being read again from an earlier offset, or its
-    /// records arrived out of order. Its bookkeeping starts over and its records not started
-    /// yet are dropped, so the caller must make the consumer read the partition again from the
+    /// ([`Accepted::Behind`]): the partition is being read again from an earlier offset (after
+    /// a log truncation, for instance), or its records arrived out of order. What the partition
+    /// holds from that offset on is dropped — its tracking and its records not started yet —
+    /// while everything below it stays, and records already running finish (their results no
+    /// longer count). The caller must make the consumer read the partition again from the
     /// record's offset: otherwise the records dropped would never come back, and committing
-    /// after later ones would skip them.
+    /// after later ones would skip them. Until the partition's next record arrives, the
+    /// consumer's position is not taken for it (it may still be the one from before).
     pub fn accept(&mut self, partition: TopicPartition, record: OwnedRecord) -> Accepted {
-        if let Err(error) = self.tracker.track(&partition, record.offset) {
+        let offset = record.offset;
+        if let Err(error) = self.tracker.track(&partition, offset) {
             tracing::warn!(%error, "reading the partition again from the earlier offset");
-            self.tracker.forget(&partition);
-            self.work.insert(partition, PartitionWork::default());
+            self.tracker.rewind(&partition, offset);
+            let work = self.work.entry(partition).or_default();
+            let below = |record: &Arc<OwnedRecord>| record.offset < offset;
+            work.waiting.retain(below);
+            work.delayed.retain(|(_, record)| below(record));
+            if work.waiting.is_empty() {
+                work.held_until = None;
+            }
+            work.rereading = true;
             return Accepted::Behind;
         }
-        self.work
-            .entry(partition)
-            .or_default()
-            .waiting
-            .push_back(Arc::new(record));
+        let work = self.work.entry(partition).or_default();
+        work.rereading = false;
+        work.waiting.push_back(Arc::new(record));
         Accepted::Tracked
     }
 
@@ -357,6 +368,9 @@ impl Scheduler {
     /// The consumer's position in `partition`, past transaction markers it stepped over (see
     /// [`OffsetTracker::observe_position`]).
     pub fn observe_position(&mut self, partition: &TopicPartition, position: Offset) {
+        if self.work.get(partition).is_some_and(|work| work.rereading) {
+            return;
+        }
         self.tracker.observe_position(partition, position);
     }
 

@@ -223,36 +223,62 @@ fn revoke_drops_waiting_records_and_forget_drops_the_rest() {
 }
 
 #[test]
-fn a_record_behind_its_partition_starts_the_bookkeeping_over_without_it() {
+fn a_record_behind_its_partition_drops_only_what_is_at_or_above_it() {
     let (mut s, _) = scheduler(Ordering::PerPartition);
-    assert_eq!(s.accept(tp(0), record(0, 5)), Accepted::Tracked);
-    assert_eq!(s.accept(tp(0), record(0, 6)), Accepted::Tracked);
-    assert_eq!(s.accept(tp(1), record(1, 9)), Accepted::Tracked);
-    s.ready();
-    // 5 is running, 6 waits; then 2 arrives: the partition must be read again from 2.
-    assert_eq!(s.accept(tp(0), record(0, 2)), Accepted::Behind);
-    assert_eq!(
-        s.in_flight(),
-        1,
-        "only the other partition's record is left"
-    );
-    assert!(s.ready().is_empty(), "6 was dropped, 2 not taken");
-    assert!(
-        s.commit_candidates(None).iter().all(|(p, _)| *p != tp(0)),
-        "nothing of the partition may be committed until it is read again"
-    );
-    // The late result of 5 commits nothing.
-    s.complete(&tp(0), offset(5), Ok(Outcome::Processed));
-    assert!(s.commit_candidates(None).iter().all(|(p, _)| *p != tp(0)));
-    // Read again from 2: 2 and then 5, 6 come back and run in order.
-    for n in [2, 5, 6] {
+    for n in [3, 4, 5, 6] {
         assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
     }
-    for n in [2, 5, 6] {
+    assert_eq!(s.accept(tp(1), record(1, 9)), Accepted::Tracked);
+    assert_eq!(offsets(&s.ready()), [(0, 3), (1, 9)]);
+    // 3 runs, 4..6 wait; then 5 arrives again (a truncated log read again from 5, say): 5 and
+    // 6 will come again, 3 and 4 stay.
+    assert_eq!(s.accept(tp(0), record(0, 5)), Accepted::Behind);
+    assert_eq!(s.in_flight(), 3, "3 and 4 of the partition, 9 of the other");
+    // The consumer's position is still the one from before the seek: not taken.
+    s.observe_position(&tp(0), offset(7));
+    let of_partition = |s: &Scheduler| {
+        s.commit_candidates(None)
+            .into_iter()
+            .filter(|(p, _)| *p == tp(0))
+            .map(|(_, o)| o.get())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of_partition(&s), [3]);
+    s.complete(&tp(0), offset(3), Ok(Outcome::Processed));
+    assert_eq!(offsets(&s.ready()), [(0, 4)]);
+    s.complete(&tp(0), offset(4), Ok(Outcome::Processed));
+    assert_eq!(
+        of_partition(&s),
+        [5],
+        "everything below 5 is done, nothing past it"
+    );
+    assert!(s.ready().is_empty(), "5 and 6 were dropped");
+    // Read again from 5: 5 and 6 come back and run in order.
+    for n in [5, 6] {
+        assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
+    }
+    for n in [5, 6] {
         assert_eq!(offsets(&s.ready()), [(0, n)]);
         s.complete(&tp(0), offset(n), Ok(Outcome::Processed));
     }
-    assert!(s.commit_candidates(None).contains(&(tp(0), offset(7))));
+    assert_eq!(of_partition(&s), [7]);
+}
+
+#[test]
+fn a_record_running_when_its_partition_is_read_again_keeps_the_order() {
+    let (mut s, _) = scheduler(Ordering::PerPartition);
+    for n in [5, 6] {
+        assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
+    }
+    assert_eq!(offsets(&s.ready()), [(0, 5)]);
+    // 5 runs when 2 arrives: read again from 2, but 2 waits for 5 to finish.
+    assert_eq!(s.accept(tp(0), record(0, 2)), Accepted::Behind);
+    assert_eq!(s.accept(tp(0), record(0, 2)), Accepted::Tracked);
+    assert!(s.ready().is_empty(), "5 still runs");
+    // 5's late result counts for nothing: 2 is not done.
+    s.complete(&tp(0), offset(5), Ok(Outcome::Processed));
+    assert_eq!(s.commit_candidates(None), [(tp(0), offset(2))]);
+    assert_eq!(offsets(&s.ready()), [(0, 2)]);
 }
 
 #[test]

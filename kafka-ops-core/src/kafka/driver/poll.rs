@@ -480,10 +480,11 @@ impl<H: Handler> RunLoop<'_, H> {
     }
 
     /// Makes librdkafka deliver `tp` again from `offset`: the scheduler dropped the records it
-    /// had taken after it ([`Accepted::Behind`]), and librdkafka would otherwise go on after
-    /// them. The seek also makes librdkafka discard what it still holds of the partition from
-    /// before. A seek that fails stops the driver: going on would commit past records never
-    /// handled.
+    /// had taken from there on ([`Accepted::Behind`]), and librdkafka would otherwise go on
+    /// after them. The seek also makes librdkafka discard what it still holds of the partition
+    /// from before. A seek librdkafka refuses at once stops the driver: going on would commit
+    /// past records never handled. (It can refuse later only while the partition is being
+    /// revoked, which leaves the partition to its next owner from the committed offset.)
     fn read_again(&self, tp: &TopicPartition, offset: Offset) {
         tracing::warn!(%tp, %offset, "records arrived behind the partition's position; reading it again from there");
         bump(&self.control().counters.rereads);

@@ -220,7 +220,14 @@ pub(crate) struct AdminSettings {
     pub(crate) isolation: Option<IsolationLevel>,
     /// The broker to send the request to, instead of the one librdkafka would pick.
     pub(crate) broker: Option<i32>,
+    /// How long librdkafka keeps the request alive when that is longer than the caller waits
+    /// (at most an hour, librdkafka's limit): the caller gives up at its own bound and the
+    /// request ends on its own later.
+    pub(crate) lifetime: Option<Duration>,
 }
+
+/// The longest request timeout librdkafka accepts for an admin request.
+pub(crate) const LONGEST_ADMIN_LIFETIME: Duration = Duration::from_secs(3_600);
 
 /// Admin options for `op` with a request timeout and `settings`.
 fn admin_options<C: ClientContext>(
@@ -342,7 +349,11 @@ fn run_admin_many<C: ClientContext>(
         *mut rd::rd_kafka_queue_t,
     ) -> Result<(), Error>,
 ) -> Result<Vec<EventResult>, Error> {
-    let options = admin_options(client, op, operation, timeout, settings)?;
+    let lifetime = settings
+        .lifetime
+        .map_or(timeout, |lifetime| lifetime.max(timeout))
+        .min(LONGEST_ADMIN_LIFETIME);
+    let options = admin_options(client, op, operation, lifetime, settings)?;
     // SAFETY: `client` is live; the queue is owned by the guard.
     let raw = unsafe { rd::rd_kafka_queue_new(client.native_ptr()) };
     let queue = Owned::new(raw, rd::rd_kafka_queue_destroy, "queue")?;
@@ -488,7 +499,7 @@ pub(crate) fn list_offsets<C: ClientContext>(
         timeout,
         AdminSettings {
             isolation: Some(isolation),
-            broker: None,
+            ..AdminSettings::default()
         },
         rd::RD_KAFKA_EVENT_LISTOFFSETS_RESULT,
         batches.len(),

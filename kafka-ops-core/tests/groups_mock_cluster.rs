@@ -68,3 +68,41 @@ async fn reading_a_group_whose_coordinator_is_down_times_out_then_answers_again(
         assert_eq!(committed, [(tp.clone(), Ok(Some(Offset::new(2).unwrap())))]);
     }
 }
+
+/// With every broker down, reading twenty groups' offsets over 300 partitions (three requests
+/// each) ends within about one bound for the whole call, each group with its timeout: a health
+/// probe or exporter pass must not take twenty bounds, one per group.
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_whose_coordinators_are_down_share_one_bound() {
+    let kafka = MockKafka::start(3).unwrap();
+    let topic = unique_name("ledger");
+    kafka.create_topic(&topic, 300).unwrap();
+    let partitions: Vec<TopicPartition> = (0..300)
+        .map(|p| TopicPartition::new(topic.as_str(), p))
+        .collect();
+    let groups: Vec<String> = (0..20).map(|i| unique_name(&format!("g{i}"))).collect();
+    let cluster = kafka
+        .cluster()
+        .unwrap()
+        .with_timeout(Duration::from_millis(500));
+    for broker in 1..=3 {
+        kafka.broker_down(broker).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let answers = cluster
+        .groups_committed_offsets(&groups, &partitions)
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(answers.len(), 20);
+    for (_, answer) in &answers {
+        assert!(
+            matches!(answer, Err(kafka_ops_core::Error::Timeout { .. })),
+            "{answer:?}"
+        );
+    }
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    for broker in 1..=3 {
+        kafka.broker_up(broker).unwrap();
+    }
+}

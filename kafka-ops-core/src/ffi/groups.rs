@@ -88,7 +88,7 @@ pub(crate) struct DescribedGroup {
 
 /// `DescribeGroups` (or ConsumerGroupDescribe, which librdkafka tries first) for the named
 /// groups, sent to `coordinator` when given (librdkafka finds each group's coordinator
-/// otherwise, a path that can crash the process; see `describe_groups` in the cluster module).
+/// otherwise, a path that can crash the process; see the cluster module's `coordinator`).
 pub(crate) fn describe_consumer_groups<C: ClientContext>(
     client: &Client<C>,
     groups: &[String],
@@ -109,8 +109,13 @@ pub(crate) fn describe_consumer_groups<C: ClientContext>(
         "describe consumer groups",
         timeout,
         AdminSettings {
-            isolation: None,
             broker: coordinator,
+            // Without a broker, librdkafka looks the coordinator up, and a lookup that outlives
+            // its request frees the request twice and aborts the process once the coordinator
+            // answers (librdkafka 2.12). Its request is kept for as long as librdkafka allows;
+            // the caller still returns at `timeout`.
+            lifetime: coordinator.is_none().then_some(LONGEST_ADMIN_LIFETIME),
+            ..AdminSettings::default()
         },
         rd::RD_KAFKA_EVENT_DESCRIBECONSUMERGROUPS_RESULT,
         |options, queue| {

@@ -183,15 +183,16 @@ impl KafkaCluster {
 }
 
 impl Inner<'_> {
-    /// `group`'s committed offsets of `partitions`, in their order.
+    /// Each of `groups`' committed offsets of `partitions`, in their order, one answer per
+    /// group, the whole call bounded by the client's timeout.
     fn committed(
         &self,
-        group: &str,
+        groups: &[String],
         partitions: &[TopicPartition],
-    ) -> Result<PartitionResults<Option<Offset>>, Error> {
+    ) -> Vec<Result<PartitionResults<Option<Offset>>, Error>> {
         self.readers.committed(
             self.config,
-            group,
+            groups,
             partitions,
             self.batch_size,
             self.timeout,

@@ -2,13 +2,13 @@
 //! librdkafka's admin `ListConsumerGroupOffsets`; see [`RangeReader::committed_offsets`]).
 //!
 //! The consumer does not join the group: it only asks the group's coordinator. One is kept per
-//! group, a bounded number of groups at a time, so a lag pass every few seconds does not create
-//! a client each time.
+//! group, for the groups used most recently, so a lag pass every few seconds does not create a
+//! client each time.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 
@@ -17,91 +17,148 @@ use crate::error::Error;
 use crate::kafka::RangeReader;
 use crate::types::{Offset, TopicPartition};
 
-/// Groups whose consumer is kept; one more evicts another.
+/// Groups whose consumer is kept; one more evicts the least recently used.
 const KEPT_GROUPS: usize = 64;
-/// Requests of one read in flight at once.
+/// Requests in flight at once, over all groups of one call.
 const PARALLEL_REQUESTS: usize = 8;
+const OPERATION: &str = "read committed offsets";
 
-/// The consumers kept per group.
+/// One group's committed offsets, or why they could not be read.
+type Answer = Result<PartitionResults<Option<Offset>>, Error>;
+
+/// The consumers kept per group, with when each was last used.
 #[derive(Default)]
 pub(super) struct GroupReaders {
-    readers: Mutex<HashMap<String, Arc<RangeReader>>>,
+    readers: Mutex<HashMap<String, (Arc<RangeReader>, Instant)>>,
 }
 
 impl GroupReaders {
     /// The consumer of `group`, created on first use.
     fn reader(&self, config: &ClientConfig, group: &str) -> Result<Arc<RangeReader>, Error> {
-        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(reader) = readers.get(group) {
-            return Ok(reader.clone());
-        }
-        let reader = Arc::new(RangeReader::with_group(config, group)?);
-        if readers.len() >= KEPT_GROUPS
-            && let Some(evicted) = readers.keys().next().cloned()
-        {
-            readers.remove(&evicted);
-        }
-        readers.insert(group.to_string(), reader.clone());
+        let evicted = {
+            let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((reader, used)) = readers.get_mut(group) {
+                *used = Instant::now();
+                return Ok(reader.clone());
+            }
+            // `read_uncommitted`: under `read_committed` librdkafka asks for stable offsets
+            // only, and a group with a transactional offset commit pending would not answer
+            // until its transaction ends.
+            let mut config = config.clone();
+            config.set("isolation.level", "read_uncommitted");
+            let reader = Arc::new(RangeReader::with_group(&config, group)?);
+            let evicted = if readers.len() >= KEPT_GROUPS {
+                let oldest = readers
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(name, _)| name.clone());
+                oldest.and_then(|name| readers.remove(&name))
+            } else {
+                None
+            };
+            readers.insert(group.to_string(), (reader.clone(), Instant::now()));
+            (reader, evicted)
+        };
+        // Closing a consumer waits for librdkafka: not under the lock.
+        let (reader, evicted) = evicted;
+        drop(evicted);
         Ok(reader)
     }
 
-    /// `group`'s committed offsets of `partitions`, in their order, asked in requests of at
-    /// most `batch_size` partitions (librdkafka matches an OffsetFetch answer's partitions by
-    /// linear search), up to [`PARALLEL_REQUESTS`] at a time, each bounded by `timeout`.
+    /// Each of `groups`' committed offsets of `partitions`, in their order, one answer per
+    /// group. Partitions are asked in requests of at most `batch_size` (librdkafka matches an
+    /// OffsetFetch answer's partitions by linear search), [`PARALLEL_REQUESTS`] at a time over
+    /// all groups, the whole call bounded by `timeout`: a group whose coordinator does not
+    /// answer in time gets [`Error::Timeout`], the others their offsets.
     pub(super) fn committed(
         &self,
         config: &ClientConfig,
-        group: &str,
+        groups: &[String],
         partitions: &[TopicPartition],
         batch_size: usize,
         timeout: Duration,
-    ) -> Result<PartitionResults<Option<Offset>>, Error> {
-        let reader = self.reader(config, group)?;
+    ) -> Vec<Answer> {
+        let deadline = Instant::now() + timeout;
+        let readers: Vec<Result<Arc<RangeReader>, Error>> = groups
+            .iter()
+            .map(|group| self.reader(config, group))
+            .collect();
         let chunks: Vec<&[TopicPartition]> = partitions.chunks(batch_size.max(1)).collect();
-        if chunks.len() <= 1 {
-            return reader.committed_offsets(partitions, timeout);
-        }
+        let tasks: Vec<(usize, usize)> = readers
+            .iter()
+            .enumerate()
+            .filter(|(_, reader)| reader.is_ok())
+            .flat_map(|(group, _)| (0..chunks.len()).map(move |chunk| (group, chunk)))
+            .collect();
+        let failed: Vec<AtomicBool> = groups.iter().map(|_| AtomicBool::new(false)).collect();
         let next = AtomicUsize::new(0);
-        let mut answers: Vec<Option<Result<PartitionResults<Option<Offset>>, Error>>> =
-            (0..chunks.len()).map(|_| None).collect();
-        let finished: Vec<Vec<(usize, Result<_, Error>)>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..PARALLEL_REQUESTS.min(chunks.len()))
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let index = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(chunk) = chunks.get(index) else {
-                                break;
-                            };
-                            done.push((index, reader.committed_offsets(chunk, timeout)));
-                        }
-                        done
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|worker| worker.join().unwrap_or_default())
-                .collect()
-        });
-        for (index, answer) in finished.into_iter().flatten() {
-            answers[index] = Some(answer);
+        let work = || {
+            let mut done = Vec::new();
+            while let Some(&(group, chunk)) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
+                // A group that already failed is not asked again.
+                if failed[group].load(Ordering::Relaxed) {
+                    continue;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                let answer = match &readers[group] {
+                    Ok(_) if left.is_zero() => Err(Error::Timeout {
+                        operation: OPERATION,
+                        timeout,
+                    }),
+                    Ok(reader) => reader.committed_offsets(chunks[chunk], left),
+                    Err(_) => continue,
+                };
+                if answer.is_err() {
+                    failed[group].store(true, Ordering::Relaxed);
+                }
+                done.push((group, chunk, answer));
+            }
+            done
+        };
+        let finished: Vec<(usize, usize, Answer)> = if tasks.len() <= 1 {
+            work()
+        } else {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..PARALLEL_REQUESTS.min(tasks.len()))
+                    .map(|_| scope.spawn(work))
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|worker| worker.join().unwrap_or_default())
+                    .collect()
+            })
+        };
+        let mut by_group: Vec<Vec<Option<Answer>>> = groups
+            .iter()
+            .map(|_| (0..chunks.len()).map(|_| None).collect())
+            .collect();
+        for (group, chunk, answer) in finished {
+            by_group[group][chunk] = Some(answer);
         }
-        let mut out = Vec::with_capacity(partitions.len());
-        for answer in answers {
-            match answer {
-                Some(Ok(part)) => out.extend(part),
-                Some(Err(error)) => return Err(error),
-                None => {
+        readers
+            .into_iter()
+            .zip(by_group)
+            .map(|(reader, answers)| {
+                reader?;
+                let mut out = Vec::with_capacity(partitions.len());
+                let mut missing = false;
+                for answer in answers {
+                    match answer {
+                        Some(Ok(part)) => out.extend(part),
+                        Some(Err(error)) => return Err(error),
+                        None => missing = true,
+                    }
+                }
+                if missing {
+                    // Only a request thread that panicked leaves a chunk without an answer.
                     return Err(Error::Kafka {
-                        operation: "read committed offsets",
+                        operation: OPERATION,
                         code: None,
-                        source: "a request thread panicked".into(),
+                        source: "a request thread stopped without answering".into(),
                     });
                 }
-            }
-        }
-        Ok(out)
+                Ok(out)
+            })
+            .collect()
     }
 }

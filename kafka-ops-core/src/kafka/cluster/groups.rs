@@ -1,7 +1,7 @@
 //! [`GroupQuery`] on librdkafka: list and describe groups (with the KIP-848 states librdkafka
 //! cannot name) and read their committed offsets.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::{Duration, Instant};
@@ -39,18 +39,19 @@ fn describe_groups(inner: &Inner<'_>, groups: &[String]) -> Result<Vec<GroupDesc
     let deadline = Instant::now() + inner.timeout;
     let mut answers: BTreeMap<String, ffi::DescribedGroup> = BTreeMap::new();
     let mut asking: Vec<String> = unique(groups.iter().cloned());
+    // Groups whose worked-out coordinator said it is not theirs: asked through a lookup next.
+    let mut look_up: HashSet<String> = HashSet::new();
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let described = describe_at_coordinators(inner, &asking, remaining)?;
+        let described = describe_at_coordinators(inner, &asking, &look_up, remaining)?;
         asking.clear();
         for group in described {
-            let retry = group
-                .description
-                .error
-                .as_ref()
-                .is_some_and(is_coordinator_moving);
-            if retry {
+            let error = group.description.error.as_ref();
+            if error.is_some_and(is_coordinator_moving) {
                 asking.push(group.description.group.clone());
+            }
+            if error.is_some_and(|e| e.code == Some(KafkaCode::NOT_COORDINATOR)) {
+                look_up.insert(group.description.group.clone());
             }
             answers.insert(group.description.group.clone(), group);
         }
@@ -91,15 +92,25 @@ fn describe_groups(inner: &Inner<'_>, groups: &[String]) -> Result<Vec<GroupDesc
 /// One round of describing `groups`, each asked of its coordinator by broker id (see
 /// [`coordinator`](super::coordinator)). A group whose coordinator has no leader now, or whose
 /// coordinator does not answer, comes back with `COORDINATOR_NOT_AVAILABLE`, which the caller
-/// retries. On a cluster without `__consumer_offsets` (librdkafka's mock cluster) a group's
-/// coordinator is the one its last description named; only a group never described, or whose
-/// coordinator moved, is left to librdkafka's lookup.
+/// retries. Groups in `look_up` (their worked-out coordinator said it is not theirs: a
+/// coordinator moving, or a broker that places groups otherwise), and on a cluster whose
+/// metadata shows no `__consumer_offsets` (librdkafka's mock, or a client not allowed to see
+/// it) groups never described or whose coordinator moved, are left to librdkafka's lookup,
+/// kept alive long enough not to crash (see `describe_consumer_groups`). Elsewhere on such a
+/// cluster a group's coordinator is the one its last description named. The round's requests
+/// share one bound.
 fn describe_at_coordinators(
     inner: &Inner<'_>,
     groups: &[String],
+    look_up: &HashSet<String>,
     remaining: Duration,
 ) -> Result<Vec<ffi::DescribedGroup>, Error> {
-    let bound = remaining.max(Duration::from_millis(100));
+    let round_ends = Instant::now() + remaining.max(Duration::from_millis(100));
+    let bound = || {
+        round_ends
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100))
+    };
     let client = inner.admin.inner();
     let computed = coordinator::coordinators(inner, groups)?;
     let mut by_broker: BTreeMap<i32, Vec<String>> = BTreeMap::new();
@@ -108,6 +119,10 @@ fn describe_at_coordinators(
     match &computed {
         Some(coordinators) => {
             for group in groups {
+                if look_up.contains(group) {
+                    lookup.push(group.clone());
+                    continue;
+                }
                 match coordinators.get(group).copied().flatten() {
                     Some(broker) => by_broker.entry(broker).or_default().push(group.clone()),
                     None => described.push(not_available(
@@ -134,7 +149,7 @@ fn describe_at_coordinators(
         if inner.describe_unsupported.load(AtomicOrdering::Relaxed) {
             described.extend(lookup.iter().map(|group| unsupported(group)));
         } else {
-            let answers = ffi::describe_consumer_groups(client, &lookup, None, bound)?;
+            let answers = ffi::describe_consumer_groups(client, &lookup, None, bound())?;
             // A cluster that cannot describe groups (librdkafka's mock) is not asked again:
             // each ask would be one more coordinator lookup.
             if answers.iter().all(|a| {
@@ -151,7 +166,7 @@ fn describe_at_coordinators(
         }
     }
     for (broker, groups) in by_broker {
-        match ffi::describe_consumer_groups(client, &groups, Some(broker), bound) {
+        match ffi::describe_consumer_groups(client, &groups, Some(broker), bound()) {
             Ok(answers) => described.extend(answers),
             Err(error) => {
                 tracing::debug!(broker, %error, "coordinator did not answer a describe");
@@ -167,7 +182,7 @@ fn describe_at_coordinators(
 }
 
 /// Keeps the coordinator each description named, and forgets it for a group whose coordinator
-/// says it no longer is.
+/// moved or does not answer.
 fn learn_coordinators(inner: &Inner<'_>, described: &[ffi::DescribedGroup]) {
     let mut learned = inner
         .coordinators
@@ -184,9 +199,9 @@ fn learn_coordinators(inner: &Inner<'_>, described: &[ffi::DescribedGroup]) {
                 }
                 learned.insert(description.group.clone(), broker);
             }
-            // Only the broker saying it is not the coordinator: one that does not answer keeps
-            // its place (asking librdkafka to look it up is what must be avoided then).
-            (Some(error), _) if error.code == Some(KafkaCode::NOT_COORDINATOR) => {
+            // The next round looks it up (a lookup is kept alive for an hour, see
+            // `describe_consumer_groups`, so a coordinator down for less cannot crash it).
+            (Some(error), _) if is_coordinator_moving(error) => {
                 learned.remove(&description.group);
             }
             _ => {}
@@ -290,12 +305,11 @@ impl GroupQuery for KafkaCluster {
             // a coordinator for "all" is its admin API, which must not be used (see
             // `RangeReader::committed_offsets`).
             let partitions = metadata_of(inner, &[])?.user_partitions();
+            let answers = inner.committed(&groups, &partitions);
             Ok(groups
                 .into_iter()
-                .map(|group| {
-                    let answer = inner.committed(&group, &partitions).map(only_committed);
-                    (group, answer)
-                })
+                .zip(answers)
+                .map(|(group, answer)| (group, answer.map(only_committed)))
                 .collect())
         })
         .await

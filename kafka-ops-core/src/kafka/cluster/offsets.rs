@@ -136,13 +136,8 @@ impl OffsetQuery for KafkaCluster {
         let groups = unique(groups.iter().cloned());
         let partitions = unique(partitions.iter().cloned());
         self.blocking(move |inner| {
-            Ok(groups
-                .into_iter()
-                .map(|group| {
-                    let answer = inner.committed(&group, &partitions);
-                    (group, answer)
-                })
-                .collect())
+            let answers = inner.committed(&groups, &partitions);
+            Ok(groups.into_iter().zip(answers).collect())
         })
         .await
     }

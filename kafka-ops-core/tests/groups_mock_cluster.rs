@@ -40,8 +40,9 @@ async fn reading_a_group_whose_coordinator_is_down_times_out_then_answers_again(
     let unsupported = |described: &[kafka_ops_core::cluster::GroupDescription]| {
         described[0].error.as_ref().and_then(|e| e.code) == Some(KafkaCode::UNSUPPORTED_FEATURE)
     };
+    let patient = cluster.clone().with_timeout(Duration::from_secs(10));
     assert!(unsupported(
-        &cluster.describe_groups(&groups).await.unwrap()
+        &patient.describe_groups(&groups).await.unwrap()
     ));
 
     // Every broker takes its turn down, the group's coordinator among them, each for longer
@@ -59,9 +60,7 @@ async fn reading_a_group_whose_coordinator_is_down_times_out_then_answers_again(
         // What timed-out requests left behind now meets a broker that answers: the process must
         // still be here, and the offsets read as before.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let committed = cluster
-            .clone()
-            .with_timeout(Duration::from_secs(10))
+        let committed = patient
             .committed_offsets(&group, std::slice::from_ref(&tp))
             .await
             .unwrap();

@@ -95,7 +95,8 @@ fn describe_groups(inner: &Inner<'_>, groups: &[String]) -> Result<Vec<GroupDesc
 /// retries. Groups in `look_up` (their worked-out coordinator said it is not theirs: a
 /// coordinator moving, or a broker that places groups otherwise), and on a cluster whose
 /// metadata shows no `__consumer_offsets` (librdkafka's mock, or a client not allowed to see
-/// it) groups never described or whose coordinator moved, are left to librdkafka's lookup,
+/// it) or that gives no metadata in time, groups never described or whose coordinator moved,
+/// are left to librdkafka's lookup,
 /// kept alive long enough not to crash (see `describe_consumer_groups`). Elsewhere on such a
 /// cluster a group's coordinator is the one its last description named. The round's requests
 /// share one bound.
@@ -112,7 +113,15 @@ fn describe_at_coordinators(
             .max(Duration::from_millis(100))
     };
     let client = inner.admin.inner();
-    let computed = coordinator::coordinators(inner, groups)?;
+    // Without the metadata in time (a broker down), the groups are asked as where
+    // `__consumer_offsets` cannot be seen.
+    let computed = match coordinator::coordinators(inner, groups) {
+        Ok(computed) => computed,
+        Err(error) => {
+            tracing::debug!(%error, "no metadata to work the groups' coordinators out");
+            None
+        }
+    };
     let mut by_broker: BTreeMap<i32, Vec<String>> = BTreeMap::new();
     let mut lookup = Vec::new();
     let mut described = Vec::with_capacity(groups.len());

@@ -240,40 +240,37 @@ fn admin_options<C: ClientContext>(
     // SAFETY: `client` is a live client borrowed for this call.
     let raw = unsafe { rd::rd_kafka_AdminOptions_new(client.native_ptr(), op) };
     let options = Owned::new(raw, rd::rd_kafka_AdminOptions_destroy, "admin options")?;
-    let mut errstr = [0 as c_char; 512];
-    // SAFETY: `options` is valid; `errstr` is a writable buffer of the given size.
-    let err = unsafe {
-        rd::rd_kafka_AdminOptions_set_request_timeout(
-            options.as_ptr(),
-            timeout_ms(timeout),
-            errstr.as_mut_ptr(),
-            errstr.len(),
-        )
-    };
-    if is_error(err) {
-        // SAFETY: librdkafka NUL-terminates `errstr` on error.
-        let message = unsafe { opt_string(errstr.as_ptr()) }.unwrap_or_default();
-        return Err(Error::Config(format!(
-            "{operation}: request timeout rejected: {message}"
-        )));
-    }
-    if let Some(broker) = settings.broker {
-        // SAFETY: `options` is valid; `errstr` is a writable buffer of the given size.
-        let err = unsafe {
-            rd::rd_kafka_AdminOptions_set_broker(
-                options.as_ptr(),
-                broker,
-                errstr.as_mut_ptr(),
-                errstr.len(),
-            )
-        };
+    // One setter of the options, which writes why it refused into a buffer.
+    let set = |what: String,
+               setter: &dyn Fn(*mut c_char, usize) -> rd::rd_kafka_resp_err_t|
+     -> Result<(), Error> {
+        let mut errstr = [0 as c_char; 512];
+        let err = setter(errstr.as_mut_ptr(), errstr.len());
         if is_error(err) {
             // SAFETY: librdkafka NUL-terminates `errstr` on error.
             let message = unsafe { opt_string(errstr.as_ptr()) }.unwrap_or_default();
             return Err(Error::Config(format!(
-                "{operation}: broker {broker} rejected: {message}"
+                "{operation}: {what} rejected: {message}"
             )));
         }
+        Ok(())
+    };
+    set("request timeout".into(), &|errstr, len| {
+        // SAFETY: `options` is valid; `errstr` is a writable buffer of `len` bytes.
+        unsafe {
+            rd::rd_kafka_AdminOptions_set_request_timeout(
+                options.as_ptr(),
+                timeout_ms(timeout),
+                errstr,
+                len,
+            )
+        }
+    })?;
+    if let Some(broker) = settings.broker {
+        set(format!("broker {broker}"), &|errstr, len| {
+            // SAFETY: `options` is valid; `errstr` is a writable buffer of `len` bytes.
+            unsafe { rd::rd_kafka_AdminOptions_set_broker(options.as_ptr(), broker, errstr, len) }
+        })?;
     }
     if settings.isolation == Some(IsolationLevel::ReadCommitted) {
         // SAFETY: `options` is valid; a non-null return is an error object we must destroy.

@@ -3,7 +3,10 @@
 //! offsets cannot be read is reported with its error; the others still come back.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use serde::{Deserialize, Serialize};
 
@@ -204,8 +207,14 @@ async fn collect<C: ClusterQuery + ?Sized>(
     if groups.is_empty() {
         return Ok(Vec::new());
     }
-    let mut assigned = assigned_partitions(cluster, groups).await;
-    let mut found = discover(cluster, groups).await?;
+    // The members' assignments do not depend on the commits: asked side by side, the pass waits
+    // for the slower of the two instead of their sum.
+    let (mut assigned, found) = both(
+        assigned_partitions(cluster, groups),
+        discover(cluster, groups),
+    )
+    .await;
+    let mut found = found?;
     for (group, result) in &mut found {
         if let (Ok((committed, _)), Some(owned)) = (result, assigned.remove(group.as_str())) {
             for tp in owned {
@@ -242,6 +251,33 @@ async fn collect<C: ClusterQuery + ?Sized>(
             (group, lag)
         })
         .collect())
+}
+
+/// Runs two independent queries of a pass at once and waits for both (core has no runtime to
+/// spawn on, and each adapter call already runs on its own blocking thread).
+async fn both<A: Future, B: Future>(first: A, second: B) -> (A::Output, B::Output) {
+    let (mut first, mut second) = (pin!(first), pin!(second));
+    let (mut first_out, mut second_out) = (None, None);
+    poll_fn(|cx| {
+        if first_out.is_none()
+            && let Poll::Ready(out) = first.as_mut().poll(cx)
+        {
+            first_out = Some(out);
+        }
+        if second_out.is_none()
+            && let Poll::Ready(out) = second.as_mut().poll(cx)
+        {
+            second_out = Some(out);
+        }
+        match (first_out.take(), second_out.take()) {
+            (Some(a), Some(b)) => Poll::Ready((a, b)),
+            (a, b) => {
+                (first_out, second_out) = (a, b);
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 fn row(
@@ -322,4 +358,40 @@ pub async fn all_groups_lag<C: ClusterQuery + ?Sized>(
         .map(|listing| listing.group)
         .collect();
     groups_lag(cluster, &names, clock, options).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::both;
+
+    #[tokio::test]
+    async fn both_runs_the_two_queries_at_the_same_time() {
+        // Each half waits for the other to have started: run one after the other, they never end.
+        let barrier = tokio::sync::Barrier::new(2);
+        let halves = both(
+            async {
+                barrier.wait().await;
+                1
+            },
+            async {
+                barrier.wait().await;
+                "two"
+            },
+        );
+        let joined = tokio::time::timeout(Duration::from_secs(5), halves).await;
+        assert_eq!(joined.unwrap(), (1, "two"));
+    }
+
+    #[tokio::test]
+    async fn both_keeps_the_first_answer_while_the_second_is_pending() {
+        let (sender, receiver) = tokio::sync::oneshot::channel::<u8>();
+        let joined = tokio::spawn(async move {
+            both(async { "ready at once" }, async { receiver.await.unwrap() }).await
+        });
+        tokio::task::yield_now().await;
+        sender.send(7).unwrap();
+        assert_eq!(joined.await.unwrap(), ("ready at once", 7));
+    }
 }

@@ -106,6 +106,11 @@ fn describe_at_coordinators(
     look_up: &HashSet<String>,
     remaining: Duration,
 ) -> Result<Vec<ffi::DescribedGroup>, Error> {
+    // A cluster that said it cannot describe groups is not asked for the metadata either (on
+    // a large cluster that answer alone costs milliseconds of both sides' CPU).
+    if inner.describe_unsupported.load(AtomicOrdering::Relaxed) {
+        return Ok(groups.iter().map(|group| unsupported(group)).collect());
+    }
     let round_ends = Instant::now() + remaining.max(Duration::from_millis(100));
     let bound = || {
         round_ends
@@ -155,24 +160,20 @@ fn describe_at_coordinators(
         }
     }
     if !lookup.is_empty() {
-        if inner.describe_unsupported.load(AtomicOrdering::Relaxed) {
-            described.extend(lookup.iter().map(|group| unsupported(group)));
-        } else {
-            let answers = ffi::describe_consumer_groups(client, &lookup, None, bound())?;
-            // A cluster that cannot describe groups (librdkafka's mock) is not asked again:
-            // each ask would be one more coordinator lookup.
-            if answers.iter().all(|a| {
-                a.description
-                    .error
-                    .as_ref()
-                    .is_some_and(|e| e.code == Some(KafkaCode::UNSUPPORTED_FEATURE))
-            }) {
-                inner
-                    .describe_unsupported
-                    .store(true, AtomicOrdering::Relaxed);
-            }
-            described.extend(answers);
+        let answers = ffi::describe_consumer_groups(client, &lookup, None, bound())?;
+        // A cluster that cannot describe groups (librdkafka's mock) is not asked again: each
+        // ask would be one more coordinator lookup.
+        if answers.iter().all(|a| {
+            a.description
+                .error
+                .as_ref()
+                .is_some_and(|e| e.code == Some(KafkaCode::UNSUPPORTED_FEATURE))
+        }) {
+            inner
+                .describe_unsupported
+                .store(true, AtomicOrdering::Relaxed);
         }
+        described.extend(answers);
     }
     for (broker, groups) in by_broker {
         match ffi::describe_consumer_groups(client, &groups, Some(broker), bound()) {

@@ -346,6 +346,51 @@ async fn offsets_by_time_earliest_and_latest_are_exact() {
     assert_eq!(partition.isr.len(), 3);
 }
 
+/// Large calls send half their ListOffsets requests through a second admin handle: each
+/// partition still gets its own low and high watermark, the same as through one handle.
+#[tokio::test(flavor = "multi_thread")]
+async fn watermarks_through_one_handle_or_two_are_exact() {
+    let kafka = RealKafka::shared().await.unwrap();
+    let topic = unique_name("split_watermarks");
+    kafka.create_topic(&topic, 6).await.unwrap();
+    let base = now_millis();
+    for p in 0..6 {
+        kafka
+            .produce(&topic, records(p, 4 + i64::from(p), base))
+            .await
+            .unwrap();
+    }
+    let cluster = kafka.cluster();
+    // Partition p starts at offset p/2 after the deletion: lows differ, so a low and a high
+    // answered for the wrong partition or the wrong spec cannot pass.
+    let before: Vec<(i32, Offset)> = (1..6).map(|p| (p, o(i64::from(p / 2)))).collect();
+    cluster.delete_records(&topic, &before).await.unwrap();
+    let partitions: Vec<TopicPartition> = (0..6)
+        .map(|p| TopicPartition::new(topic.as_str(), p))
+        .collect();
+    // One request per leader and spec (one handle), then one per partition and spec: 12
+    // requests, split over two handles.
+    for batch_size in [128, 1] {
+        let marks = cluster
+            .clone()
+            .with_batch_size(batch_size)
+            .watermarks(&partitions, IsolationLevel::ReadUncommitted)
+            .await
+            .unwrap();
+        let got: Vec<(i32, i64, i64)> = marks
+            .iter()
+            .map(|(tp, answer)| {
+                let marks = answer.as_ref().unwrap();
+                (tp.partition, marks.low.get(), marks.high.get())
+            })
+            .collect();
+        let expected: Vec<(i32, i64, i64)> = (0..6)
+            .map(|p| (p, i64::from(p / 2), 4 + i64::from(p)))
+            .collect();
+        assert_eq!(got, expected, "batch size {batch_size}");
+    }
+}
+
 /// Record `i` of the transaction tests, on partition 0.
 fn numbered(i: i64) -> TestRecord {
     TestRecord::keyed(format!("k{i}"), format!("v{i}")).to_partition(0)

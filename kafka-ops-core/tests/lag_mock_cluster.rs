@@ -484,3 +484,66 @@ async fn a_group_whose_offsets_fail_is_reported_and_the_others_come_back() {
         assert!(lag.is_complete());
     }
 }
+
+/// A snapshot of many requests sends half of them through a second admin handle: a leader down
+/// still marks only its own partitions, whichever handle asked them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_down_under_a_split_snapshot_marks_only_its_partitions() {
+    let (kafka, cluster, victim, led) = spread_cluster("g").await;
+    // One partition per request: 12 ListOffsets requests, over both handles.
+    let cluster = cluster.with_batch_size(1);
+    let (lag, _) = group_lag(&cluster, "g", &ManualClock::new(), LagOptions::default())
+        .await
+        .unwrap();
+    assert_exact_or_unknown_or_complete(&lag, &[]);
+    kafka.broker_down(victim).unwrap();
+    let (lag, _) = group_lag(&cluster, "g", &ManualClock::new(), LagOptions::default())
+        .await
+        .expect("a partial report, not an error");
+    assert_exact_or_unknown(&lag, &led);
+    kafka.broker_up(victim).unwrap();
+}
+
+/// [`assert_exact_or_unknown`] for a report that may be complete.
+fn assert_exact_or_unknown_or_complete(lag: &kafka_ops_core::lag::GroupLag, unknown: &[i32]) {
+    if unknown.is_empty() {
+        assert!(lag.is_complete(), "{lag:?}");
+        assert_eq!(lag.total_lag(), 36);
+        assert!(lag.partitions.iter().all(|row| row.lag == Some(6)));
+    } else {
+        assert_exact_or_unknown(lag, unknown);
+    }
+}
+
+/// Every partition's own watermarks, whether the requests went through one handle or two.
+#[tokio::test(flavor = "multi_thread")]
+async fn watermarks_split_over_two_handles_are_exact() {
+    use kafka_ops_core::cluster::OffsetQuery;
+    let kafka = MockKafka::start(3).unwrap();
+    let counts: Vec<i64> = (0..24).map(|p| p % 7 + 1).collect();
+    for topic in ["split-a", "split-b"] {
+        kafka.create_topic(topic, 24).unwrap();
+        fill(&kafka, topic, &counts).await;
+    }
+    let partitions: Vec<TopicPartition> = ["split-a", "split-b"]
+        .iter()
+        .flat_map(|topic| (0..24).map(|p| TopicPartition::new(*topic, p)))
+        .collect();
+    let cluster = kafka.cluster().unwrap();
+    // 2 requests (one handle), then 2 × 48 and 2 × 12 (two handles).
+    for batch_size in [DEFAULT_BATCH_SIZE, 1, 4] {
+        let marks = cluster
+            .clone()
+            .with_batch_size(batch_size)
+            .watermarks(&partitions, kafka_ops_core::IsolationLevel::ReadUncommitted)
+            .await
+            .unwrap();
+        assert_eq!(marks.len(), partitions.len());
+        for ((tp, answer), expected) in marks.iter().zip(&partitions) {
+            assert_eq!(tp, expected);
+            let marks = answer.as_ref().unwrap();
+            assert_eq!(marks.low, o(0), "{tp}");
+            assert_eq!(marks.high, o(counts[tp.partition as usize]), "{tp}");
+        }
+    }
+}

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -39,6 +39,9 @@ pub const DEFAULT_BATCH_SIZE: usize = 128;
 
 struct Shared {
     admin: AdminClient<DefaultClientContext>,
+    /// A second handle for large ListOffsets calls (see `offsets::send_list_offsets`), made on
+    /// first need; `None` when it could not be made.
+    second_admin: OnceLock<Option<AdminClient<DefaultClientContext>>>,
     config: ClientConfig,
     leaders: Mutex<LeaderCache>,
     readers: GroupReaders,
@@ -63,6 +66,7 @@ const LEADER_CACHE_TTL: Duration = Duration::from_secs(10);
 /// What a blocking call needs: the clients and the bound on each request.
 struct Inner<'a> {
     admin: &'a AdminClient<DefaultClientContext>,
+    second_admin: &'a OnceLock<Option<AdminClient<DefaultClientContext>>>,
     config: &'a ClientConfig,
     leaders: &'a Mutex<LeaderCache>,
     readers: &'a GroupReaders,
@@ -113,6 +117,7 @@ impl KafkaCluster {
         Ok(KafkaCluster {
             shared: Arc::new(Shared {
                 admin,
+                second_admin: OnceLock::new(),
                 config: config.clone(),
                 leaders: Mutex::new(LeaderCache::default()),
                 readers: GroupReaders::default(),
@@ -168,6 +173,7 @@ impl KafkaCluster {
         tokio::task::spawn_blocking(move || {
             f(&Inner {
                 admin: &shared.admin,
+                second_admin: &shared.second_admin,
                 config: &shared.config,
                 leaders: &shared.leaders,
                 readers: &shared.readers,
@@ -183,6 +189,19 @@ impl KafkaCluster {
 }
 
 impl Inner<'_> {
+    /// The second admin handle, made from the same configuration on first use.
+    fn second_admin(&self) -> Option<&AdminClient<DefaultClientContext>> {
+        self.second_admin
+            .get_or_init(|| match self.config.create() {
+                Ok(admin) => Some(admin),
+                Err(error) => {
+                    tracing::debug!(%error, "no second admin handle; large calls stay on one");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
     /// Each of `groups`' committed offsets of `partitions`, in their order, one answer per
     /// group, the whole call bounded by the client's timeout.
     fn committed(

@@ -4,11 +4,13 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
 
 use super::{Inner, KafkaCluster, leader_chunks, merge_batch, no_answer, unique};
 use crate::cluster::{OffsetQuery, PartitionError, PartitionResults, PerGroup};
 use crate::error::Error;
-use crate::ffi;
+use crate::ffi::{self, BatchResults};
 use crate::kafka::RangeReader;
 use crate::types::{
     IsolationLevel, ListedOffset, Offset, OffsetSpec, Timestamp, TopicPartition, Watermarks,
@@ -34,8 +36,7 @@ impl OffsetQuery for KafkaCluster {
                     );
                 }
             }
-            let results =
-                ffi::list_offsets(inner.admin.inner(), &batches, isolation, inner.timeout)?;
+            let results = send_list_offsets(inner, &batches, isolation)?;
             let mut low = HashMap::new();
             let mut high = HashMap::new();
             for (batch, answers) in batches.iter().zip(results) {
@@ -98,8 +99,7 @@ impl OffsetQuery for KafkaCluster {
                             .collect()
                     })
                     .collect();
-            let results =
-                ffi::list_offsets(inner.admin.inner(), &batches, isolation, inner.timeout)?;
+            let results = send_list_offsets(inner, &batches, isolation)?;
             let mut answers = HashMap::with_capacity(partitions.len());
             for (batch, result) in batches.iter().zip(results) {
                 merge_batch(&mut answers, batch.iter().map(|(tp, _)| tp), result);
@@ -150,6 +150,53 @@ impl OffsetQuery for KafkaCluster {
         self.blocking(move |inner| read_timestamps(inner, &positions))
             .await
     }
+}
+
+/// From this many ListOffsets requests in one call, they are split over two admin handles.
+const SPLIT_FROM_REQUESTS: usize = 8;
+
+/// Sends each of `batches` as one ListOffsets request and returns the answers in order.
+///
+/// librdkafka runs every admin request of a handle on that handle's one main thread, which parses
+/// each answer and merges it into its call by linear search; the calling thread splits each
+/// call's partitions by leader, again by linear search. A snapshot of 10 000 partitions (158
+/// requests) was bound by those two threads on one core each. A large call therefore sends half
+/// its requests through a second handle from a second thread. A handle costs a main thread, a
+/// thread and a connection per broker, so small calls stay on one.
+fn send_list_offsets(
+    inner: &Inner<'_>,
+    batches: &[Vec<(TopicPartition, OffsetSpec)>],
+    isolation: IsolationLevel,
+) -> Result<BatchResults<ListedOffset>, Error> {
+    let on = |admin: &AdminClient<DefaultClientContext>, batches| {
+        ffi::list_offsets(admin.inner(), batches, isolation, inner.timeout)
+    };
+    let second = if batches.len() >= SPLIT_FROM_REQUESTS {
+        inner.second_admin()
+    } else {
+        None
+    };
+    let Some(second) = second else {
+        return on(inner.admin, batches);
+    };
+    let (front, back) = batches.split_at(batches.len() / 2);
+    let (front, back) = std::thread::scope(|scope| {
+        let back_thread = std::thread::Builder::new()
+            .name("kafka-ops-offsets".into())
+            .spawn_scoped(scope, || on(second, back));
+        let front = on(inner.admin, front);
+        let back = match back_thread {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had: the second half goes after the first, on this one.
+            Err(_) => on(second, back),
+        };
+        (front, back)
+    });
+    let mut answers = front?;
+    answers.extend(back?);
+    Ok(answers)
 }
 
 /// `OffsetSpec` has no `Ord`; this orders it for deduplication.

@@ -373,11 +373,22 @@ async fn idempotency_store(
     })
 }
 
-async fn lag_total(cluster: &KafkaCluster, group: &str) -> Option<u64> {
-    let (lag, _) = group_lag(cluster, group, &SystemClock, LagOptions::default())
-        .await
-        .ok()?;
-    Some(lag.total_lag())
+/// The group's total lag for the status line: `>=` before it when some partitions did not
+/// answer (their lag is unknown, so the sum of the others is only a lower bound), `?` when none
+/// could be read.
+async fn lag_total(cluster: &KafkaCluster, group: &str) -> String {
+    match group_lag(cluster, group, &SystemClock, LagOptions::default()).await {
+        Ok((lag, _)) => status_lag(&lag),
+        Err(_) => "?".into(),
+    }
+}
+
+fn status_lag(lag: &kafka_ops_core::lag::GroupLag) -> String {
+    if lag.is_complete() {
+        lag.total_lag().to_string()
+    } else {
+        format!(">={}", lag.total_lag())
+    }
 }
 
 /// Prints `group`'s lag table under `title`. The table is for the operator: a cluster that
@@ -582,7 +593,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             stats.retried,
             stats.dead_lettered,
             format!("{:?}", breaker.state()).to_lowercase(),
-            lag.map_or_else(|| "?".into(), |l| l.to_string()),
+            lag,
             ended as f64 / started.elapsed().as_secs_f64()
         );
         if expected.is_some_and(|n| ended >= n) {
@@ -630,4 +641,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(sink);
     drop(embedded);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_ops_core::lag::{GroupLag, PartitionLag};
+    use kafka_ops_core::{Offset, Timestamp, TopicPartition, Watermarks};
+
+    use super::status_lag;
+
+    fn known(partition: i32, committed: i64, end: i64) -> PartitionLag {
+        let marks = Watermarks {
+            low: Offset::ZERO,
+            high: Offset::new(end).unwrap(),
+        };
+        PartitionLag::compute(
+            &TopicPartition::new("orders", partition),
+            Some(Offset::new(committed).unwrap()),
+            Some(marks),
+        )
+    }
+
+    #[test]
+    fn the_status_line_says_when_its_lag_is_only_a_lower_bound() {
+        let at = Timestamp::from_millis(0);
+        let complete = GroupLag::new("g", at, vec![known(0, 5, 15), known(1, 0, 5)]);
+        assert_eq!(status_lag(&complete), "15");
+        let unknown = PartitionLag::unknown(
+            &TopicPartition::new("orders", 2),
+            None,
+            "leader not available",
+        );
+        let partial = GroupLag::new("g", at, vec![known(0, 5, 15), unknown]);
+        assert_eq!(status_lag(&partial), ">=10");
+    }
 }

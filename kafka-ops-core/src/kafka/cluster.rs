@@ -79,7 +79,10 @@ struct Inner<'a> {
 /// A connection to a cluster for queries and administration.
 ///
 /// Every call is bounded by the configured timeout and runs librdkafka's blocking calls on
-/// tokio's blocking pool, never on an async worker. Cheap to clone.
+/// tokio's blocking pool, never on an async worker. Cheap to clone. A call of 8 or more
+/// ListOffsets requests (a lag snapshot of a few hundred partitions or more) makes a second
+/// admin client from the same configuration, once, and sends half of them through it: librdkafka
+/// handles all of a client's admin requests on one thread.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), kafka_ops_core::Error> {

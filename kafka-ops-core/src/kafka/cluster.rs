@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -47,8 +46,8 @@ struct Shared {
     readers: GroupReaders,
     /// Group coordinators learned from descriptions, where they cannot be worked out.
     coordinators: Mutex<HashMap<String, i32>>,
-    /// The cluster answered that it cannot describe groups.
-    describe_unsupported: AtomicBool,
+    /// When the cluster last answered that it cannot describe groups.
+    describe_unsupported: Mutex<Option<Instant>>,
 }
 
 /// Partition leaders from the last full metadata answer, used only to group requests by leader
@@ -71,7 +70,7 @@ struct Inner<'a> {
     leaders: &'a Mutex<LeaderCache>,
     readers: &'a GroupReaders,
     coordinators: &'a Mutex<HashMap<String, i32>>,
-    describe_unsupported: &'a AtomicBool,
+    describe_unsupported: &'a Mutex<Option<Instant>>,
     timeout: Duration,
     batch_size: usize,
 }
@@ -125,7 +124,7 @@ impl KafkaCluster {
                 leaders: Mutex::new(LeaderCache::default()),
                 readers: GroupReaders::default(),
                 coordinators: Mutex::default(),
-                describe_unsupported: AtomicBool::new(false),
+                describe_unsupported: Mutex::new(None),
             }),
             timeout: DEFAULT_TIMEOUT,
             batch_size: DEFAULT_BATCH_SIZE,

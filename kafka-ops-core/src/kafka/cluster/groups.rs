@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::PoisonError;
-use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -99,16 +98,18 @@ fn describe_groups(inner: &Inner<'_>, groups: &[String]) -> Result<Vec<GroupDesc
 /// are left to librdkafka's lookup,
 /// kept alive long enough not to crash (see `describe_consumer_groups`). Elsewhere on such a
 /// cluster a group's coordinator is the one its last description named. The round's requests
-/// share one bound.
+/// share one bound. Where the lookups answered within [`DESCRIBE_UNSUPPORTED_FOR`] that the
+/// cluster cannot describe groups, every group comes back unsupported without asking.
 fn describe_at_coordinators(
     inner: &Inner<'_>,
     groups: &[String],
     look_up: &HashSet<String>,
     remaining: Duration,
 ) -> Result<Vec<ffi::DescribedGroup>, Error> {
-    // A cluster that said it cannot describe groups is not asked for the metadata either (on
-    // a large cluster that answer alone costs milliseconds of both sides' CPU).
-    if inner.describe_unsupported.load(AtomicOrdering::Relaxed) {
+    // A cluster that said it cannot describe groups is not asked again for a while, not even
+    // for the metadata (on a large cluster that answer alone costs milliseconds of both sides'
+    // CPU).
+    if describe_known_unsupported(inner) {
         return Ok(groups.iter().map(|group| unsupported(group)).collect());
     }
     let round_ends = Instant::now() + remaining.max(Duration::from_millis(100));
@@ -161,17 +162,21 @@ fn describe_at_coordinators(
     }
     if !lookup.is_empty() {
         let answers = ffi::describe_consumer_groups(client, &lookup, None, bound())?;
-        // A cluster that cannot describe groups (librdkafka's mock) is not asked again: each
-        // ask would be one more coordinator lookup.
-        if answers.iter().all(|a| {
-            a.description
-                .error
-                .as_ref()
-                .is_some_and(|e| e.code == Some(KafkaCode::UNSUPPORTED_FEATURE))
-        }) {
-            inner
+        // A cluster that cannot describe groups (librdkafka's mock, which also hides
+        // `__consumer_offsets`) is not asked again for a while: each ask would be one more
+        // coordinator lookup. Where coordinators can be worked out, the brokers are asked.
+        if computed.is_none()
+            && answers.iter().all(|a| {
+                a.description
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.code == Some(KafkaCode::UNSUPPORTED_FEATURE))
+            })
+        {
+            *inner
                 .describe_unsupported
-                .store(true, AtomicOrdering::Relaxed);
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         }
         described.extend(answers);
     }
@@ -223,6 +228,19 @@ fn learn_coordinators(inner: &Inner<'_>, described: &[ffi::DescribedGroup]) {
 const LEARNED_COORDINATORS: usize = 4_096;
 
 /// A description that says only that the cluster cannot describe groups.
+/// How long a cluster's "cannot describe groups" answer is taken as given before it is asked
+/// again (a broker upgraded meanwhile then gets asked within this long).
+const DESCRIBE_UNSUPPORTED_FOR: Duration = Duration::from_secs(600);
+
+/// The cluster answered within [`DESCRIBE_UNSUPPORTED_FOR`] that it cannot describe groups.
+fn describe_known_unsupported(inner: &Inner<'_>) -> bool {
+    inner
+        .describe_unsupported
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_some_and(|since| since.elapsed() < DESCRIBE_UNSUPPORTED_FOR)
+}
+
 fn unsupported(group: &str) -> ffi::DescribedGroup {
     let mut described = not_available(group, "the cluster cannot describe groups");
     if let Some(error) = described.description.error.as_mut() {

@@ -360,7 +360,10 @@ async fn watermarks_through_one_handle_or_two_are_exact() {
             .await
             .unwrap();
     }
-    let cluster = kafka.cluster();
+    // A client of its own: the shared one may have made its second handle in another test.
+    let cluster = kafka_ops_core::kafka::KafkaCluster::from_config(kafka.cluster().config())
+        .unwrap()
+        .with_timeout(kafka.cluster().timeout());
     // Partition p starts at offset p/2 after the deletion: lows differ, so a low and a high
     // answered for the wrong partition or the wrong spec cannot pass.
     let before: Vec<(i32, Offset)> = (1..6).map(|p| (p, o(i64::from(p / 2)))).collect();
@@ -368,9 +371,9 @@ async fn watermarks_through_one_handle_or_two_are_exact() {
     let partitions: Vec<TopicPartition> = (0..6)
         .map(|p| TopicPartition::new(topic.as_str(), p))
         .collect();
-    // One request per leader and spec (one handle), then one per partition and spec: 12
-    // requests, split over two handles.
-    for batch_size in [128, 1] {
+    // One batch per spec (one handle), then one per partition and spec: 12 batches, split
+    // over two handles.
+    for (batch_size, handles) in [(128, 1), (1, 2)] {
         let marks = cluster
             .clone()
             .with_batch_size(batch_size)
@@ -388,6 +391,7 @@ async fn watermarks_through_one_handle_or_two_are_exact() {
             .map(|p| (p, i64::from(p / 2), 4 + i64::from(p)))
             .collect();
         assert_eq!(got, expected, "batch size {batch_size}");
+        assert_eq!(cluster.admin_clients(), handles, "batch size {batch_size}");
     }
 }
 

@@ -292,33 +292,31 @@ fn assert_exact_or_unknown(lag: &kafka_ops_core::lag::GroupLag, unknown: &[i32])
 
 /// Snapshots with `partitions_per_request`, all brokers up, then a leader of some partitions
 /// down: the first is complete, the second marks only that leader's partitions unknown.
-async fn a_broker_down_marks_only_its_partitions(partitions_per_request: usize) {
+async fn a_broker_down_marks_only_its_partitions(partitions_per_request: usize) -> KafkaCluster {
     let (kafka, cluster, victim, led) = spread_cluster("g").await;
     let cluster = cluster.with_batch_size(partitions_per_request);
-    let (lag, _) = group_lag(&cluster, "g", &ManualClock::new(), LagOptions::default())
-        .await
-        .unwrap();
-    assert!(lag.is_complete(), "{lag:?}");
-    assert_eq!(lag.total_lag(), 6 * 6);
     kafka.broker_down(victim).unwrap();
     let (lag, _) = group_lag(&cluster, "g", &ManualClock::new(), LagOptions::default())
         .await
         .expect("a partial report, not an error");
     assert_exact_or_unknown(&lag, &led);
     kafka.broker_up(victim).unwrap();
+    cluster
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_down_yields_unknown_partitions_not_wrong_numbers() {
-    a_broker_down_marks_only_its_partitions(DEFAULT_BATCH_SIZE).await;
+    let cluster = a_broker_down_marks_only_its_partitions(DEFAULT_BATCH_SIZE).await;
+    assert_eq!(cluster.admin_clients(), 1);
 }
 
 /// A snapshot of many requests sends half of them through a second admin handle: a leader down
 /// still marks only its own partitions, whichever handle asked them.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_down_under_a_split_snapshot_marks_only_its_partitions() {
-    // One partition per request: 12 ListOffsets requests, over both handles.
-    a_broker_down_marks_only_its_partitions(1).await;
+    // One partition per request: 12 ListOffsets batches, over both handles.
+    let cluster = a_broker_down_marks_only_its_partitions(1).await;
+    assert_eq!(cluster.admin_clients(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -520,8 +518,8 @@ async fn watermarks_split_over_two_handles_are_exact() {
         .flat_map(|topic| (0..24).map(|p| TopicPartition::new(*topic, p)))
         .collect();
     let cluster = kafka.cluster().unwrap();
-    // 2 requests (one handle), then 2 × 48 and 2 × 12 (two handles).
-    for batch_size in [DEFAULT_BATCH_SIZE, 1, 4] {
+    // 2 batches (one handle), then 2 × 48 and 26 (two handles).
+    for (batch_size, handles) in [(DEFAULT_BATCH_SIZE, 1), (1, 2), (4, 2)] {
         let marks = cluster
             .clone()
             .with_batch_size(batch_size)
@@ -535,5 +533,6 @@ async fn watermarks_split_over_two_handles_are_exact() {
             assert_eq!(marks.low, o(0), "{tp}");
             assert_eq!(marks.high, o(counts[tp.partition as usize]), "{tp}");
         }
+        assert_eq!(cluster.admin_clients(), handles, "batch size {batch_size}");
     }
 }

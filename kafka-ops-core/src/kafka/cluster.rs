@@ -79,9 +79,10 @@ struct Inner<'a> {
 ///
 /// Every call is bounded by the configured timeout and runs librdkafka's blocking calls on
 /// tokio's blocking pool, never on an async worker. Cheap to clone. A call of 8 or more
-/// ListOffsets requests (a lag snapshot of a few hundred partitions or more) makes a second
-/// admin client from the same configuration, once, and sends half of them through it: librdkafka
-/// handles all of a client's admin requests on one thread.
+/// ListOffsets batches (each at most [`DEFAULT_BATCH_SIZE`] partitions of one leader and one
+/// offset spec: a lag snapshot of a few hundred partitions or more) makes a second admin client
+/// from the same configuration, once, and sends half of them through it: librdkafka handles all
+/// of a client's admin requests on one thread (see [`admin_clients`](Self::admin_clients)).
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), kafka_ops_core::Error> {
@@ -152,6 +153,13 @@ impl KafkaCluster {
     /// The bound on each request.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// How many librdkafka admin clients this handle and its clones hold: 1, or 2 once a large
+    /// ListOffsets call made the second (see the type's docs). Each has its own threads and
+    /// connections.
+    pub fn admin_clients(&self) -> usize {
+        1 + usize::from(matches!(self.shared.second_admin.get(), Some(Some(_))))
     }
 
     /// The underlying rdkafka admin client, for the test kit's topic administration.

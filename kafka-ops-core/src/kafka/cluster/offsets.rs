@@ -2,6 +2,7 @@
 //! timestamps, batched per partition leader.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::admin::AdminClient;
@@ -152,26 +153,34 @@ impl OffsetQuery for KafkaCluster {
     }
 }
 
-/// From this many ListOffsets requests in one call, they are split over two admin handles.
-const SPLIT_FROM_REQUESTS: usize = 8;
+/// From this many batches in one call, they are split over two admin handles.
+const SPLIT_FROM_BATCHES: usize = 8;
 
-/// Sends each of `batches` as one ListOffsets request and returns the answers in order.
+/// Sends each of `batches` as one ListOffsets call (one request per leader of its partitions;
+/// the callers' batches each have one leader once there are several) and returns the answers
+/// in order.
 ///
 /// librdkafka runs every admin request of a handle on that handle's one main thread, which parses
 /// each answer and merges it into its call by linear search; the calling thread splits each
 /// call's partitions by leader, again by linear search. A snapshot of 10 000 partitions (158
-/// requests) was bound by those two threads on one core each. A large call therefore sends half
-/// its requests through a second handle from a second thread. A handle costs a main thread, a
-/// thread and a connection per broker, so small calls stay on one.
+/// batches) was bound by those two threads on one core each. A large call therefore sends half
+/// its batches through a second handle from a second thread. A handle costs a main thread, a
+/// thread and a connection per broker, so small calls stay on one. Both halves share the
+/// client's one bound.
 fn send_list_offsets(
     inner: &Inner<'_>,
     batches: &[Vec<(TopicPartition, OffsetSpec)>],
     isolation: IsolationLevel,
 ) -> Result<BatchResults<ListedOffset>, Error> {
+    let started = Instant::now();
     let on = |admin: &AdminClient<DefaultClientContext>, batches| {
-        ffi::list_offsets(admin.inner(), batches, isolation, inner.timeout)
+        let left = inner
+            .timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        ffi::list_offsets(admin.inner(), batches, isolation, left)
     };
-    let second = if batches.len() >= SPLIT_FROM_REQUESTS {
+    let second = if batches.len() >= SPLIT_FROM_BATCHES {
         inner.second_admin()
     } else {
         None
@@ -189,7 +198,8 @@ fn send_list_offsets(
             Ok(thread) => thread
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            // No thread to be had: the second half goes after the first, on this one.
+            // No thread to be had: the second half goes after the first, on this one, in what
+            // is left of the bound.
             Err(_) => on(second, back),
         };
         (front, back)

@@ -374,8 +374,8 @@ async fn idempotency_store(
 }
 
 /// The group's total lag for the status line: `>=` before it when some partitions did not
-/// answer (their lag is unknown, so the sum of the others is only a lower bound), `?` when none
-/// could be read.
+/// answer (their lag is unknown, so the sum of the others is only a lower bound), `?` when no
+/// partition's lag could be read.
 async fn lag_total(cluster: &KafkaCluster, group: &str) -> String {
     match group_lag(cluster, group, &SystemClock, LagOptions::default()).await {
         Ok((lag, _)) => status_lag(&lag),
@@ -386,6 +386,8 @@ async fn lag_total(cluster: &KafkaCluster, group: &str) -> String {
 fn status_lag(lag: &kafka_ops_core::lag::GroupLag) -> String {
     if lag.is_complete() {
         lag.total_lag().to_string()
+    } else if lag.partitions.iter().all(|row| row.lag.is_none()) {
+        "?".into()
     } else {
         format!(">={}", lag.total_lag())
     }
@@ -672,7 +674,9 @@ mod tests {
             None,
             "leader not available",
         );
-        let partial = GroupLag::new("g", at, vec![known(0, 5, 15), unknown]);
+        let partial = GroupLag::new("g", at, vec![known(0, 5, 15), unknown.clone()]);
         assert_eq!(status_lag(&partial), ">=10");
+        let none_known = GroupLag::new("g", at, vec![unknown]);
+        assert_eq!(status_lag(&none_known), "?");
     }
 }

@@ -227,7 +227,6 @@ fn learn_coordinators(inner: &Inner<'_>, described: &[ffi::DescribedGroup]) {
 /// Groups whose coordinator is kept from their last description.
 const LEARNED_COORDINATORS: usize = 4_096;
 
-/// A description that says only that the cluster cannot describe groups.
 /// How long a cluster's "cannot describe groups" answer is taken as given before it is asked
 /// again (a broker upgraded meanwhile then gets asked within this long).
 const DESCRIBE_UNSUPPORTED_FOR: Duration = Duration::from_secs(600);
@@ -241,6 +240,7 @@ fn describe_known_unsupported(inner: &Inner<'_>) -> bool {
         .is_some_and(|since| since.elapsed() < DESCRIBE_UNSUPPORTED_FOR)
 }
 
+/// A description that says only that the cluster cannot describe groups.
 fn unsupported(group: &str) -> ffi::DescribedGroup {
     let mut described = not_available(group, "the cluster cannot describe groups");
     if let Some(error) = described.description.error.as_mut() {

@@ -53,6 +53,7 @@ use kafka_ops_core::{ErrorClass, Offset, Record, SystemClock, TopicPartition};
 use kafka_ops_dlq::DeadLetterLayer;
 use kafka_ops_dlq::{RetryTiers, RetryTopicLayer};
 use kafka_ops_examples::orders::{EVENT_ID_HEADER, Workload};
+use kafka_ops_examples::table::lag_total_cell;
 use kafka_ops_health::HealthChecker;
 use kafka_ops_health::http::{HealthSource, install_prometheus_recorder, router, serve_on};
 use kafka_ops_health::probes::{BrokerConnectivityProbe, ConsumerLagProbe, ConsumerLivenessProbe};
@@ -378,18 +379,8 @@ async fn idempotency_store(
 /// partition's lag could be read.
 async fn lag_total(cluster: &KafkaCluster, group: &str) -> String {
     match group_lag(cluster, group, &SystemClock, LagOptions::default()).await {
-        Ok((lag, _)) => status_lag(&lag),
+        Ok((lag, _)) => lag_total_cell(&lag),
         Err(_) => "?".into(),
-    }
-}
-
-fn status_lag(lag: &kafka_ops_core::lag::GroupLag) -> String {
-    if lag.is_complete() {
-        lag.total_lag().to_string()
-    } else if lag.partitions.iter().all(|row| row.lag.is_none()) {
-        "?".into()
-    } else {
-        format!(">={}", lag.total_lag())
     }
 }
 
@@ -643,40 +634,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(sink);
     drop(embedded);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use kafka_ops_core::lag::{GroupLag, PartitionLag};
-    use kafka_ops_core::{Offset, Timestamp, TopicPartition, Watermarks};
-
-    use super::status_lag;
-
-    fn known(partition: i32, committed: i64, end: i64) -> PartitionLag {
-        let marks = Watermarks {
-            low: Offset::ZERO,
-            high: Offset::new(end).unwrap(),
-        };
-        PartitionLag::compute(
-            &TopicPartition::new("orders", partition),
-            Some(Offset::new(committed).unwrap()),
-            Some(marks),
-        )
-    }
-
-    #[test]
-    fn the_status_line_says_when_its_lag_is_only_a_lower_bound() {
-        let at = Timestamp::from_millis(0);
-        let complete = GroupLag::new("g", at, vec![known(0, 5, 15), known(1, 0, 5)]);
-        assert_eq!(status_lag(&complete), "15");
-        let unknown = PartitionLag::unknown(
-            &TopicPartition::new("orders", 2),
-            None,
-            "leader not available",
-        );
-        let partial = GroupLag::new("g", at, vec![known(0, 5, 15), unknown.clone()]);
-        assert_eq!(status_lag(&partial), ">=10");
-        let none_known = GroupLag::new("g", at, vec![unknown]);
-        assert_eq!(status_lag(&none_known), "?");
-    }
 }

@@ -1,4 +1,7 @@
-//! Plain aligned-column tables, like the Kafka command-line tools print.
+//! Plain aligned-column tables, like the Kafka command-line tools print, and the one-token cells
+//! they and status lines share.
+
+use kafka_ops_core::lag::GroupLag;
 
 /// A table of text cells with a header row.
 #[derive(Debug, Clone, Default)]
@@ -72,9 +75,24 @@ pub fn compact_duration(duration: std::time::Duration) -> String {
     }
 }
 
+/// A group's total lag as one token: the sum when every partition's lag is known, `>=N` when only
+/// some are (partitions whose leader did not answer count nothing, so the sum is a lower bound),
+/// `?` when none is.
+pub fn lag_total_cell(lag: &GroupLag) -> String {
+    if lag.is_complete() {
+        lag.total_lag().to_string()
+    } else if lag.partitions.iter().all(|row| row.lag.is_none()) {
+        "?".into()
+    } else {
+        format!(">={}", lag.total_lag())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_ops_core::lag::PartitionLag;
+    use kafka_ops_core::{Offset, Timestamp, TopicPartition, Watermarks};
     use std::time::Duration;
 
     #[test]
@@ -96,5 +114,33 @@ mod tests {
         t.row(["orders", "5"]);
         t.row(["a", "12345"]);
         assert_eq!(t.render(), "TOPIC   LAG\norders  5\na       12345\n");
+    }
+
+    fn known(partition: i32, committed: i64, end: i64) -> PartitionLag {
+        let marks = Watermarks {
+            low: Offset::ZERO,
+            high: Offset::new(end).unwrap(),
+        };
+        PartitionLag::compute(
+            &TopicPartition::new("orders", partition),
+            Some(Offset::new(committed).unwrap()),
+            Some(marks),
+        )
+    }
+
+    #[test]
+    fn a_lag_total_says_when_it_is_only_a_lower_bound() {
+        let at = Timestamp::from_millis(0);
+        let complete = GroupLag::new("g", at, vec![known(0, 5, 15), known(1, 0, 5)]);
+        assert_eq!(lag_total_cell(&complete), "15");
+        let unknown = PartitionLag::unknown(
+            &TopicPartition::new("orders", 2),
+            None,
+            "leader not available",
+        );
+        let partial = GroupLag::new("g", at, vec![known(0, 5, 15), unknown.clone()]);
+        assert_eq!(lag_total_cell(&partial), ">=10");
+        let none_known = GroupLag::new("g", at, vec![unknown]);
+        assert_eq!(lag_total_cell(&none_known), "?");
     }
 }

@@ -33,9 +33,7 @@ pub(super) fn coordinators(
     inner: &Inner<'_>,
     groups: &[String],
 ) -> Result<Option<HashMap<String, Option<i32>>>, Error> {
-    // Every topic, as `metadata_of` asks: naming the topic would make a cluster that creates
-    // topics on demand (librdkafka's mock) create it.
-    let metadata = fetch_metadata(inner.admin.inner(), None, inner.timeout)?;
+    let metadata = fetch_metadata(inner.admin.inner(), inner.timeout)?;
     let Some(topic) = metadata
         .topics()
         .iter()

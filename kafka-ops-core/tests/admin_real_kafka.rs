@@ -341,6 +341,13 @@ async fn offsets_by_time_earliest_and_latest_are_exact() {
         .await
         .unwrap();
     assert_eq!(metadata.brokers.len(), 3);
+    // The answer names a controller (KRaft: some live broker), read within the call's bound.
+    assert!(
+        metadata
+            .controller
+            .is_some_and(|id| metadata.brokers.iter().any(|b| b.id == id)),
+        "{metadata:?}"
+    );
     let partition = &metadata.topic(&topic).unwrap().partitions[0];
     assert_eq!(partition.replicas.len(), 3);
     assert_eq!(partition.isr.len(), 3);

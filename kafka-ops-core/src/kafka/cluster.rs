@@ -232,6 +232,7 @@ impl Inner<'_> {
 fn metadata_of(inner: &Inner<'_>, topics: &[String]) -> Result<ClusterMetadata, Error> {
     let client = inner.admin.inner();
     let timeout = inner.timeout;
+    let started = Instant::now();
     // One request for every topic (see `fetch_metadata`), filtered here.
     let fetched = [fetch_metadata(client, timeout)?];
     let wanted: BTreeSet<&str> = topics.iter().map(String::as_str).collect();
@@ -276,7 +277,9 @@ fn metadata_of(inner: &Inner<'_>, topics: &[String]) -> Result<ClusterMetadata, 
     }
     let metadata = ClusterMetadata {
         brokers: brokers.into_values().collect(),
-        controller: ffi::controller_id(client, timeout),
+        // librdkafka waits for a controller only when the answer named none; that wait gets
+        // what is left of the call's bound, not a bound of its own.
+        controller: ffi::controller_id(client, timeout.saturating_sub(started.elapsed())),
         topics: topics_out.into_values().collect(),
     };
     if wanted.is_empty() {

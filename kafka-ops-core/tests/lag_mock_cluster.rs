@@ -290,8 +290,9 @@ fn assert_exact_or_unknown(lag: &kafka_ops_core::lag::GroupLag, unknown: &[i32])
     assert!(!lag.is_complete());
 }
 
-/// Snapshots with `partitions_per_request`, all brokers up, then a leader of some partitions
-/// down: the first is complete, the second marks only that leader's partitions unknown.
+/// A snapshot with `partitions_per_request` by a client that has learned nothing yet, taken while
+/// the leader of some partitions is down: it marks only that leader's partitions unknown and is
+/// exact for the others. Returns the client, whose admin handles the callers count.
 async fn a_broker_down_marks_only_its_partitions(partitions_per_request: usize) -> KafkaCluster {
     let (kafka, cluster, victim, led) = spread_cluster("g").await;
     let cluster = cluster.with_batch_size(partitions_per_request);

@@ -3,7 +3,7 @@
 //!
 //! The consumer does not join the group: it only asks the group's coordinator. One is kept per
 //! group, for the groups used most recently, so a lag pass every few seconds does not create a
-//! client each time.
+//! client each time — also when one pass asks for more groups than are usually kept.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,8 +17,11 @@ use crate::error::Error;
 use crate::kafka::RangeReader;
 use crate::types::{Offset, TopicPartition};
 
-/// Groups whose consumer is kept; one more evicts the least recently used.
+/// Groups whose consumer is kept at least; a call asking for more keeps that many.
 const KEPT_GROUPS: usize = 64;
+/// A consumer unused this long is closed when the next call needs room: a one-off call over
+/// every group does not hold its clients (threads and connections each) for the process's life.
+const IDLE: Duration = Duration::from_secs(300);
 /// Requests in flight at once, over all groups of one call.
 const PARALLEL_REQUESTS: usize = 8;
 const OPERATION: &str = "read committed offsets";
@@ -29,17 +32,23 @@ type Answer = Result<PartitionResults<Option<Offset>>, Error>;
 /// The consumers kept per group, with when each was last used.
 #[derive(Default)]
 pub(super) struct GroupReaders {
-    readers: Mutex<HashMap<String, (Arc<RangeReader>, Instant)>>,
+    readers: Mutex<Kept<Arc<RangeReader>>>,
 }
 
 impl GroupReaders {
-    /// The consumer of `group`, created on first use.
-    fn reader(&self, config: &ClientConfig, group: &str) -> Result<Arc<RangeReader>, Error> {
-        let evicted = {
+    /// The consumer of `group`, created on first use; `wanted` is how many groups the call
+    /// asks for (none of them is evicted for another).
+    fn reader(
+        &self,
+        config: &ClientConfig,
+        group: &str,
+        wanted: usize,
+    ) -> Result<Arc<RangeReader>, Error> {
+        let (reader, evicted) = {
             let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((reader, used)) = readers.get_mut(group) {
-                *used = Instant::now();
-                return Ok(reader.clone());
+            let now = Instant::now();
+            if let Some(reader) = readers.get(group, now) {
+                return Ok(reader);
             }
             // `read_uncommitted`: under `read_committed` librdkafka asks for stable offsets
             // only, and a group with a transactional offset commit pending would not answer
@@ -47,20 +56,10 @@ impl GroupReaders {
             let mut config = config.clone();
             config.set("isolation.level", "read_uncommitted");
             let reader = Arc::new(RangeReader::with_group(&config, group)?);
-            let evicted = if readers.len() >= KEPT_GROUPS {
-                let oldest = readers
-                    .iter()
-                    .min_by_key(|(_, (_, used))| *used)
-                    .map(|(name, _)| name.clone());
-                oldest.and_then(|name| readers.remove(&name))
-            } else {
-                None
-            };
-            readers.insert(group.to_string(), (reader.clone(), Instant::now()));
+            let evicted = readers.insert(group, reader.clone(), now, KEPT_GROUPS.max(wanted));
             (reader, evicted)
         };
         // Closing a consumer waits for librdkafka: not under the lock.
-        let (reader, evicted) = evicted;
         drop(evicted);
         Ok(reader)
     }
@@ -81,7 +80,7 @@ impl GroupReaders {
         let deadline = Instant::now() + timeout;
         let readers: Vec<Result<Arc<RangeReader>, Error>> = groups
             .iter()
-            .map(|group| self.reader(config, group))
+            .map(|group| self.reader(config, group, groups.len()))
             .collect();
         let chunks: Vec<&[TopicPartition]> = partitions.chunks(batch_size.max(1)).collect();
         let tasks: Vec<(usize, usize)> = readers
@@ -160,5 +159,123 @@ impl GroupReaders {
                 Ok(out)
             })
             .collect()
+    }
+}
+
+/// Values kept by group name, least recently used first out.
+struct Kept<V> {
+    entries: HashMap<String, (V, Instant)>,
+}
+
+impl<V> Default for Kept<V> {
+    fn default() -> Self {
+        Kept {
+            entries: HashMap::new(),
+        }
+    }
+}
+
+impl<V: Clone> Kept<V> {
+    /// `group`'s value, now marked used at `now`.
+    fn get(&mut self, group: &str, now: Instant) -> Option<V> {
+        let (value, used) = self.entries.get_mut(group)?;
+        *used = now;
+        Some(value.clone())
+    }
+
+    /// Keeps `value` for `group`, used at `now`, with room for `capacity` values. Returns what
+    /// made room: every value idle for [`IDLE`] when full, else the least recently used one.
+    fn insert(&mut self, group: &str, value: V, now: Instant, capacity: usize) -> Vec<V> {
+        let mut evicted = Vec::new();
+        if self.entries.len() >= capacity.max(1) {
+            let idle: Vec<String> = self
+                .entries
+                .iter()
+                .filter(|(_, (_, used))| now.saturating_duration_since(*used) >= IDLE)
+                .map(|(name, _)| name.clone())
+                .collect();
+            evicted.extend(idle.iter().filter_map(|name| self.entries.remove(name)));
+            if self.entries.len() >= capacity.max(1) {
+                let oldest = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(name, _)| name.clone());
+                evicted.extend(oldest.and_then(|name| self.entries.remove(&name)));
+            }
+        }
+        self.entries.insert(group.to_string(), (value, now));
+        evicted.into_iter().map(|(value, _)| value).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(prefix: &str, count: usize) -> Vec<String> {
+        (0..count).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    /// One pass over `groups` at `now`, as `committed` makes it: each is looked up, or created.
+    fn pass(kept: &mut Kept<String>, groups: &[String], now: Instant) -> usize {
+        let mut created = 0;
+        for group in groups {
+            if kept.get(group, now).is_none() {
+                created += 1;
+                kept.insert(group, group.clone(), now, KEPT_GROUPS.max(groups.len()));
+            }
+        }
+        created
+    }
+
+    #[test]
+    fn a_pass_over_more_groups_than_usually_kept_creates_each_once() {
+        let mut kept = Kept::default();
+        let groups = names("g", 200);
+        let start = Instant::now();
+        assert_eq!(pass(&mut kept, &groups, start), 200);
+        for round in 1..=3 {
+            let now = start + Duration::from_secs(5 * round);
+            assert_eq!(pass(&mut kept, &groups, now), 0, "round {round}");
+        }
+        assert_eq!(kept.entries.len(), 200);
+    }
+
+    #[test]
+    fn the_least_recently_used_group_makes_room() {
+        let mut kept = Kept::default();
+        let start = Instant::now();
+        for (i, group) in names("g", KEPT_GROUPS).iter().enumerate() {
+            let used = start + Duration::from_millis(u64::try_from(i).unwrap());
+            kept.insert(group, group.clone(), used, KEPT_GROUPS);
+        }
+        // g0 used again later than all the others: g1 is now the oldest.
+        kept.get("g0", start + Duration::from_secs(1));
+        let evicted = kept.insert(
+            "new",
+            "new".into(),
+            start + Duration::from_secs(2),
+            KEPT_GROUPS,
+        );
+        assert_eq!(evicted, ["g1".to_string()]);
+        assert_eq!(kept.entries.len(), KEPT_GROUPS);
+        assert!(kept.get("g0", start).is_some());
+    }
+
+    #[test]
+    fn idle_groups_all_go_once_room_is_needed() {
+        let mut kept = Kept::default();
+        let start = Instant::now();
+        pass(&mut kept, &names("once", 300), start);
+        // Not idle yet: each new group takes the place of one old one.
+        assert_eq!(pass(&mut kept, &names("steady", 10), start + IDLE / 2), 10);
+        assert_eq!(kept.entries.len(), 300);
+        // Now the rest of the big call's groups are idle: the next one that needs room clears
+        // all of them at once, and keeps the groups still in use.
+        let evicted = kept.insert("next", "next".into(), start + IDLE * 5 / 4, KEPT_GROUPS);
+        assert_eq!(evicted.len(), 290);
+        assert!(evicted.iter().all(|name| name.starts_with("once")));
+        assert_eq!(kept.entries.len(), 11);
     }
 }

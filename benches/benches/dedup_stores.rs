@@ -322,7 +322,7 @@ fn p5_redis_vs_redis_benchmark() {
 /// array of keys), with as many connections as the store's pool.
 const PGBENCH_SCRIPT: &str = r#"\set k random(1, 1000000000000)
 \set token random(1, 9000000000000000000)
-INSERT INTO kafka_ops_idempotency AS t (key, state, token, digest, lease_until) VALUES ('RUN:' || :client_id || ':' || :k, 'in_progress', :token, '\x000000000000000000000000000000aa'::bytea, now() + make_interval(secs => 60)) ON CONFLICT (key) DO UPDATE SET state = 'in_progress', token = EXCLUDED.token, digest = EXCLUDED.digest, lease_until = EXCLUDED.lease_until, outcome = NULL, expires_at = NULL WHERE (t.state = 'in_progress' AND t.lease_until <= now()) OR (t.state = 'completed' AND t.expires_at <= now()) RETURNING token;
+INSERT INTO kafka_ops_idempotency AS t (key, state, token, digest, lease_until, expires_at) VALUES ('RUN:' || :client_id || ':' || :k, 'in_progress', :token, '\x000000000000000000000000000000aa'::bytea, now() + make_interval(secs => 60), now() + make_interval(secs => 60) + interval '1 day') ON CONFLICT (key) DO UPDATE SET state = 'in_progress', token = EXCLUDED.token, digest = EXCLUDED.digest, lease_until = EXCLUDED.lease_until, outcome = NULL, expires_at = EXCLUDED.expires_at WHERE (t.state = 'in_progress' AND t.lease_until <= now()) OR (t.state = 'completed' AND t.expires_at <= now()) RETURNING token;
 "#;
 
 /// The connections of `PostgresStore::connect`'s pool, and so of the peer.

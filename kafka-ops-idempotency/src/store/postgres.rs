@@ -1,6 +1,9 @@
 //! The PostgreSQL store (feature `postgres`) and its inbox.
 //!
-//! One row per key in a table created by [`MIGRATION`]. Taking keys is one
+//! One row per key in a table created by [`MIGRATION`]. A row's `expires_at` is when it may be
+//! deleted: a completed key's TTL, and for a key in progress a day after its lease ends (rows
+//! written before leases carried it have none there and are found by their lease instead), so
+//! [`PURGE_EXPIRED`] is a range scan of one index however large the table. Taking keys is one
 //! `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE … WHERE <expired>` for a whole batch
 //! (atomic under concurrency), which also reads back what it did not take; completion is one
 //! `UPDATE … FROM unnest(…)` conditioned on the fencing tokens, release a `DELETE` conditioned on
@@ -69,12 +72,13 @@ WITH lazy_commit AS MATERIALIZED (
     SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::float8[])
         WITH ORDINALITY AS i(key, token, digest, lease, n)
 ), taken AS (
-    INSERT INTO kafka_ops_idempotency AS t (key, state, token, digest, lease_until)
-    SELECT key, 'in_progress', token, digest, now() + make_interval(secs => lease)
+    INSERT INTO kafka_ops_idempotency AS t (key, state, token, digest, lease_until, expires_at)
+    SELECT key, 'in_progress', token, digest, now() + make_interval(secs => lease),
+           now() + make_interval(secs => lease) + interval '1 day'
     FROM input ORDER BY key COLLATE "C"
     ON CONFLICT (key) DO UPDATE
         SET state = 'in_progress', token = EXCLUDED.token, digest = EXCLUDED.digest,
-            lease_until = EXCLUDED.lease_until, outcome = NULL, expires_at = NULL
+            lease_until = EXCLUDED.lease_until, outcome = NULL, expires_at = EXCLUDED.expires_at
         WHERE (t.state = 'in_progress' AND t.lease_until <= now())
            OR (t.state = 'completed' AND t.expires_at <= now())
     RETURNING t.key
@@ -109,12 +113,13 @@ const RELEASE: &str = r"
 DELETE FROM kafka_ops_idempotency WHERE key = $1 AND token = $2 AND state = 'in_progress'
 ";
 
-/// Removes completed keys past their TTL and leases long expired (run it now and then; expired
-/// rows are already ignored by `begin`).
+/// Removes completed keys past their TTL and leases expired a day ago (run it now and then;
+/// expired rows are already ignored by `begin`). Both branches are served by the `expires_at`
+/// index: the second finds only rows written before leases carried their purge time.
 pub const PURGE_EXPIRED: &str = r"
 DELETE FROM kafka_ops_idempotency
-WHERE (state = 'completed' AND expires_at <= now())
-   OR (state = 'in_progress' AND lease_until <= now() - interval '1 day')
+WHERE expires_at <= now()
+   OR (expires_at IS NULL AND state = 'in_progress' AND lease_until <= now() - interval '1 day')
 ";
 
 /// Keys per statement when single calls are batched.

@@ -1,5 +1,6 @@
-//! The acknowledged producer against librdkafka's mock cluster, served by its caller: every
-//! tracked record is answered once, with where it was stored, or with why it was not.
+//! The acknowledged producer against librdkafka's mock cluster: served by its caller, every
+//! tracked record is answered once, with where it was stored, or with why it was not; and the
+//! partition count it reads from the metadata answers right after a broker stops.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;
@@ -119,4 +120,39 @@ fn an_unreachable_cluster_answers_each_record_with_its_failure() {
     }
     // Nothing is left to wait for.
     producer.flush(Duration::from_secs(1)).unwrap();
+}
+
+/// Right after a broker stops, the producer's partition count (what the dead-letter sink asks
+/// to keep a record's partition) answers within its bound: librdkafka would otherwise keep the
+/// request on the stopped broker until the bound ends, and the sink would go on without the
+/// count.
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_count_answers_within_its_bound_right_after_a_broker_stops() {
+    let kafka = MockKafka::start(3).unwrap();
+    let topic = unique_name("orders.dlq");
+    kafka.create_topic(&topic, 6).unwrap();
+    let producer = AckedProducer::new(&kafka.client_config()).unwrap();
+    let bound = Duration::from_millis(600);
+    assert_eq!(producer.partition_count(&topic, bound), Some(6));
+    let mut failures = Vec::new();
+    for round in 0..20 {
+        let broker = round % 3 + 1;
+        kafka.broker_down(broker).unwrap();
+        let asked = Instant::now();
+        let count = producer.partition_count(&topic, bound);
+        if count != Some(6) {
+            failures.push(format!(
+                "round {round}: {count:?} after {:?}",
+                asked.elapsed()
+            ));
+        }
+        kafka.broker_up(broker).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Settled again before the next broker stops.
+        assert_eq!(
+            producer.partition_count(&topic, Duration::from_secs(5)),
+            Some(6)
+        );
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }

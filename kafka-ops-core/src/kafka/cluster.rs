@@ -17,7 +17,7 @@ use crate::cluster::{
 };
 use crate::error::Error;
 use crate::ffi;
-use crate::kafka::{client_config, kafka_error, redacted_config};
+use crate::kafka::{client_config, kafka_error, metadata, redacted_config};
 use crate::types::{Offset, TopicPartition};
 use committed::GroupReaders;
 
@@ -233,8 +233,8 @@ fn metadata_of(inner: &Inner<'_>, topics: &[String]) -> Result<ClusterMetadata, 
     let client = inner.admin.inner();
     let timeout = inner.timeout;
     let started = Instant::now();
-    // One request for every topic (see `fetch_metadata`), filtered here.
-    let fetched = [fetch_metadata(client, timeout)?];
+    // One request for every topic (see `metadata::all_topics`), filtered here.
+    let fetched = [metadata::all_topics(client, timeout)?];
     let wanted: BTreeSet<&str> = topics.iter().map(String::as_str).collect();
     let mut brokers = BTreeMap::new();
     let mut topics_out = BTreeMap::new();
@@ -296,53 +296,6 @@ fn metadata_of(inner: &Inner<'_>, topics: &[String]) -> Result<ClusterMetadata, 
         cache.fetched = Some(Instant::now());
     }
     Ok(metadata)
-}
-
-fn fetch_metadata(
-    client: &rdkafka::client::Client<DefaultClientContext>,
-    timeout: Duration,
-) -> Result<rdkafka::metadata::Metadata, Error> {
-    // Always every topic: asking for a named topic can make a broker with auto-creation enabled
-    // create it, which a monitoring call must never do.
-    ask_twice("fetch metadata", timeout, |bound| {
-        client.fetch_metadata(None, bound).map_err(|e| {
-            if matches!(
-                e.rdkafka_error_code(),
-                Some(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)
-            ) {
-                Error::Timeout {
-                    operation: "fetch metadata",
-                    timeout: bound,
-                }
-            } else {
-                kafka_error("fetch metadata", e)
-            }
-        })
-    })
-}
-
-/// Runs `ask` with half of `timeout`, and once more with what is left when that timed out; a
-/// timeout then reports the whole bound as `operation`'s.
-///
-/// librdkafka sends an application's metadata request to one broker it believes is up and, when
-/// that broker's connection drops (it was just stopped), keeps retrying the request there until
-/// the call's bound. Asking again lets it pick a broker that is up: the second ask is the one
-/// that answers while a broker restarts.
-fn ask_twice<T>(
-    operation: &'static str,
-    timeout: Duration,
-    mut ask: impl FnMut(Duration) -> Result<T, Error>,
-) -> Result<T, Error> {
-    let started = Instant::now();
-    match ask(timeout / 2) {
-        Err(Error::Timeout { .. }) => {
-            ask(timeout.saturating_sub(started.elapsed())).map_err(|error| match error {
-                Error::Timeout { .. } => Error::Timeout { operation, timeout },
-                other => other,
-            })
-        }
-        answer => answer,
-    }
 }
 
 /// Splits `partitions` into request-sized groups that each have one leader, so every group is one
@@ -436,70 +389,3 @@ mod coordinator;
 mod groups;
 mod offsets;
 mod records;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn timed_out(bound: Duration) -> Error {
-        Error::Timeout {
-            operation: "fetch metadata",
-            timeout: bound,
-        }
-    }
-
-    #[test]
-    fn an_answer_within_half_the_bound_is_asked_once() {
-        let mut bounds = Vec::new();
-        let answer = ask_twice("fetch metadata", Duration::from_secs(4), |bound| {
-            bounds.push(bound);
-            Ok::<_, Error>(7)
-        });
-        assert_eq!(answer.unwrap(), 7);
-        assert_eq!(bounds, [Duration::from_secs(2)]);
-    }
-
-    #[test]
-    fn a_timed_out_ask_is_asked_again_within_what_is_left() {
-        let mut bounds = Vec::new();
-        let answer = ask_twice("fetch metadata", Duration::from_secs(4), |bound| {
-            bounds.push(bound);
-            if bounds.len() == 1 {
-                Err(timed_out(bound))
-            } else {
-                Ok(7)
-            }
-        });
-        assert_eq!(answer.unwrap(), 7);
-        assert_eq!(bounds.len(), 2);
-        assert_eq!(bounds[0], Duration::from_secs(2));
-        assert!(bounds[1] <= Duration::from_secs(4) && bounds[1] > Duration::from_secs(3));
-    }
-
-    #[test]
-    fn two_timeouts_report_the_whole_bound() {
-        let mut asks = 0;
-        let error = ask_twice("describe", Duration::from_secs(4), |bound| {
-            asks += 1;
-            Err::<(), _>(timed_out(bound))
-        })
-        .unwrap_err();
-        assert_eq!(asks, 2);
-        assert!(
-            matches!(error, Error::Timeout { operation: "describe", timeout } if timeout == Duration::from_secs(4)),
-            "{error:?}"
-        );
-    }
-
-    #[test]
-    fn other_errors_are_not_asked_again() {
-        let mut asks = 0;
-        let error = ask_twice("fetch metadata", Duration::from_secs(4), |_| {
-            asks += 1;
-            Err::<(), _>(Error::InvalidInput("no".into()))
-        })
-        .unwrap_err();
-        assert_eq!(asks, 1);
-        assert!(matches!(error, Error::InvalidInput(_)), "{error:?}");
-    }
-}

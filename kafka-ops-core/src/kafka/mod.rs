@@ -8,6 +8,7 @@ mod cluster;
 mod dead_letter_sink;
 pub mod driver;
 mod group_state;
+mod metadata;
 mod producer;
 mod reader;
 

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use crate::dead_letter::Delivered;
 use crate::error::Error;
 use crate::ffi::{self, ClientQueue};
-use crate::kafka::{kafka_error, lock, owned_headers, set_unless_set};
+use crate::kafka::{kafka_error, lock, metadata, owned_headers, set_unless_set};
 use crate::record::Headers;
 use crate::types::Timestamp;
 
@@ -330,16 +330,9 @@ impl AckedProducer {
     /// The partition count of `topic` as the cluster's metadata gives it (`None` when the
     /// topic does not exist or the metadata cannot be read within `timeout`). Blocking.
     pub fn partition_count(&self, topic: &str, timeout: Duration) -> Option<i32> {
-        let metadata = self
-            .producer
-            .client()
-            .fetch_metadata(Some(topic), timeout)
-            .ok()?;
-        let topic = metadata.topics().first()?;
-        if topic.error().is_some() || topic.partitions().is_empty() {
-            return None;
-        }
-        i32::try_from(topic.partitions().len()).ok()
+        metadata::partition_count(self.producer.client(), topic, timeout)
+            .ok()
+            .flatten()
     }
 }
 

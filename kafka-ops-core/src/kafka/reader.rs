@@ -13,7 +13,9 @@ use crate::class::KafkaCode;
 use crate::cluster::{PartitionError, PartitionResults};
 use crate::error::Error;
 use crate::ffi::{self, ClientQueue, Delivery, MessageBatch};
-use crate::kafka::{add_at_offset, commit_by_hand, kafka_code, kafka_error, set_unless_set};
+use crate::kafka::{
+    add_at_offset, commit_by_hand, kafka_code, kafka_error, metadata, set_unless_set,
+};
 use crate::record::{OwnedRecord, Record};
 use crate::types::{IsolationLevel, Offset, OffsetSpec, TopicPartition};
 
@@ -225,20 +227,8 @@ impl RangeReader {
 
     /// The number of partitions of `topic`; [`Error::Config`] when it does not exist.
     pub fn partition_count(&self, topic: &str) -> Result<i32, Error> {
-        let metadata = self
-            .inner
-            .consumer
-            .fetch_metadata(Some(topic), TIMEOUT)
-            .map_err(|e| kafka_error("read metadata", e))?;
-        let count = metadata
-            .topics()
-            .first()
-            .filter(|t| t.error().is_none())
-            .map_or(0, |t| t.partitions().len());
-        if count == 0 {
-            return Err(Error::Config(format!("topic {topic} does not exist")));
-        }
-        Ok(i32::try_from(count).unwrap_or(i32::MAX))
+        metadata::partition_count(self.inner.consumer.client(), topic, TIMEOUT)?
+            .ok_or_else(|| Error::Config(format!("topic {topic} does not exist")))
     }
 
     /// `(low, high)` watermarks of one partition.

@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 
-use super::{Inner, fetch_metadata};
+use super::Inner;
 use crate::error::Error;
+use crate::kafka::metadata;
 
 /// Apache Kafka's topic of group offsets and metadata, one partition per coordinator shard.
 const GROUP_OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -33,7 +34,7 @@ pub(super) fn coordinators(
     inner: &Inner<'_>,
     groups: &[String],
 ) -> Result<Option<HashMap<String, Option<i32>>>, Error> {
-    let metadata = fetch_metadata(inner.admin.inner(), inner.timeout)?;
+    let metadata = metadata::all_topics(inner.admin.inner(), inner.timeout)?;
     let Some(topic) = metadata
         .topics()
         .iter()

@@ -92,6 +92,28 @@ impl BenchCluster {
         }
     }
 
+    /// A cluster-query client of this cluster.
+    pub fn cluster(&self) -> kafka_ops_core::kafka::KafkaCluster {
+        match self {
+            BenchCluster::Mock(kafka) => kafka.cluster().unwrap_or_else(|e| panic!("client: {e}")),
+            BenchCluster::Real(kafka, _) => kafka.cluster(),
+        }
+    }
+
+    /// Commits `offsets` for `group` without joining it; panics on failure.
+    pub fn commit(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        group: &str,
+        offsets: &[(kafka_ops_core::TopicPartition, kafka_ops_core::Offset)],
+    ) {
+        let committed = match self {
+            BenchCluster::Mock(kafka) => runtime.block_on(kafka.commit(group, offsets)),
+            BenchCluster::Real(kafka, _) => runtime.block_on(kafka.commit(group, offsets)),
+        };
+        committed.unwrap_or_else(|e| panic!("commit for {group}: {e}"));
+    }
+
     /// Creates a topic of `partitions` partitions and returns its name: `name` itself on the
     /// mock cluster, a unique name beginning with `name` on the real one (which other runs
     /// share), to be deleted by [`clean_up`](Self::clean_up).

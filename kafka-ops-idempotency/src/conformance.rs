@@ -461,6 +461,24 @@ pub fn postgres_config() -> String {
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 dbname=test user=postgres".into())
 }
 
+/// The PostgreSQL store on [`postgres_config`]'s database, its table created if missing.
+/// Panics when the server does not answer: the tests that call it need it.
+#[cfg(feature = "postgres")]
+pub async fn postgres_store() -> crate::store::postgres::PostgresStore {
+    let store = crate::store::postgres::PostgresStore::connect(&postgres_config())
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "PostgreSQL does not answer at {}: {error}",
+                postgres_config()
+            )
+        });
+    if let Err(error) = store.migrate().await {
+        panic!("the store's table could not be created: {error}");
+    }
+    store
+}
+
 /// A client of [`postgres_config`]'s database, its connection driven by a task on the current
 /// runtime. Panics when the server does not answer: the tests that call it need it.
 #[cfg(feature = "postgres")]

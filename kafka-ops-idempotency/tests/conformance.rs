@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use kafka_ops_core::ManualClock;
-use kafka_ops_idempotency::conformance::{RealTime, postgres_config, redis_url, run_all};
+use kafka_ops_idempotency::conformance::{RealTime, postgres_store, redis_url, run_all};
 use kafka_ops_idempotency::store::memory::MemoryStore;
-use kafka_ops_idempotency::store::postgres::PostgresStore;
 use kafka_ops_idempotency::store::redb::RedbStore;
 use kafka_ops_idempotency::store::redis::RedisStore;
 
@@ -77,10 +76,7 @@ async fn the_redis_store_conforms() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_postgres_store_conforms() {
-    let store = PostgresStore::connect(&postgres_config())
-        .await
-        .expect("PostgreSQL must be running (the test command checks it)");
-    store.migrate().await.unwrap();
+    let store = postgres_store().await;
     run_all(Arc::new(store.clone()), &RealTime).await;
     // Expired rows can be purged.
     store.purge_expired().await.unwrap();

@@ -18,7 +18,7 @@ use kafka_ops_core::handler::{HandlerBuilder, HandlerError, Outcome, handler_fn}
 use kafka_ops_core::kafka::driver::{Driver, DriverConfig};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, test_process, unique_name};
 use kafka_ops_idempotency::IdempotencyLayer;
-use kafka_ops_idempotency::conformance::{postgres_client, postgres_config};
+use kafka_ops_idempotency::conformance::{postgres_client, postgres_config, postgres_store};
 use kafka_ops_idempotency::current_claim;
 use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
 use kafka_ops_idempotency::store::StoredOutcome;
@@ -185,12 +185,7 @@ async fn exactly_once_across_crashes() {
     kafka.create_topic(&topic, PARTITIONS).unwrap();
 
     let client = postgres_client().await;
-    PostgresStore::connect(&postgres_config())
-        .await
-        .unwrap()
-        .migrate()
-        .await
-        .unwrap();
+    postgres_store().await;
     client
         .batch_execute(&format!(
             "CREATE TABLE {table} (id bigserial PRIMARY KEY, event_id text NOT NULL, payload text NOT NULL)"

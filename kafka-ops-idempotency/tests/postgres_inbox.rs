@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use kafka_ops_core::handler::Outcome;
 use kafka_ops_core::testkit::unique_name;
-use kafka_ops_idempotency::conformance::{postgres_client, postgres_config};
+use kafka_ops_idempotency::conformance::{
+    postgres_client, postgres_config, postgres_store as store,
+};
 use kafka_ops_idempotency::store::postgres::PostgresStore;
 use kafka_ops_idempotency::store::postgres::deadpool_postgres::{Manager, Pool};
 use kafka_ops_idempotency::store::{
@@ -26,14 +28,6 @@ fn processed() -> StoredOutcome {
         outcome: Outcome::Processed,
         result: None,
     }
-}
-
-async fn store() -> PostgresStore {
-    let store = PostgresStore::connect(&postgres_config())
-        .await
-        .expect("PostgreSQL must be running (the test command checks it)");
-    store.migrate().await.unwrap();
-    store
 }
 
 /// A pool of the application's own, as a handler on deadpool has.

@@ -6,17 +6,9 @@
 use std::time::Duration;
 
 use kafka_ops_core::testkit::unique_name;
-use kafka_ops_idempotency::conformance::{postgres_client, postgres_config};
-use kafka_ops_idempotency::store::postgres::{PURGE_EXPIRED, PostgresStore};
+use kafka_ops_idempotency::conformance::{postgres_client, postgres_store as store};
+use kafka_ops_idempotency::store::postgres::PURGE_EXPIRED;
 use kafka_ops_idempotency::store::{Begin, IdempotencyStore, PayloadDigest};
-
-async fn store() -> PostgresStore {
-    let store = PostgresStore::connect(&postgres_config())
-        .await
-        .expect("PostgreSQL must be running (the test command checks it)");
-    store.migrate().await.unwrap();
-    store
-}
 
 /// Writes a row as the store (or an earlier version of it) leaves it; times are SQL
 /// expressions.

@@ -17,10 +17,12 @@ use crate::error::Error;
 use crate::kafka::RangeReader;
 use crate::types::{Offset, TopicPartition};
 
-/// Groups whose consumer is kept at least; a call asking for more keeps that many.
+/// Consumers kept besides a call's own: a call over `n` groups keeps up to `n` + this many, so
+/// other callers' groups (a health probe's, one group's lag between passes) are not evicted by
+/// each pass and recreated by each call.
 const KEPT_GROUPS: usize = 64;
-/// A consumer unused this long is closed when the next call needs room: a one-off call over
-/// every group does not hold its clients (threads and connections each) for the process's life.
+/// A consumer unused this long is closed at the next call: a one-off call over every group
+/// does not hold its clients (threads and connections each) for the process's life.
 const IDLE: Duration = Duration::from_secs(300);
 /// Consumers closed at once when many go together. librdkafka takes tens of milliseconds to
 /// close one (80 ms on the real cluster), mostly waiting for its threads to end: closed one
@@ -40,37 +42,33 @@ pub(super) struct GroupReaders {
 }
 
 impl GroupReaders {
-    /// The consumer of `group`, created on first use; `wanted` is how many groups the call
-    /// asks for (none of them is evicted for another).
-    fn reader(
+    /// The consumer of each of `groups`, in their order, created on first use. The call's
+    /// groups already kept are marked used before any is created, so making room never evicts
+    /// one of them; readers unused for [`IDLE`] are closed. Readers that go are closed on a
+    /// thread of their own: the call does not wait for librdkafka.
+    fn readers(
         &self,
         config: &ClientConfig,
-        group: &str,
-        wanted: usize,
-    ) -> Result<Arc<RangeReader>, Error> {
-        let (reader, evicted) = {
-            let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-            let now = Instant::now();
-            if let Some(reader) = readers.get(group, now) {
-                return Ok(reader);
-            }
-            // `read_uncommitted`: under `read_committed` librdkafka asks for stable offsets
-            // only, and a group with a transactional offset commit pending would not answer
-            // until its transaction ends.
-            let mut config = config.clone();
-            config.set("isolation.level", "read_uncommitted");
-            let reader = Arc::new(RangeReader::with_group(&config, group)?);
-            let evicted = readers.insert(group, reader.clone(), now, KEPT_GROUPS.max(wanted));
-            (reader, evicted)
+        groups: &[String],
+    ) -> Vec<Result<Arc<RangeReader>, Error>> {
+        let (readers, closing) = {
+            let mut kept = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+            kept.take_for(groups, Instant::now(), |group| {
+                // `read_uncommitted`: under `read_committed` librdkafka asks for stable offsets
+                // only, and a group with a transactional offset commit pending would not
+                // answer until its transaction ends.
+                let mut config = config.clone();
+                config.set("isolation.level", "read_uncommitted");
+                RangeReader::with_group(&config, group).map(Arc::new)
+            })
         };
-        // Closing a consumer waits for librdkafka: not under the lock, and not in the call.
-        if !evicted.is_empty() {
+        if !closing.is_empty() {
             // Should the thread not start, the closure is dropped here and closes them inline.
             let _ = std::thread::Builder::new()
                 .name("kafka-ops-close".into())
-                .spawn(move || close_all(evicted));
+                .spawn(move || close_all(closing));
         }
-        Ok(reader)
+        readers
     }
 
     /// Each of `groups`' committed offsets of `partitions`, in their order, one answer per
@@ -87,10 +85,7 @@ impl GroupReaders {
         timeout: Duration,
     ) -> Vec<Answer> {
         let deadline = Instant::now() + timeout;
-        let readers: Vec<Result<Arc<RangeReader>, Error>> = groups
-            .iter()
-            .map(|group| self.reader(config, group, groups.len()))
-            .collect();
+        let readers = self.readers(config, groups);
         let chunks: Vec<&[TopicPartition]> = partitions.chunks(batch_size.max(1)).collect();
         let tasks: Vec<(usize, usize)> = readers
             .iter()
@@ -225,29 +220,64 @@ impl<V: Clone> Kept<V> {
         Some(value.clone())
     }
 
+    /// The value of each of `groups` at `now`, made by `make` where none is kept, and the
+    /// values that went: every one idle for [`IDLE`], and the least recently used ones when
+    /// there was no room. The groups already kept are marked used before any value is made, so
+    /// none of them makes room for another.
+    fn take_for<E>(
+        &mut self,
+        groups: &[String],
+        now: Instant,
+        mut make: impl FnMut(&str) -> Result<V, E>,
+    ) -> (Vec<Result<V, E>>, Vec<V>) {
+        let mut gone = self.sweep_idle(now);
+        let found: Vec<Option<V>> = groups.iter().map(|group| self.get(group, now)).collect();
+        let values = groups
+            .iter()
+            .zip(found)
+            .map(|(group, found)| match found {
+                Some(value) => Ok(value),
+                None => {
+                    let value = make(group)?;
+                    gone.extend(self.insert(group, value.clone(), now, groups.len() + KEPT_GROUPS));
+                    Ok(value)
+                }
+            })
+            .collect();
+        (values, gone)
+    }
+
+    /// Takes out every value unused for [`IDLE`] at `now`.
+    fn sweep_idle(&mut self, now: Instant) -> Vec<V> {
+        let idle: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, (_, used))| now.saturating_duration_since(*used) >= IDLE)
+            .map(|(name, _)| name.clone())
+            .collect();
+        idle.iter()
+            .filter_map(|name| self.entries.remove(name))
+            .map(|(value, _)| value)
+            .collect()
+    }
+
     /// Keeps `value` for `group`, used at `now`, with room for `capacity` values. Returns what
-    /// made room: every value idle for [`IDLE`] when full, else the least recently used one.
-    fn insert(&mut self, group: &str, value: V, now: Instant, capacity: usize) -> Vec<V> {
-        let mut evicted = Vec::new();
-        if self.entries.len() >= capacity.max(1) {
-            let idle: Vec<String> = self
+    /// made room: the least recently used value, when full.
+    fn insert(&mut self, group: &str, value: V, now: Instant, capacity: usize) -> Option<V> {
+        let evicted = if self.entries.len() >= capacity.max(1) {
+            let oldest = self
                 .entries
                 .iter()
-                .filter(|(_, (_, used))| now.saturating_duration_since(*used) >= IDLE)
-                .map(|(name, _)| name.clone())
-                .collect();
-            evicted.extend(idle.iter().filter_map(|name| self.entries.remove(name)));
-            if self.entries.len() >= capacity.max(1) {
-                let oldest = self
-                    .entries
-                    .iter()
-                    .min_by_key(|(_, (_, used))| *used)
-                    .map(|(name, _)| name.clone());
-                evicted.extend(oldest.and_then(|name| self.entries.remove(&name)));
-            }
-        }
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(name, _)| name.clone());
+            oldest
+                .and_then(|name| self.entries.remove(&name))
+                .map(|(value, _)| value)
+        } else {
+            None
+        };
         self.entries.insert(group.to_string(), (value, now));
-        evicted.into_iter().map(|(value, _)| value).collect()
+        evicted
     }
 }
 
@@ -259,16 +289,16 @@ mod tests {
         (0..count).map(|i| format!("{prefix}{i}")).collect()
     }
 
-    /// One pass over `groups` at `now`, as `committed` makes it: each is looked up, or created.
-    fn pass(kept: &mut Kept<String>, groups: &[String], now: Instant) -> usize {
-        let mut created = 0;
-        for group in groups {
-            if kept.get(group, now).is_none() {
-                created += 1;
-                kept.insert(group, group.clone(), now, KEPT_GROUPS.max(groups.len()));
-            }
-        }
-        created
+    /// One call over `groups` at `now`, as `committed` makes it: returns how many values were
+    /// made and how many went.
+    fn call(kept: &mut Kept<String>, groups: &[String], now: Instant) -> (usize, usize) {
+        let mut made = 0;
+        let (values, gone) = kept.take_for(groups, now, |group| {
+            made += 1;
+            Ok::<_, ()>(group.to_string())
+        });
+        assert!(values.iter().zip(groups).all(|(v, g)| v.as_ref() == Ok(g)));
+        (made, gone.len())
     }
 
     /// Counts itself dropped, then waits (bounded) until `all` are: only values dropped at the
@@ -318,12 +348,60 @@ mod tests {
         let mut kept = Kept::default();
         let groups = names("g", 200);
         let start = Instant::now();
-        assert_eq!(pass(&mut kept, &groups, start), 200);
+        assert_eq!(call(&mut kept, &groups, start), (200, 0));
         for round in 1..=3 {
             let now = start + Duration::from_secs(5 * round);
-            assert_eq!(pass(&mut kept, &groups, now), 0, "round {round}");
+            assert_eq!(call(&mut kept, &groups, now), (0, 0), "round {round}");
         }
         assert_eq!(kept.entries.len(), 200);
+    }
+
+    #[test]
+    fn another_callers_group_between_passes_recreates_nothing() {
+        let mut kept = Kept::default();
+        let pass = names("g", 200);
+        let probe = names("probe", 1);
+        let start = Instant::now();
+        call(&mut kept, &pass, start);
+        // The probe's first call takes the place of one of the pass's groups, which the next
+        // pass makes again; after that, pass and probe alternate without making anything.
+        assert_eq!(
+            call(&mut kept, &probe, start + Duration::from_secs(1)),
+            (1, 1)
+        );
+        assert_eq!(
+            call(&mut kept, &pass, start + Duration::from_secs(2)),
+            (1, 0)
+        );
+        for round in 1..=5 {
+            let now = start + Duration::from_secs(10 * round);
+            assert_eq!(call(&mut kept, &probe, now), (0, 0), "probe, round {round}");
+            let now = now + Duration::from_secs(5);
+            assert_eq!(call(&mut kept, &pass, now), (0, 0), "pass, round {round}");
+        }
+    }
+
+    #[test]
+    fn a_call_never_evicts_its_own_groups() {
+        let mut kept = Kept::default();
+        let start = Instant::now();
+        // More groups kept than the next call makes room for, all used after the call's own.
+        let mine = names("mine", 10);
+        call(&mut kept, &mine, start);
+        call(
+            &mut kept,
+            &names("other", 100),
+            start + Duration::from_secs(1),
+        );
+        let mut asked = mine.clone();
+        asked.extend(names("new", 5));
+        // Each new group takes the place of one of the others, however recently those were used.
+        assert_eq!(
+            call(&mut kept, &asked, start + Duration::from_secs(2)),
+            (5, 5)
+        );
+        assert!(asked.iter().all(|group| kept.entries.contains_key(group)));
+        assert_eq!(kept.entries.len(), 110);
     }
 
     #[test]
@@ -342,24 +420,22 @@ mod tests {
             start + Duration::from_secs(2),
             KEPT_GROUPS,
         );
-        assert_eq!(evicted, ["g1".to_string()]);
+        assert_eq!(evicted.as_deref(), Some("g1"));
         assert_eq!(kept.entries.len(), KEPT_GROUPS);
         assert!(kept.get("g0", start).is_some());
     }
 
     #[test]
-    fn idle_groups_all_go_once_room_is_needed() {
+    fn idle_groups_go_at_the_next_call_even_with_room_to_spare() {
         let mut kept = Kept::default();
         let start = Instant::now();
-        pass(&mut kept, &names("once", 300), start);
+        call(&mut kept, &names("once", 300), start);
+        let steady = names("steady", 10);
         // Not idle yet: each new group takes the place of one old one.
-        assert_eq!(pass(&mut kept, &names("steady", 10), start + IDLE / 2), 10);
+        assert_eq!(call(&mut kept, &steady, start + IDLE / 2), (10, 10));
         assert_eq!(kept.entries.len(), 300);
-        // Now the rest of the big call's groups are idle: the next one that needs room clears
-        // all of them at once, and keeps the groups still in use.
-        let evicted = kept.insert("next", "next".into(), start + IDLE * 5 / 4, KEPT_GROUPS);
-        assert_eq!(evicted.len(), 290);
-        assert!(evicted.iter().all(|name| name.starts_with("once")));
-        assert_eq!(kept.entries.len(), 11);
+        // Only the steady groups are asked for, all kept: the idle ones still go.
+        assert_eq!(call(&mut kept, &steady, start + IDLE * 5 / 4), (0, 290));
+        assert_eq!(kept.entries.len(), 10);
     }
 }

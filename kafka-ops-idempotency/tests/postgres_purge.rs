@@ -84,8 +84,8 @@ async fn exactly_the_rows_past_their_time_are_purged() {
     for (name, state, lease_until, expires_at, _) in &cases {
         row(&client, &key(name), state, lease_until, expires_at).await;
     }
-    let purged = store.purge_expired().await.unwrap();
-    assert!(purged >= 3, "{purged} rows purged");
+    // Other tests may purge at the same time: which rows are left is the answer, not the count.
+    store.purge_expired().await.unwrap();
     for (name, _, _, _, kept) in &cases {
         let found = client
             .query_opt(

@@ -22,18 +22,13 @@
 
 use std::time::{Duration, Instant};
 
-use kafka_ops_benches::BenchCluster;
+use kafka_ops_benches::{BenchCluster, median};
 use kafka_ops_core::cluster::{LagOptions, group_lag, groups_lag};
 use kafka_ops_core::testkit::{TestRecord, unique_name};
 use kafka_ops_core::{ManualClock, Offset, TopicPartition};
 
 const PARTITIONS: i32 = 6;
 const ROUNDS: usize = 5;
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
-}
 
 fn main() {
     let sizes: Vec<usize> = std::env::var("KAFKA_OPS_BENCH_GROUPS")

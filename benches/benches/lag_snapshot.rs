@@ -22,6 +22,7 @@
 
 use std::time::{Duration, Instant};
 
+use kafka_ops_benches::median;
 use kafka_ops_core::cluster::{LagOptions, MetadataQuery, group_lag};
 use kafka_ops_core::lag::{GroupLag, PartitionLag};
 use kafka_ops_core::testkit::{MockKafka, TestRecord, api};
@@ -31,11 +32,6 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 
 const PARTITIONS_PER_TOPIC: i32 = 200;
 const ROUNDS: usize = 5;
-
-fn median<T: Ord + Copy>(mut values: Vec<T>) -> T {
-    values.sort();
-    values[values.len() / 2]
-}
 
 /// The naive path: one committed-offsets request, then `fetch_watermarks` per partition.
 fn naive_snapshot(consumer: &BaseConsumer, partitions: &[TopicPartition]) -> GroupLag {

@@ -13,6 +13,12 @@ pub fn knob(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The middle of `values` once sorted (the upper middle of an even count).
+pub fn median<T: Ord + Copy>(mut values: Vec<T>) -> T {
+    values.sort();
+    values[values.len() / 2]
+}
+
 /// A cluster a benchmark runs on: librdkafka's in-process mock cluster, or the real Apache
 /// Kafka cluster named by `KAFKA_OPS_KAFKA_BOOTSTRAP` (the README's `scripts/kafka-cluster up`).
 #[derive(Debug)]
@@ -107,11 +113,12 @@ impl BenchCluster {
         group: &str,
         offsets: &[(kafka_ops_core::TopicPartition, kafka_ops_core::Offset)],
     ) {
-        let committed = match self {
-            BenchCluster::Mock(kafka) => runtime.block_on(kafka.commit(group, offsets)),
-            BenchCluster::Real(kafka, _) => runtime.block_on(kafka.commit(group, offsets)),
-        };
-        committed.unwrap_or_else(|e| panic!("commit for {group}: {e}"));
+        runtime
+            .block_on(kafka_ops_core::kafka::commit_group_offsets(
+                &self.consumer_config(group),
+                offsets,
+            ))
+            .unwrap_or_else(|e| panic!("commit for {group}: {e}"));
     }
 
     /// Creates a topic of `partitions` partitions and returns its name: `name` itself on the

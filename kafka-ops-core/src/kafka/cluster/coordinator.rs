@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::kafka::metadata;
 
 /// Apache Kafka's topic of group offsets and metadata, one partition per coordinator shard.
-const GROUP_OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub(super) const GROUP_OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// The partition of `__consumer_offsets` that holds `group`: `Utils.abs(groupId.hashCode()) %
 /// partitions` in Kafka, with Java's `String.hashCode` over UTF-16 code units and `Utils.abs`
@@ -46,25 +46,33 @@ pub(super) fn coordinators(
     if partitions.is_empty() {
         return Ok(None);
     }
-    let leaders: HashMap<i32, Option<i32>> = partitions
-        .iter()
-        .map(|p| {
-            (
-                p.id(),
-                (p.error().is_none() && p.leader() >= 0).then_some(p.leader()),
-            )
-        })
-        .collect();
-    let count = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
+    let mut leaders = vec![None; partitions.len()];
+    for p in partitions {
+        if let Some(slot) = usize::try_from(p.id())
+            .ok()
+            .and_then(|id| leaders.get_mut(id))
+        {
+            *slot = (p.error().is_none() && p.leader() >= 0).then_some(p.leader());
+        }
+    }
     Ok(Some(
         groups
             .iter()
-            .map(|group| {
-                let partition = group_offsets_partition(group, count);
-                (group.clone(), leaders.get(&partition).copied().flatten())
-            })
+            .map(|group| (group.clone(), coordinator_of(group, &leaders)))
             .collect(),
     ))
+}
+
+/// The coordinator of `group` given the leader of each partition of `__consumer_offsets`, by
+/// partition id (`None` when that partition has no leader now, or the cluster has no such
+/// topic).
+pub(super) fn coordinator_of(group: &str, leaders: &[Option<i32>]) -> Option<i32> {
+    let count = i32::try_from(leaders.len()).ok().filter(|c| *c > 0)?;
+    let partition = group_offsets_partition(group, count);
+    leaders
+        .get(usize::try_from(partition).ok()?)
+        .copied()
+        .flatten()
 }
 
 #[cfg(test)]
@@ -84,6 +92,22 @@ mod tests {
         assert_eq!(group_offsets_partition("é", 50), 0xE9 % 50);
         let smile = (0xD83Di32 * 31 + 0xDE00) % 50;
         assert_eq!(group_offsets_partition("😀", 50), smile);
+    }
+
+    #[test]
+    fn a_group_is_coordinated_by_the_leader_of_its_partition() {
+        let leaders = [Some(1), None, Some(3)];
+        let on = |group: &str| group_offsets_partition(group, 3);
+        let group = |partition| {
+            (0..)
+                .map(|i| format!("g{i}"))
+                .find(|g| on(g) == partition)
+                .unwrap()
+        };
+        assert_eq!(coordinator_of(&group(0), &leaders), Some(1));
+        assert_eq!(coordinator_of(&group(1), &leaders), None, "no leader now");
+        assert_eq!(coordinator_of(&group(2), &leaders), Some(3));
+        assert_eq!(coordinator_of("g", &[]), None, "no __consumer_offsets");
     }
 
     proptest! {

@@ -17,7 +17,7 @@ use crate::cluster::{
 };
 use crate::error::Error;
 use crate::ffi;
-use crate::kafka::{client_config, kafka_error, metadata, redacted_config};
+use crate::kafka::{client_config, group_state, kafka_error, lock, metadata, redacted_config};
 use crate::types::{Offset, TopicPartition};
 use committed::GroupReaders;
 
@@ -57,12 +57,18 @@ struct Shared {
 struct LeaderCache {
     fetched: Option<Instant>,
     leaders: HashMap<TopicPartition, Option<i32>>,
+    /// Each broker's address, by id.
+    brokers: HashMap<i32, (String, u16)>,
+    /// The leader of each partition of `__consumer_offsets`, by partition id: the group
+    /// coordinators (empty when the cluster shows no such topic).
+    coordinators: Vec<Option<i32>>,
 }
 
 /// How long leaders from a metadata answer are reused for grouping requests.
 const LEADER_CACHE_TTL: Duration = Duration::from_secs(10);
 
 /// What a blocking call needs: the clients and the bound on each request.
+#[derive(Clone, Copy)]
 struct Inner<'a> {
     admin: &'a AdminClient<DefaultClientContext>,
     second_admin: &'a OnceLock<Option<AdminClient<DefaultClientContext>>>,
@@ -213,19 +219,95 @@ impl Inner<'_> {
     }
 
     /// Each of `groups`' committed offsets of `partitions`, in their order, one answer per
-    /// group, the whole call bounded by the client's timeout.
+    /// group, the whole call bounded by the client's timeout: asked of the groups'
+    /// coordinators many groups a request (see [`offset_fetch`]) within half the bound, then
+    /// what that could not answer through a consumer per group (see [`committed`]).
     fn committed(
         &self,
         groups: &[String],
         partitions: &[TopicPartition],
     ) -> Vec<Result<PartitionResults<Option<Offset>>, Error>> {
-        self.readers.committed(
-            self.config,
-            groups,
-            partitions,
-            self.batch_size,
-            self.timeout,
-        )
+        if partitions.is_empty() {
+            return groups.iter().map(|_| Ok(Vec::new())).collect();
+        }
+        let started = Instant::now();
+        let mut answers: Vec<Option<Result<_, Error>>> = groups.iter().map(|_| None).collect();
+        if let Some(locate) = self.coordinator_locator() {
+            let deadline = started + self.timeout / 2;
+            let direct = offset_fetch::committed_at_coordinators(
+                groups,
+                partitions,
+                locate,
+                deadline,
+                offset_fetch::MAX_ENTRIES,
+            );
+            for (slot, answer) in answers.iter_mut().zip(direct) {
+                *slot = answer.map(Ok);
+            }
+        }
+        let rest: Vec<String> = groups
+            .iter()
+            .zip(&answers)
+            .filter(|(_, answer)| answer.is_none())
+            .map(|(group, _)| group.clone())
+            .collect();
+        if !rest.is_empty() {
+            let left = self.timeout.saturating_sub(started.elapsed());
+            let mut through_consumers = self
+                .readers
+                .committed(self.config, &rest, partitions, self.batch_size, left)
+                .into_iter();
+            for slot in answers.iter_mut().filter(|answer| answer.is_none()) {
+                *slot = through_consumers.next();
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| Err(no_group_answer())))
+            .collect()
+    }
+
+    /// Where each group's coordinator listens, from the cached metadata (read again when
+    /// older than [`LEADER_CACHE_TTL`]); `None` where groups cannot be asked directly: a
+    /// secured listener, metadata that shows no `__consumer_offsets` (librdkafka's mock
+    /// cluster), or no metadata. A coordinator that moved since is found out by its answer.
+    fn coordinator_locator(&self) -> Option<impl Fn(&str) -> Option<offset_fetch::Coordinator>> {
+        if !group_state::is_plaintext(self.config.get("security.protocol")) {
+            return None;
+        }
+        let fresh = lock(self.leaders)
+            .fetched
+            .is_some_and(|at| at.elapsed() < LEADER_CACHE_TTL);
+        // Half the bound at most, as for the requests that follow: the consumers' path keeps
+        // the rest.
+        let within_half = Inner {
+            timeout: self.timeout / 2,
+            ..*self
+        };
+        if !fresh && let Err(error) = metadata_of(&within_half, &[]) {
+            tracing::debug!(%error, "no metadata; committed offsets go through consumers");
+            return None;
+        }
+        let cache = lock(self.leaders);
+        if cache.coordinators.is_empty() {
+            return None;
+        }
+        let (coordinators, brokers) = (cache.coordinators.clone(), cache.brokers.clone());
+        Some(move |group: &str| {
+            let id = coordinator::coordinator_of(group, &coordinators)?;
+            let (host, port) = brokers.get(&id)?;
+            Some((id, host.clone(), *port))
+        })
+    }
+}
+
+/// What a group gets when neither path answered it (not expected: the consumers' path answers
+/// every group it is given).
+fn no_group_answer() -> Error {
+    Error::Kafka {
+        operation: "read committed offsets",
+        code: None,
+        source: "no answer for the group".into(),
     }
 }
 
@@ -293,6 +375,26 @@ fn metadata_of(inner: &Inner<'_>, topics: &[String]) -> Result<ClusterMetadata, 
                     .map(|p| (TopicPartition::new(t.name.clone(), p.id), p.leader))
             })
             .collect();
+        cache.brokers = metadata
+            .brokers
+            .iter()
+            .map(|b| (b.id, (b.host.clone(), b.port)))
+            .collect();
+        cache.coordinators = metadata
+            .topics
+            .iter()
+            .find(|t| &*t.name == coordinator::GROUP_OFFSETS_TOPIC && t.error.is_none())
+            .map(|t| {
+                let mut leaders = vec![None; t.partitions.len()];
+                for p in &t.partitions {
+                    if let Some(slot) = usize::try_from(p.id).ok().and_then(|i| leaders.get_mut(i))
+                    {
+                        *slot = p.leader.filter(|_| p.error.is_none());
+                    }
+                }
+                leaders
+            })
+            .unwrap_or_default();
         cache.fetched = Some(Instant::now());
     }
     Ok(metadata)
@@ -387,5 +489,6 @@ mod committed;
 mod configs;
 mod coordinator;
 mod groups;
+mod offset_fetch;
 mod offsets;
 mod records;

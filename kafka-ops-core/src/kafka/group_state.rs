@@ -10,18 +10,17 @@
 //! target is reconciling; when every member already holds its target, the coordinator is
 //! computing a new one (assigning).
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::class::KafkaCode;
 use crate::cluster::{GroupMember, GroupState};
 use crate::error::Error;
+use crate::kafka::wire::{
+    Connection, Cursor, Request, put_compact_len, put_compact_string, put_uvarint, wire_error,
+};
 
 /// ConsumerGroupDescribe's API key.
 const API_KEY: i16 = 69;
-/// The largest response we read (a description of one group with its members).
-const MAX_RESPONSE: usize = 16 << 20;
 
 /// Where the state of a consumer-protocol group came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,13 +91,7 @@ pub(crate) fn state_from_name(name: &str) -> GroupState {
     }
 }
 
-fn wire_error(reason: impl Into<String>) -> Error {
-    Error::Kafka {
-        operation: "describe consumer group",
-        code: None,
-        source: reason.into().into(),
-    }
-}
+const OPERATION: &str = "describe consumer group";
 
 /// One ConsumerGroupDescribe v0 round trip for `group` to the broker at `host:port`.
 fn describe_state(
@@ -107,78 +100,35 @@ fn describe_state(
     group: &str,
     timeout: Duration,
 ) -> Result<GroupState, Error> {
-    let address = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| wire_error(format!("resolve {host}:{port}: {e}")))?
-        .next()
-        .ok_or_else(|| wire_error(format!("{host}:{port} resolves to no address")))?;
-    let mut stream = TcpStream::connect_timeout(&address, timeout)
-        .map_err(|e| wire_error(format!("connect {address}: {e}")))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| wire_error(e.to_string()))?;
     let correlation_id = 1;
-    stream
-        .write_all(&encode_request(group, correlation_id))
-        .map_err(|e| wire_error(format!("send: {e}")))?;
-    let mut size = [0u8; 4];
-    stream
-        .read_exact(&mut size)
-        .map_err(|e| wire_error(format!("read: {e}")))?;
-    let size = usize::try_from(i32::from_be_bytes(size))
-        .ok()
-        .filter(|s| *s <= MAX_RESPONSE)
-        .ok_or_else(|| wire_error("response size out of range"))?;
-    let mut body = vec![0u8; size];
-    stream
-        .read_exact(&mut body)
-        .map_err(|e| wire_error(format!("read: {e}")))?;
+    let mut connection = Connection::open(OPERATION, host, port, timeout)?;
+    let body = connection.round_trip(&encode_request(group, correlation_id))?;
     let answer = decode_response(&body, correlation_id)?;
     if answer.error != 0 {
         return Err(Error::Broker {
-            operation: "describe consumer group",
+            operation: OPERATION,
             code: KafkaCode(i32::from(answer.error)),
             message: answer.message.unwrap_or_default(),
         });
     }
     if answer.group != group {
-        return Err(wire_error(format!(
-            "asked for {group}, told about {}",
-            answer.group
-        )));
+        return Err(wire_error(
+            OPERATION,
+            format!("asked for {group}, told about {}", answer.group),
+        ));
     }
     Ok(state_from_name(&answer.state))
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
 /// Request header v2 (flexible) and ConsumerGroupDescribe v0 for one group, size-prefixed.
 fn encode_request(group: &str, correlation_id: i32) -> Vec<u8> {
-    const CLIENT_ID: &str = "kafka-ops";
-    let mut message = Vec::with_capacity(64 + group.len());
-    message.extend_from_slice(&API_KEY.to_be_bytes());
-    message.extend_from_slice(&0i16.to_be_bytes());
-    message.extend_from_slice(&correlation_id.to_be_bytes());
-    // The client id is a classic (int16-length) string even in flexible headers.
-    message.extend_from_slice(&(CLIENT_ID.len() as i16).to_be_bytes());
-    message.extend_from_slice(CLIENT_ID.as_bytes());
-    put_uvarint(&mut message, 0); // header tagged fields
-    put_uvarint(&mut message, 2); // GroupIds: compact array of one
-    put_uvarint(&mut message, group.len() as u64 + 1);
-    message.extend_from_slice(group.as_bytes());
-    message.push(0); // IncludeAuthorizedOperations = false
-    put_uvarint(&mut message, 0); // body tagged fields
-    let mut framed = Vec::with_capacity(4 + message.len());
-    framed.extend_from_slice(&(message.len() as i32).to_be_bytes());
-    framed.extend_from_slice(&message);
-    framed
+    let mut request = Request::new(API_KEY, 0, correlation_id, 16 + group.len());
+    let body = request.body();
+    put_compact_len(body, 1); // GroupIds
+    put_compact_string(body, group);
+    body.push(0); // IncludeAuthorizedOperations = false
+    put_uvarint(body, 0); // body tagged fields
+    request.finish()
 }
 
 /// What we read of the first group of a response.
@@ -190,81 +140,18 @@ struct Answer {
     state: String,
 }
 
-struct Cursor<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        if self.bytes.len() < n {
-            return Err(wire_error("truncated response"));
-        }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Ok(head)
-    }
-
-    fn i16(&mut self) -> Result<i16, Error> {
-        let b = self.take(2)?;
-        Ok(i16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn i32(&mut self) -> Result<i32, Error> {
-        let b = self.take(4)?;
-        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn uvarint(&mut self) -> Result<u64, Error> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.take(1)?[0];
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(wire_error("varint too long"))
-    }
-
-    fn skip_tagged_fields(&mut self) -> Result<(), Error> {
-        for _ in 0..self.uvarint()? {
-            self.uvarint()?;
-            let size = usize::try_from(self.uvarint()?).map_err(|_| wire_error("tag size"))?;
-            self.take(size)?;
-        }
-        Ok(())
-    }
-
-    /// A compact nullable string (length + 1, 0 for null).
-    fn compact_string(&mut self) -> Result<Option<String>, Error> {
-        match self.uvarint()? {
-            0 => Ok(None),
-            n => {
-                let len = usize::try_from(n - 1).map_err(|_| wire_error("string size"))?;
-                let bytes = self.take(len)?;
-                String::from_utf8(bytes.to_vec())
-                    .map(Some)
-                    .map_err(|_| wire_error("string is not UTF-8"))
-            }
-        }
-    }
-}
-
 /// Response header v1 (flexible), then ConsumerGroupDescribe v0 up to the first group's state.
 fn decode_response(body: &[u8], correlation_id: i32) -> Result<Answer, Error> {
-    let mut cursor = Cursor { bytes: body };
-    if cursor.i32()? != correlation_id {
-        return Err(wire_error("correlation id mismatch"));
-    }
-    cursor.skip_tagged_fields()?;
+    let mut cursor = Cursor::new(OPERATION, body);
+    cursor.response_header(correlation_id)?;
     let _throttle_ms = cursor.i32()?;
-    if cursor.uvarint()? < 2 {
-        return Err(wire_error("the response describes no group"));
+    if cursor.compact_len(1)?.unwrap_or(0) == 0 {
+        return Err(cursor.error("the response describes no group"));
     }
     let error = cursor.i16()?;
-    let message = cursor.compact_string()?;
-    let group = cursor.compact_string()?.unwrap_or_default();
-    let state = cursor.compact_string()?.unwrap_or_default();
+    let message = cursor.compact_string()?.map(str::to_string);
+    let group = cursor.compact_string()?.unwrap_or_default().to_string();
+    let state = cursor.compact_string()?.unwrap_or_default().to_string();
     Ok(Answer {
         error,
         message,
@@ -295,15 +182,10 @@ mod tests {
     }
 
     #[test]
-    fn the_request_is_framed_as_kafka_expects() {
+    fn the_request_is_consumer_group_describe_v0_for_one_group() {
+        // The header's framing is `wire`'s (tested there): only the key, version and body here.
         let framed = encode_request("billing", 9);
-        let size = i32::from_be_bytes([framed[0], framed[1], framed[2], framed[3]]);
-        assert_eq!(size as usize, framed.len() - 4);
-        assert_eq!(&framed[4..6], &69i16.to_be_bytes());
-        assert_eq!(&framed[6..8], &0i16.to_be_bytes());
-        assert_eq!(&framed[8..12], &9i32.to_be_bytes());
-        assert_eq!(&framed[12..14], &9i16.to_be_bytes());
-        assert_eq!(&framed[14..23], b"kafka-ops");
+        assert_eq!(&framed[4..8], &[0, 69, 0, 0]);
         // header tags, array of one, "billing" (7 + 1), no authorized operations, body tags
         assert_eq!(&framed[23..], b"\x00\x02\x08billing\x00\x00");
     }

@@ -11,6 +11,7 @@ mod group_state;
 mod metadata;
 mod producer;
 mod reader;
+mod wire;
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,7 @@
 //! Committed offsets of any group, read through a consumer of that group (never through
-//! librdkafka's admin `ListConsumerGroupOffsets`; see [`RangeReader::committed_offsets`]).
+//! librdkafka's admin `ListConsumerGroupOffsets`; see [`RangeReader::committed_offsets`]): the
+//! path for what [`offset_fetch`](super::offset_fetch) cannot answer (secured listeners,
+//! librdkafka's mock cluster, a coordinator moving or unreachable, brokers before Kafka 3.0).
 //!
 //! The consumer does not join the group: it only asks the group's coordinator. One is kept per
 //! group, for the groups used most recently, so a lag pass every few seconds does not create a

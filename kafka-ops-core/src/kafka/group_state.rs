@@ -10,7 +10,7 @@
 //! target is reconciling; when every member already holds its target, the coordinator is
 //! computing a new one (assigning).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::class::KafkaCode;
 use crate::cluster::{GroupMember, GroupState};
@@ -101,8 +101,9 @@ fn describe_state(
     timeout: Duration,
 ) -> Result<GroupState, Error> {
     let correlation_id = 1;
-    let mut connection = Connection::open(OPERATION, host, port, timeout)?;
-    let body = connection.round_trip(&encode_request(group, correlation_id))?;
+    let deadline = Instant::now() + timeout;
+    let mut connection = Connection::open(OPERATION, host, port, deadline)?;
+    let body = connection.round_trip(&encode_request(group, correlation_id), deadline)?;
     let answer = decode_response(&body, correlation_id)?;
     if answer.error != 0 {
         return Err(Error::Broker {

@@ -4,8 +4,9 @@
 //! everything else goes through librdkafka.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 
@@ -77,57 +78,127 @@ impl Request {
     }
 }
 
-/// One plaintext connection to a broker, for requests sent one after the other.
+/// One plaintext connection to a broker, for requests sent one after the other. Every step
+/// (name resolution, connecting, each write and read) is bounded by the caller's deadline, not
+/// by a timeout per system call: a broker that answers a byte at a time cannot hold a call
+/// past it.
 pub(crate) struct Connection {
     stream: TcpStream,
     operation: &'static str,
 }
 
 impl Connection {
-    /// Connects to `host:port`, every read and write bounded by `timeout`.
+    /// Connects to `host:port` (each address it resolves to in turn) by `deadline`.
     pub(crate) fn open(
         operation: &'static str,
         host: &str,
         port: u16,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<Self, Error> {
-        let failed = |reason: String| wire_error(operation, reason);
-        let timeout = timeout.max(Duration::from_millis(1));
-        let address = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| failed(format!("resolve {host}:{port}: {e}")))?
-            .next()
-            .ok_or_else(|| failed(format!("{host}:{port} resolves to no address")))?;
-        let stream = TcpStream::connect_timeout(&address, timeout)
-            .map_err(|e| failed(format!("connect {address}: {e}")))?;
-        stream
-            .set_read_timeout(Some(timeout))
-            .and_then(|()| stream.set_write_timeout(Some(timeout)))
-            .and_then(|()| stream.set_nodelay(true))
-            .map_err(|e| failed(e.to_string()))?;
-        Ok(Connection { stream, operation })
+        let mut last = None;
+        for address in resolve(operation, host, port, deadline)? {
+            let left = time_left(operation, deadline)?;
+            match TcpStream::connect_timeout(&address, left) {
+                Ok(stream) => {
+                    stream
+                        .set_nodelay(true)
+                        .map_err(|e| wire_error(operation, e.to_string()))?;
+                    return Ok(Connection { stream, operation });
+                }
+                Err(error) => last = Some(format!("connect {address}: {error}")),
+            }
+        }
+        Err(wire_error(
+            operation,
+            last.unwrap_or_else(|| format!("{host}:{port} resolves to no address")),
+        ))
     }
 
     /// Sends `request` (as [`Request::finish`] made it) and returns the response body after
-    /// its size: the correlation id first.
-    pub(crate) fn round_trip(&mut self, request: &[u8]) -> Result<Vec<u8>, Error> {
+    /// its size (the correlation id first), all of it by `deadline`.
+    pub(crate) fn round_trip(
+        &mut self,
+        request: &[u8],
+        deadline: Instant,
+    ) -> Result<Vec<u8>, Error> {
         let operation = self.operation;
-        self.stream
-            .write_all(request)
-            .map_err(|e| wire_error(operation, format!("send: {e}")))?;
+        let mut sent = 0;
+        while sent < request.len() {
+            self.stream
+                .set_write_timeout(Some(time_left(operation, deadline)?))
+                .map_err(|e| wire_error(operation, e.to_string()))?;
+            match self.stream.write(&request[sent..]) {
+                Ok(0) => return Err(wire_error(operation, "send: connection closed")),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(wire_error(operation, format!("send: {e}"))),
+            }
+        }
         let mut size = [0u8; 4];
-        self.stream
-            .read_exact(&mut size)
-            .map_err(|e| wire_error(operation, format!("read: {e}")))?;
+        self.read_by(&mut size, deadline)?;
         let size = usize::try_from(i32::from_be_bytes(size))
             .ok()
             .filter(|s| *s <= MAX_RESPONSE)
             .ok_or_else(|| wire_error(operation, "response size out of range"))?;
         let mut body = vec![0u8; size];
-        self.stream
-            .read_exact(&mut body)
-            .map_err(|e| wire_error(operation, format!("read: {e}")))?;
+        self.read_by(&mut body, deadline)?;
         Ok(body)
+    }
+
+    /// Fills `buffer` from the connection by `deadline`.
+    fn read_by(&mut self, buffer: &mut [u8], deadline: Instant) -> Result<(), Error> {
+        let operation = self.operation;
+        let mut filled = 0;
+        while filled < buffer.len() {
+            self.stream
+                .set_read_timeout(Some(time_left(operation, deadline)?))
+                .map_err(|e| wire_error(operation, e.to_string()))?;
+            match self.stream.read(&mut buffer[filled..]) {
+                Ok(0) => return Err(wire_error(operation, "read: connection closed")),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(wire_error(operation, format!("read: {e}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What is left until `deadline`, or an error once it has passed.
+fn time_left(operation: &'static str, deadline: Instant) -> Result<Duration, Error> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(wire_error(operation, "no time left"));
+    }
+    Ok(left)
+}
+
+/// The addresses of `host:port`: an IP address as it is, a name resolved on a thread of its
+/// own so a slow resolver cannot hold the caller past `deadline`.
+fn resolve(
+    operation: &'static str,
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> Result<Vec<SocketAddr>, Error> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (answer, answered) = mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("kafka-ops-resolve".into())
+        .spawn(move || {
+            let _ = answer.send((name.as_str(), port).to_socket_addrs().map(Vec::from_iter));
+        })
+        .map_err(|e| wire_error(operation, format!("resolve {host}: {e}")))?;
+    match answered.recv_timeout(time_left(operation, deadline)?) {
+        Ok(Ok(addresses)) => Ok(addresses),
+        Ok(Err(e)) => Err(wire_error(operation, format!("resolve {host}:{port}: {e}"))),
+        Err(_) => Err(wire_error(
+            operation,
+            format!("resolve {host}: no answer in time"),
+        )),
     }
 }
 

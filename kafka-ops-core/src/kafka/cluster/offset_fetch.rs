@@ -53,6 +53,11 @@ pub(super) fn committed_at_coordinators(
     }
     let mut by_coordinator: HashMap<Coordinator, Vec<usize>> = HashMap::new();
     for (index, group) in groups.iter().enumerate() {
+        // The same for a group no consumer can be made for, where a broker would answer
+        // (librdkafka answers an empty group id with UNKNOWN_GROUP; a NUL cannot be set).
+        if group.is_empty() || group.contains('\0') {
+            continue;
+        }
         if let Some(coordinator) = locate(group) {
             by_coordinator.entry(coordinator).or_default().push(index);
         }
@@ -67,10 +72,15 @@ pub(super) fn committed_at_coordinators(
                     deadline,
                     max_entries,
                 };
-                scope.spawn(move || ask.coordinator(coordinator, mine))
+                // A thread that cannot be started leaves its groups to the consumers.
+                std::thread::Builder::new()
+                    .name("kafka-ops-offset-fetch".into())
+                    .spawn_scoped(scope, move || ask.coordinator(coordinator, mine))
+                    .ok()
             })
             .collect();
         asks.into_iter()
+            .flatten()
             .flat_map(|ask| ask.join().unwrap_or_default())
             .collect()
     });
@@ -105,11 +115,7 @@ impl Ask<'_> {
             max_entries,
         } = self;
         let mut answered = Vec::with_capacity(mine.len());
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return answered;
-        }
-        let mut connection = match Connection::open(OPERATION, host, *port, left) {
+        let mut connection = match Connection::open(OPERATION, host, *port, deadline) {
             Ok(connection) => connection,
             Err(error) => {
                 tracing::debug!(%error, host, port, "coordinator not reached; its groups go through consumers");
@@ -126,12 +132,9 @@ impl Ask<'_> {
                 .map(|_| Some(Vec::with_capacity(partitions.len())))
                 .collect();
             for chunk in partitions.chunks(partition_chunk) {
-                if Instant::now() >= deadline {
-                    return answered;
-                }
                 correlation_id += 1;
                 let request = encode_request(&names, &by_topic(chunk), correlation_id);
-                let body = match connection.round_trip(&request) {
+                let body = match connection.round_trip(&request, deadline) {
                     Ok(body) => body,
                     Err(error) => {
                         tracing::debug!(%error, host, port, "OffsetFetch v8 failed; its groups go through consumers");

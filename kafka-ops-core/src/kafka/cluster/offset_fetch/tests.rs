@@ -164,13 +164,27 @@ proptest! {
 /// counts the requests. Only for the splitting logic: real coordinators are asked in
 /// `tests/committed_real_kafka.rs`.
 fn answering_coordinator(requests: Arc<AtomicUsize>) -> u16 {
+    answering_then_silent(requests, usize::MAX, Duration::ZERO)
+}
+
+/// The same, answering the first `answered` requests of each connection, each after `delay`,
+/// then none (the connection stays open).
+fn answering_then_silent(requests: Arc<AtomicUsize>, answered: usize, delay: Duration) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
             let requests = requests.clone();
-            std::thread::spawn(move || while answer_one(&mut stream, &requests).is_some() {});
+            std::thread::spawn(move || {
+                for _ in 0..answered {
+                    std::thread::sleep(delay);
+                    if answer_one(&mut stream, &requests).is_none() {
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(5));
+            });
         }
     });
     port
@@ -310,6 +324,15 @@ fn groups_that_cannot_be_asked_are_left_to_the_consumers() {
             "bounded by the deadline"
         );
     }
+    // A group no consumer can be made for is not asked here either.
+    let requests = Arc::new(AtomicUsize::new(0));
+    let port = answering_coordinator(requests.clone());
+    let odd: Vec<String> = vec![String::new(), "g\0x".into()];
+    assert_eq!(
+        committed_at_coordinators(&odd, &partitions, at(port), soon(), MAX_ENTRIES),
+        unanswered
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 0);
     // A topic name the consumers' path refuses with a typed error is not asked here.
     let requests = Arc::new(AtomicUsize::new(0));
     let port = answering_coordinator(requests.clone());
@@ -318,4 +341,59 @@ fn groups_that_cannot_be_asked_are_left_to_the_consumers() {
         unanswered
     );
     assert_eq!(requests.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_coordinator_that_stops_answering_holds_the_call_no_longer_than_its_deadline() {
+    let requests = Arc::new(AtomicUsize::new(0));
+    // The first answer comes late: a per-read timeout set when the connection opened would
+    // give the second request about as long again.
+    let port = answering_then_silent(requests.clone(), 1, Duration::from_millis(700));
+    let groups: Vec<String> = vec!["g0".into(), "g1".into()];
+    let partitions = [tp("t", 0)];
+    let at = move |_: &str| Some((1, "127.0.0.1".to_string(), port));
+    let started = Instant::now();
+    // One group a request: the first is answered, the second never is.
+    let deadline = started + Duration::from_secs(1);
+    let answers = committed_at_coordinators(&groups, &partitions, at, deadline, 1);
+    let took = started.elapsed();
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        answers,
+        vec![
+            Some(vec![(tp("t", 0), Ok(Some(Offset::new(0).unwrap())))]),
+            None
+        ]
+    );
+    assert!(took < Duration::from_millis(1_500), "took {took:?}");
+}
+
+#[test]
+fn a_coordinator_answering_a_byte_at_a_time_holds_the_call_no_longer_than_its_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 256];
+        let _ = stream.read(&mut request);
+        // A large answer, one byte every 100 ms: each read gets a byte well within any
+        // per-read timeout.
+        for byte in (1000i32).to_be_bytes().into_iter().chain([0; 1000]) {
+            if stream.write_all(&[byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let groups: Vec<String> = vec!["g0".into()];
+    let at = move |_: &str| Some((1, "127.0.0.1".to_string(), port));
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(500);
+    let answers = committed_at_coordinators(&groups, &[tp("t", 0)], at, deadline, MAX_ENTRIES);
+    let took = started.elapsed();
+    assert_eq!(answers, vec![None]);
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?} (the answer drips for 100 s)"
+    );
 }

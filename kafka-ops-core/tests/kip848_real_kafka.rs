@@ -263,6 +263,12 @@ async fn groups_of_both_protocols_are_described_with_their_type_and_true_state()
         assert!(Instant::now() < deadline, "never stable again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Stable is the coordinator's view; each member applies its assignment when its next
+    // heartbeat answer arrives, so the members' own counts may follow a moment later.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while first.assigned() + second.assigned() != 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(first.assigned() + second.assigned(), 4);
     drop((classic, first, second));
 }

@@ -7,10 +7,12 @@
 //! cargo bench -p kafka-ops-benches --bench lag_groups
 //! ```
 //!
-//! Prints, per size, the first pass (each group's committed offsets are read by a consumer of
-//! that group, made on first need), the median of the passes after it, the median of the loop,
-//! and loop/pass. A pass's cost should follow its requests, all in flight together, not the
-//! number of groups times a client's start-up.
+//! Prints, per size, the first pass, the median of the passes after it, the median of the loop,
+//! loop/pass, and the process's threads after them. A pass's cost should follow its requests,
+//! all in flight together, not the number of groups times a client's start-up: on the real
+//! cluster committed offsets are asked of each coordinator for all its groups at once; on the
+//! mock cluster (no `__consumer_offsets`) by a consumer of each group, made on first need and
+//! kept, six threads or so each.
 //! Knobs (environment): `KAFKA_OPS_BENCH_GROUPS`, comma-separated sizes (default
 //! `50,150,300`); `KAFKA_OPS_BENCH_CLUSTERS` (`mock`, `real` or both).
 #![allow(
@@ -44,8 +46,8 @@ fn main() {
             cluster.name()
         );
         println!(
-            "  {:>6}  {:>12}  {:>12}  {:>12}  {:>10}",
-            "groups", "first pass", "pass", "loop", "loop/pass"
+            "  {:>6}  {:>12}  {:>12}  {:>12}  {:>10}  {:>8}",
+            "groups", "first pass", "pass", "loop", "loop/pass", "threads"
         );
         for size in &sizes {
             measure(&runtime, &cluster, *size);
@@ -102,10 +104,22 @@ fn measure(runtime: &tokio::runtime::Runtime, bench: &BenchCluster, size: usize)
     }
     let (passed, looped) = (median(passes), median(loops));
     println!(
-        "  {size:>6}  {:>9.1} ms  {:>9.1} ms  {:>9.1} ms  {:>9.1}x",
+        "  {size:>6}  {:>9.1} ms  {:>9.1} ms  {:>9.1} ms  {:>9.1}x  {:>8}",
         first.as_secs_f64() * 1e3,
         passed.as_secs_f64() * 1e3,
         looped.as_secs_f64() * 1e3,
-        looped.as_secs_f64() / passed.as_secs_f64()
+        looped.as_secs_f64() / passed.as_secs_f64(),
+        threads().map_or_else(|| "-".to_string(), |n| n.to_string())
     );
+}
+
+/// The process's threads, where the kernel says (Linux).
+fn threads() -> Option<usize> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
 }

@@ -233,7 +233,7 @@ impl Inner<'_> {
         let started = Instant::now();
         let mut answers: Vec<Option<Result<_, Error>>> = groups.iter().map(|_| None).collect();
         if let Some(locate) = self.coordinator_locator() {
-            let deadline = started + self.timeout / 2;
+            let deadline = crate::kafka::deadline_after(started, self.timeout / 2);
             let direct = offset_fetch::committed_at_coordinators(
                 groups,
                 partitions,

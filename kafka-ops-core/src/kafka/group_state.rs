@@ -101,7 +101,7 @@ fn describe_state(
     timeout: Duration,
 ) -> Result<GroupState, Error> {
     let correlation_id = 1;
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::kafka::deadline_after(Instant::now(), timeout);
     let mut connection = Connection::open(OPERATION, host, port, deadline)?;
     let body = connection.round_trip(&encode_request(group, correlation_id), deadline)?;
     let answer = decode_response(&body, correlation_id)?;

@@ -38,6 +38,18 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The instant `timeout` after `from`; far in the future for a bound too large to add (a
+/// caller's `Duration::MAX` means "no bound", not a panic).
+pub(crate) fn deadline_after(
+    from: std::time::Instant,
+    timeout: std::time::Duration,
+) -> std::time::Instant {
+    const FAR: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+    from.checked_add(timeout)
+        .or_else(|| from.checked_add(FAR))
+        .unwrap_or(from)
+}
+
 /// How long [`commit_group_offsets`] keeps trying a commit the cluster refuses for now.
 const COMMIT_RETRY_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -262,6 +274,15 @@ pub(crate) fn record_from_message<M: Message>(message: &M) -> Result<Record<'_>,
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_deadline_past_what_an_instant_holds_is_far_away_not_a_panic() {
+        let now = std::time::Instant::now();
+        let far = super::deadline_after(now, std::time::Duration::MAX);
+        assert!(far > now + std::time::Duration::from_secs(3600));
+        let near = super::deadline_after(now, std::time::Duration::from_millis(5));
+        assert_eq!(near, now + std::time::Duration::from_millis(5));
+    }
+
     use super::*;
     use rdkafka::message::{Header as RdHeader, OwnedHeaders, OwnedMessage};
     use rdkafka::types::RDKafkaErrorCode;

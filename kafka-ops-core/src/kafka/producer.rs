@@ -119,7 +119,7 @@ impl Served {
                 .flush(timeout)
                 .map_err(|e| kafka_error("flush producer", e)),
             Served::ByCaller { producer, .. } => {
-                let deadline = Instant::now() + timeout;
+                let deadline = crate::kafka::deadline_after(Instant::now(), timeout);
                 loop {
                     // Sends what lingers at once; answers only what was already answered.
                     let _ = producer.flush(Duration::ZERO);

@@ -96,9 +96,13 @@ impl Connection {
         deadline: Instant,
     ) -> Result<Self, Error> {
         let mut last = None;
-        for address in resolve(operation, host, port, deadline)? {
-            let left = time_left(operation, deadline)?;
-            match TcpStream::connect_timeout(&address, left) {
+        let addresses = resolve(operation, host, port, deadline)?;
+        for (tried, address) in addresses.iter().enumerate() {
+            // Each address gets its share of what is left, so one that swallows the connect
+            // does not leave the others untried.
+            let share = u32::try_from(addresses.len() - tried).unwrap_or(u32::MAX);
+            let left = time_left(operation, deadline)? / share;
+            match TcpStream::connect_timeout(address, left.max(Duration::from_millis(1))) {
                 Ok(stream) => {
                     stream
                         .set_nodelay(true)
@@ -184,6 +188,7 @@ fn resolve(
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
+    let left = time_left(operation, deadline)?;
     let (answer, answered) = mpsc::channel();
     let name = host.to_string();
     std::thread::Builder::new()
@@ -192,7 +197,7 @@ fn resolve(
             let _ = answer.send((name.as_str(), port).to_socket_addrs().map(Vec::from_iter));
         })
         .map_err(|e| wire_error(operation, format!("resolve {host}: {e}")))?;
-    match answered.recv_timeout(time_left(operation, deadline)?) {
+    match answered.recv_timeout(left) {
         Ok(Ok(addresses)) => Ok(addresses),
         Ok(Err(e)) => Err(wire_error(operation, format!("resolve {host}:{port}: {e}"))),
         Err(_) => Err(wire_error(

@@ -86,7 +86,7 @@ impl GroupReaders {
         batch_size: usize,
         timeout: Duration,
     ) -> Vec<Answer> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::kafka::deadline_after(Instant::now(), timeout);
         let readers = self.readers(config, groups);
         let chunks: Vec<&[TopicPartition]> = partitions.chunks(batch_size.max(1)).collect();
         let tasks: Vec<(usize, usize)> = readers

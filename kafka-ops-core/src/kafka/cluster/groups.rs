@@ -35,7 +35,7 @@ fn is_coordinator_moving(error: &PartitionError) -> bool {
 /// Describes `groups`, retrying groups whose coordinator is moving, and gives KIP-848 groups
 /// the state librdkafka cannot name (see [`group_state`](crate::kafka::group_state)).
 fn describe_groups(inner: &Inner<'_>, groups: &[String]) -> Result<Vec<GroupDescription>, Error> {
-    let deadline = Instant::now() + inner.timeout;
+    let deadline = crate::kafka::deadline_after(Instant::now(), inner.timeout);
     let mut answers: BTreeMap<String, ffi::DescribedGroup> = BTreeMap::new();
     let mut asking: Vec<String> = unique(groups.iter().cloned());
     // Groups whose worked-out coordinator said it is not theirs: asked through a lookup next.
@@ -112,7 +112,8 @@ fn describe_at_coordinators(
     if describe_known_unsupported(inner) {
         return Ok(groups.iter().map(|group| unsupported(group)).collect());
     }
-    let round_ends = Instant::now() + remaining.max(Duration::from_millis(100));
+    let round_ends =
+        crate::kafka::deadline_after(Instant::now(), remaining.max(Duration::from_millis(100)));
     let bound = || {
         round_ends
             .saturating_duration_since(Instant::now())

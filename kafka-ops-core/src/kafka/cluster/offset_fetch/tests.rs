@@ -348,13 +348,13 @@ fn a_coordinator_that_stops_answering_holds_the_call_no_longer_than_its_deadline
     let requests = Arc::new(AtomicUsize::new(0));
     // The first answer comes late: a per-read timeout set when the connection opened would
     // give the second request about as long again.
-    let port = answering_then_silent(requests.clone(), 1, Duration::from_millis(700));
+    let port = answering_then_silent(requests.clone(), 1, Duration::from_secs(2));
     let groups: Vec<String> = vec!["g0".into(), "g1".into()];
     let partitions = [tp("t", 0)];
     let at = move |_: &str| Some((1, "127.0.0.1".to_string(), port));
     let started = Instant::now();
     // One group a request: the first is answered, the second never is.
-    let deadline = started + Duration::from_secs(1);
+    let deadline = started + Duration::from_secs(4);
     let answers = committed_at_coordinators(&groups, &partitions, at, deadline, 1);
     let took = started.elapsed();
     assert_eq!(requests.load(Ordering::SeqCst), 1);
@@ -365,7 +365,7 @@ fn a_coordinator_that_stops_answering_holds_the_call_no_longer_than_its_deadline
             None
         ]
     );
-    assert!(took < Duration::from_millis(1_500), "took {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 #[test]
@@ -387,13 +387,20 @@ fn a_coordinator_answering_a_byte_at_a_time_holds_the_call_no_longer_than_its_de
     });
     let groups: Vec<String> = vec!["g0".into()];
     let at = move |_: &str| Some((1, "127.0.0.1".to_string(), port));
-    let started = Instant::now();
-    let deadline = started + Duration::from_millis(500);
-    let answers = committed_at_coordinators(&groups, &[tp("t", 0)], at, deadline, MAX_ENTRIES);
-    let took = started.elapsed();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let _ = done.send(committed_at_coordinators(
+            &groups,
+            &[tp("t", 0)],
+            at,
+            deadline,
+            MAX_ENTRIES,
+        ));
+    });
+    // The answer drips for 100 s; the call must end near its 500 ms deadline.
+    let answers = finished
+        .recv_timeout(Duration::from_secs(3))
+        .expect("the call ends by its deadline");
     assert_eq!(answers, vec![None]);
-    assert!(
-        took < Duration::from_secs(2),
-        "took {took:?} (the answer drips for 100 s)"
-    );
 }

@@ -90,6 +90,13 @@ struct Inner<'a> {
 /// from the same configuration, once, and sends half of them through it: librdkafka handles all
 /// of a client's admin requests on one thread (see [`admin_clients`](Self::admin_clients)).
 ///
+/// Two requests librdkafka cannot make as needed are sent by the client itself, on plaintext
+/// listeners only, to the broker the metadata names (client id `kafka-ops`): committed offsets
+/// of many groups, one OffsetFetch v8 per group coordinator and call within half the call's
+/// bound, and the state of a KIP-848 group. Whatever those cannot answer (TLS or SASL, brokers
+/// before Kafka 3.0, a coordinator moving) goes through librdkafka: committed offsets then by a
+/// consumer of each group, kept between calls.
+///
 /// ```no_run
 /// # async fn example() -> Result<(), kafka_ops_core::Error> {
 /// use kafka_ops_core::cluster::MetadataQuery;

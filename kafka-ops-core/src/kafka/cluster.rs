@@ -302,8 +302,7 @@ impl Inner<'_> {
         let (coordinators, brokers) = (cache.coordinators.clone(), cache.brokers.clone());
         Some(move |group: &str| {
             let id = coordinator::coordinator_of(group, &coordinators)?;
-            let (host, port) = brokers.get(&id)?;
-            Some((id, host.clone(), *port))
+            brokers.get(&id).cloned()
         })
     }
 }
@@ -392,14 +391,12 @@ fn metadata_of(inner: &Inner<'_>, topics: &[String]) -> Result<ClusterMetadata, 
             .iter()
             .find(|t| &*t.name == coordinator::GROUP_OFFSETS_TOPIC && t.error.is_none())
             .map(|t| {
-                let mut leaders = vec![None; t.partitions.len()];
-                for p in &t.partitions {
-                    if let Some(slot) = usize::try_from(p.id).ok().and_then(|i| leaders.get_mut(i))
-                    {
-                        *slot = p.leader.filter(|_| p.error.is_none());
-                    }
-                }
-                leaders
+                coordinator::leaders_by_partition(
+                    t.partitions.len(),
+                    t.partitions
+                        .iter()
+                        .map(|p| (p.id, p.leader.filter(|_| p.error.is_none()))),
+                )
             })
             .unwrap_or_default();
         cache.fetched = Some(Instant::now());

@@ -274,18 +274,18 @@ pub(crate) fn record_from_message<M: Message>(message: &M) -> Result<Record<'_>,
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_deadline_past_what_an_instant_holds_is_far_away_not_a_panic() {
-        let now = std::time::Instant::now();
-        let far = super::deadline_after(now, std::time::Duration::MAX);
-        assert!(far > now + std::time::Duration::from_secs(3600));
-        let near = super::deadline_after(now, std::time::Duration::from_millis(5));
-        assert_eq!(near, now + std::time::Duration::from_millis(5));
-    }
-
     use super::*;
     use rdkafka::message::{Header as RdHeader, OwnedHeaders, OwnedMessage};
     use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn a_deadline_past_what_an_instant_holds_is_far_away_not_a_panic() {
+        let now = std::time::Instant::now();
+        let far = deadline_after(now, std::time::Duration::MAX);
+        assert!(far > now + std::time::Duration::from_secs(3600));
+        let near = deadline_after(now, std::time::Duration::from_millis(5));
+        assert_eq!(near, now + std::time::Duration::from_millis(5));
+    }
 
     #[test]
     fn offsets_added_to_a_list_land_on_their_own_entries() {

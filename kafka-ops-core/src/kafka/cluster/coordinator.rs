@@ -46,21 +46,34 @@ pub(super) fn coordinators(
     if partitions.is_empty() {
         return Ok(None);
     }
-    let mut leaders = vec![None; partitions.len()];
-    for p in partitions {
-        if let Some(slot) = usize::try_from(p.id())
-            .ok()
-            .and_then(|id| leaders.get_mut(id))
-        {
-            *slot = (p.error().is_none() && p.leader() >= 0).then_some(p.leader());
-        }
-    }
+    let leaders = leaders_by_partition(
+        partitions.len(),
+        partitions.iter().map(|p| {
+            let leader = (p.error().is_none() && p.leader() >= 0).then_some(p.leader());
+            (p.id(), leader)
+        }),
+    );
     Ok(Some(
         groups
             .iter()
             .map(|group| (group.clone(), coordinator_of(group, &leaders)))
             .collect(),
     ))
+}
+
+/// The leader of each of `count` partitions of `__consumer_offsets`, indexed by partition id,
+/// from `(id, leader)` pairs (`None`: no leader now, or a partition the answer left out).
+pub(super) fn leaders_by_partition(
+    count: usize,
+    leaders: impl Iterator<Item = (i32, Option<i32>)>,
+) -> Vec<Option<i32>> {
+    let mut by_id = vec![None; count];
+    for (id, leader) in leaders {
+        if let Some(slot) = usize::try_from(id).ok().and_then(|id| by_id.get_mut(id)) {
+            *slot = leader;
+        }
+    }
+    by_id
 }
 
 /// The coordinator of `group` given the leader of each partition of `__consumer_offsets`, by

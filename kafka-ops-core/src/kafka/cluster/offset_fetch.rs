@@ -28,8 +28,8 @@ const OPERATION: &str = "read committed offsets";
 /// response stays near a megabyte.
 pub(super) const MAX_ENTRIES: usize = 50_000;
 
-/// Where a group's offsets are asked: its coordinator's broker id, host and port.
-pub(super) type Coordinator = (i32, String, u16);
+/// Where a group's offsets are asked: its coordinator's host and port.
+pub(super) type Coordinator = (String, u16);
 
 /// One group's offsets as a coordinator answered them: for each asked partition, the committed
 /// offset (`None`: never committed) or the partition's error.
@@ -103,11 +103,7 @@ impl Ask<'_> {
     /// The groups at `mine` (indexes into `groups`), asked of one coordinator over one connection,
     /// as many groups per request as `max_entries` allows. Returns the groups answered in full;
     /// the first failure ends the connection's work.
-    fn coordinator(
-        self,
-        (_, host, port): &Coordinator,
-        mine: &[usize],
-    ) -> Vec<(usize, GroupAnswer)> {
+    fn coordinator(self, (host, port): &Coordinator, mine: &[usize]) -> Vec<(usize, GroupAnswer)> {
         let Ask {
             groups,
             partitions,
@@ -124,6 +120,11 @@ impl Ask<'_> {
         };
         let partition_chunk = partitions.len().clamp(1, max_entries.max(1));
         let groups_per_request = (max_entries / partition_chunk).max(1);
+        // Every request of the connection asks the same partition chunks, by topic.
+        let chunks: Vec<(&[TopicPartition], ByTopic<'_>)> = partitions
+            .chunks(partition_chunk)
+            .map(|chunk| (chunk, by_topic(chunk)))
+            .collect();
         let mut correlation_id = 0;
         for request_groups in mine.chunks(groups_per_request) {
             let names: Vec<&str> = request_groups.iter().map(|i| groups[*i].as_str()).collect();
@@ -131,9 +132,9 @@ impl Ask<'_> {
                 .iter()
                 .map(|_| Some(Vec::with_capacity(partitions.len())))
                 .collect();
-            for chunk in partitions.chunks(partition_chunk) {
+            for (chunk, topics) in &chunks {
                 correlation_id += 1;
-                let request = encode_request(&names, &by_topic(chunk), correlation_id);
+                let request = encode_request(&names, topics, correlation_id);
                 let body = match connection.round_trip(&request, deadline) {
                     Ok(body) => body,
                     Err(error) => {
@@ -148,11 +149,12 @@ impl Ask<'_> {
                         return answered;
                     }
                 };
+                // A request names thousands of groups when they have few partitions: found by
+                // name, not by a search per group.
+                let by_name: HashMap<&str, &AnsweredGroup<'_>> =
+                    groups_answered.iter().map(|g| (g.group, g)).collect();
                 for (name, part) in names.iter().zip(parts.iter_mut()) {
-                    let answer = groups_answered
-                        .iter()
-                        .find(|g| g.group == *name)
-                        .and_then(|g| g.answer(chunk));
+                    let answer = by_name.get(name).and_then(|g| g.answer(chunk));
                     match (part.as_mut(), answer) {
                         (Some(so_far), Some(answer)) => so_far.extend(answer),
                         _ => *part = None,
@@ -170,8 +172,11 @@ impl Ask<'_> {
     }
 }
 
+/// Partitions by topic, as a request names them.
+type ByTopic<'a> = Vec<(&'a str, Vec<i32>)>;
+
 /// `partitions` by topic, topics in the order first seen.
-fn by_topic(partitions: &[TopicPartition]) -> Vec<(&str, Vec<i32>)> {
+fn by_topic(partitions: &[TopicPartition]) -> ByTopic<'_> {
     let mut positions: HashMap<&str, usize> = HashMap::new();
     let mut topics: Vec<(&str, Vec<i32>)> = Vec::new();
     for tp in partitions {

@@ -234,7 +234,7 @@ fn large_asks_are_split_by_groups_and_by_partitions_and_answered_in_order() {
     let partitions: Vec<TopicPartition> =
         (0..3).map(|p| tp("t", 2 - p)).chain([tp("u", 0)]).collect();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let locate = |_: &str| Some((1, "127.0.0.1".to_string(), port));
+    let locate = |_: &str| Some(("127.0.0.1".to_string(), port));
     let check = |answers: Vec<Option<GroupAnswer>>| {
         for (number, answer) in answers.into_iter().enumerate() {
             let expected: GroupAnswer = partitions
@@ -292,7 +292,7 @@ fn groups_that_cannot_be_asked_are_left_to_the_consumers() {
         .local_addr()
         .unwrap()
         .port();
-    let at = |port: u16| move |_: &str| Some((1, "127.0.0.1".to_string(), port));
+    let at = |port: u16| move |_: &str| Some(("127.0.0.1".to_string(), port));
     assert_eq!(
         committed_at_coordinators(&groups, &partitions, at(closed), soon(), MAX_ENTRIES),
         unanswered
@@ -351,7 +351,7 @@ fn a_coordinator_that_stops_answering_holds_the_call_no_longer_than_its_deadline
     let port = answering_then_silent(requests.clone(), 1, Duration::from_secs(2));
     let groups: Vec<String> = vec!["g0".into(), "g1".into()];
     let partitions = [tp("t", 0)];
-    let at = move |_: &str| Some((1, "127.0.0.1".to_string(), port));
+    let at = move |_: &str| Some(("127.0.0.1".to_string(), port));
     let started = Instant::now();
     // One group a request: the first is answered, the second never is.
     let deadline = started + Duration::from_secs(4);
@@ -386,7 +386,7 @@ fn a_coordinator_answering_a_byte_at_a_time_holds_the_call_no_longer_than_its_de
         }
     });
     let groups: Vec<String> = vec!["g0".into()];
-    let at = move |_: &str| Some((1, "127.0.0.1".to_string(), port));
+    let at = move |_: &str| Some(("127.0.0.1".to_string(), port));
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_millis(500);

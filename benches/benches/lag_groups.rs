@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use kafka_ops_benches::{BenchCluster, median};
 use kafka_ops_core::cluster::{LagOptions, group_lag, groups_lag};
-use kafka_ops_core::testkit::{TestRecord, unique_name};
+use kafka_ops_core::testkit::{TestRecord, process_threads, unique_name};
 use kafka_ops_core::{ManualClock, Offset, TopicPartition};
 
 const PARTITIONS: i32 = 6;
@@ -109,17 +109,6 @@ fn measure(runtime: &tokio::runtime::Runtime, bench: &BenchCluster, size: usize)
         passed.as_secs_f64() * 1e3,
         looped.as_secs_f64() * 1e3,
         looped.as_secs_f64() / passed.as_secs_f64(),
-        threads().map_or_else(|| "-".to_string(), |n| n.to_string())
+        process_threads().map_or_else(|| "-".to_string(), |n| n.to_string())
     );
-}
-
-/// The process's threads, where the kernel says (Linux).
-fn threads() -> Option<usize> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))?
-        .trim()
-        .parse()
-        .ok()
 }

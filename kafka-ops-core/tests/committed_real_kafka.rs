@@ -6,19 +6,12 @@
 
 use kafka_ops_core::cluster::{GroupQuery, OffsetQuery};
 use kafka_ops_core::kafka::KafkaCluster;
-use kafka_ops_core::testkit::{RealKafka, unique_name};
+use kafka_ops_core::testkit::{RealKafka, process_threads, unique_name};
 use kafka_ops_core::{Offset, TopicPartition};
 
 /// The process's threads, from the kernel.
 fn threads() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    process_threads().expect("the kernel counts this process's threads")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -493,6 +493,18 @@ pub fn free_port() -> Result<u16, Error> {
         .map_err(|e| Error::Config(format!("no free loopback port: {e}")))
 }
 
+/// The threads this process has now, as Linux's `/proc/self/status` counts them; `None` where
+/// that cannot be read. For tests and benchmarks of how many clients a call holds.
+pub fn process_threads() -> Option<usize> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A unique name for a test resource (topic, group), so tests sharing a broker do not collide.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -188,6 +188,11 @@ pub struct ReplayReport {
     pub refused_loop_guard: u64,
     /// Refused: no original topic known, or it does not exist.
     pub refused_no_destination: u64,
+    /// Refused: the dead letter holds only the start of the failed record's value (it was
+    /// truncated to fit the dead-letter topic); writing it back would hand its consumers a
+    /// corrupted payload. The record stays in the dead-letter topic, with the original size and
+    /// digest in its headers, for a manual fix.
+    pub refused_truncated: u64,
     /// Written (or, dry, to be written) per destination topic.
     pub by_destination: BTreeMap<String, u64>,
     /// A dry run's first [`Replay::list_limit`] candidates.

@@ -384,6 +384,92 @@ async fn missing_topics_and_unreachable_brokers_are_clear_errors() {
     assert!(unreachable.is_err());
 }
 
+/// Dead-letters `values` (keys `v-0`, `v-1`, …, records of `orders` partition 0) into a
+/// one-partition `orders.dlq`, through an envelope that fits a letter into `max_record_bytes`.
+async fn dead_letter_values(kafka: &MockKafka, values: &[Vec<u8>], max_record_bytes: usize) {
+    kafka.create_topic("orders", 1).unwrap();
+    kafka.create_topic("orders.dlq", 1).unwrap();
+    let sink = KafkaDeadLetterSink::new(&kafka.client_config()).unwrap();
+    let envelope = Envelope {
+        naming: TopicNaming::Fixed("orders.dlq".into()),
+        max_record_bytes,
+        ..Envelope::new("billing", "billing-1")
+    };
+    for (i, value) in values.iter().enumerate() {
+        let record = Record::new("orders", 0, Offset::new(i as i64).unwrap())
+            .with_key(format!("v-{i}").into_bytes())
+            .with_value(value.clone());
+        let letter = envelope
+            .build(&record, &permanent(format!("bad value {i}")), Some(1))
+            .unwrap();
+        sink.send(&letter).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_with_a_truncated_value_are_refused_not_written_back() {
+    let kafka = MockKafka::start(1).unwrap();
+    dead_letter_values(
+        &kafka,
+        &[vec![b'a'; 100], vec![b'b'; 8_000], vec![b'c'; 100]],
+        4_000,
+    )
+    .await;
+    let stored = kafka.read_all("orders.dlq").await.unwrap();
+    assert!(
+        stored[1].value().unwrap().len() < 8_000,
+        "the envelope truncated the second value"
+    );
+
+    let report = Replay::new("orders.dlq", "truncated")
+        .run(&kafka.client_config())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.selected, report.replayed, report.refused_truncated),
+        (3, 2, 1)
+    );
+    let home = kafka.read_all("orders").await.unwrap();
+    let keys: Vec<&str> = home.iter().map(|r| r.key_str().unwrap().unwrap()).collect();
+    assert_eq!(keys, ["v-0", "v-2"]);
+    assert!(home.iter().all(|r| r.value().unwrap().len() == 100));
+    // A dry run tells the same before anything is written.
+    let dry = Replay::new("orders.dlq", unique_name("dry"))
+        .dry_run(true)
+        .run(&kafka.client_config())
+        .await
+        .unwrap();
+    assert_eq!((dry.refused_truncated, dry.candidates.len()), (1, 2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_that_fails_on_its_first_write_resumes_at_that_record() {
+    let kafka = MockKafka::start(1).unwrap();
+    dead_letter_values(
+        &kafka,
+        &[vec![b'x'; 3_000], vec![b'y'; 10], vec![b'z'; 10]],
+        1_000_000,
+    )
+    .await;
+
+    // The first run's producer refuses the first record (larger than it may send): the run
+    // stops with the error after committing its note, before anything was written.
+    let mut small = kafka.client_config();
+    small.set("message.max.bytes", "2000");
+    let failed = Replay::new("orders.dlq", "first-write").run(&small).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert!(kafka.read_all("orders").await.unwrap().is_empty());
+
+    // Resumed with a producer that can send it: every record, the first included.
+    let report = Replay::new("orders.dlq", "first-write")
+        .run(&kafka.client_config())
+        .await
+        .unwrap();
+    let home = kafka.read_all("orders").await.unwrap();
+    let keys: Vec<&str> = home.iter().map(|r| r.key_str().unwrap().unwrap()).collect();
+    assert_eq!(keys, ["v-0", "v-1", "v-2"], "{report:?}");
+}
+
 // --- killed halfway ---------------------------------------------------------------------
 
 const CRASH_RECORDS: usize = 600;

@@ -401,7 +401,8 @@ async fn run_replay(args: ReplayArgs, output: &mut Output<'_>) -> i32 {
     let _ = write!(
         output.out,
         "{}\n{}: scanned {}, selected {}, {} {}, already written before a crash {}, \
-         filtered out {}, refused by the loop guard {}, without a destination {}\n",
+         filtered out {}, refused by the loop guard {}, without a destination {}, \
+         truncated {}\n",
         destinations.render(),
         if report.dry_run {
             "dry run: nothing written"
@@ -420,6 +421,7 @@ async fn run_replay(args: ReplayArgs, output: &mut Output<'_>) -> i32 {
         report.filtered_out,
         report.refused_loop_guard,
         report.refused_no_destination,
+        report.refused_truncated,
     );
     0
 }

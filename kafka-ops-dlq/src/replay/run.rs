@@ -269,11 +269,20 @@ impl Run {
         Ok(self.report)
     }
 
-    /// One record read from the dead-letter topic.
+    /// One record read from the dead-letter topic. Its partition's position moves past it
+    /// only once it is written or left: a checkpoint taken before the write (the note, a
+    /// background commit) must not commit past a record that is not on its way.
     fn take(&mut self, record: Record<'_>) -> Result<(), DlqError> {
         let (partition, offset) = (record.partition, record.offset.get());
-        self.next.insert(partition, offset + 1);
         self.report.scanned += 1;
+        self.route(record)?;
+        self.next.insert(partition, offset + 1);
+        Ok(())
+    }
+
+    /// Writes `record` to its destination, or counts why not.
+    fn route(&mut self, record: Record<'_>) -> Result<(), DlqError> {
+        let (partition, offset) = (record.partition, record.offset.get());
         let Some(plan) = self.consider(&record)? else {
             return Ok(());
         };
@@ -313,6 +322,12 @@ impl Run {
             self.report.refused_loop_guard += 1;
             tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset.get(),
                 replayed_before, "loop guard: record already replayed too often; left in the dead-letter topic");
+            return Ok(None);
+        }
+        if let Some(size) = info.truncated_value_size {
+            self.report.refused_truncated += 1;
+            tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset.get(),
+                original_size = size, "dead letter holds a truncated value; left in the dead-letter topic");
             return Ok(None);
         }
         let topic = match &self.replay.destination {

@@ -409,6 +409,23 @@ impl<H> RetryTopics<H> {
 #[async_trait]
 impl<H: Handler> Handler for RetryTopics<H> {
     async fn handle(&self, record: &Record<'_>) -> Result<Outcome, HandlerError> {
+        let result = self.route(record).await;
+        // The consumer stays paused only while records wait to be delivered again (for the
+        // budget, or for their turn): one that ends any other way — processed, sent to a tier,
+        // dead-lettered, passed on — resumes it, or a held record that then failed for good
+        // would leave the consumer paused with nothing left to resume it.
+        let held = matches!(&result, Err(error) if matches!(error.disposition(), Disposition::RedeliverAt(_)));
+        if !held {
+            self.resume();
+        }
+        result
+    }
+}
+
+impl<H: Handler> RetryTopics<H> {
+    /// The record's way through the tiers: processed, sent to the next tier, dead-lettered,
+    /// or held for redelivery.
+    async fn route(&self, record: &Record<'_>) -> Result<Outcome, HandlerError> {
         let layer = &self.layer;
         let tiers = layer.tiers.delays.len();
         let state = match RetryState::read(&record.headers) {
@@ -449,14 +466,13 @@ impl<H: Handler> Handler for RetryTopics<H> {
                 {
                     budget.record_success();
                 }
-                self.resume();
                 return Ok(outcome);
             }
             Err(error) => error,
         };
         let now = layer.clock.wall();
         let before = state.as_ref().map_or(0, |s| s.attempts);
-        let attempts = before + error.attempts().max(1);
+        let attempts = before.saturating_add(error.attempts().max(1));
         let first = state.as_ref().map_or_else(
             || error.failure_times().0.unwrap_or(now),
             |s| s.first_failure,

@@ -252,7 +252,10 @@ impl Envelope {
             Some(before) if before < first => before,
             _ => first,
         };
-        let attempts = error.attempts().max(1) + previous.attempts.filter(|_| earlier).unwrap_or(0);
+        let attempts = error
+            .attempts()
+            .max(1)
+            .saturating_add(previous.attempts.filter(|_| earlier).unwrap_or(0));
         let cause_chain: Vec<String> = error
             .cause_chain(self.causes.max_causes)
             .iter()

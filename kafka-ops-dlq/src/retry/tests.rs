@@ -290,6 +290,71 @@ async fn a_spent_budget_can_hold_the_record_and_pause_the_consumer_instead() {
 }
 
 #[tokio::test]
+async fn a_held_record_that_then_fails_for_good_resumes_the_consumer() {
+    let mut budget = granting(0);
+    budget
+        .expect_until_available()
+        .returning(|| Some(Duration::from_secs(2)));
+    let mut consumer = kafka_ops_core::handler::MockConsumerControl::new();
+    let mut order = mockall::Sequence::new();
+    consumer
+        .expect_pause()
+        .times(1)
+        .in_sequence(&mut order)
+        .return_const(());
+    consumer
+        .expect_resume()
+        .times(1)
+        .in_sequence(&mut order)
+        .return_const(());
+    let control: Arc<dyn ConsumerControl> = Arc::new(consumer);
+    let sink = Arc::new(Kept::default());
+    let clock = Arc::new(ManualClock::at(Timestamp::from_millis(100_000)));
+    let layer = RetryTopicLayer::new(tiers(), sink.clone())
+        .clock(clock)
+        .budget(Arc::new(budget))
+        .when_budget_spent(WhenBudgetSpent::Pause(control));
+    // Times out first; on its redelivery the downstream says the record itself is bad.
+    let handler = HandlerBuilder::new()
+        .layer(layer)
+        .handler(handler_fn(|record: &Record<'_>| {
+            let bad = record.value() == Some(&b"bad"[..]);
+            async move {
+                if bad {
+                    Err(HandlerError::permanent(std::io::Error::other("400")))
+                } else {
+                    Err(transient())
+                }
+            }
+        }));
+    let first = Record::new("orders", 0, Offset::new(1).unwrap());
+    let held = handler.handle(&first).await.unwrap_err();
+    assert!(matches!(held.disposition(), Disposition::RedeliverAt(_)));
+    let again = first.with_value(b"bad".to_vec());
+    let dead = handler.handle(&again).await.unwrap_err();
+    assert_eq!(dead.disposition(), Disposition::DeadLetter);
+    // The mock checks that the consumer was resumed, once, after the pause.
+}
+
+#[tokio::test]
+async fn attempts_read_from_headers_saturate_instead_of_overflowing() {
+    let (handler, sink, clock) = setup(transient);
+    let first = Record::new("orders", 2, Offset::new(41).unwrap()).with_value(b"v".to_vec());
+    assert_eq!(handler.handle(&first).await.unwrap(), Outcome::Retried);
+    let tier0 = sink.0.lock().unwrap()[0].clone();
+    let mut damaged = as_record(&tier0, 0);
+    damaged.headers.remove_where(|key| key == names::ATTEMPTS);
+    damaged
+        .headers
+        .push(names::ATTEMPTS, Some(u32::MAX.to_string().into_bytes()));
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(handler.handle(&damaged).await.unwrap(), Outcome::Retried);
+    let tier1 = sink.0.lock().unwrap()[1].clone();
+    let state = RetryState::read(&tier1.headers).unwrap().unwrap();
+    assert_eq!((state.attempts, state.tier), (u32::MAX, 1));
+}
+
+#[tokio::test]
 async fn without_a_retry_layer_the_tier_layer_can_earn_the_successes() {
     let mut budget = granting(0);
     budget.expect_record_success().times(2).return_const(());

@@ -82,6 +82,21 @@ fn partitions_same_when_present_else_by_key() {
 }
 
 #[test]
+fn attempts_carried_in_headers_saturate_instead_of_overflowing() {
+    let first = envelope().build(&record(), &failure(), None).unwrap();
+    let mut again = record();
+    again.headers = first.headers.clone();
+    again.headers.remove_where(|key| key == names::ATTEMPTS);
+    again
+        .headers
+        .push(names::ATTEMPTS, Some(u32::MAX.to_string().into_bytes()));
+    let second = envelope()
+        .build(&again, &failure().with_attempts(2), None)
+        .unwrap();
+    assert_eq!(parse(&second.headers).attempts, Some(u32::MAX));
+}
+
+#[test]
 fn a_second_failure_keeps_the_first_time_and_adds_attempts() {
     let first = envelope()
         .build(&record(), &failure().with_attempts(3), None)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kafka_ops_core::handler::Layer;
 use kafka_ops_core::handler::{Disposition, Handler, HandlerError, Outcome};
-use kafka_ops_core::{ErrorClass, Record};
+use kafka_ops_core::{ErrorClass, Record, Timestamp};
 
 use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope};
 
@@ -21,9 +21,11 @@ use crate::limit::{DeadLetterLimit, DeadLetterLimiter, LimitBreach};
 /// [`DeadLetter`](Disposition::DeadLetter), or when it is undecided and permanent (bad data
 /// will not get better). Once the sink has acknowledged it the record ends as
 /// [`Outcome::DeadLettered`] and the driver may commit past it. Until then nothing is
-/// committed: a sink failure comes back as a transient error asking the driver to redeliver
-/// the record after `retry_after`, and a record too large to write even truncated stops the
-/// consumer ([`Disposition::Stop`]) rather than lose it.
+/// committed: a transient sink failure (a broker down, a timeout) comes back as a transient
+/// error asking the driver to redeliver the record after `retry_after`; a record too large to
+/// write even truncated, or a write the cluster refuses for good (a topic limit below the
+/// record, a topic this client may not write), stops the consumer ([`Disposition::Stop`])
+/// rather than lose the record or run its handler again forever.
 ///
 /// With a [`limit`](Self::limit), a failure that would take its partition past the
 /// [`DeadLetterLimit`] is not routed: the consumer stops on it with
@@ -147,14 +149,34 @@ impl<H: Handler> DeadLettering<H> {
             }
             Err(send_error) => {
                 metrics::counter!("kafka_ops_dlq_send_failures_total").increment(1);
-                tracing::warn!(error = %send_error, topic = %record.topic, offset = record.offset.get(),
-                    "dead-letter write failed; the record stays uncommitted and comes back");
                 let again = layer.envelope.clock.wall().plus(layer.retry_after);
-                Err(HandlerError::transient(send_error)
-                    .with_disposition(Disposition::RedeliverAt(again)))
+                Err(write_failed(record, send_error, again, "dead-letter"))
             }
         }
     }
+}
+
+/// What a failed write of `record` to a dead-letter or retry topic makes of it. A transient
+/// failure (a broker down, a timeout) keeps the record uncommitted and brings it back at
+/// `again`. One the broker or client will refuse every time — a record larger than the
+/// topic takes, a topic this client may not write, an invalid record — stops the consumer
+/// without committing the record, as a dead letter too large to build does: delivering it
+/// again would only run its handler again, and hold its partition, forever.
+pub(crate) fn write_failed(
+    record: &Record<'_>,
+    send_error: kafka_ops_core::Error,
+    again: Timestamp,
+    target: &str,
+) -> HandlerError {
+    if send_error.class() == ErrorClass::Transient {
+        tracing::warn!(error = %send_error, topic = %record.topic, partition = record.partition,
+            offset = record.offset.get(), target, "write failed; the record stays uncommitted and comes back");
+        return HandlerError::transient(send_error)
+            .with_disposition(Disposition::RedeliverAt(again));
+    }
+    tracing::error!(error = %send_error, topic = %record.topic, partition = record.partition,
+        offset = record.offset.get(), target, "write refused; stopping without committing the record");
+    HandlerError::fatal(send_error).with_disposition(Disposition::Stop)
 }
 
 /// The error that stops the consumer on a record the limit refused.
@@ -220,11 +242,13 @@ mod tests {
     use kafka_ops_core::Error;
     use kafka_ops_core::dead_letter::{DeadLetter, Delivered};
 
-    /// Keeps what it is given, or fails while `failing` is set.
+    /// Keeps what it is given, or fails while `failing` is set (refuses for good while
+    /// `refusing` is).
     #[derive(Default)]
     struct Recorded {
         letters: Mutex<Vec<DeadLetter>>,
         failing: std::sync::atomic::AtomicBool,
+        refusing: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait]
@@ -234,6 +258,16 @@ mod tests {
                 return Err(Error::NotAcknowledged {
                     topic: letter.topic.clone(),
                     source: "broker down".into(),
+                });
+            }
+            if self.refusing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::NotAcknowledged {
+                    topic: letter.topic.clone(),
+                    source: Box::new(Error::Broker {
+                        operation: "produce",
+                        code: kafka_ops_core::KafkaCode::MESSAGE_TOO_LARGE,
+                        message: "the record is larger than the topic takes".into(),
+                    }),
                 });
             }
             let mut letters = self.letters.lock().unwrap();
@@ -309,6 +343,24 @@ mod tests {
         sink.failing
             .store(false, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(h.handle(&record()).await.unwrap(), Outcome::DeadLettered);
+    }
+
+    #[tokio::test]
+    async fn a_write_the_broker_refuses_for_good_stops_instead_of_looping() {
+        let sink = Arc::new(Recorded::default());
+        sink.refusing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let h = handler(sink.clone(), || {
+            HandlerError::permanent(std::io::Error::other("bad"))
+        });
+        let error = h.handle(&record()).await.unwrap_err();
+        assert_eq!(error.disposition(), Disposition::Stop);
+        assert_eq!(error.class(), ErrorClass::Fatal);
+        assert!(matches!(
+            error.downcast_ref::<Error>(),
+            Some(Error::NotAcknowledged { .. })
+        ));
+        assert!(sink.letters.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -350,12 +350,12 @@ impl<H: Handler> RetryTopics<H> {
                     error = %error.cause(), "record sent to a retry tier");
                 Ok(Outcome::Retried)
             }
-            Err(send_error) => {
-                tracing::warn!(error = %send_error, tier = %letter.topic,
-                    "retry-tier write failed; the record stays uncommitted and comes back");
-                Err(HandlerError::transient(send_error)
-                    .with_disposition(Disposition::RedeliverAt(now.plus(layer.retry_after))))
-            }
+            Err(send_error) => Err(crate::layer::write_failed(
+                record,
+                send_error,
+                now.plus(layer.retry_after),
+                &letter.topic,
+            )),
         }
     }
 }

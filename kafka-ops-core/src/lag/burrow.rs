@@ -171,7 +171,8 @@ pub struct PartitionEvaluation {
 /// - `window`: the last commits, oldest first (only the newest `config.window` are used);
 /// - `current_lag`: the lag now (end offset now − last commit);
 /// - `recent_end_offsets`: recent end-offset samples, used by the STOP rule to see that the
-///   consumer was caught up a moment ago;
+///   consumer was caught up a moment ago (a sample counts when it lies between the last committed
+///   offset and that offset plus the allowed lag);
 /// - `now`: the evaluation time.
 pub fn evaluate_partition(
     window: &[CommitSample],
@@ -206,9 +207,14 @@ pub fn evaluate_partition(
 
     let silent_for = now.as_millis().saturating_sub(last.at.as_millis());
     let span = last.at.as_millis().saturating_sub(first.at.as_millis());
+    // Caught up means the end stood within the allowed lag at or above the last commit: the
+    // consumer had nothing left to read and so nothing to commit. An end below the last commit is
+    // a sample from before that commit and says nothing about the consumer since. Burrow counts
+    // such samples too; here they matter more, as an end-offset table that keeps idle runs as two
+    // points can hand over samples from long before the last commit.
     let recently_caught_up = recent_end_offsets
         .iter()
-        .any(|end| end.saturating_distance(last.offset) <= allowed);
+        .any(|end| *end >= last.offset && end.saturating_distance(last.offset) <= allowed);
     if silent_for > span && !recently_caught_up {
         return verdict(PartitionStatus::Stop, Rule::Stopped);
     }
@@ -304,6 +310,80 @@ mod tests {
             &cfg(3),
         );
         assert_ne!(e.status, PartitionStatus::Stop);
+    }
+
+    fn ends(offsets: &[i64]) -> Vec<Offset> {
+        offsets.iter().map(|o| Offset::new(*o).unwrap()).collect()
+    }
+
+    #[test]
+    fn an_end_sample_older_than_the_last_commit_does_not_delay_stop() {
+        // The end was at 25 before the consumer committed 30; that says nothing about whether
+        // the consumer later ran out of work.
+        let w = [c(10, 5, 0), c(20, 5, 1_000), c(30, 5, 2_000)];
+        let e = evaluate_partition(
+            &w,
+            Some(10),
+            &ends(&[25]),
+            Timestamp::from_millis(9_000),
+            &cfg(3),
+        );
+        assert_eq!((e.status, e.rule), (PartitionStatus::Stop, Rule::Stopped));
+    }
+
+    #[test]
+    fn a_dead_consumer_on_a_topic_idle_after_a_burst_is_stopped() {
+        // Samples 25 (before the last commit), then a burst to 40 that has sat there since: the
+        // consumer at 30 had work all along and did not commit for longer than its window spans.
+        let w = [c(10, 5, 0), c(20, 5, 1_000), c(30, 10, 2_000)];
+        let e = evaluate_partition(
+            &w,
+            Some(10),
+            &ends(&[25, 40, 40]),
+            Timestamp::from_millis(60_000),
+            &cfg(3),
+        );
+        assert_eq!((e.status, e.rule), (PartitionStatus::Stop, Rule::Stopped));
+    }
+
+    #[test]
+    fn an_idle_caught_up_partition_is_not_stopped() {
+        // The end sat at the last commit (nothing to do, so nothing to commit) until new records
+        // arrived a moment ago.
+        let w = [c(10, 5, 0), c(20, 5, 1_000), c(30, 0, 2_000)];
+        let e = evaluate_partition(
+            &w,
+            Some(10),
+            &ends(&[25, 30, 30, 40]),
+            Timestamp::from_millis(60_000),
+            &cfg(3),
+        );
+        assert_eq!(
+            (e.status, e.rule),
+            (PartitionStatus::Ok, Rule::LagWithinAllowedInWindow)
+        );
+    }
+
+    #[test]
+    fn caught_up_means_at_most_the_allowed_lag_above_the_last_commit() {
+        let w = [c(10, 5, 0), c(20, 5, 1_000), c(30, 5, 2_000)];
+        let mut config = cfg(3);
+        config.allowed_lag = 3;
+        let status = |end: i64| {
+            evaluate_partition(
+                &w,
+                Some(10),
+                &ends(&[end]),
+                Timestamp::from_millis(9_000),
+                &config,
+            )
+            .status
+        };
+        assert_eq!(status(26), PartitionStatus::Stop);
+        assert_eq!(status(29), PartitionStatus::Stop);
+        assert_ne!(status(30), PartitionStatus::Stop);
+        assert_ne!(status(33), PartitionStatus::Stop);
+        assert_eq!(status(34), PartitionStatus::Stop);
     }
 
     #[test]

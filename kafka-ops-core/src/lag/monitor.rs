@@ -327,6 +327,47 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_caught_up_consumer_is_one_poll_behind_when_the_end_moves() {
+        let mut m = monitor(3);
+        for at in [0, 1_800, 3_600] {
+            let mut s = snapshot(at, &[(0, Some(100), 100)]);
+            m.observe(&mut s).unwrap();
+            assert_eq!(s.partitions[0].time_lag, Some(Duration::ZERO));
+        }
+        let mut s = snapshot(3_630, &[(0, Some(100), 101)]);
+        m.observe(&mut s).unwrap();
+        assert_eq!(s.partitions[0].time_lag, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_consumer_that_dies_before_the_topic_goes_idle_is_stopped() {
+        let mut m = monitor(3);
+        let mut last = None;
+        // The consumer commits with some lag, dies at 30 while the end is at 40, and no more
+        // records arrive. The idle run at 40 is kept as two points, so the sample of 25 taken
+        // before the last commit stays among the recent end offsets; it must not pass for a
+        // moment the consumer was caught up.
+        for (at, committed, end) in [
+            (0, 10, 15),
+            (10, 20, 25),
+            (20, 30, 40),
+            (30, 30, 40),
+            (45, 30, 40),
+            (60, 30, 40),
+        ] {
+            let mut s = snapshot(at, &[(0, Some(committed), end)]);
+            m.observe(&mut s).unwrap();
+            last = Some(s);
+        }
+        let s = last.unwrap();
+        let evaluations = m.evaluate(&s, s.taken_at);
+        assert_eq!(
+            (evaluations[0].status, evaluations[0].rule),
+            (PartitionStatus::Stop, Rule::Stopped)
+        );
+    }
+
+    #[test]
     fn a_stopped_consumer_is_detected_from_polls() {
         let mut m = monitor(3);
         let mut last = None;

@@ -8,9 +8,11 @@
 //! t(c) = t_r − (o_r − c) · (t_r − t_l) / (o_r − o_l)
 //! ```
 //!
-//! where `l` and `r` are the table points around `c`. Below the oldest point the slope of the two
-//! oldest distinct offsets is extended backwards from the oldest point. A consumer at or beyond
-//! the newest end offset is caught up: its time lag is exactly zero, however idle the topic is.
+//! where `l` is the last table point at or below `c` and `r` the first above it (so a consumer
+//! at an offset the end sat on for a while is behind only since the end was last seen there).
+//! Below the oldest point the slope of the two oldest distinct offsets is extended backwards from
+//! the oldest point. A consumer at or beyond the newest end offset is caught up: its time lag is
+//! exactly zero, however idle the topic is.
 //! All arithmetic is integer milliseconds, so there is no NaN and no rounding drift.
 //!
 //! ```
@@ -47,7 +49,8 @@ struct Point {
 /// [`Error::InvalidInput`] (an end offset going backwards means the topic was recreated or
 /// truncated, and the old table no longer describes it). A flat run (the same end offset sampled
 /// many times on an idle partition) is kept as its first and last point only: the first says when
-/// the offset was reached, the last that it had not moved since.
+/// the offset was reached (interpolation below the run needs it), the last that it had not moved
+/// since (a consumer at that offset is behind only from then on).
 #[derive(Debug, Clone)]
 pub struct EndOffsetHistory {
     points: VecDeque<Point>,
@@ -144,25 +147,31 @@ impl EndOffsetHistory {
         Ok(())
     }
 
-    /// Estimated time at which the end offset reached `offset`; `None` when the table cannot say
-    /// (empty, or `offset` lies below a table without any slope).
+    /// Estimated time at which the end offset moved past `offset`, that is when the record at
+    /// `offset` was produced: interpolated between the last point at or below `offset` and the
+    /// first point above it. On a flat run that is the run's last point, the last time the end was
+    /// seen still at `offset`. `None` when the table cannot say (empty, or `offset` lies below a
+    /// table without any slope).
+    ///
+    /// At or beyond the newest end offset the end has not moved past `offset` yet; this then gives
+    /// when the end reached its newest offset ([`time_lag`](Self::time_lag) is zero there).
     pub fn time_of(&self, offset: Offset) -> Option<Timestamp> {
         let c = offset.get();
         let points = &self.points;
         let newest = *points.back()?;
         if c >= newest.offset {
-            // The first point of the newest run: when the end got there.
             let first = points.partition_point(|p| p.offset < newest.offset);
             return Some(Timestamp::from_millis(points[first].at));
         }
-        let first_at_or_above = points.partition_point(|p| p.offset < c);
-        let candidate = points[first_at_or_above];
-        if candidate.offset == c {
-            return Some(Timestamp::from_millis(candidate.at));
-        }
-        if first_at_or_above == 0 {
+        // The newest point lies above `c`, so `right` exists. Taking the last point at or below
+        // `c` as `left` (not the first point equal to it) is what makes a consumer that was
+        // caught up on an idle partition fall behind by one sampling gap when the end moves on,
+        // rather than by the whole idle time.
+        let above = points.partition_point(|p| p.offset <= c);
+        let right = points[above];
+        if above == 0 {
             // Below the table: extend the slope of the two oldest distinct offsets backwards,
-            // anchored at the oldest point (the end was already there at that time).
+            // anchored at the oldest point (the end was already past `c` at that time).
             let oldest = points[0];
             let run_end = points.partition_point(|p| p.offset <= oldest.offset);
             let next = *points.get(run_end)?;
@@ -172,10 +181,9 @@ impl EndOffsetHistory {
                 next.at - run_last.at,
                 next.offset - oldest.offset,
             );
-            return Some(Timestamp::from_millis(oldest.at - delta));
+            return Some(Timestamp::from_millis(oldest.at.saturating_sub(delta)));
         }
-        let right = candidate;
-        let left = points[first_at_or_above - 1];
+        let left = points[above - 1];
         let delta = interpolate(
             right.offset - c,
             right.at - left.at,
@@ -261,10 +269,61 @@ mod tests {
             (150, 120_000),
         ]);
         assert_eq!(h.len(), 3);
-        // The end reached 100 at t = 0 ...
-        assert_eq!(h.time_of(o(100)), Some(t(0)));
+        // The end was still at 100 at 60 s, so a consumer there is behind since 60 s, not 0 s ...
+        assert_eq!(h.time_of(o(100)), Some(t(60_000)));
         // ... and only started moving after 60 s: 125 was passed at 90 s, not 60 s.
         assert_eq!(h.time_of(o(125)), Some(t(90_000)));
+    }
+
+    #[test]
+    fn a_consumer_at_a_flat_run_is_behind_since_the_run_ended() {
+        // The end sat at 100 for an hour, then moved on. A consumer at 100 has read everything
+        // produced up to the last sample that still showed 100: it is behind by one sampling gap,
+        // not by the whole idle hour.
+        let before = table(&[(100, 0), (100, 3_600_000)]);
+        assert_eq!(before.time_lag(o(100), t(3_600_000)), Some(Duration::ZERO));
+        let after = table(&[(100, 0), (100, 3_600_000), (101, 3_630_000)]);
+        assert_eq!(after.time_of(o(100)), Some(t(3_600_000)));
+        assert_eq!(
+            after.time_lag(o(100), t(3_630_000)),
+            Some(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn a_flat_run_inside_the_table_splits_the_interpolation() {
+        let h = table(&[
+            (50, 0),
+            (100, 1_000),
+            (100, 3_000),
+            (100, 5_000),
+            (200, 6_000),
+        ]);
+        assert_eq!(h.len(), 4);
+        // Below the run: the end passed 99 on its way up to 100 (reached at 1 s).
+        assert_eq!(h.time_of(o(99)), Some(t(980)));
+        // At the run: the end left 100 after its last sample there.
+        assert_eq!(h.time_of(o(100)), Some(t(5_000)));
+        // Above the run: the slope from the run's last point to the next one.
+        assert_eq!(h.time_of(o(150)), Some(t(5_500)));
+        assert_eq!(h.time_lag(o(100), t(6_000)), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn uncompressed_runs_read_like_compressed_ones() {
+        let samples = [
+            (50, 0),
+            (100, 1_000),
+            (100, 3_000),
+            (100, 5_000),
+            (200, 6_000),
+        ];
+        let compressed = table(&samples);
+        let raw = raw_table(&samples);
+        assert_eq!(raw.len(), 5);
+        for c in 0..=210 {
+            assert_eq!(raw.time_of(o(c)), compressed.time_of(o(c)), "offset {c}");
+        }
     }
 
     #[test]
@@ -307,8 +366,21 @@ mod tests {
         assert_eq!(h.time_of(o(0)), None);
     }
 
+    /// A table holding every sample as given: what `record` would keep without compressing runs.
+    fn raw_table(points: &[(i64, i64)]) -> EndOffsetHistory {
+        EndOffsetHistory {
+            points: points
+                .iter()
+                .map(|&(offset, at)| Point { offset, at })
+                .collect(),
+            capacity: points.len().max(2),
+        }
+    }
+
+    /// Sample sequences in which the end often stands still, so flat runs are common.
     fn samples() -> impl Strategy<Value = Vec<(i64, i64)>> {
-        proptest::collection::vec((0i64..500, 0i64..10_000), 1..40).prop_map(|steps| {
+        let step = prop_oneof![Just(0i64), Just(0i64), 1i64..5, 0i64..500];
+        proptest::collection::vec((step, 0i64..10_000), 1..40).prop_map(|steps| {
             let (mut offset, mut at) = (0i64, 0i64);
             steps
                 .into_iter()
@@ -345,6 +417,66 @@ mod tests {
                 prop_assert!(at <= now);
             }
             prop_assert!(h.len() <= capacity);
+        }
+
+        #[test]
+        fn time_lag_is_monotone_at_any_time(
+            points in samples(),
+            capacity in 2usize..20,
+            later in 0i64..100_000,
+        ) {
+            let mut h = EndOffsetHistory::new(capacity);
+            for (offset, at) in &points {
+                h.record(o(*offset), t(*at)).unwrap();
+            }
+            let now = t(points.last().unwrap().1 + later);
+            let newest = points.last().unwrap().0;
+            let mut previous: Option<Duration> = None;
+            for c in 0..=newest + 1 {
+                let lag = h.time_lag(o(c), now);
+                if let (Some(before), Some(lag)) = (previous, lag) {
+                    prop_assert!(lag <= before, "offset {}: {:?} after {:?}", c, lag, before);
+                }
+                prop_assert!(previous.is_none() || lag.is_some(), "offset {} lost its estimate", c);
+                previous = lag;
+            }
+        }
+
+        #[test]
+        fn a_caught_up_consumer_falls_behind_by_at_most_one_sampling_gap(
+            points in samples(),
+            capacity in 2usize..20,
+        ) {
+            let mut h = EndOffsetHistory::new(capacity);
+            let mut previous: Option<(i64, i64)> = None;
+            for &(end, at) in &points {
+                h.record(o(end), t(at)).unwrap();
+                if let Some((end_before, at_before)) = previous {
+                    // Every consumer that was caught up at the previous sample.
+                    for c in end_before..=end + 1 {
+                        let gap = Duration::from_millis((at - at_before).unsigned_abs());
+                        let lag = h.time_lag(o(c), t(at));
+                        prop_assert!(
+                            lag.is_some_and(|lag| lag <= gap),
+                            "consumer at {} caught up at {}: {:?} behind at {}, gap {:?}",
+                            c, at_before, lag, at, gap
+                        );
+                    }
+                }
+                prop_assert_eq!(h.time_lag(o(end), t(at)), Some(Duration::ZERO));
+                previous = Some((end, at));
+            }
+        }
+
+        #[test]
+        fn compressing_runs_changes_no_estimate(points in samples(), later in 0i64..100_000) {
+            let compressed = table(&points);
+            let raw = raw_table(&points);
+            let now = t(points.last().unwrap().1 + later);
+            for c in 0..=points.last().unwrap().0 + 1 {
+                prop_assert_eq!(raw.time_of(o(c)), compressed.time_of(o(c)), "offset {}", c);
+                prop_assert_eq!(raw.time_lag(o(c), now), compressed.time_lag(o(c), now));
+            }
         }
     }
 }

@@ -7,6 +7,11 @@
 //! reports each handler's result ([`complete`](Scheduler::complete)) and commits
 //! [`commit_candidates`](Scheduler::commit_candidates).
 //!
+//! A result names the [`Run`] it belongs to, not just its offset: the same offset of a
+//! partition may be started again while an earlier run of it still goes on (the partition was
+//! read again from an earlier offset, or revoked and assigned back), and only the latest run's
+//! result counts.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
@@ -24,15 +29,18 @@
 //! // One record of a partition at a time.
 //! let first = scheduler.ready();
 //! assert_eq!(first.len(), 1);
+//! let (_, record, run) = &first[0];
+//! assert_eq!(record.offset, Offset::ZERO);
 //! // It asks to be tried again in five seconds: its partition waits.
 //! let later = HandlerError::transient("503")
 //!     .with_disposition(Disposition::RedeliverAt(Timestamp::from_millis(5_000)));
-//! scheduler.complete(&tp, Offset::ZERO, Err(later));
+//! scheduler.complete(&tp, *run, Err(later));
 //! assert!(scheduler.ready().is_empty());
 //! clock.advance(Duration::from_secs(5));
 //! let again = scheduler.ready();
-//! assert_eq!(again[0].1.offset, Offset::ZERO);
-//! scheduler.complete(&tp, Offset::ZERO, Ok(Outcome::Processed));
+//! let (_, record, run) = &again[0];
+//! assert_eq!(record.offset, Offset::ZERO);
+//! scheduler.complete(&tp, *run, Ok(Outcome::Processed));
 //! assert_eq!(scheduler.commit_candidates(None), [(tp.clone(), Offset::new(1).unwrap())]);
 //! ```
 
@@ -41,7 +49,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
@@ -61,13 +69,38 @@ pub enum Ordering {
     Unordered,
 }
 
+/// With unordered processing, how many times `max_in_flight` records one partition may hold
+/// from its first unfinished record on (see [`Scheduler::room_for`]). Above 1 so a head record
+/// that is merely slower than the rest does not throttle its partition at once.
+pub const UNORDERED_WINDOW: usize = 4;
+
+/// One start of a record, handed out by [`Scheduler::ready`]: its result counts only when
+/// [`Scheduler::complete`] is given this run, and only while the run is still the record's
+/// latest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    offset: Offset,
+    id: u64,
+}
+
+impl Run {
+    /// The offset of the record this run started.
+    pub fn offset(self) -> Offset {
+        self.offset
+    }
+}
+
 /// One partition's records between librdkafka and their completion.
 #[derive(Default)]
 struct PartitionWork {
     /// Taken from librdkafka, not started yet, in offset order.
     waiting: VecDeque<Arc<OwnedRecord>>,
-    /// Started and not finished, by offset; kept so a redelivery can run the record again.
-    running: HashMap<i64, Arc<OwnedRecord>>,
+    /// Started and not finished, by run; kept so a redelivery can run the record again.
+    running: HashMap<u64, Arc<OwnedRecord>>,
+    /// Runs still going whose records the partition reads again: their results count for
+    /// nothing, but per-partition ordering still waits for them, so two records of the
+    /// partition never run at once.
+    superseded: HashSet<u64>,
     /// Per-partition ordering: nothing of this partition runs before this instant (a record
     /// asked to be redelivered later; it waits at the front of `waiting`).
     held_until: Option<Instant>,
@@ -79,7 +112,13 @@ struct PartitionWork {
 
 impl PartitionWork {
     fn buffered(&self) -> usize {
-        self.waiting.len() + self.running.len() + self.delayed.len()
+        self.waiting.len() + self.running() + self.delayed.len()
+    }
+
+    /// Handlers running for the partition, superseded ones included: they still hold their
+    /// records and their threads.
+    fn running(&self) -> usize {
+        self.running.len() + self.superseded.len()
     }
 }
 
@@ -118,6 +157,9 @@ pub struct Scheduler {
     failure: Option<(TopicPartition, Offset, HandlerError)>,
     ordering: Ordering,
     clock: Arc<dyn Clock>,
+    /// The id of the next [`Run`]. Never reused, so a run forgotten with its partition cannot
+    /// be mistaken for a later one.
+    next_run: u64,
 }
 
 impl fmt::Debug for Scheduler {
@@ -140,6 +182,7 @@ impl Scheduler {
             failure: None,
             ordering,
             clock,
+            next_run: 0,
         }
     }
 
@@ -164,6 +207,13 @@ impl Scheduler {
             let below = |record: &Arc<OwnedRecord>| record.offset < offset;
             work.waiting.retain(below);
             work.delayed.retain(|(_, record)| below(record));
+            // The records read again get new runs; these ones' results must not count for them.
+            let superseded: Vec<u64> = work
+                .running
+                .extract_if(|_, record| !below(record))
+                .map(|(id, _)| id)
+                .collect();
+            work.superseded.extend(superseded);
             if work.waiting.is_empty() {
                 work.held_until = None;
             }
@@ -179,7 +229,9 @@ impl Scheduler {
     /// The records to start now, marked running: with per-partition ordering the head of each
     /// partition that has nothing running and is not held; unordered, everything waiting; and
     /// every delayed record that is due. Nothing once a record failed.
-    pub fn ready(&mut self) -> Vec<(TopicPartition, Arc<OwnedRecord>)> {
+    ///
+    /// Each comes with the [`Run`] its result must be [completed](Self::complete) with.
+    pub fn ready(&mut self) -> Vec<(TopicPartition, Arc<OwnedRecord>, Run)> {
         if self.failure.is_some() {
             return Vec::new();
         }
@@ -191,7 +243,7 @@ impl Scheduler {
             }
             match self.ordering {
                 Ordering::PerPartition => {
-                    if work.running.is_empty()
+                    if work.running() == 0
                         && work.held_until.is_none()
                         && let Some(record) = work.waiting.pop_front()
                     {
@@ -209,30 +261,48 @@ impl Scheduler {
                 ready.extend(due.into_iter().map(|(_, record)| (tp.clone(), record)));
             }
         }
-        for (tp, record) in &ready {
-            if let Some(work) = self.work.get_mut(tp) {
-                work.running.insert(record.offset.get(), record.clone());
+        let mut started = Vec::with_capacity(ready.len());
+        for (tp, record) in ready {
+            let run = Run {
+                offset: record.offset,
+                id: self.next_run,
+            };
+            self.next_run += 1;
+            if let Some(work) = self.work.get_mut(&tp) {
+                work.running.insert(run.id, record.clone());
             }
+            started.push((tp, record, run));
         }
-        ready
+        started
     }
 
-    /// When a redelivery asked for `at` (wall clock) is due, on the monotonic clock.
-    fn due(&self, at: Timestamp) -> Instant {
-        self.clock.now() + at.saturating_since(self.clock.wall())
-    }
-
-    /// Records the result of the record at `offset` of `partition`.
+    /// Records the result of `run`, a run of a record of `partition` that [`ready`](Self::ready)
+    /// handed out.
+    ///
+    /// Returns `None`, and changes nothing but forgetting the run, when the result counts for
+    /// nothing: the partition was [forgotten](Self::forget) since the run started (it may be
+    /// owned again, and its record running again, meanwhile), or its record is being read again
+    /// ([`Accepted::Behind`]). Such a result neither completes, redelivers nor fails anything:
+    /// the record's latest run, if any, decides.
     pub fn complete(
         &mut self,
         partition: &TopicPartition,
-        offset: Offset,
+        run: Run,
         result: Result<Outcome, HandlerError>,
-    ) -> Finished {
-        let record = self
-            .work
-            .get_mut(partition)
-            .and_then(|work| work.running.remove(&offset.get()));
+    ) -> Option<Finished> {
+        let Some(work) = self.work.get_mut(partition) else {
+            tracing::debug!(%partition, offset = %run.offset, "result for a partition no longer owned; ignored");
+            return None;
+        };
+        let Some(record) = work.running.remove(&run.id) else {
+            if work.superseded.remove(&run.id) {
+                tracing::debug!(%partition, offset = %run.offset, "result of a record being read again; ignored");
+            } else {
+                tracing::debug!(%partition, offset = %run.offset, "result of a run from before the partition was assigned again; ignored");
+            }
+            return None;
+        };
+        let offset = record.offset;
         let result = match result {
             Err(error) if error.disposition() == Disposition::Skip => {
                 tracing::warn!(%partition, %offset, %error, "skipping the record as its handler asked");
@@ -240,29 +310,24 @@ impl Scheduler {
             }
             other => other,
         };
-        match result {
+        Some(match result {
             Ok(outcome) => {
                 self.tracker.complete(partition, offset);
                 Finished::Done(outcome)
             }
             Err(error) => {
-                if let Disposition::RedeliverAt(at) = error.disposition()
-                    && let Some(record) = record
-                    && self.work.contains_key(partition)
-                {
-                    let due = self.due(at);
+                if let Disposition::RedeliverAt(at) = error.disposition() {
+                    let due = due(self.clock.as_ref(), at);
                     tracing::debug!(%partition, %offset, %at, "redelivery requested");
-                    if let Some(work) = self.work.get_mut(partition) {
-                        match self.ordering {
-                            // The record goes back to the front and its partition waits for it.
-                            Ordering::PerPartition => {
-                                work.waiting.push_front(record);
-                                work.held_until = Some(due);
-                            }
-                            Ordering::Unordered => work.delayed.push((due, record)),
+                    match self.ordering {
+                        // The record goes back to the front and its partition waits for it.
+                        Ordering::PerPartition => {
+                            work.waiting.push_front(record);
+                            work.held_until = Some(due);
                         }
+                        Ordering::Unordered => work.delayed.push((due, record)),
                     }
-                    return Finished::Redelivered { due };
+                    return Some(Finished::Redelivered { due });
                 }
                 tracing::error!(%partition, %offset, %error, "handler failed; stopping without committing past it");
                 if self.failure.is_none() {
@@ -270,7 +335,7 @@ impl Scheduler {
                 }
                 Finished::Failed
             }
-        }
+        })
     }
 
     /// The earliest instant a held or delayed record becomes due.
@@ -285,8 +350,14 @@ impl Scheduler {
             .min()
     }
 
-    /// How many more records of `partition` may be accepted now: at most `max_in_flight` in
-    /// all and, with per-partition ordering, `partition_buffer` per partition.
+    /// How many more records of `partition` may be accepted now: at most `max_in_flight`
+    /// unfinished in all and, with per-partition ordering, `partition_buffer` per partition.
+    ///
+    /// Unordered, a partition also holds at most [`UNORDERED_WINDOW`] × `max_in_flight` records
+    /// from its first unfinished one on, done or not: records done behind an unfinished one
+    /// cannot be committed, so without this bound one stuck record would let the partition's
+    /// bookkeeping — and what a restart handles again — grow without end while the others
+    /// finish. Other partitions are not held back by it.
     pub fn room_for(
         &self,
         partition: &TopicPartition,
@@ -294,10 +365,14 @@ impl Scheduler {
         partition_buffer: usize,
     ) -> usize {
         let total_room = max_in_flight.saturating_sub(self.tracker.total_in_flight());
-        let buffered = self.work.get(partition).map_or(0, PartitionWork::buffered);
         let partition_room = match self.ordering {
-            Ordering::PerPartition => partition_buffer.saturating_sub(buffered),
-            Ordering::Unordered => total_room,
+            Ordering::PerPartition => {
+                let buffered = self.work.get(partition).map_or(0, PartitionWork::buffered);
+                partition_buffer.saturating_sub(buffered)
+            }
+            Ordering::Unordered => max_in_flight
+                .saturating_mul(UNORDERED_WINDOW)
+                .saturating_sub(self.tracker.pending(partition)),
         };
         total_room.min(partition_room)
     }
@@ -321,8 +396,8 @@ impl Scheduler {
         }
     }
 
-    /// Drops everything about `partitions` (once revoked and committed): results that arrive
-    /// later for them commit nothing.
+    /// Drops everything about `partitions` (once revoked and committed): results of runs
+    /// started before count for nothing, even once the partitions are assigned again.
     pub fn forget(&mut self, partitions: &[TopicPartition]) {
         for tp in partitions {
             self.tracker.forget(tp);
@@ -330,18 +405,19 @@ impl Scheduler {
         }
     }
 
-    /// Records running in `partitions`.
+    /// Records running in `partitions`, those whose results no longer count included (until
+    /// the partitions are forgotten).
     pub fn running_in(&self, partitions: &[TopicPartition]) -> usize {
         partitions
             .iter()
             .filter_map(|tp| self.work.get(tp))
-            .map(|w| w.running.len())
+            .map(PartitionWork::running)
             .sum()
     }
 
-    /// Records running in all partitions.
+    /// Records running in all partitions, as [`running_in`](Self::running_in) counts them.
     pub fn running_total(&self) -> usize {
-        self.work.values().map(|w| w.running.len()).sum()
+        self.work.values().map(PartitionWork::running).sum()
     }
 
     /// Records accepted and not done (waiting, running, held or failed).
@@ -383,6 +459,11 @@ impl Scheduler {
     pub fn take_failure(&mut self) -> Option<(TopicPartition, Offset, HandlerError)> {
         self.failure.take()
     }
+}
+
+/// When a redelivery asked for `at` (wall clock) is due, on `clock`'s monotonic time.
+fn due(clock: &dyn Clock, at: Timestamp) -> Instant {
+    clock.now() + at.saturating_since(clock.wall())
 }
 
 #[cfg(test)]

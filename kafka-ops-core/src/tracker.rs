@@ -87,6 +87,11 @@ impl OffsetTracker {
 
     /// Records that the record at `offset` is done. Returns `false` when the offset is not
     /// tracked (its partition was revoked and forgotten meanwhile, or it completed already).
+    ///
+    /// A record is known by its offset alone: once an offset is tracked again (after
+    /// [`rewind`](Self::rewind) or [`forget`](Self::forget)), completing it completes the new
+    /// record. A caller whose results may outlive a rewind or a forget must tell the runs apart
+    /// before calling this, as [`Scheduler`](crate::scheduler::Scheduler) does.
     pub fn complete(&mut self, partition: &TopicPartition, offset: Offset) -> bool {
         let Some(state) = self.partitions.get_mut(partition) else {
             return false;
@@ -155,7 +160,8 @@ impl OffsetTracker {
     }
 
     /// Forgets `partition`'s records at or after `offset` (done or not), so the partition can be
-    /// read again from `offset` after a seek back. Completions for them are ignored from now on.
+    /// read again from `offset` after a seek back. Completions for them are ignored until they
+    /// are tracked again (see [`complete`](Self::complete)).
     pub fn rewind(&mut self, partition: &TopicPartition, offset: Offset) {
         if let Some(state) = self.partitions.get_mut(partition) {
             let offset = offset.get();
@@ -196,8 +202,17 @@ impl OffsetTracker {
         self.unfinished
     }
 
+    /// Records of `partition` tracked and not past its safe offset: the unfinished ones and
+    /// those done after the first unfinished one — what a restart would hand over again.
+    pub fn pending(&self, partition: &TopicPartition) -> usize {
+        self.partitions
+            .get(partition)
+            .map_or(0, |s| s.pending.len())
+    }
+
     /// Drops everything known about `partition` (after a revoke): completions that arrive later
-    /// for it are ignored, and its offsets may be tracked again from any position.
+    /// for it are ignored until its offsets are tracked again (see [`complete`](Self::complete)),
+    /// which may start from any position.
     pub fn forget(&mut self, partition: &TopicPartition) {
         if let Some(state) = self.partitions.remove(partition) {
             self.unfinished -= state.unfinished;
@@ -294,9 +309,11 @@ mod tests {
         }
         t.complete(&tp, o(0));
         t.complete(&tp, o(3));
+        assert_eq!(t.pending(&tp), 4, "1 to 4: 3 is done, but behind 1");
         t.rewind(&tp, o(2));
         assert_eq!(t.safe_offset(&tp), Some(o(1)));
         assert_eq!(t.in_flight(&tp), 1);
+        assert_eq!(t.pending(&tp), 1);
         // Offset 3 completed before the rewind, but it will be read again: it no longer counts.
         assert!(!t.complete(&tp, o(3)));
         t.track(&tp, o(2)).unwrap();
@@ -373,6 +390,7 @@ mod tests {
                 }
                 prop_assert_eq!(tracker.in_flight(&tp), offsets.iter().filter(|o| !done.contains(o)).count());
                 prop_assert_eq!(tracker.total_in_flight(), tracker.in_flight(&tp));
+                prop_assert_eq!(tracker.pending(&tp), offsets.iter().filter(|o| **o >= safe).count());
                 let first_unfinished = offsets.iter().find(|o| !done.contains(o));
                 match first_unfinished {
                     Some(first) => prop_assert_eq!(safe, *first),

@@ -1,11 +1,10 @@
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proptest::prelude::*;
-
 use super::*;
 use crate::clock::ManualClock;
+
+mod interleavings;
 
 fn tp(partition: i32) -> TopicPartition {
     TopicPartition::new("orders", partition)
@@ -24,13 +23,32 @@ fn scheduler(ordering: Ordering) -> (Scheduler, ManualClock) {
     (Scheduler::new(ordering, Arc::new(clock.clone())), clock)
 }
 
-fn offsets(ready: &[(TopicPartition, Arc<OwnedRecord>)]) -> Vec<(i32, i64)> {
+fn offsets(ready: &[(TopicPartition, Arc<OwnedRecord>, Run)]) -> Vec<(i32, i64)> {
     let mut v: Vec<_> = ready
         .iter()
-        .map(|(tp, r)| (tp.partition, r.offset.get()))
+        .map(|(tp, r, run)| {
+            assert_eq!(run.offset(), r.offset);
+            (tp.partition, r.offset.get())
+        })
         .collect();
     v.sort();
     v
+}
+
+/// The run of record `n` of `partition` that is running and counts, as the driver kept it
+/// from `ready`.
+fn run(s: &Scheduler, partition: i32, n: i64) -> Run {
+    let ids: Vec<u64> = s.work[&tp(partition)]
+        .running
+        .iter()
+        .filter(|(_, record)| record.offset == offset(n))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(ids.len(), 1, "one run of {n} in partition {partition}");
+    Run {
+        offset: offset(n),
+        id: ids[0],
+    }
 }
 
 fn redeliver_in(clock: &ManualClock, after: Duration) -> HandlerError {
@@ -52,8 +70,8 @@ fn per_partition_runs_one_record_per_partition_in_offset_order() {
     assert_eq!(s.in_flight(), 6);
 
     assert_eq!(
-        s.complete(&tp(0), offset(0), Ok(Outcome::Processed)),
-        Finished::Done(Outcome::Processed)
+        s.complete(&tp(0), run(&s, 0, 0), Ok(Outcome::Processed)),
+        Some(Finished::Done(Outcome::Processed))
     );
     assert_eq!(offsets(&s.ready()), [(0, 1)]);
     // A partition's first record not done is what may be committed, done or not.
@@ -70,10 +88,10 @@ fn unordered_runs_everything_waiting() {
     }
     assert_eq!(s.ready().len(), 4);
     // Finishing out of order commits only up to the first gap.
-    s.complete(&tp(0), offset(2), Ok(Outcome::Processed));
-    s.complete(&tp(0), offset(0), Ok(Outcome::Processed));
+    s.complete(&tp(0), run(&s, 0, 2), Ok(Outcome::Processed));
+    s.complete(&tp(0), run(&s, 0, 0), Ok(Outcome::Processed));
     assert_eq!(s.commit_candidates(None), [(tp(0), offset(1))]);
-    s.complete(&tp(0), offset(1), Ok(Outcome::Duplicate));
+    s.complete(&tp(0), run(&s, 0, 1), Ok(Outcome::Duplicate));
     assert_eq!(s.commit_candidates(None), [(tp(0), offset(3))]);
 }
 
@@ -87,18 +105,18 @@ fn per_partition_redelivery_holds_the_partition_until_exactly_due() {
     let before = clock.now();
     let finished = s.complete(
         &tp(0),
-        offset(0),
+        run(&s, 0, 0),
         Err(redeliver_in(&clock, Duration::from_millis(1_500))),
     );
     assert_eq!(
         finished,
-        Finished::Redelivered {
+        Some(Finished::Redelivered {
             due: before + Duration::from_millis(1_500)
-        }
+        })
     );
     assert_eq!(s.next_due(), Some(before + Duration::from_millis(1_500)));
     // Partition 1 is unaffected; partition 0 waits, the later record too.
-    s.complete(&tp(1), offset(0), Ok(Outcome::Processed));
+    s.complete(&tp(1), run(&s, 1, 0), Ok(Outcome::Processed));
     assert!(s.ready().is_empty());
     clock.advance(Duration::from_millis(1_499));
     assert!(s.ready().is_empty());
@@ -107,7 +125,7 @@ fn per_partition_redelivery_holds_the_partition_until_exactly_due() {
     assert_eq!(s.next_due(), None);
     // Nothing is committed past the redelivered record meanwhile.
     assert_eq!(s.commit_candidates(Some(&[tp(0)])), [(tp(0), offset(0))]);
-    s.complete(&tp(0), offset(0), Ok(Outcome::Retried));
+    s.complete(&tp(0), run(&s, 0, 0), Ok(Outcome::Retried));
     assert_eq!(offsets(&s.ready()), [(0, 1)]);
 }
 
@@ -118,7 +136,7 @@ fn unordered_redelivery_delays_only_that_record() {
     s.ready();
     s.complete(
         &tp(0),
-        offset(0),
+        run(&s, 0, 0),
         Err(redeliver_in(&clock, Duration::from_secs(2))),
     );
     assert_eq!(s.accept(tp(0), record(0, 1)), Accepted::Tracked);
@@ -135,8 +153,8 @@ fn a_redelivery_in_the_past_is_due_at_once() {
     let past = HandlerError::transient("x")
         .with_disposition(Disposition::RedeliverAt(Timestamp::from_millis(0)));
     assert_eq!(
-        s.complete(&tp(0), offset(0), Err(past)),
-        Finished::Redelivered { due: clock.now() }
+        s.complete(&tp(0), run(&s, 0, 0), Err(past)),
+        Some(Finished::Redelivered { due: clock.now() })
     );
     assert_eq!(offsets(&s.ready()), [(0, 0)]);
 }
@@ -148,8 +166,8 @@ fn a_skip_counts_as_skipped_and_commits() {
     s.ready();
     let skip = HandlerError::permanent("poison").with_disposition(Disposition::Skip);
     assert_eq!(
-        s.complete(&tp(0), offset(7), Err(skip)),
-        Finished::Done(Outcome::Skipped)
+        s.complete(&tp(0), run(&s, 0, 7), Err(skip)),
+        Some(Finished::Done(Outcome::Skipped))
     );
     assert_eq!(s.commit_candidates(None), [(tp(0), offset(8))]);
 }
@@ -160,20 +178,23 @@ fn a_failure_stops_everything_and_commits_nothing_past_it() {
     assert_eq!(s.accept(tp(0), record(0, 0)), Accepted::Tracked);
     assert_eq!(s.accept(tp(0), record(0, 1)), Accepted::Tracked);
     assert_eq!(s.accept(tp(1), record(1, 0)), Accepted::Tracked);
+    assert_eq!(s.accept(tp(2), record(2, 0)), Accepted::Tracked);
     s.ready();
-    s.complete(&tp(1), offset(0), Ok(Outcome::Processed));
+    s.complete(&tp(1), run(&s, 1, 0), Ok(Outcome::Processed));
     assert_eq!(
-        s.complete(&tp(0), offset(0), Err(HandlerError::permanent("bad"))),
-        Finished::Failed
+        s.complete(&tp(0), run(&s, 0, 0), Err(HandlerError::permanent("bad"))),
+        Some(Finished::Failed)
     );
     assert!(s.has_failed());
     assert!(s.ready().is_empty());
     let mut candidates = s.commit_candidates(None);
     candidates.sort();
-    assert_eq!(candidates, [(tp(0), offset(0)), (tp(1), offset(1))]);
+    assert_eq!(
+        candidates,
+        [(tp(0), offset(0)), (tp(1), offset(1)), (tp(2), offset(0))]
+    );
     // A second failure does not replace the first.
-    assert_eq!(s.accept(tp(2), record(2, 0)), Accepted::Tracked);
-    s.complete(&tp(2), offset(0), Err(HandlerError::fatal("later")));
+    s.complete(&tp(2), run(&s, 2, 0), Err(HandlerError::fatal("later")));
     let (partition, at, error) = s.take_failure().unwrap();
     assert_eq!((partition, at), (tp(0), offset(0)));
     assert_eq!(error.cause().to_string(), "bad");
@@ -208,15 +229,13 @@ fn revoke_drops_waiting_records_and_forget_drops_the_rest() {
     s.revoke(&[tp(0)]);
     assert_eq!(s.running_in(&[tp(0)]), 1);
     // The running record may still finish and be committed before the partition goes.
-    s.complete(&tp(0), offset(0), Ok(Outcome::Processed));
+    s.complete(&tp(0), run(&s, 0, 0), Ok(Outcome::Processed));
     assert_eq!(s.commit_candidates(Some(&[tp(0)])), [(tp(0), offset(1))]);
     s.mark_committed(&tp(0), offset(1));
     assert!(s.commit_candidates(None).is_empty());
     assert!(s.ready().is_empty());
     s.forget(&[tp(0)]);
     assert_eq!(s.in_flight(), 0);
-    // A late result for a forgotten partition commits nothing.
-    s.complete(&tp(0), offset(1), Ok(Outcome::Processed));
     assert!(s.commit_candidates(None).is_empty());
     assert_eq!(s.next_due(), None);
     drop(clock);
@@ -244,9 +263,9 @@ fn a_record_behind_its_partition_drops_only_what_is_at_or_above_it() {
             .collect::<Vec<_>>()
     };
     assert_eq!(of_partition(&s), [3]);
-    s.complete(&tp(0), offset(3), Ok(Outcome::Processed));
+    s.complete(&tp(0), run(&s, 0, 3), Ok(Outcome::Processed));
     assert_eq!(offsets(&s.ready()), [(0, 4)]);
-    s.complete(&tp(0), offset(4), Ok(Outcome::Processed));
+    s.complete(&tp(0), run(&s, 0, 4), Ok(Outcome::Processed));
     assert_eq!(
         of_partition(&s),
         [5],
@@ -259,7 +278,7 @@ fn a_record_behind_its_partition_drops_only_what_is_at_or_above_it() {
     }
     for n in [5, 6] {
         assert_eq!(offsets(&s.ready()), [(0, n)]);
-        s.complete(&tp(0), offset(n), Ok(Outcome::Processed));
+        s.complete(&tp(0), run(&s, 0, n), Ok(Outcome::Processed));
     }
     assert_eq!(of_partition(&s), [7]);
 }
@@ -271,12 +290,14 @@ fn a_record_running_when_its_partition_is_read_again_keeps_the_order() {
         assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
     }
     assert_eq!(offsets(&s.ready()), [(0, 5)]);
+    let five = run(&s, 0, 5);
     // 5 runs when 2 arrives: read again from 2, but 2 waits for 5 to finish.
     assert_eq!(s.accept(tp(0), record(0, 2)), Accepted::Behind);
     assert_eq!(s.accept(tp(0), record(0, 2)), Accepted::Tracked);
     assert!(s.ready().is_empty(), "5 still runs");
+    assert_eq!(s.running_total(), 1);
     // 5's late result counts for nothing: 2 is not done.
-    s.complete(&tp(0), offset(5), Ok(Outcome::Processed));
+    assert_eq!(s.complete(&tp(0), five, Ok(Outcome::Processed)), None);
     assert_eq!(s.commit_candidates(None), [(tp(0), offset(2))]);
     assert_eq!(offsets(&s.ready()), [(0, 2)]);
 }
@@ -286,102 +307,170 @@ fn positions_past_transaction_markers_advance_commits() {
     let (mut s, _) = scheduler(Ordering::PerPartition);
     assert_eq!(s.accept(tp(0), record(0, 0)), Accepted::Tracked);
     s.ready();
-    s.complete(&tp(0), offset(0), Ok(Outcome::Processed));
+    s.complete(&tp(0), run(&s, 0, 0), Ok(Outcome::Processed));
     // Offset 1 is a commit marker librdkafka never hands over; the position says so.
     s.observe_position(&tp(0), offset(2));
     assert_eq!(s.commit_candidates(None), [(tp(0), offset(2))]);
 }
 
-#[derive(Debug, Clone)]
-enum Step {
-    Accept(i32),
-    Finish(usize, bool),
-    Advance(u64),
-    Commit,
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        (0..3i32).prop_map(Step::Accept),
-        (0..8usize, any::<bool>()).prop_map(|(i, later)| Step::Finish(i, later)),
-        (0..3_000u64).prop_map(Step::Advance),
-        Just(Step::Commit),
-    ]
-}
-
-fn start(
-    s: &mut Scheduler,
-    running: &mut Vec<(TopicPartition, Offset)>,
-    started_last: &mut [i64; 3],
-) -> Result<(), TestCaseError> {
-    for (tp, r) in s.ready() {
-        let p = tp.partition as usize;
-        prop_assert!(
-            !running.iter().any(|(t, _)| *t == tp),
-            "two records of one partition run"
-        );
-        prop_assert!(r.offset.get() >= started_last[p]);
-        started_last[p] = r.offset.get();
-        running.push((tp, r.offset));
+#[test]
+fn a_result_of_a_record_read_again_does_not_count_for_its_new_run() {
+    let (mut s, _) = scheduler(Ordering::PerPartition);
+    for n in [5, 6] {
+        assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
     }
-    Ok(())
+    assert_eq!(offsets(&s.ready()), [(0, 5)]);
+    let old_five = run(&s, 0, 5);
+    // The log was truncated: 2 arrives, and the partition is read again from it.
+    assert_eq!(s.accept(tp(0), record(0, 2)), Accepted::Behind);
+    for n in 2..=6 {
+        assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
+    }
+    assert_eq!(s.complete(&tp(0), old_five, Ok(Outcome::Processed)), None);
+    for n in 2..=4 {
+        assert_eq!(offsets(&s.ready()), [(0, n)]);
+        s.complete(&tp(0), run(&s, 0, n), Ok(Outcome::Processed));
+    }
+    assert_eq!(offsets(&s.ready()), [(0, 5)]);
+    assert_eq!(
+        s.commit_candidates(None),
+        [(tp(0), offset(5))],
+        "the new run of 5 is not done"
+    );
+    s.complete(&tp(0), run(&s, 0, 5), Ok(Outcome::Processed));
+    assert_eq!(offsets(&s.ready()), [(0, 6)]);
+    s.complete(&tp(0), run(&s, 0, 6), Ok(Outcome::Processed));
+    assert_eq!(s.commit_candidates(None), [(tp(0), offset(7))]);
 }
 
-proptest! {
-    /// Whatever the interleaving: per partition at most one record runs at a time and records
-    /// start in offset order; a commit never passes a record that is not done; every accepted
-    /// record is done in the end.
-    #[test]
-    fn per_partition_invariants(steps in proptest::collection::vec(step(), 1..120)) {
+#[test]
+fn unordered_a_record_read_again_may_run_beside_its_old_run() {
+    let (mut s, clock) = scheduler(Ordering::Unordered);
+    for n in [5, 6] {
+        assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
+    }
+    assert_eq!(offsets(&s.ready()), [(0, 5), (0, 6)]);
+    let old_five = run(&s, 0, 5);
+    let old_six = run(&s, 0, 6);
+    assert_eq!(s.accept(tp(0), record(0, 2)), Accepted::Behind);
+    for n in 2..=6 {
+        assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
+    }
+    assert_eq!(offsets(&s.ready()).len(), 5);
+    assert_eq!(s.running_total(), 7, "the old runs still go on");
+    // Neither the old runs' results nor their requests count.
+    assert_eq!(s.complete(&tp(0), old_five, Ok(Outcome::Processed)), None);
+    let again = redeliver_in(&clock, Duration::ZERO);
+    assert_eq!(s.complete(&tp(0), old_six, Err(again)), None);
+    assert!(s.ready().is_empty());
+    assert_eq!(s.next_due(), None);
+    for n in [2, 3, 4, 6] {
+        s.complete(&tp(0), run(&s, 0, n), Ok(Outcome::Processed));
+    }
+    assert_eq!(s.commit_candidates(None), [(tp(0), offset(5))]);
+    s.complete(&tp(0), run(&s, 0, 5), Ok(Outcome::Processed));
+    assert_eq!(s.commit_candidates(None), [(tp(0), offset(7))]);
+}
+
+#[test]
+fn a_result_from_before_the_partition_was_assigned_again_does_not_count() {
+    for redelivery in [false, true] {
         let (mut s, clock) = scheduler(Ordering::PerPartition);
-        let mut next = [0i64; 3];
-        let mut done: [BTreeSet<i64>; 3] = Default::default();
-        let mut started_last = [-1i64; 3];
-        let mut running: Vec<(TopicPartition, Offset)> = Vec::new();
-        let mut committed = [0i64; 3];
-        for step in steps {
-            match step {
-                Step::Accept(p) => {
-                    assert_eq!(s.accept(tp(p), record(p, next[p as usize])), Accepted::Tracked);
-                    next[p as usize] += 1;
-                }
-                Step::Finish(i, later) if !running.is_empty() => {
-                    let (tp, at) = running.remove(i % running.len());
-                    let result = if later { Err(redeliver_in(&clock, Duration::from_millis(500))) } else { Ok(Outcome::Processed) };
-                    if let Finished::Done(_) = s.complete(&tp, at, result) {
-                        done[tp.partition as usize].insert(at.get());
-                    }
-                }
-                Step::Finish(..) => {}
-                Step::Advance(ms) => clock.advance(Duration::from_millis(ms)),
-                Step::Commit => {
-                    for (tp, at) in s.commit_candidates(None) {
-                        let p = tp.partition as usize;
-                        prop_assert!((committed[p]..at.get()).all(|o| done[p].contains(&o)), "commit past an unfinished record");
-                        committed[p] = at.get();
-                        s.mark_committed(&tp, at);
-                    }
-                }
-            }
-            start(&mut s, &mut running, &mut started_last)?;
+        s.assign(&[tp(0)]);
+        for n in [10, 11] {
+            assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
         }
-        // Drain: finish everything, letting redeliveries come due.
-        for _ in 0..10_000 {
-            if running.is_empty() && s.in_flight() == 0 { break; }
-            clock.advance(Duration::from_millis(500));
-            start(&mut s, &mut running, &mut started_last)?;
-            for (tp, at) in std::mem::take(&mut running) {
-                s.complete(&tp, at, Ok(Outcome::Processed));
-            }
+        assert_eq!(offsets(&s.ready()), [(0, 10)]);
+        let first = run(&s, 0, 10);
+        // It outlives the revoke timeout: the partition is revoked, committed, forgotten, and
+        // assigned back; 10 starts again while the first run still goes on.
+        s.revoke(&[tp(0)]);
+        assert_eq!(s.commit_candidates(None), [(tp(0), offset(10))]);
+        s.mark_committed(&tp(0), offset(10));
+        s.forget(&[tp(0)]);
+        s.assign(&[tp(0)]);
+        for n in [10, 11] {
+            assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
         }
-        prop_assert_eq!(s.in_flight(), 0);
-        let mut expected: Vec<(TopicPartition, Offset)> = (0..3)
-            .filter(|p| next[*p as usize] > committed[*p as usize])
-            .map(|p| (tp(p), offset(next[p as usize])))
-            .collect();
-        expected.sort();
-        let mut candidates = s.commit_candidates(None);
-        candidates.sort();
-        prop_assert_eq!(candidates, expected);
+        assert_eq!(offsets(&s.ready()), [(0, 10)]);
+        let late = if redelivery {
+            Err(redeliver_in(&clock, Duration::ZERO))
+        } else {
+            Ok(Outcome::Processed)
+        };
+        assert_eq!(s.complete(&tp(0), first, late), None);
+        assert!(s.ready().is_empty(), "11 waits for the second run of 10");
+        assert_eq!(s.running_total(), 1);
+        assert_eq!(s.next_due(), None);
+        assert_eq!(s.commit_candidates(None), [(tp(0), offset(10))]);
+        s.complete(&tp(0), run(&s, 0, 10), Ok(Outcome::Processed));
+        assert_eq!(offsets(&s.ready()), [(0, 11)]);
+        assert_eq!(s.commit_candidates(None), [(tp(0), offset(11))]);
     }
+}
+
+#[test]
+fn a_late_error_for_a_partition_no_longer_owned_stops_nothing() {
+    for permanent in [false, true] {
+        let (mut s, clock) = scheduler(Ordering::PerPartition);
+        s.assign(&[tp(0), tp(1)]);
+        assert_eq!(s.accept(tp(0), record(0, 10)), Accepted::Tracked);
+        assert_eq!(offsets(&s.ready()), [(0, 10)]);
+        let late = run(&s, 0, 10);
+        s.revoke(&[tp(0)]);
+        s.forget(&[tp(0)]);
+        let error = if permanent {
+            HandlerError::permanent("bad")
+        } else {
+            redeliver_in(&clock, Duration::from_secs(1))
+        };
+        assert_eq!(s.complete(&tp(0), late, Err(error)), None);
+        assert!(!s.has_failed());
+        assert!(s.commit_candidates(None).is_empty());
+        assert_eq!(s.next_due(), None);
+        // The consumer goes on with what it owns.
+        assert_eq!(s.accept(tp(1), record(1, 0)), Accepted::Tracked);
+        assert_eq!(offsets(&s.ready()), [(1, 0)]);
+    }
+}
+
+#[test]
+fn unordered_a_stuck_record_bounds_what_its_partition_holds() {
+    const MAX: usize = 4;
+    let (mut s, _) = scheduler(Ordering::Unordered);
+    let mut next = [0i64; 2];
+    let mut stuck = None;
+    // As the driver does: take what there is room for, start it; everything but 0 of
+    // partition 0 finishes at once.
+    for _ in 0..50 {
+        for p in 0..2 {
+            for _ in 0..s.room_for(&tp(p), MAX, 1) {
+                let n = &mut next[p as usize];
+                assert_eq!(s.accept(tp(p), record(p, *n)), Accepted::Tracked);
+                *n += 1;
+            }
+        }
+        for (p, r, run) in s.ready() {
+            if p == tp(0) && r.offset == Offset::ZERO {
+                stuck = Some(run);
+            } else {
+                s.complete(&p, run, Ok(Outcome::Processed));
+            }
+        }
+    }
+    assert_eq!(next[0] as usize, MAX * UNORDERED_WINDOW);
+    assert_eq!(s.tracker.pending(&tp(0)), MAX * UNORDERED_WINDOW);
+    assert_eq!(s.room_for(&tp(0), MAX, 1), 0);
+    assert!(next[1] > 100, "the other partition is not held back");
+    let candidates = s.commit_candidates(None);
+    assert_eq!(candidates[0], (tp(0), Offset::ZERO));
+    // The stuck record finishes: what it held back is committed and reading resumes.
+    let stuck = stuck.expect("0 started");
+    assert!(s.complete(&tp(0), stuck, Ok(Outcome::Processed)).is_some());
+    assert_eq!(
+        s.commit_candidates(Some(&[tp(0)])),
+        [(tp(0), offset(next[0]))]
+    );
+    assert_eq!(s.tracker.pending(&tp(0)), 0);
+    assert_eq!(s.room_for(&tp(0), MAX, 1), MAX);
 }

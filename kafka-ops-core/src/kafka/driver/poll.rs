@@ -31,7 +31,7 @@ use crate::handler::{Handler, HandlerError, Outcome};
 use crate::kafka::lock;
 use crate::kafka::{classify, kafka_error, record_from_message};
 use crate::record::OwnedRecord;
-use crate::scheduler::Accepted;
+use crate::scheduler::{Accepted, Run};
 use crate::types::{Offset, TopicPartition};
 
 /// Records the consumer hands over per poll call before the loop does its housekeeping.
@@ -523,8 +523,8 @@ impl<H: Handler> RunLoop<'_, H> {
         }
         let ready = state.scheduler.ready();
         let count = ready.len();
-        for (tp, record) in ready {
-            self.spawn(tp, record, state);
+        for (tp, record, run) in ready {
+            self.spawn(tp, record, run, state);
         }
         count
     }
@@ -535,7 +535,7 @@ impl<H: Handler> RunLoop<'_, H> {
     /// as a tokio task. Handlers holding the poll thread longer than [`INLINE_POLL_BUDGET`]
     /// [`SLOW_INLINE_POLLS_IN_A_ROW`] times in a row end inline polls for the run, so CPU-heavy
     /// handlers keep running in parallel on the runtime's workers.
-    fn spawn(&self, tp: TopicPartition, record: Arc<OwnedRecord>, state: &mut LoopState) {
+    fn spawn(&self, tp: TopicPartition, record: Arc<OwnedRecord>, run: Run, state: &mut LoopState) {
         let offset = record.offset;
         let handler = self.driver.handler.clone();
         let span = tracing::debug_span!("record", topic = %tp.topic, partition = tp.partition, offset = offset.get());
@@ -586,7 +586,7 @@ impl<H: Handler> RunLoop<'_, H> {
                 state.apply(
                     Completion {
                         partition: tp,
-                        offset,
+                        run,
                         result,
                     },
                     self.control(),
@@ -603,7 +603,7 @@ impl<H: Handler> RunLoop<'_, H> {
                 // uncommitted and is redelivered, which is the at-least-once contract.
                 let _ = sender.send(LoopEvent::Completion(Completion {
                     partition: tp,
-                    offset,
+                    run,
                     result,
                 }));
             }

@@ -19,13 +19,13 @@ use crate::error::Error;
 use crate::ffi::ClientQueue;
 use crate::handler::{HandlerError, Outcome};
 use crate::kafka::{add_at_offset, lock};
-use crate::scheduler::Scheduler;
-use crate::types::{Offset, TopicPartition};
+use crate::scheduler::{Run, Scheduler};
+use crate::types::TopicPartition;
 
 /// A handler's result, sent from the task that ran it.
 pub(super) struct Completion {
     pub(super) partition: TopicPartition,
-    pub(super) offset: Offset,
+    pub(super) run: Run,
     pub(super) result: Result<Outcome, HandlerError>,
 }
 
@@ -56,12 +56,15 @@ impl LoopState {
         }
     }
 
-    /// Hands a result to the scheduler and counts it.
+    /// Hands a result to the scheduler and counts it, unless it no longer counts (its record
+    /// was read again or its partition revoked meanwhile: another run's result counts).
     pub(super) fn apply(&mut self, completion: Completion, control: &Control) {
-        let finished =
+        if let Some(finished) =
             self.scheduler
-                .complete(&completion.partition, completion.offset, completion.result);
-        control.counters.record(finished);
+                .complete(&completion.partition, completion.run, completion.result)
+        {
+            control.counters.record(finished);
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Members joining and leaving a busy group on librdkafka's mock cluster: each member takes
 //! every partition's records from that partition's own queue, in order, so none ever arrives
 //! behind its partition's position (which would make the driver read the partition again), and
-//! nothing is lost across the handovers.
+//! nothing is lost across the handovers; and a partition that leaves a paused member and comes
+//! back after the member resumed is fetched again.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{BTreeMap, HashSet};
@@ -28,6 +29,17 @@ fn member(
     DriverHandle,
     tokio::task::JoinHandle<Result<DriverReport, Error>>,
 ) {
+    member_with(kafka.consumer_config(group), topic, seen)
+}
+
+fn member_with(
+    config: rdkafka::ClientConfig,
+    topic: &str,
+    seen: Seen,
+) -> (
+    DriverHandle,
+    tokio::task::JoinHandle<Result<DriverReport, Error>>,
+) {
     let handler = handler_fn(move |record: &Record<'_>| {
         let seen = seen.clone();
         let key = (record.partition, record.offset.get());
@@ -36,11 +48,7 @@ fn member(
             Ok(Outcome::Processed)
         }
     });
-    let driver = Driver::new(
-        kafka.consumer_config(group),
-        DriverConfig::new([topic]),
-        handler,
-    );
+    let driver = Driver::new(config, DriverConfig::new([topic]), handler);
     let handle = driver.handle();
     (handle, tokio::spawn(driver.run()))
 }
@@ -143,4 +151,50 @@ async fn members_joining_a_busy_group_take_each_partition_in_order_and_lose_noth
         backwards <= 2 * PARTITIONS as usize * 3,
         "{backwards} records went back within a partition"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_revoked_while_paused_is_fetched_when_it_comes_back_after_the_resume() {
+    let kafka = MockKafka::start(1).unwrap();
+    let topic = unique_name("invoices");
+    let group = unique_name("billing");
+    kafka.create_topic(&topic, 2).unwrap();
+    let cooperative = || {
+        let mut config = kafka.consumer_config(&group);
+        config.set("partition.assignment.strategy", "cooperative-sticky");
+        config
+    };
+    let seen: Seen = Arc::default();
+    let (first, first_run) = member_with(cooperative(), &topic, seen.clone());
+    wait_for("both partitions", || first.stats().assigned.len() == 2).await;
+    first.pause();
+    wait_for("the pause", || first.is_paused()).await;
+
+    // A second member takes one partition away from the paused one; the first resumes (the
+    // partition it still has), then the second leaves and its partition comes back.
+    let (second, second_run) = member_with(cooperative(), &topic, seen.clone());
+    wait_for("the handover", || {
+        first.stats().assigned.len() == 1 && second.stats().assigned.len() == 1
+    })
+    .await;
+    first.resume();
+    wait_for("the resume", || !first.is_paused()).await;
+    second.shutdown();
+    second_run.await.unwrap().unwrap();
+    wait_for("the partition's return", || {
+        first.stats().assigned.len() == 2
+    })
+    .await;
+
+    let records = (0..2).flat_map(|p| {
+        (0..5).map(move |i| TestRecord::keyed(format!("k{i}"), format!("{p}:{i}")).to_partition(p))
+    });
+    kafka.produce(&topic, records).await.unwrap();
+    wait_for("records of both partitions", || {
+        let seen = seen.lock().unwrap();
+        (0..2).all(|p| seen.iter().filter(|(partition, _)| *partition == p).count() == 5)
+    })
+    .await;
+    first.shutdown();
+    first_run.await.unwrap().unwrap();
 }

@@ -241,10 +241,17 @@ impl ConsumerContext for DriverContext {
         if let Rebalance::Assign(list) = rebalance {
             let assigned = partitions_of(list);
             tracing::info!(partitions = ?assigned, "partitions assigned");
-            if self.shared.control.paused.load(AtomicOrdering::SeqCst)
-                && let Err(error) = consumer.pause(list)
-            {
-                tracing::warn!(%error, "could not pause newly assigned partitions");
+            // Newly assigned partitions take the consumer's pause state both ways: librdkafka
+            // keeps a partition's pause across its revocation and return, so one revoked while
+            // paused would otherwise come back paused after a resume that no longer reached it.
+            let paused = self.shared.control.paused.load(AtomicOrdering::SeqCst);
+            let applied = if paused {
+                consumer.pause(list)
+            } else {
+                consumer.resume(list)
+            };
+            if let Err(error) = applied {
+                tracing::warn!(%error, paused, "could not set the pause state of newly assigned partitions");
             }
             {
                 let new: HashSet<&TopicPartition> = assigned.iter().collect();

@@ -454,7 +454,16 @@ impl<H: Handler> RetryTopics<H> {
                     now,
                 ));
             }
-            if layer.clock.wall() < state.due {
+            let now = layer.clock.wall();
+            // A due time further off than the tier's whole delay cannot come from a writer
+            // that agrees with this clock (a clock far ahead, a damaged header): the record is
+            // tried now rather than hold the tier's partition that long.
+            let trusted = state.due <= now.plus(layer.tiers.delays[state.tier as usize]);
+            if !trusted {
+                tracing::warn!(topic = %record.topic, partition = record.partition,
+                    offset = record.offset.get(), due = %state.due,
+                    "retry record due further off than its tier's delay; trying it now");
+            } else if now < state.due {
                 return Err(HandlerError::transient(NotDue(state.due))
                     .with_disposition(Disposition::RedeliverAt(state.due)));
             }
@@ -478,9 +487,9 @@ impl<H: Handler> RetryTopics<H> {
             |s| s.first_failure,
         );
         let retry_here = match error.disposition() {
-            Disposition::Undecided | Disposition::RetryLater => {
-                error.class() == ErrorClass::Transient
-            }
+            // Asked for by name (a recovery rule, the handler): whatever the class.
+            Disposition::RetryLater => true,
+            Disposition::Undecided => error.class() == ErrorClass::Transient,
             _ => false,
         };
         if !retry_here {

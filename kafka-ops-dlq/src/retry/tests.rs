@@ -166,6 +166,42 @@ async fn permanent_failures_skip_the_tiers() {
 }
 
 #[tokio::test]
+async fn a_retry_asked_for_by_name_goes_to_a_tier_whatever_the_class() {
+    let (handler, sink, _) = setup(|| {
+        HandlerError::permanent(std::io::Error::other("409 conflict"))
+            .with_disposition(Disposition::RetryLater)
+    });
+    let record = Record::new("orders", 0, Offset::new(1).unwrap()).with_value(b"v".to_vec());
+    assert_eq!(handler.handle(&record).await.unwrap(), Outcome::Retried);
+    assert_eq!(sink.0.lock().unwrap()[0].topic, "orders.retry.0");
+}
+
+#[tokio::test]
+async fn a_due_time_beyond_the_tier_delay_is_not_trusted() {
+    let (handler, sink, clock) = setup(transient);
+    let first = Record::new("orders", 0, Offset::new(1).unwrap()).with_value(b"v".to_vec());
+    assert_eq!(handler.handle(&first).await.unwrap(), Outcome::Retried);
+    let tier0 = sink.0.lock().unwrap()[0].clone();
+    let mut damaged = as_record(&tier0, 0);
+    damaged.headers.remove_where(|key| key == names::DUE);
+    damaged
+        .headers
+        .push(names::DUE, Some(i64::MAX.to_string().into_bytes()));
+    // Tried now, not held until the header's time.
+    assert_eq!(handler.handle(&damaged).await.unwrap(), Outcome::Retried);
+    // A due time within the tier's delay is still waited for.
+    let tier1 = sink.0.lock().unwrap()[1].clone();
+    let held = handler.handle(&as_record(&tier1, 0)).await.unwrap_err();
+    assert_eq!(
+        held.disposition(),
+        Disposition::RedeliverAt(Timestamp::from_millis(130_000))
+    );
+    clock.advance(Duration::from_secs(30));
+    let exhausted = handler.handle(&as_record(&tier1, 0)).await.unwrap_err();
+    assert_eq!(exhausted.disposition(), Disposition::DeadLetter);
+}
+
+#[tokio::test]
 async fn the_loop_guard_dead_letters_bad_or_excessive_retry_headers() {
     let (handler, sink, _) = setup(transient);
     let too_many = Record::new("orders.retry.1", 0, Offset::new(1).unwrap())

@@ -223,6 +223,19 @@ async fn a_group_with_growing_lag_degrades_and_names_its_worst_partitions() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_group_without_committed_offsets_is_not_healthy() {
+    let kafka = MockKafka::start(1).unwrap();
+    fill(&kafka, &unique_name("orders"), 1, 5).await;
+    let group = unique_name("bilings");
+    let probe = ConsumerLagProbe::new(cluster(&kafka), [group.clone()]);
+    let check = probe.check().await.unwrap();
+    assert_eq!(check.status, Status::Degraded, "{check:?}");
+    assert_eq!(check.severity, Severity::Warning);
+    assert!(check.message.contains("no committed offsets"), "{check:?}");
+    assert_eq!(check.details[&group]["committed"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_dead_letter_topic_with_150_records_is_a_warning() {
     let kafka = MockKafka::start(1).unwrap();
     let dlq = format!("{}.dlq", unique_name("orders"));

@@ -135,7 +135,14 @@ impl HealthProbe for ConsumerLagProbe {
                 monitor.observe(&mut lag)?;
                 monitor.verdict(&lag, self.clock.wall())
             };
-            let severity = verdict.severity;
+            // No committed offset at all: a misspelt group, one that never committed, or one
+            // whose offsets expired after it stopped. Nothing says it is keeping up.
+            let uncommitted = lag.partitions.is_empty();
+            let severity = if uncommitted {
+                verdict.severity.max(Severity::Warning)
+            } else {
+                verdict.severity
+            };
             worst = worst.max(severity);
             let mut rows: Vec<_> = lag.partitions.iter().filter(|r| r.lag.is_some()).collect();
             rows.sort_by_key(|row| std::cmp::Reverse(row.lag));
@@ -147,6 +154,11 @@ impl HealthProbe for ConsumerLagProbe {
                 .collect();
             let unknown = lag.unknown_partitions().count();
             let mut line = verdict.summary(2);
+            if uncommitted {
+                line = format!(
+                    "{group}: no committed offsets (unknown group, never committed, or its offsets expired)"
+                );
+            }
             if !worst_rows.is_empty() {
                 line.push_str(&format!("; worst: {}", worst_rows.join(", ")));
             }
@@ -163,6 +175,7 @@ impl HealthProbe for ConsumerLagProbe {
                     "protocol": protocol,
                     "state": state,
                     "severity": severity,
+                    "committed": !uncommitted,
                     "total_lag": verdict.total_lag,
                     "status": verdict.status,
                     "growth_per_minute": verdict.growth_per_minute,

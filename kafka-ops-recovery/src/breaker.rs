@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use kafka_ops_core::{Clock, SystemClock};
@@ -40,7 +40,7 @@ pub enum SlidingWindow {
 
 /// A circuit breaker's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// The calls rates are computed over.
     pub window: SlidingWindow,
@@ -52,7 +52,8 @@ pub struct BreakerConfig {
     /// A call taking this long or longer is slow.
     #[serde(with = "humantime_serde")]
     pub slow_call_duration: Duration,
-    /// Calls in the window before any rate is judged.
+    /// Calls in the window before any rate is judged (a count window must hold at least this
+    /// many).
     pub minimum_calls: usize,
     /// How long the breaker stays open the first time.
     #[serde(with = "humantime_serde")]
@@ -96,6 +97,10 @@ impl BreakerConfig {
             || self.window == SlidingWindow::Time(Duration::ZERO)
         {
             Some("the sliding window must not be empty")
+        } else if matches!(self.window, SlidingWindow::Count(n) if n < self.minimum_calls) {
+            // Rates are judged only once the window holds minimum_calls calls: a smaller count
+            // window never does, and the breaker would never open.
+            Some("a count window must hold at least minimum_calls calls")
         } else if !self.open_duration_multiplier.is_finite() || self.open_duration_multiplier < 1.0
         {
             Some("open_duration_multiplier must be ≥ 1")
@@ -134,12 +139,30 @@ pub struct StateChange {
 }
 
 /// Permission for one call; give it back with [`CircuitBreaker::record`].
+///
+/// A half-open probe dropped without a recorded outcome (its call was cancelled, or never made)
+/// is returned to the breaker, so another call can probe in its place.
 #[derive(Debug)]
 #[must_use = "record the call's outcome with CircuitBreaker::record"]
 pub struct Permit {
     started: Instant,
-    probe: bool,
     generation: u64,
+    /// For a half-open probe until its outcome is recorded: the breaker to return it to.
+    probe: Option<Weak<Mutex<Inner>>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        // A probe is counted when it is taken: one that never reports would hold its slot for
+        // good, and a half-open breaker whose slots are all held refuses every call forever.
+        let Some(inner) = self.probe.take().and_then(|inner| inner.upgrade()) else {
+            return;
+        };
+        let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if inner.generation == self.generation && inner.state == BreakerState::HalfOpen {
+            inner.probes_started = inner.probes_started.saturating_sub(1);
+        }
+    }
 }
 
 /// A call refused because the breaker is open (or half-open with every probe taken).
@@ -178,7 +201,8 @@ pub struct CircuitBreaker {
     name: String,
     config: BreakerConfig,
     clock: Arc<dyn Clock>,
-    inner: Mutex<Inner>,
+    /// Shared with the probe permits, which return themselves when dropped unrecorded.
+    inner: Arc<Mutex<Inner>>,
     listeners: Mutex<Vec<Listener>>,
 }
 
@@ -210,7 +234,7 @@ impl CircuitBreaker {
             name: name.into(),
             config,
             clock,
-            inner: Mutex::new(Inner {
+            inner: Arc::new(Mutex::new(Inner {
                 state: BreakerState::Closed,
                 forced_open: false,
                 open_until: now,
@@ -219,7 +243,7 @@ impl CircuitBreaker {
                 probes_started: 0,
                 probes_succeeded: 0,
                 generation: 0,
-            }),
+            })),
             listeners: Mutex::new(Vec::new()),
         })
     }
@@ -256,47 +280,68 @@ impl CircuitBreaker {
             let mut inner = self.lock();
             self.half_open_if_due(&mut inner, &mut changes);
             let now = self.clock.now();
-            match inner.state {
-                BreakerState::Closed => Ok(Permit {
-                    started: now,
-                    probe: false,
-                    generation: inner.generation,
-                }),
-                BreakerState::Open => Err(Rejected {
-                    state: BreakerState::Open,
-                    retry_after: if inner.forced_open {
-                        self.config.open_duration
-                    } else {
-                        inner.open_until.saturating_duration_since(now)
-                    },
-                }),
-                BreakerState::HalfOpen if inner.probes_started < self.config.half_open_calls => {
-                    inner.probes_started += 1;
+            match self.rejected(&inner, now) {
+                Some(rejected) => Err(rejected),
+                None => {
+                    let probe = inner.state == BreakerState::HalfOpen;
+                    if probe {
+                        inner.probes_started += 1;
+                    }
                     Ok(Permit {
                         started: now,
-                        probe: true,
                         generation: inner.generation,
+                        probe: probe.then(|| Arc::downgrade(&self.inner)),
                     })
                 }
-                BreakerState::HalfOpen => Err(Rejected {
-                    state: BreakerState::HalfOpen,
-                    retry_after: (self.config.open_duration / 10).max(Duration::from_millis(10)),
-                }),
             }
         };
         self.notify(changes);
         result
     }
 
+    /// How a call asking now would be refused (`None`: it would be let through), without
+    /// taking a permit — so asking cannot use up a half-open probe.
+    pub(crate) fn rejection(&self) -> Option<Rejected> {
+        let mut changes = Vec::new();
+        let rejected = {
+            let mut inner = self.lock();
+            self.half_open_if_due(&mut inner, &mut changes);
+            self.rejected(&inner, self.clock.now())
+        };
+        self.notify(changes);
+        rejected
+    }
+
+    fn rejected(&self, inner: &Inner, now: Instant) -> Option<Rejected> {
+        match inner.state {
+            BreakerState::Closed => None,
+            BreakerState::Open => Some(Rejected {
+                state: BreakerState::Open,
+                retry_after: if inner.forced_open {
+                    self.config.open_duration
+                } else {
+                    inner.open_until.saturating_duration_since(now)
+                },
+            }),
+            BreakerState::HalfOpen if inner.probes_started < self.config.half_open_calls => None,
+            BreakerState::HalfOpen => Some(Rejected {
+                state: BreakerState::HalfOpen,
+                retry_after: (self.config.open_duration / 10).max(Duration::from_millis(10)),
+            }),
+        }
+    }
+
     /// Records how a permitted call ended.
-    pub fn record(&self, permit: Permit, outcome: CallOutcome) {
+    pub fn record(&self, mut permit: Permit, outcome: CallOutcome) {
+        // Recorded, a probe is not returned when the permit drops.
+        let probe = permit.probe.take().is_some();
         let mut changes = Vec::new();
         {
             let mut inner = self.lock();
             let now = self.clock.now();
             if permit.generation != inner.generation {
                 // The breaker moved on since this call started; its outcome is stale.
-            } else if permit.probe {
+            } else if probe {
                 match outcome {
                     CallOutcome::Failure => self.open(
                         &mut inner,

@@ -115,11 +115,18 @@ impl<H: Handler> Handler for Retry<H> {
     }
 }
 
-/// Guards a downstream with a [`CircuitBreaker`] and keeps the consumer in step with it: when
-/// the breaker opens, the consumer pauses (the poll loop stays alive, the group keeps the
-/// member); records that meet the open breaker are held for redelivery when it half-opens, so
-/// nothing is lost and nothing spins; the first of them is the half-open probe; when the breaker
-/// closes, the consumer resumes.
+/// Guards a downstream with a [`CircuitBreaker`] and keeps the consumer in step with it:
+///
+/// - when the breaker opens, the consumer pauses (the poll loop stays alive, the group keeps
+///   the member); records that meet the open breaker, and the failure that opened it, are held
+///   for redelivery when it half-opens, so nothing is lost and nothing spins;
+/// - when it half-opens, the consumer resumes: closing takes
+///   [`half_open_calls`](crate::BreakerConfig::half_open_calls) successful probes, and a paused
+///   consumer would fetch no records to probe with. The first records through are the probes;
+///   records that meet the breaker while every probe is taken are held for a tenth of the open
+///   duration, like those meeting it open;
+/// - a failed probe opens the breaker again and the consumer pauses again; enough successful
+///   probes close it and the consumer keeps fetching.
 ///
 /// Transient and fatal failures count against the downstream; permanent ones (a bad record) say
 /// nothing about it and count as answered calls.
@@ -130,12 +137,15 @@ pub struct CircuitBreakerLayer {
 }
 
 impl CircuitBreakerLayer {
-    /// A layer over `breaker`, pausing and resuming `consumer` as the breaker opens and closes.
+    /// A layer over `breaker`, pausing `consumer` while the breaker is open and resuming it
+    /// when the breaker half-opens (or is reset).
     pub fn new(breaker: Arc<CircuitBreaker>, consumer: Arc<dyn ConsumerControl>) -> Self {
-        breaker.on_state_change(move |change| match change.to {
-            BreakerState::Open => consumer.pause(),
-            BreakerState::Closed => consumer.resume(),
-            BreakerState::HalfOpen => {}
+        breaker.on_state_change(move |change| {
+            if change.to == BreakerState::Open {
+                consumer.pause();
+            } else if change.from == BreakerState::Open {
+                consumer.resume();
+            }
         });
         CircuitBreakerLayer {
             breaker,
@@ -171,7 +181,11 @@ pub struct Breaker<H> {
 
 impl<H> Breaker<H> {
     fn held(&self, retry_after: Duration) -> HandlerError {
-        let due = self.clock.wall().plus(retry_after);
+        // Redelivery times are whole milliseconds: rounded down, the last fraction of an open
+        // duration would bring the record straight back, again and again until it passed.
+        let millis = retry_after.as_nanos().div_ceil(1_000_000);
+        let wait = Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX));
+        let due = self.clock.wall().plus(wait);
         HandlerError::transient(BreakerOpen {
             name: self.breaker.name().to_string(),
             retry_after,
@@ -203,10 +217,11 @@ impl<H: Handler> Handler for Breaker<H> {
                 if outcome == CallOutcome::Failure
                     && self.breaker.state() == BreakerState::Open =>
             {
+                // Only asks: a permit taken here would be a probe no record ever uses, should
+                // the open duration end in between.
                 let retry_after = self
                     .breaker
-                    .try_acquire()
-                    .err()
+                    .rejection()
                     .map_or(Duration::ZERO, |rejected| rejected.retry_after);
                 tracing::warn!(%error, ?retry_after, "downstream failing; circuit open");
                 Err(self.held(retry_after))
@@ -222,8 +237,10 @@ mod tests {
     use crate::backoff::BackoffPolicy;
     use crate::breaker::{BreakerConfig, SlidingWindow};
     use kafka_ops_core::handler::{HandlerBuilder, MockConsumerControl, handler_fn};
-    use kafka_ops_core::{ManualClock, Offset};
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use kafka_ops_core::{ManualClock, Offset, Timestamp};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::time::Instant;
 
     fn record() -> Record<'static> {
         Record::new("orders", 0, Offset::ZERO).with_value(b"{}".to_vec())
@@ -345,5 +362,264 @@ mod tests {
         clock.advance(Duration::from_secs(5));
         assert_eq!(handler.handle(&record()).await.unwrap(), Outcome::Processed);
         assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    /// A consumer that only remembers whether it is paused.
+    #[derive(Debug, Default)]
+    struct Consumer(AtomicBool);
+
+    impl ConsumerControl for Consumer {
+        fn pause(&self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+        fn resume(&self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+        fn is_paused(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+        fn shutdown(&self) {}
+    }
+
+    /// A downstream the test switches between failing and working; with a gate, calls wait at
+    /// it until the test lets them through.
+    #[derive(Debug, Clone, Default)]
+    struct Downstream {
+        failing: Arc<AtomicBool>,
+        gate: Option<Arc<tokio::sync::Semaphore>>,
+        calls: Arc<AtomicU32>,
+    }
+
+    #[async_trait]
+    impl Handler for Downstream {
+        async fn handle(&self, _record: &Record<'_>) -> Result<Outcome, HandlerError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.unwrap().forget();
+            }
+            if self.failing.load(Ordering::SeqCst) {
+                Err(HandlerError::transient("503"))
+            } else {
+                Ok(Outcome::Processed)
+            }
+        }
+    }
+
+    /// Default settings (three half-open probes) but opening after two calls.
+    fn three_probes() -> BreakerConfig {
+        BreakerConfig {
+            minimum_calls: 2,
+            open_duration: Duration::from_secs(5),
+            ..BreakerConfig::default()
+        }
+    }
+
+    /// Two failing records: the first passes through, the second opens the breaker and is held.
+    async fn fail_until_open(
+        handler: &impl Handler,
+        downstream: &Downstream,
+        breaker: &CircuitBreaker,
+    ) {
+        downstream.failing.store(true, Ordering::SeqCst);
+        assert_eq!(
+            handler.handle(&record()).await.unwrap_err().disposition(),
+            Disposition::Undecided
+        );
+        assert!(matches!(
+            handler.handle(&record()).await.unwrap_err().disposition(),
+            Disposition::RedeliverAt(_)
+        ));
+        assert_eq!(breaker.state(), BreakerState::Open);
+    }
+
+    #[tokio::test]
+    async fn half_open_resumes_the_consumer_and_a_failed_probe_pauses_it_again() {
+        let clock = Arc::new(ManualClock::new());
+        let config = three_probes();
+        assert_eq!(config.half_open_calls, 3);
+        let breaker =
+            Arc::new(CircuitBreaker::with_clock("payments", config, clock.clone()).unwrap());
+        let consumer = Arc::new(Consumer::default());
+        let downstream = Downstream::default();
+        let handler = CircuitBreakerLayer::new(breaker.clone(), consumer.clone())
+            .with_clock(clock.clone())
+            .layer(downstream.clone());
+
+        fail_until_open(&handler, &downstream, &breaker).await;
+        assert!(consumer.is_paused());
+        // The open duration ends: the first record is a probe and the consumer fetches again,
+        // or the two probes still missing would never arrive.
+        clock.advance(Duration::from_secs(5));
+        downstream.failing.store(false, Ordering::SeqCst);
+        assert_eq!(handler.handle(&record()).await.unwrap(), Outcome::Processed);
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        assert!(
+            !consumer.is_paused(),
+            "half-open must fetch records to probe with"
+        );
+        for _ in 0..2 {
+            assert_eq!(handler.handle(&record()).await.unwrap(), Outcome::Processed);
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        assert!(!consumer.is_paused());
+
+        // Again, and this time a probe fails: open, and paused again.
+        fail_until_open(&handler, &downstream, &breaker).await;
+        assert!(consumer.is_paused());
+        clock.advance(Duration::from_secs(5));
+        downstream.failing.store(false, Ordering::SeqCst);
+        assert_eq!(handler.handle(&record()).await.unwrap(), Outcome::Processed);
+        assert!(!consumer.is_paused());
+        downstream.failing.store(true, Ordering::SeqCst);
+        let held = handler.handle(&record()).await.unwrap_err();
+        assert_eq!(
+            held.disposition(),
+            Disposition::RedeliverAt(clock.wall().plus(Duration::from_secs(5)))
+        );
+        assert_eq!(breaker.state(), BreakerState::Open);
+        assert!(consumer.is_paused());
+    }
+
+    #[tokio::test]
+    async fn records_beyond_the_probes_are_held_while_half_open() {
+        let clock = Arc::new(ManualClock::new());
+        let breaker = Arc::new(
+            CircuitBreaker::with_clock("payments", three_probes(), clock.clone()).unwrap(),
+        );
+        let consumer = Arc::new(Consumer::default());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let downstream = Downstream {
+            gate: Some(gate.clone()),
+            ..Downstream::default()
+        };
+        let handler = Arc::new(
+            CircuitBreakerLayer::new(breaker.clone(), consumer.clone())
+                .with_clock(clock.clone())
+                .layer(downstream.clone()),
+        );
+        gate.add_permits(2);
+        fail_until_open(&handler, &downstream, &breaker).await;
+        clock.advance(Duration::from_secs(5));
+        downstream.failing.store(false, Ordering::SeqCst);
+        // Three probes in flight at once.
+        let probes: Vec<_> = (0..3)
+            .map(|_| {
+                let handler = handler.clone();
+                tokio::spawn(async move { handler.handle(&record()).await })
+            })
+            .collect();
+        while downstream.calls.load(Ordering::SeqCst) < 5 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!consumer.is_paused());
+        // A fourth record is held for a tenth of the open duration, without calling the
+        // downstream: it neither spins nor is lost.
+        let held = handler.handle(&record()).await.unwrap_err();
+        assert_eq!(
+            held.disposition(),
+            Disposition::RedeliverAt(clock.wall().plus(Duration::from_millis(500)))
+        );
+        assert!(held.downcast_ref::<BreakerOpen>().is_some());
+        assert_eq!(downstream.calls.load(Ordering::SeqCst), 5);
+        gate.add_permits(3);
+        for probe in probes {
+            assert_eq!(probe.await.unwrap().unwrap(), Outcome::Processed);
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        // Redelivered, it goes through.
+        gate.add_permits(1);
+        assert_eq!(handler.handle(&record()).await.unwrap(), Outcome::Processed);
+        assert!(!consumer.is_paused());
+    }
+
+    /// A clock that, once armed, moves forward right after its next reading: it puts time
+    /// between two readings the layer takes.
+    #[derive(Debug)]
+    struct JumpingClock {
+        clock: ManualClock,
+        jump: Mutex<Option<Duration>>,
+    }
+
+    impl Clock for JumpingClock {
+        fn now(&self) -> Instant {
+            let now = self.clock.now();
+            if let Some(by) = self.jump.lock().unwrap().take() {
+                self.clock.advance(by);
+            }
+            now
+        }
+        fn wall(&self) -> Timestamp {
+            self.clock.wall()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_open_duration_ending_while_a_failure_is_held_loses_no_probe() {
+        let clock = Arc::new(JumpingClock {
+            clock: ManualClock::new(),
+            jump: Mutex::new(None),
+        });
+        let breaker = Arc::new(
+            CircuitBreaker::with_clock(
+                "payments",
+                BreakerConfig {
+                    window: SlidingWindow::Count(4),
+                    minimum_calls: 1,
+                    open_duration: Duration::from_secs(5),
+                    half_open_calls: 1,
+                    ..BreakerConfig::default()
+                },
+                clock.clone(),
+            )
+            .unwrap(),
+        );
+        let consumer = Arc::new(Consumer::default());
+        let downstream = Downstream::default();
+        let handler = CircuitBreakerLayer::new(breaker.clone(), consumer.clone())
+            .with_clock(clock.clone())
+            .layer(downstream.clone());
+        // The open duration ends just after the layer saw the breaker open, before it asks how
+        // long to hold the failure.
+        {
+            let clock = clock.clone();
+            let armed = AtomicBool::new(false);
+            breaker.on_state_change(move |change| {
+                if change.to == BreakerState::Open && !armed.swap(true, Ordering::SeqCst) {
+                    *clock.jump.lock().unwrap() = Some(Duration::from_secs(5));
+                }
+            });
+        }
+        downstream.failing.store(true, Ordering::SeqCst);
+        let held = handler.handle(&record()).await.unwrap_err();
+        assert_eq!(held.disposition(), Disposition::RedeliverAt(clock.wall()));
+        // Redelivered at once, it is the probe: nothing else took it.
+        downstream.failing.store(false, Ordering::SeqCst);
+        assert_eq!(handler.handle(&record()).await.unwrap(), Outcome::Processed);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        assert!(!consumer.is_paused());
+    }
+
+    #[tokio::test]
+    async fn a_record_held_for_less_than_a_millisecond_does_not_come_straight_back() {
+        let clock = Arc::new(ManualClock::new());
+        let breaker = Arc::new(
+            CircuitBreaker::with_clock("payments", three_probes(), clock.clone()).unwrap(),
+        );
+        let downstream = Downstream::default();
+        let handler = CircuitBreakerLayer::new(breaker.clone(), Arc::new(Consumer::default()))
+            .with_clock(clock.clone())
+            .layer(downstream.clone());
+        fail_until_open(&handler, &downstream, &breaker).await;
+        clock.advance(Duration::from_secs(5) - Duration::from_micros(300));
+        let held = handler.handle(&record()).await.unwrap_err();
+        assert_eq!(
+            held.downcast_ref::<BreakerOpen>()
+                .map(|open| open.retry_after),
+            Some(Duration::from_micros(300))
+        );
+        assert_eq!(
+            held.disposition(),
+            Disposition::RedeliverAt(clock.wall().plus(Duration::from_millis(1)))
+        );
     }
 }

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -149,4 +149,96 @@ async fn a_downstream_outage_opens_the_breaker_pauses_and_loses_nothing() {
     assert_eq!(report.stats.processed, total as u64);
     assert!(report.stats.redelivered > 0, "{:?}", report.stats);
     assert_eq!(report.stats.failed, 0);
+}
+
+/// The default settings close the breaker after three successful probes. With fewer records
+/// held than that when it half-opens, the consumer must fetch again for the probes it lacks,
+/// or the breaker stays half-open and the consumer paused for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_open_breaker_fetches_the_records_its_probes_need() {
+    let kafka = MockKafka::start(1).unwrap();
+    let topic = unique_name("payments");
+    kafka.create_topic(&topic, 1).unwrap();
+    let record = |i: usize| TestRecord::keyed(format!("k{i}"), format!("{i}")).to_partition(0);
+    kafka.produce(&topic, (0..2).map(record)).await.unwrap();
+
+    // The downstream fails its first two calls, then works.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let processed: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let downstream = {
+        let (calls, processed) = (calls.clone(), processed.clone());
+        handler_fn(move |record: &Record<'_>| {
+            let failing = calls.fetch_add(1, AtomicOrdering::SeqCst) < 2;
+            if !failing {
+                processed.lock().unwrap().push(record.offset.get());
+            }
+            async move {
+                if failing {
+                    Err(HandlerError::transient("payments API: 503"))
+                } else {
+                    Ok(Outcome::Processed)
+                }
+            }
+        })
+    };
+    let config = BreakerConfig {
+        minimum_calls: 2,
+        open_duration: Duration::from_millis(300),
+        ..BreakerConfig::default()
+    };
+    assert_eq!(config.half_open_calls, 3);
+    let breaker = Arc::new(CircuitBreaker::new("payments", config).unwrap());
+    let handle = DriverHandle::new();
+    let handler = HandlerBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::new(BackoffPolicy::constant(
+            Duration::from_millis(10),
+            2,
+        ))))
+        .layer(CircuitBreakerLayer::new(
+            breaker.clone(),
+            Arc::new(handle.clone()),
+        ))
+        .handler(downstream);
+    let driver = Driver::with_handle(
+        kafka.consumer_config(&unique_name("g")),
+        DriverConfig::new([topic.as_str()]),
+        handler,
+        handle.clone(),
+    );
+    let run = tokio::spawn(driver.run());
+
+    let wait_for = |count: usize| {
+        let (processed, handle, breaker) = (processed.clone(), handle.clone(), breaker.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while processed.lock().unwrap().len() < count {
+                assert!(
+                    Instant::now() < deadline,
+                    "stuck at {:?}: breaker {:?}, paused {}, {:?}",
+                    processed.lock().unwrap(),
+                    breaker.state(),
+                    handle.is_paused(),
+                    handle.stats()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    // The outage opened the breaker; both records came through as probes, one probe short of
+    // closing.
+    wait_for(2).await;
+    assert_eq!(calls.load(AtomicOrdering::SeqCst), 4);
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    // A record produced now is fetched: it is the last probe.
+    kafka.produce(&topic, [record(2)]).await.unwrap();
+    wait_for(3).await;
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    assert!(!handle.is_paused());
+    handle.shutdown();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(*processed.lock().unwrap(), [0, 1, 2]);
+    assert_eq!(report.stats.failed, 0);
+    // The failure that opened the breaker waited for the open duration; it did not spin at its
+    // end (a wait rounded down to zero milliseconds brought it straight back, over and over).
+    assert!(report.stats.redelivered <= 3, "{:?}", report.stats);
 }

@@ -200,6 +200,99 @@ fn bad_settings_are_refused() {
     }
 }
 
+#[test]
+fn a_count_window_smaller_than_minimum_calls_is_refused() {
+    // Five calls can never reach ten: such a breaker would never open.
+    let error = CircuitBreaker::new(
+        "x",
+        BreakerConfig {
+            window: SlidingWindow::Count(5),
+            ..BreakerConfig::default()
+        },
+    )
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("minimum_calls"), "{text}");
+    // As large as minimum_calls is enough.
+    CircuitBreaker::new(
+        "x",
+        BreakerConfig {
+            window: SlidingWindow::Count(10),
+            ..BreakerConfig::default()
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn settings_deserialize_strictly() {
+    let config: BreakerConfig =
+        serde_json::from_str(r#"{"window": {"count": 5}, "minimum_calls": 5}"#).unwrap();
+    assert_eq!(config.window, SlidingWindow::Count(5));
+    let error = serde_json::from_str::<BreakerConfig>(r#"{"minimum_call": 5}"#).unwrap_err();
+    assert!(error.to_string().contains("unknown field"), "{error}");
+}
+
+#[test]
+fn a_probe_permit_dropped_without_an_outcome_is_given_back() {
+    let (b, clock) = breaker(BreakerConfig {
+        half_open_calls: 1,
+        ..small()
+    });
+    for _ in 0..4 {
+        call(&b, CallOutcome::Failure);
+    }
+    clock.advance(Duration::from_secs(30));
+    // Taken and never recorded (a cancelled call): the breaker must not wait for it forever.
+    drop(b.try_acquire().unwrap());
+    let probe = b.try_acquire().expect("the dropped probe was given back");
+    assert!(b.try_acquire().is_err(), "still one probe at a time");
+    b.record(probe, CallOutcome::Success);
+    assert_eq!(b.state(), BreakerState::Closed);
+    // A probe from an earlier half-open must not free a slot of a later one.
+    let open_then_half_open = || {
+        for _ in 0..4 {
+            call(&b, CallOutcome::Failure);
+        }
+        clock.advance(Duration::from_secs(30));
+    };
+    open_then_half_open();
+    let stale = b.try_acquire().unwrap();
+    b.force_open();
+    b.reset();
+    open_then_half_open();
+    let current = b.try_acquire().unwrap();
+    drop(stale);
+    assert!(b.try_acquire().is_err(), "a stale probe freed a slot");
+    b.record(current, CallOutcome::Success);
+    assert_eq!(b.state(), BreakerState::Closed);
+}
+
+#[test]
+fn a_rejection_can_be_read_without_taking_a_probe() {
+    let (b, clock) = breaker(BreakerConfig {
+        half_open_calls: 1,
+        ..small()
+    });
+    assert_eq!(b.rejection(), None);
+    for _ in 0..4 {
+        call(&b, CallOutcome::Failure);
+    }
+    assert_eq!(
+        b.rejection(),
+        Some(Rejected {
+            state: BreakerState::Open,
+            retry_after: Duration::from_secs(30)
+        })
+    );
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(b.rejection(), None, "half-open with its probe free");
+    assert_eq!(b.rejection(), None, "asking took nothing");
+    let probe = b.try_acquire().unwrap();
+    assert_eq!(b.rejection().map(|r| r.state), Some(BreakerState::HalfOpen));
+    b.record(probe, CallOutcome::Success);
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Call { fail: bool, hold_secs: u64 },

@@ -146,7 +146,9 @@ pub struct EngineConfig {
     /// How long an anomaly must last before acting.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
-    /// After acting on an anomaly (or escalating it), leave it alone this long.
+    /// After acting on an anomaly (or escalating it), leave it alone this long. One that clears
+    /// and comes back meanwhile goes through its grace period again, and is not acted on before
+    /// the cooldown ends.
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
     /// Each action's retries.
@@ -202,7 +204,8 @@ impl EngineConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum EngineEvent {
-    /// First seen, or still inside its grace period.
+    /// First seen, still inside its grace period, or back (after clearing) before the cooldown
+    /// of its last action ended.
     Detected {
         /// The anomaly key.
         key: String,
@@ -252,11 +255,15 @@ pub enum EngineEvent {
     },
 }
 
+/// An anomaly between its first sighting and its clearing, or cleared while its cooldown runs
+/// (then `anomaly.checks` is 0 and the next sighting starts a new run of checks).
 #[derive(Debug)]
 struct Tracked {
     anomaly: Anomaly,
     first_seen_at: Instant,
     cooldown_until: Option<Instant>,
+    /// This run of checks was acted on (or escalated): the cooldown leaves it alone.
+    acted: bool,
 }
 
 /// The self-healing engine (runbook 002): monitors on an interval → anomalies that must persist
@@ -399,15 +406,22 @@ impl Engine {
             let mut tracked = self.tracked.lock().unwrap_or_else(PoisonError::into_inner);
             for signal in signals {
                 if !signal.anomalous {
-                    if tracked
-                        .get(&signal.key)
-                        .is_some_and(|t| t.cooldown_until.is_none_or(|until| now >= until))
-                        && let Some(gone) = tracked.remove(&signal.key)
-                    {
+                    let Some(entry) = tracked.get_mut(&signal.key) else {
+                        continue;
+                    };
+                    if entry.anomaly.checks > 0 {
                         events.push(EngineEvent::Cleared {
                             key: signal.key.clone(),
                         });
-                        self.record(self.audit_record(&gone.anomaly, "cleared"));
+                        self.record(self.audit_record(&entry.anomaly, "cleared"));
+                    }
+                    if entry.cooldown_until.is_some_and(|until| now < until) {
+                        // Kept for its cooldown, which still holds off acting again too soon;
+                        // its run of checks is over, so a return starts its grace anew.
+                        entry.anomaly.checks = 0;
+                        entry.acted = false;
+                    } else {
+                        tracked.remove(&signal.key);
                     }
                     continue;
                 }
@@ -425,16 +439,24 @@ impl Engine {
                         },
                         first_seen_at: now,
                         cooldown_until: None,
+                        acted: false,
                     });
+                if entry.anomaly.checks == 0 {
+                    // Back after it cleared during its cooldown: a new run of checks.
+                    entry.anomaly.first_seen = self.clock.wall();
+                    entry.first_seen_at = now;
+                }
                 entry.anomaly.checks += 1;
                 entry.anomaly.message = signal.message.clone();
                 entry.anomaly.details = signal.details.clone();
                 entry.anomaly.extent = signal.extent;
-                if entry.cooldown_until.is_some_and(|until| now < until) {
+                let cooling = entry.cooldown_until.is_some_and(|until| now < until);
+                if cooling && entry.acted {
                     continue;
                 }
                 let lasted = now.saturating_duration_since(entry.first_seen_at);
-                if entry.anomaly.checks < self.config.grace_checks
+                if cooling
+                    || entry.anomaly.checks < self.config.grace_checks
                     || lasted < self.config.grace_period
                 {
                     if entry.anomaly.checks == 1 {
@@ -448,6 +470,7 @@ impl Engine {
                 }
                 // Acted on now: no other round touches it until the cooldown ends.
                 entry.cooldown_until = Some(now + self.config.cooldown);
+                entry.acted = true;
                 due.push(entry.anomaly.clone());
             }
         }

@@ -138,6 +138,66 @@ async fn acts_only_after_the_grace_period_then_cools_down() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_anomaly_that_cleared_during_the_cooldown_gets_a_new_grace_period() {
+    let s = setup(0, config());
+    let key = || "consumer_liveness".to_string();
+    let set = |signal: Signal| *s.monitor.signals.lock().unwrap() = vec![signal];
+    let detected = |checks| vec![EngineEvent::Detected { key: key(), checks }];
+    let recovered = || {
+        vec![EngineEvent::Recovered {
+            key: key(),
+            action: "flaky".into(),
+        }]
+    };
+    for checks in 1..=2 {
+        assert_eq!(s.engine.tick().await, detected(checks));
+        s.clock.advance(Duration::from_secs(10));
+    }
+    assert_eq!(s.engine.tick().await, recovered());
+    // Healthy during the cooldown: cleared (once), its grace counting gone.
+    set(Signal::healthy(key()));
+    for round in 0..3 {
+        s.clock.advance(Duration::from_secs(10));
+        let events = s.engine.tick().await;
+        if round == 0 {
+            assert_eq!(events, vec![EngineEvent::Cleared { key: key() }]);
+        } else {
+            assert_eq!(events, vec![]);
+        }
+    }
+    // After the cooldown, one anomalous check is a new anomaly in its grace period.
+    s.clock.advance(Duration::from_secs(300));
+    set(Signal::anomaly(key(), "not polling"));
+    assert_eq!(s.engine.tick().await, detected(1));
+    assert_eq!(s.action.runs.load(Ordering::SeqCst), 1);
+    s.clock.advance(Duration::from_secs(10));
+    assert_eq!(s.engine.tick().await, detected(2));
+    s.clock.advance(Duration::from_secs(10));
+    assert_eq!(s.engine.tick().await, recovered());
+    assert_eq!(s.action.runs.load(Ordering::SeqCst), 2);
+
+    // Back during this cooldown: counted from its return, but not acted on before the
+    // cooldown ends, however long it lasts.
+    set(Signal::healthy(key()));
+    s.clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        s.engine.tick().await,
+        vec![EngineEvent::Cleared { key: key() }]
+    );
+    set(Signal::anomaly(key(), "not polling"));
+    s.clock.advance(Duration::from_secs(10));
+    assert_eq!(s.engine.tick().await, detected(1));
+    for checks in 2..=3 {
+        s.clock.advance(Duration::from_secs(100));
+        assert_eq!(s.engine.tick().await, detected(checks));
+    }
+    // 300 s after acting.
+    s.clock.advance(Duration::from_secs(80));
+    assert_eq!(s.engine.tick().await, recovered());
+    assert_eq!(s.action.runs.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_runbook_policy_retries_then_escalates() {
     let s = setup(
         10,

@@ -20,6 +20,17 @@ pub enum RecoveryError {
         /// Its members (client id and host).
         members: Vec<String>,
     },
+    /// The broker answered for a partition with an error, so no plan can be made for it.
+    #[error("{what} of {partition} unreadable")]
+    PartitionUnreadable {
+        /// What was asked (the committed offset, the watermarks, the offset at a time).
+        what: &'static str,
+        /// The partition.
+        partition: kafka_ops_core::TopicPartition,
+        /// The broker's answer for it.
+        #[source]
+        source: kafka_ops_core::cluster::PartitionError,
+    },
     /// The broker could not say whether the group has members.
     #[error("cannot tell whether group {group} has members")]
     CannotVerifyGroup {

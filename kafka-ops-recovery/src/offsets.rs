@@ -8,7 +8,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_ops_core::cluster::{ClusterQuery, GroupQuery, LagOptions, group_lag};
+use kafka_ops_core::cluster::{
+    ClusterQuery, GroupQuery, LagOptions, PartitionError, PartitionResults, group_lag,
+};
 use kafka_ops_core::kafka::commit_group_offsets;
 use kafka_ops_core::{
     Clock, Error, IsolationLevel, Offset, OffsetSpec, SystemClock, Timestamp, TopicPartition,
@@ -180,6 +182,43 @@ pub async fn ensure_group_inactive(
     }
 }
 
+/// Per-partition answers by partition, failing on the first partition answered with an error.
+fn answers<T>(
+    what: &'static str,
+    results: PartitionResults<T>,
+) -> Result<BTreeMap<TopicPartition, T>, RecoveryError> {
+    results
+        .into_iter()
+        .map(|(partition, result)| match result {
+            Ok(value) => Ok((partition, value)),
+            Err(source) => Err(RecoveryError::PartitionUnreadable {
+                what,
+                partition,
+                source,
+            }),
+        })
+        .collect()
+}
+
+/// The answer for `tp`; a partition left out of the answer is an error too, not a default.
+fn answer<T: Clone>(
+    answers: &BTreeMap<TopicPartition, T>,
+    what: &'static str,
+    tp: &TopicPartition,
+) -> Result<T, RecoveryError> {
+    answers
+        .get(tp)
+        .cloned()
+        .ok_or_else(|| RecoveryError::PartitionUnreadable {
+            what,
+            partition: tp.clone(),
+            source: PartitionError {
+                code: None,
+                reason: "the broker's answer left it out".into(),
+            },
+        })
+}
+
 /// Offset operations on one cluster.
 #[derive(Clone)]
 pub struct OffsetOps {
@@ -244,64 +283,56 @@ impl OffsetOps {
                 "no topic or partition selected".into(),
             ));
         }
-        let committed: BTreeMap<TopicPartition, Option<Offset>> = self
-            .cluster
-            .committed_offsets(group, &selected)
-            .await?
-            .into_iter()
-            .map(|(tp, offset)| offset.map(|o| (tp.clone(), o)).map_err(|e| (tp, e)))
-            .collect::<Result<_, _>>()
-            .map_err(|(tp, e)| {
-                RecoveryError::Config(format!("committed offset of {tp} unreadable: {e}"))
-            })?;
-        let marks: BTreeMap<TopicPartition, (i64, i64)> = self
-            .cluster
-            .watermarks(&selected, IsolationLevel::ReadUncommitted)
-            .await?
-            .into_iter()
-            .map(|(tp, w)| {
-                w.map(|w| (tp.clone(), (w.low.get(), w.high.get())))
-                    .map_err(|e| (tp, e))
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|(tp, e)| RecoveryError::Config(format!("offsets of {tp} unreadable: {e}")))?;
-        let by_time: BTreeMap<TopicPartition, Option<i64>> = match target {
+        let committed = answers(
+            "committed offset",
+            self.cluster.committed_offsets(group, &selected).await?,
+        )?;
+        let marks = answers(
+            "watermarks",
+            self.cluster
+                .watermarks(&selected, IsolationLevel::ReadUncommitted)
+                .await?,
+        )?;
+        // Only a partition that answered "no record that late" moves to its end: one whose
+        // lookup failed would skip its unread records on a guess.
+        let by_time = match target {
             ResetTarget::DateTime(at) => {
                 let queries: Vec<_> = selected
                     .iter()
                     .map(|tp| (tp.clone(), OffsetSpec::AtTime(at)))
                     .collect();
-                self.cluster
-                    .list_offsets(&queries, IsolationLevel::ReadUncommitted)
-                    .await?
-                    .into_iter()
-                    .map(|(tp, listed)| (tp, listed.ok().and_then(|l| l.offset.map(Offset::get))))
-                    .collect()
+                answers(
+                    "offset at the time",
+                    self.cluster
+                        .list_offsets(&queries, IsolationLevel::ReadUncommitted)
+                        .await?,
+                )?
             }
             _ => BTreeMap::new(),
         };
-        let changes = selected
-            .iter()
-            .map(|tp| {
-                let before = committed.get(tp).copied().flatten().map(Offset::get);
-                let (low, high) = marks.get(tp).copied().unwrap_or((0, 0));
-                let wanted = match target {
-                    ResetTarget::Earliest => low,
-                    ResetTarget::Latest => high,
-                    ResetTarget::DateTime(_) => by_time.get(tp).copied().flatten().unwrap_or(high),
-                    ResetTarget::Offset(offset) => offset,
-                    ResetTarget::ShiftBy(by) => before.unwrap_or(low).saturating_add(by),
-                };
-                let after = wanted.clamp(low, high.max(low));
-                OffsetChange {
-                    topic: tp.topic.to_string(),
-                    partition: tp.partition,
-                    before,
-                    after,
-                    clamped: after != wanted,
-                }
-            })
-            .collect();
+        let mut changes = Vec::with_capacity(selected.len());
+        for tp in &selected {
+            let before = answer(&committed, "committed offset", tp)?.map(Offset::get);
+            let marks = answer(&marks, "watermarks", tp)?;
+            let (low, high) = (marks.low.get(), marks.high.get());
+            let wanted = match target {
+                ResetTarget::Earliest => low,
+                ResetTarget::Latest => high,
+                ResetTarget::DateTime(_) => answer(&by_time, "offset at the time", tp)?
+                    .offset
+                    .map_or(high, Offset::get),
+                ResetTarget::Offset(offset) => offset,
+                ResetTarget::ShiftBy(by) => before.unwrap_or(low).saturating_add(by),
+            };
+            let after = wanted.clamp(low, high.max(low));
+            changes.push(OffsetChange {
+                topic: tp.topic.to_string(),
+                partition: tp.partition,
+                before,
+                after,
+                clamped: after != wanted,
+            });
+        }
         Ok(ResetPlan {
             group: group.to_string(),
             target,
@@ -439,93 +470,4 @@ impl OffsetOps {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use kafka_ops_core::cluster::{
-        GroupDescription, GroupMember, GroupState, GroupType, MockGroupQuery,
-    };
-
-    #[test]
-    fn targets_parse_and_print() {
-        for text in ["earliest", "latest", "offset:42", "shift:-100", "shift:5"] {
-            assert_eq!(text.parse::<ResetTarget>().unwrap().to_string(), text);
-        }
-        let at: ResetTarget = "datetime:2026-11-23T08:00:00Z".parse().unwrap();
-        assert_eq!(
-            at,
-            ResetTarget::DateTime(Timestamp::from_millis(1_795_420_800_000))
-        );
-        for bad in ["", "soon", "offset:x", "datetime:yesterday", "shift:"] {
-            assert!(bad.parse::<ResetTarget>().is_err(), "{bad}");
-        }
-    }
-
-    fn describing(state: GroupState, members: usize) -> MockGroupQuery {
-        let mut mock = MockGroupQuery::new();
-        mock.expect_describe_groups().returning(move |groups| {
-            Ok(vec![GroupDescription {
-                group: groups[0].clone(),
-                state,
-                group_type: GroupType::Classic,
-                assignor: "range".into(),
-                coordinator: Some(1),
-                members: (0..members)
-                    .map(|i| GroupMember {
-                        member_id: format!("m{i}"),
-                        client_id: format!("billing-{i}"),
-                        host: "/10.0.0.7".into(),
-                        instance_id: None,
-                        assignment: Vec::new(),
-                        target_assignment: None,
-                    })
-                    .collect(),
-                error: None,
-            }])
-        });
-        mock
-    }
-
-    #[tokio::test]
-    async fn a_group_with_members_is_refused_with_their_names() {
-        let error = ensure_group_inactive(
-            &describing(GroupState::Stable, 2),
-            "billing",
-            MembershipCheck::Required,
-        )
-        .await
-        .unwrap_err();
-        let text = error.to_string();
-        assert!(
-            text.contains("billing-0 (/10.0.0.7)") && text.contains("Stable"),
-            "{text}"
-        );
-        ensure_group_inactive(
-            &describing(GroupState::Empty, 0),
-            "billing",
-            MembershipCheck::Required,
-        )
-        .await
-        .unwrap();
-    }
-
-    #[tokio::test]
-    async fn an_unverifiable_group_is_refused_unless_told_otherwise() {
-        let unsupported = || {
-            let mut mock = MockGroupQuery::new();
-            mock.expect_describe_groups().returning(|_| {
-                Err(Error::Unsupported {
-                    operation: "describe groups",
-                    reason: "the broker closed the connection".into(),
-                })
-            });
-            mock
-        };
-        assert!(matches!(
-            ensure_group_inactive(&unsupported(), "g", MembershipCheck::Required).await,
-            Err(RecoveryError::CannotVerifyGroup { .. })
-        ));
-        ensure_group_inactive(&unsupported(), "g", MembershipCheck::SkipWhenUnsupported)
-            .await
-            .unwrap();
-    }
-}
+mod tests;

@@ -30,7 +30,7 @@ pub enum Jitter {
 
 /// A backoff schedule's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct BackoffPolicy {
     /// The first delay.
     #[serde(with = "humantime_serde")]
@@ -304,6 +304,22 @@ mod tests {
         policy.max_delay = Duration::from_secs(1);
         assert!(policy.validate().is_err());
         assert!(BackoffPolicy::runbook().validate().is_ok());
+    }
+
+    #[test]
+    fn settings_deserialize_strictly() {
+        let policy: BackoffPolicy = serde_json::from_str(
+            r#"{"initial_delay": "10s", "multiplier": 1.5, "max_delay": "120s", "max_attempts": 3}"#,
+        )
+        .unwrap();
+        assert_eq!(policy, BackoffPolicy::runbook());
+        // A misspelt field must not fall back to the default in silence.
+        let error =
+            serde_json::from_str::<BackoffPolicy>(r#"{"initial_dealy": "1s"}"#).unwrap_err();
+        assert!(
+            error.to_string().contains("unknown field `initial_dealy`"),
+            "{error}"
+        );
     }
 
     proptest! {

@@ -13,7 +13,7 @@ use crate::error::RecoveryError;
 
 /// A retry budget's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryBudgetConfig {
     /// Retries always allowed per second, whatever the success rate.
     pub min_retries_per_second: f64,
@@ -233,6 +233,16 @@ mod tests {
             ..RetryBudgetConfig::default()
         };
         assert!(RetryBudget::new(bad).is_err());
+    }
+
+    #[test]
+    fn settings_deserialize_strictly() {
+        let config: RetryBudgetConfig =
+            serde_json::from_str(r#"{"retry_ratio": 0.5, "window": "30s"}"#).unwrap();
+        assert_eq!(config.window, Duration::from_secs(30));
+        let error =
+            serde_json::from_str::<RetryBudgetConfig>(r#"{"retry_ration": 0.5}"#).unwrap_err();
+        assert!(error.to_string().contains("unknown field"), "{error}");
     }
 
     #[test]

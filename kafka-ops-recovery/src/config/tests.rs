@@ -44,6 +44,16 @@ fn syntax_and_type_errors_name_the_field_and_line() {
 }
 
 #[test]
+fn a_misspelt_retry_setting_is_refused() {
+    let error =
+        SelfHealingConfig::from_yaml("engine:\n  retry: { initial_dealy: 1s }\n").unwrap_err();
+    assert!(
+        error.to_string().contains("unknown field `initial_dealy`"),
+        "{error}"
+    );
+}
+
+#[test]
 fn every_bad_field_is_reported_at_once() {
     let text = r#"
 engine: { interval: 10s, max_affected_percent: 150 }

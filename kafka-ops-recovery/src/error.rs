@@ -76,6 +76,17 @@ pub enum RecoveryError {
         /// How long it was waited for.
         waited: std::time::Duration,
     },
+    /// The group had no committed offset when the wait ended: an unknown (misspelt) group, one
+    /// that never committed, or one whose offsets expired. Nothing shows it drained.
+    #[error(
+        "group {group} has no committed offsets after {waited:?} (unknown, never committed, or expired)"
+    )]
+    NoCommittedOffsets {
+        /// The group.
+        group: String,
+        /// How long it was waited for.
+        waited: std::time::Duration,
+    },
 }
 
 /// The error a circuit breaker's rejection is reported as.

@@ -431,7 +431,9 @@ impl OffsetOps {
     }
 
     /// Waits until `group` has no lag left (runbook 003's "wait for the pipeline to drain"),
-    /// checking every `interval` and reporting progress; fails when `timeout` passes first.
+    /// checking every `interval` and reporting progress; fails when `timeout` passes first
+    /// ([`RecoveryError::NotDrained`], or [`RecoveryError::NoCommittedOffsets`] for a group
+    /// without any committed offset: a misspelt group is never "drained").
     pub async fn wait_for_drain(
         &self,
         group: &str,
@@ -454,10 +456,17 @@ impl OffsetOps {
                 lag: total,
                 elapsed,
             });
-            if total == 0 && lag.is_complete() {
+            let committed = !lag.partitions.is_empty();
+            if committed && total == 0 && lag.is_complete() {
                 return Ok(elapsed);
             }
             if elapsed + interval > timeout {
+                if !committed {
+                    return Err(RecoveryError::NoCommittedOffsets {
+                        group: group.to_string(),
+                        waited: elapsed,
+                    });
+                }
                 return Err(RecoveryError::NotDrained {
                     group: group.to_string(),
                     lag: total,

@@ -212,6 +212,21 @@ async fn wait_for_drain_follows_a_consumer_to_zero_and_times_out_without_one() {
         "{error}"
     );
 
+    // A group without any committed offset (a misspelt name) is never "drained".
+    let error = ops
+        .wait_for_drain(
+            &unique_name("bilings"),
+            Duration::from_millis(600),
+            Duration::from_millis(200),
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, RecoveryError::NoCommittedOffsets { .. }),
+        "{error}"
+    );
+
     // Only the partitions the group committed on count; start the third at its end.
     kafka
         .commit(

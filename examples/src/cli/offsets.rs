@@ -271,7 +271,10 @@ pub async fn run(args: OffsetsArgs, output: &mut Output<'_>) -> i32 {
                     );
                     0
                 }
-                Err(error @ kafka_ops_recovery::RecoveryError::NotDrained { .. }) => {
+                Err(
+                    error @ (kafka_ops_recovery::RecoveryError::NotDrained { .. }
+                    | kafka_ops_recovery::RecoveryError::NoCommittedOffsets { .. }),
+                ) => {
                     let _ = writeln!(output.err, "{error}");
                     1
                 }

@@ -9,7 +9,8 @@ use kafka_ops_core::handler::Outcome;
 
 use crate::error::IdempotencyError;
 use crate::store::{
-    Begin, BeginRequest, Completion, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome,
+    Begin, BeginRequest, Completion, FencingToken, IdempotencyStore, MAX_DURATION, MAX_KEY_BYTES,
+    PayloadDigest, StoredOutcome,
 };
 
 /// Moves the store's notion of time forward: advance a manual clock, or sleep for stores that
@@ -55,6 +56,14 @@ fn processed() -> StoredOutcome {
     }
 }
 
+/// Another outcome than [`processed`], for completions that must change nothing.
+fn skipped() -> StoredOutcome {
+    StoredOutcome {
+        outcome: Outcome::Skipped,
+        result: None,
+    }
+}
+
 fn acquired(begin: Begin) -> FencingToken {
     match begin {
         Begin::Acquired(token) => token,
@@ -76,6 +85,8 @@ pub async fn run_all(store: Arc<dyn IdempotencyStore>, time: &dyn TimePasses) {
     a_key_twice_in_one_batch_is_answered_in_order(store.as_ref()).await;
     a_batch_completes_only_for_current_tokens(store.as_ref(), time).await;
     concurrent_batches_take_each_key_once(store.clone(), 8, 16).await;
+    keys_no_store_can_hold_are_refused_alone(store.clone()).await;
+    durations_past_the_longest_are_cut_to_it(store.as_ref()).await;
 }
 
 /// N concurrent `begin`s on one key: exactly one acquires, the rest see it in progress.
@@ -109,9 +120,11 @@ pub async fn duplicates_return_the_stored_outcome(store: &dyn IdempotencyStore) 
         .complete(&key, token, &processed(), LONG)
         .await
         .expect("complete");
-    // Completing again with the same token is harmless (an inbox already marked it).
+    // Completing again with the same token is harmless and changes nothing: an inbox stored
+    // the outcome (and its result) in the handler's transaction, then the layer completes
+    // without a result.
     store
-        .complete(&key, token, &processed(), LONG)
+        .complete(&key, token, &skipped(), LONG)
         .await
         .expect("complete twice");
     assert_eq!(
@@ -325,7 +338,11 @@ pub async fn a_key_twice_in_one_batch_is_answered_in_order(store: &dyn Idempoten
         .complete_many(&[
             completion(&first, token),
             completion(&second, foreign),
-            completion(&first, token),
+            // A repeat keeps the first outcome.
+            Completion {
+                outcome: skipped(),
+                ..completion(&first, token)
+            },
             completion(&second, other),
         ])
         .await
@@ -446,6 +463,177 @@ pub async fn concurrent_batches_take_each_key_once(
             winners.get(k)
         );
     }
+}
+
+fn invalid<T: std::fmt::Debug>(answer: &Result<T, IdempotencyError>) -> bool {
+    matches!(answer, Err(IdempotencyError::InvalidKey(_)))
+}
+
+/// `key(case)` grown with random characters to exactly `bytes` bytes.
+fn key_of_length(case: &str, bytes: usize) -> String {
+    let mut key = key(case);
+    while key.len() < bytes {
+        key.push(fastrand::alphanumeric());
+    }
+    key
+}
+
+/// A key with a NUL byte, or longer than [`MAX_KEY_BYTES`], is refused with
+/// [`InvalidKey`](IdempotencyError::InvalidKey) by every call, and only that key: single calls
+/// made at once (which a networked store sends together) and batches answer the other keys as
+/// usual, and a `begin_many` with such a key takes none of its keys. A key of exactly
+/// [`MAX_KEY_BYTES`] is taken.
+pub async fn keys_no_store_can_hold_are_refused_alone(store: Arc<dyn IdempotencyStore>) {
+    let nul = format!("{}\0tail", key("bad-nul"));
+    let long = key_of_length("bad-long", MAX_KEY_BYTES + 1);
+    let token = FencingToken::random();
+    for bad in [&nul, &long] {
+        assert!(invalid(&store.begin(bad, A, LONG).await), "begin {bad:?}");
+        assert!(
+            invalid(&store.complete(bad, token, &processed(), LONG).await),
+            "complete {bad:?}"
+        );
+        assert!(invalid(&store.release(bad, token).await), "release {bad:?}");
+    }
+    // Good and bad keys at once: each answered on its own.
+    let keys: Vec<(String, bool)> = (0..6)
+        .flat_map(|i| {
+            [
+                (key_of_length(&format!("good-{i}"), MAX_KEY_BYTES), true),
+                (format!("{}\0", key(&format!("nul-{i}"))), false),
+                (
+                    key_of_length(&format!("long-{i}"), 3 * MAX_KEY_BYTES),
+                    false,
+                ),
+            ]
+        })
+        .collect();
+    let begins: Vec<_> = keys
+        .iter()
+        .map(|(k, _)| {
+            let (store, k) = (store.clone(), k.clone());
+            tokio::spawn(async move { store.begin(&k, A, LONG).await })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for ((k, good), begin) in keys.iter().zip(begins) {
+        let answer = begin.await.expect("task");
+        if *good {
+            held.push((
+                k.clone(),
+                acquired(answer.expect("a good key beside bad ones")),
+            ));
+        } else {
+            assert!(invalid(&answer), "{k:?}: {answer:?}");
+        }
+    }
+    let completes: Vec<_> = held
+        .iter()
+        .flat_map(|(k, token)| [(k.clone(), *token), (format!("{k}\0"), *token)])
+        .map(|(k, token)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                (
+                    k.clone(),
+                    store.complete(&k, token, &processed(), LONG).await,
+                )
+            })
+        })
+        .collect();
+    for complete in completes {
+        let (k, answer) = complete.await.expect("task");
+        if k.contains('\0') {
+            assert!(invalid(&answer), "{k:?}: {answer:?}");
+        } else {
+            answer.expect("a good key completes beside bad ones");
+        }
+    }
+    // In one batch.
+    let (fresh, spare) = (key("batch-good"), key("batch-spare"));
+    let token = acquired(store.begin(&fresh, A, LONG).await.expect("begin"));
+    let done = store
+        .complete_many(&[
+            completion(&nul, token),
+            completion(&fresh, token),
+            completion(&long, token),
+        ])
+        .await
+        .expect("complete_many");
+    assert_eq!(done.len(), 3, "{done:?}");
+    assert!(
+        invalid(&done[0]) && done[1].is_ok() && invalid(&done[2]),
+        "{done:?}"
+    );
+    let refused = store
+        .begin_many(&[request(&spare, A, LONG), request(&nul, A, LONG)])
+        .await;
+    assert!(invalid(&refused), "{refused:?}");
+    acquired(
+        store
+            .begin(&spare, A, LONG)
+            .await
+            .expect("a key of a refused batch is free"),
+    );
+    assert_eq!(
+        store.begin(&fresh, A, LONG).await.expect("begin"),
+        Begin::Duplicate(processed())
+    );
+}
+
+/// The case of the keys [`durations_past_the_longest_are_cut_to_it`] completes.
+const FOREVER_CASE: &str = "forever-done";
+
+/// The prefix of the two keys each run of the suite leaves completed for [`MAX_DURATION`]: a
+/// test of a store on a server that outlives it may delete them afterwards.
+pub const LONG_LIVED_KEYS: &str = "conformance:forever-done:";
+
+/// Leases and TTLs up to [`Duration::MAX`] are taken (cut to [`MAX_DURATION`]), one key at a
+/// time and in batches. Leaves two keys under [`LONG_LIVED_KEYS`].
+pub async fn durations_past_the_longest_are_cut_to_it(store: &dyn IdempotencyStore) {
+    let held = key("forever-held");
+    let token = acquired(
+        store
+            .begin(&held, A, Duration::MAX)
+            .await
+            .expect("begin with the longest lease"),
+    );
+    match store.begin(&held, A, LONG).await.expect("begin") {
+        Begin::InProgress { until } => {
+            let now = kafka_ops_core::Timestamp::from_system_time(std::time::SystemTime::now());
+            assert!(
+                until.saturating_since(now) <= MAX_DURATION,
+                "until {until} is beyond the longest lease"
+            );
+        }
+        other => panic!("expected InProgress, got {other:?}"),
+    }
+    store.release(&held, token).await.expect("release");
+    let (single, batched) = (key(FOREVER_CASE), key(FOREVER_CASE));
+    let token = acquired(store.begin(&single, A, LONG).await.expect("begin"));
+    store
+        .complete(&single, token, &processed(), Duration::MAX)
+        .await
+        .expect("complete with the longest TTL");
+    let answers = store
+        .begin_many(&[request(&batched, A, Duration::MAX)])
+        .await
+        .expect("begin_many with the longest lease");
+    let token = acquired(answers.into_iter().next().expect("one answer"));
+    let done = store
+        .complete_many(&[Completion {
+            ttl: Duration::MAX,
+            ..completion(&batched, token)
+        }])
+        .await
+        .expect("complete_many with the longest TTL");
+    assert!(done.iter().all(Result::is_ok), "{done:?}");
+    assert_eq!(
+        store
+            .begin_many(&[request(&single, A, LONG), request(&batched, A, LONG)])
+            .await
+            .expect("begin_many"),
+        vec![Begin::Duplicate(processed()), Begin::Duplicate(processed())]
+    );
 }
 
 /// The Redis the store tests use: `KAFKA_OPS_REDIS_URL` (the test command exports it), else the

@@ -171,8 +171,14 @@ pub struct KeyInProgress {
     pub until: Timestamp,
 }
 
+/// A store's refusal as the record's failure: a key no store can hold fails the same way on
+/// every retry, so it is permanent (as a key the extractor refuses is); anything else the store
+/// says may pass.
 fn store_failure(error: IdempotencyError) -> HandlerError {
-    HandlerError::transient(error)
+    match error {
+        IdempotencyError::InvalidKey(_) => HandlerError::permanent(error),
+        _ => HandlerError::transient(error),
+    }
 }
 
 impl<H: Handler> Idempotent<H> {

@@ -3,19 +3,22 @@
 //! through a plain client (`complete_in`) and through a pooled one (`complete_in_pooled`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_ops_core::handler::Outcome;
+use kafka_ops_core::handler::{Handler, HandlerBuilder, HandlerError, Outcome, handler_fn};
 use kafka_ops_core::testkit::unique_name;
+use kafka_ops_core::{Offset, Record};
 use kafka_ops_idempotency::conformance::{
     postgres_client, postgres_config, postgres_store as store,
 };
+use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
 use kafka_ops_idempotency::store::postgres::PostgresStore;
 use kafka_ops_idempotency::store::postgres::deadpool_postgres::{Manager, Pool};
 use kafka_ops_idempotency::store::{
     Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome,
 };
-use kafka_ops_idempotency::{Claim, IdempotencyError};
+use kafka_ops_idempotency::{Claim, IdempotencyError, IdempotencyLayer, current_claim};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -162,4 +165,55 @@ async fn a_stale_token_is_refused_in_the_callers_transaction_pooled_or_not() {
         .batch_execute(&format!("DROP TABLE {table}"))
         .await
         .unwrap();
+}
+
+/// The inbox as the layer drives it: the handler stores its outcome with a result in its own
+/// transaction, then the layer completes the key again (without a result). The stored result
+/// is what a duplicate gets back.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_layers_completion_after_the_inbox_keeps_the_stored_result() {
+    let store = store().await;
+    let pool = application_pool();
+    let receipt = StoredOutcome {
+        outcome: Outcome::Processed,
+        result: Some(b"receipt-7".to_vec()),
+    };
+    let handler = {
+        let (store, receipt) = (store.clone(), receipt.clone());
+        handler_fn(move |_record: &Record<'_>| {
+            let (store, pool, receipt) = (store.clone(), pool.clone(), receipt.clone());
+            async move {
+                let claim = current_claim().expect("inside the idempotent layer");
+                let mut client = pool.get().await.map_err(HandlerError::transient)?;
+                let tx = client
+                    .transaction()
+                    .await
+                    .map_err(HandlerError::transient)?;
+                store
+                    .complete_in_pooled(&tx, &claim, &receipt)
+                    .await
+                    .map_err(HandlerError::transient)?;
+                tx.commit().await.map_err(HandlerError::transient)?;
+                Ok(Outcome::Processed)
+            }
+        })
+    };
+    let namespace = unique_name("inbox-result");
+    let handler = HandlerBuilder::new()
+        .layer(IdempotencyLayer::new(
+            Arc::new(store.clone()),
+            KeyPolicy::new(namespace.clone(), HeaderKey("event-id".into())),
+        ))
+        .handler(handler);
+    let event = Record::new("orders", 0, Offset::ZERO)
+        .with_value(b"{\"order\":7}".to_vec())
+        .with_header("event-id", b"evt-7".to_vec());
+    assert_eq!(handler.handle(&event).await.unwrap(), Outcome::Processed);
+    assert_eq!(
+        store
+            .begin(&format!("{namespace}:evt-7"), digest(), LEASE)
+            .await
+            .unwrap(),
+        Begin::Duplicate(receipt)
+    );
 }

@@ -495,3 +495,32 @@ async fn records_handled_at_once_reach_the_store_in_one_round_trip() {
     assert_eq!(calls.load(Ordering::SeqCst) + refused, 64);
     assert_eq!(calls.load(Ordering::SeqCst), 63);
 }
+
+#[tokio::test]
+async fn a_key_no_store_can_hold_fails_its_record_for_good() {
+    let f = fixture();
+    let handler = HandlerBuilder::new()
+        .layer(layer(f.store.clone()))
+        .handler(counting(&f.calls));
+    let long = "x".repeat(crate::store::MAX_KEY_BYTES);
+    for (offset, id) in [(0, "evt\0nul"), (1, long.as_str())] {
+        let error = handler
+            .handle(&event(offset, id, b"{}"))
+            .await
+            .expect_err("a key no store can hold");
+        assert_eq!(error.class(), ErrorClass::Permanent, "{error}");
+        assert!(
+            matches!(
+                error.downcast_ref::<IdempotencyError>(),
+                Some(IdempotencyError::InvalidKey(_))
+            ),
+            "{error}"
+        );
+    }
+    assert_eq!(f.calls.load(Ordering::SeqCst), 0);
+    // Good records after them run as usual.
+    assert_eq!(
+        handler.handle(&event(2, "evt-2", b"{}")).await.unwrap(),
+        Outcome::Processed
+    );
+}

@@ -63,18 +63,21 @@ impl Front {
         Front { begins, completes }
     }
 
-    /// [`begin`](super::IdempotencyStore::begin), sent with the others waiting.
+    /// [`begin`](super::IdempotencyStore::begin), sent with the others waiting. A key no store
+    /// can hold is refused here, before it joins a batch it would fail for everyone.
     pub(crate) async fn begin(
         &self,
         key: &str,
         digest: PayloadDigest,
         lease: Duration,
     ) -> Result<Begin, IdempotencyError> {
+        super::check_key(key)?;
         let key = key.to_string();
         self.begins.call(BeginRequest { key, digest, lease }).await
     }
 
-    /// [`complete`](super::IdempotencyStore::complete), sent with the others waiting.
+    /// [`complete`](super::IdempotencyStore::complete), sent with the others waiting; a key no
+    /// store can hold is refused here, as in [`begin`](Self::begin).
     pub(crate) async fn complete(
         &self,
         key: &str,
@@ -82,6 +85,7 @@ impl Front {
         outcome: &StoredOutcome,
         ttl: Duration,
     ) -> Result<(), IdempotencyError> {
+        super::check_key(key)?;
         let (key, outcome) = (key.to_string(), outcome.clone());
         self.completes
             .call(Completion {

@@ -20,6 +20,47 @@ pub mod redb;
 #[cfg(feature = "redis")]
 pub mod redis;
 
+/// The longest key, in bytes (namespace included), any store takes. PostgreSQL's primary-key
+/// index holds about 2.7 KB a row; a bound well below it, applied by every store, means a key one
+/// store takes every store takes, and moving between stores never changes which records fail.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// The longest lease or TTL a store keeps (36 500 days, about a century): longer ones, up to
+/// [`Duration::MAX`], are cut to it, because Redis refuses expiries, and PostgreSQL intervals
+/// and times, past their ranges.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Checks that every store can hold `key`: no NUL byte (PostgreSQL's `text` cannot hold one)
+/// and at most [`MAX_KEY_BYTES`] bytes. Every store calls it before a key reaches its backend,
+/// so a bad key is refused on its own with [`InvalidKey`](IdempotencyError::InvalidKey) (a
+/// permanent failure of its record) instead of failing a statement shared with other keys.
+/// Stores of your own should call it too: the [conformance suite](crate::conformance) checks
+/// the rule.
+pub fn check_key(key: &str) -> Result<(), IdempotencyError> {
+    let problem = if key.len() > MAX_KEY_BYTES {
+        format!(
+            "{} bytes, more than the {MAX_KEY_BYTES} a store holds",
+            key.len()
+        )
+    } else if key.as_bytes().contains(&0) {
+        "it contains a NUL byte".to_string()
+    } else {
+        return Ok(());
+    };
+    // The head is enough to find the record; the whole key may be kilobytes.
+    let head: String = key.chars().take(64).collect();
+    let more = if head.len() < key.len() { "…" } else { "" };
+    Err(IdempotencyError::InvalidKey(format!(
+        "key {head:?}{more} cannot be stored: {problem}"
+    )))
+}
+
+/// `duration` cut to [`MAX_DURATION`]. Every store passes its leases and TTLs through it, so
+/// all of them keep the same times, and stores of your own should too.
+pub fn clamp_duration(duration: Duration) -> Duration {
+    duration.min(MAX_DURATION)
+}
+
 /// A 128-bit digest of a record's payload: the same key with a different digest is a conflict
 /// (a different event reusing the id), not a duplicate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -106,6 +147,53 @@ pub struct Completion {
     pub ttl: Duration,
 }
 
+/// [`check_key`] for every key of a batch: the first refusal, naming its position.
+pub(crate) fn check_keys(requests: &[BeginRequest]) -> Result<(), IdempotencyError> {
+    for (position, request) in requests.iter().enumerate() {
+        if let Err(IdempotencyError::InvalidKey(why)) = check_key(&request.key) {
+            return Err(IdempotencyError::InvalidKey(format!(
+                "request {position} of the batch: {why}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The positions of the completions whose keys [`check_key`] takes, and an answer for each
+/// completion with the refusals already in place (`None` for the others, to be answered).
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn checked_completions(
+    completions: &[Completion],
+) -> (Vec<usize>, Vec<Option<Result<(), IdempotencyError>>>) {
+    let mut valid = Vec::with_capacity(completions.len());
+    let answers = completions
+        .iter()
+        .enumerate()
+        .map(|(position, completion)| match check_key(&completion.key) {
+            Ok(()) => {
+                valid.push(position);
+                None
+            }
+            Err(error) => Some(Err(error)),
+        })
+        .collect();
+    (valid, answers)
+}
+
+/// The answers of a `complete_many`, once every one is given (a store's failure otherwise).
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn all_answered(
+    store: &'static str,
+    answers: Vec<Option<Result<(), IdempotencyError>>>,
+) -> Result<Vec<Result<(), IdempotencyError>>, IdempotencyError> {
+    answers
+        .into_iter()
+        .map(|answer| {
+            answer.ok_or_else(|| IdempotencyError::store(store, "a key was not answered"))
+        })
+        .collect()
+}
+
 /// Positions `0..keys.len()` in rounds in which no key appears twice, keeping order: a key's
 /// k-th occurrence goes into round k. A store whose one statement cannot touch a key twice (SQL's
 /// `ON CONFLICT DO UPDATE`) runs the rounds one after another, which is what answering the keys
@@ -152,7 +240,8 @@ pub trait IdempotencyStore: Send + Sync {
 
     /// Marks `key` done (remembered for `ttl`). Fails with
     /// [`StaleToken`](IdempotencyError::StaleToken) unless `token` holds the key; completing
-    /// again with the same token succeeds.
+    /// again with the same token succeeds and changes nothing (the first outcome, and its
+    /// result, stay: an inbox completion in the handler's transaction comes before the layer's).
     async fn complete(
         &self,
         key: &str,
@@ -168,9 +257,13 @@ pub trait IdempotencyStore: Send + Sync {
     /// [`begin`](Self::begin) for many keys, answered in order as if one after another (a key
     /// that appears twice is acquired at most once; its later copies see it in progress or in
     /// conflict). Stores that talk to a server do it in one round trip; the default asks key by
-    /// key. An `Err` is the store's failure: keys before the failing one may be held, and free
-    /// themselves when their leases end.
+    /// key. A key [`check_key`] refuses fails the whole call with
+    /// [`InvalidKey`](IdempotencyError::InvalidKey) before any key is taken (an answer has no
+    /// place for one key's error; ask again without it). Any other `Err` is the store's
+    /// failure: keys before the failing one may be held, and free themselves when their leases
+    /// end.
     async fn begin_many(&self, requests: &[BeginRequest]) -> Result<Vec<Begin>, IdempotencyError> {
+        check_keys(requests)?;
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
             answers.push(
@@ -181,10 +274,12 @@ pub trait IdempotencyStore: Send + Sync {
         Ok(answers)
     }
 
-    /// [`complete`](Self::complete) for many keys, in order: one answer per completion, `Ok` or
-    /// [`StaleToken`](IdempotencyError::StaleToken). Stores that talk to a server do it in one
-    /// round trip; the default completes key by key. An `Err` is the store's failure: some keys
-    /// may be completed, and completing them again with the same tokens is harmless.
+    /// [`complete`](Self::complete) for many keys, in order: one answer per completion, `Ok`,
+    /// [`StaleToken`](IdempotencyError::StaleToken), or
+    /// [`InvalidKey`](IdempotencyError::InvalidKey) for a key [`check_key`] refuses (the others
+    /// are completed all the same). Stores that talk to a server do it in one round trip; the
+    /// default completes key by key. An `Err` is the store's failure: some keys may be
+    /// completed, and completing them again with the same tokens is harmless.
     async fn complete_many(
         &self,
         completions: &[Completion],
@@ -192,7 +287,9 @@ pub trait IdempotencyStore: Send + Sync {
         let mut answers = Vec::with_capacity(completions.len());
         for c in completions {
             match self.complete(&c.key, c.token, &c.outcome, c.ttl).await {
-                Err(error @ IdempotencyError::StaleToken { .. }) => answers.push(Err(error)),
+                Err(
+                    error @ (IdempotencyError::StaleToken { .. } | IdempotencyError::InvalidKey(_)),
+                ) => answers.push(Err(error)),
                 Err(error) => return Err(error),
                 Ok(()) => answers.push(Ok(())),
             }
@@ -206,6 +303,44 @@ pub trait IdempotencyStore: Send + Sync {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::{MAX_DURATION, MAX_KEY_BYTES, check_key, clamp_duration};
+    use crate::error::IdempotencyError;
+
+    #[test]
+    fn durations_past_the_longest_are_cut_to_it() {
+        assert_eq!(clamp_duration(Duration::MAX), MAX_DURATION);
+        assert_eq!(clamp_duration(MAX_DURATION), MAX_DURATION);
+        assert_eq!(
+            clamp_duration(Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
+        // What the stores derive from it stays in their ranges: Redis's milliseconds after
+        // now, PostgreSQL's intervals (microseconds in an i64) after now.
+        let millis = clamp_duration(Duration::MAX).as_millis();
+        assert!(millis < u128::from(u64::MAX / 1000), "{millis}");
+        let micros = clamp_duration(Duration::MAX).as_micros();
+        assert!(micros < i64::MAX as u128 / 2, "{micros}");
+    }
+
+    #[test]
+    fn a_key_is_refused_for_a_nul_byte_or_more_bytes_than_the_bound() {
+        let invalid = |key: &str| matches!(check_key(key), Err(IdempotencyError::InvalidKey(_)));
+        assert!(check_key("svc:evt-1").is_ok());
+        assert!(check_key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
+        assert!(invalid(&"k".repeat(MAX_KEY_BYTES + 1)));
+        assert!(invalid("svc:evt\0"));
+        // Bytes, not characters: 513 two-byte characters are too long.
+        let wide = "é".repeat(MAX_KEY_BYTES / 2 + 1);
+        assert!(invalid(&wide));
+        // The message names the key by its head only.
+        let Err(IdempotencyError::InvalidKey(why)) = check_key(&wide) else {
+            panic!("not refused");
+        };
+        assert!(why.len() < 300, "{why}");
+    }
+
     #[test]
     fn rounds_keep_order_and_put_each_repeat_in_the_next_round() {
         assert_eq!(

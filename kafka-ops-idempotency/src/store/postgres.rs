@@ -6,8 +6,10 @@
 //! [`PURGE_EXPIRED`] is a range scan of one index however large the table. Taking keys is one
 //! `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE … WHERE <expired>` for a whole batch
 //! (atomic under concurrency), which also reads back what it did not take; completion is one
-//! `UPDATE … FROM unnest(…)` conditioned on the fencing tokens, release a `DELETE` conditioned on
-//! one. Leases and TTLs run on the database's clock (`now()`).
+//! `UPDATE … FROM unnest(…)` conditioned on the fencing tokens (a repeat by the same token finds
+//! the key completed and changes nothing), release a `DELETE` conditioned on one. Keys
+//! [`check_key`] refuses never reach a statement, where one would fail every key batched with
+//! it. Leases and TTLs run on the database's clock (`now()`).
 //!
 //! The store keeps a pool of connections ([`deadpool_postgres`]); single `begin`s and
 //! `complete`s that arrive while the pool's connections are busy wait and go in the next
@@ -32,6 +34,7 @@ use tokio_postgres::{GenericClient, NoTls, Row, Statement};
 use super::coalesce::{Batches, Front};
 use super::{
     Begin, BeginRequest, Completion, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome,
+    check_key, clamp_duration,
 };
 use crate::error::IdempotencyError;
 use crate::layer::Claim;
@@ -94,19 +97,41 @@ LEFT JOIN kafka_ops_idempotency e ON e.key = i.key AND taken.key IS NULL
 ORDER BY i.n
 "#;
 
-/// Completes every key whose token still holds it; returns those keys.
+/// Completes every key its token still holds in progress, and returns those keys and the keys
+/// that token completed before. A repeat changes nothing (not even the row: no write): the
+/// first completion's outcome stays, as an inbox completion in the handler's transaction comes
+/// before the layer's. Both halves read the statement's snapshot, so a key completed by the
+/// first half is not found again by the second.
 const COMPLETE_MANY: &str = r"
-UPDATE kafka_ops_idempotency AS t
-SET state = 'completed', outcome = i.outcome::jsonb, expires_at = now() + make_interval(secs => i.ttl)
-FROM unnest($1::text[], $2::int8[], $3::text[], $4::float8[]) AS i(key, token, outcome, ttl)
-WHERE t.key = i.key AND t.token = i.token
-RETURNING t.key
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::float8[])
+        AS i(key, token, outcome, ttl)
+), completed AS (
+    UPDATE kafka_ops_idempotency AS t
+    SET state = 'completed', outcome = i.outcome::jsonb,
+        expires_at = now() + make_interval(secs => i.ttl)
+    FROM input i
+    WHERE t.key = i.key AND t.token = i.token AND t.state = 'in_progress'
+    RETURNING t.key
+)
+SELECT key FROM completed
+UNION ALL
+SELECT t.key FROM kafka_ops_idempotency t JOIN input i ON t.key = i.key AND t.token = i.token
+WHERE t.state = 'completed'
 ";
 
+/// [`COMPLETE_MANY`] for one key: one row when the token completed it, now or before.
 const COMPLETE: &str = r"
-UPDATE kafka_ops_idempotency
-SET state = 'completed', outcome = $3::text::jsonb, expires_at = now() + make_interval(secs => $4)
-WHERE key = $1 AND token = $2
+WITH completed AS (
+    UPDATE kafka_ops_idempotency
+    SET state = 'completed', outcome = $3::text::jsonb,
+        expires_at = now() + make_interval(secs => $4)
+    WHERE key = $1 AND token = $2 AND state = 'in_progress'
+    RETURNING key
+)
+SELECT key FROM completed
+UNION ALL
+SELECT key FROM kafka_ops_idempotency WHERE key = $1 AND token = $2 AND state = 'completed'
 ";
 
 const RELEASE: &str = r"
@@ -211,8 +236,8 @@ impl PostgresStore {
     ) -> Result<(), IdempotencyError> {
         let (key, token, outcome, ttl) = completion_of(claim, outcome)?;
         // Typed: one round trip (no separate prepare) inside the handler's transaction.
-        let updated = client
-            .execute_typed(
+        let done = client
+            .query_typed(
                 COMPLETE,
                 &[
                     (&key, Type::TEXT),
@@ -223,7 +248,7 @@ impl PostgresStore {
             )
             .await
             .map_err(failed)?;
-        super::fenced(updated, &claim.key)
+        super::fenced(done.len() as u64, &claim.key)
     }
 
     /// [`complete_in`](Self::complete_in) for a transaction (or client) of a
@@ -244,26 +269,33 @@ impl PostgresStore {
             )
             .await
             .map_err(failed)?;
-        let updated = client
-            .execute(&statement, &[&key, &token, &outcome, &ttl])
+        let done = client
+            .query(&statement, &[&key, &token, &outcome, &ttl])
             .await
             .map_err(failed)?;
-        super::fenced(updated, &claim.key)
+        super::fenced(done.len() as u64, &claim.key)
     }
 }
 
 /// The parameters of [`COMPLETE`] for `claim` completed with `outcome`: its key, its token, the
-/// outcome as JSON and its TTL in seconds.
+/// outcome as JSON and its TTL in seconds. A key no store can hold is refused before it reaches
+/// the caller's transaction, where the statement's error would abort it.
 fn completion_of<'a>(
     claim: &'a Claim,
     outcome: &StoredOutcome,
 ) -> Result<(&'a str, i64, String, f64), IdempotencyError> {
+    check_key(&claim.key)?;
     Ok((
         claim.key.as_str(),
         claim.token.0 as i64,
         serde_json::to_string(outcome).map_err(failed)?,
-        claim.ttl.as_secs_f64(),
+        seconds(claim.ttl),
     ))
+}
+
+/// A lease or TTL as the statements take it: seconds, cut to what an interval holds.
+fn seconds(duration: Duration) -> f64 {
+    clamp_duration(duration).as_secs_f64()
 }
 
 /// One [`BEGIN`] over the distinct keys at `pending`: answers what it can into `answers` and
@@ -281,7 +313,7 @@ async fn take(
     let keys: Vec<&str> = batch.iter().map(|r| r.key.as_str()).collect();
     let token_ids: Vec<i64> = tokens.iter().map(|t| t.0 as i64).collect();
     let digests: Vec<Vec<u8>> = batch.iter().map(|r| r.digest.to_bytes().to_vec()).collect();
-    let leases: Vec<f64> = batch.iter().map(|r| r.lease.as_secs_f64()).collect();
+    let leases: Vec<f64> = batch.iter().map(|r| seconds(r.lease)).collect();
     let rows = client
         .query(statement, &[&keys, &token_ids, &digests, &leases])
         .await
@@ -308,6 +340,8 @@ impl Batches for Statements {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
+        // One key PostgreSQL refuses would fail the statement of every key with it.
+        super::check_keys(requests)?;
         let client = self.0.get().await.map_err(failed)?;
         let statement = client.prepare_cached(BEGIN).await.map_err(failed)?;
         let mut answers: Vec<Option<Begin>> = vec![None; requests.len()];
@@ -336,13 +370,16 @@ impl Batches for Statements {
         &self,
         completions: &[Completion],
     ) -> Result<Vec<Result<(), IdempotencyError>>, IdempotencyError> {
-        if completions.is_empty() {
-            return Ok(Vec::new());
+        // One key PostgreSQL refuses would fail the statement of every key with it: such keys
+        // are answered here and left out.
+        let (valid, mut answers) = super::checked_completions(completions);
+        if valid.is_empty() {
+            return super::all_answered("postgres", answers);
         }
         let client = self.0.get().await.map_err(failed)?;
         let statement = client.prepare_cached(COMPLETE_MANY).await.map_err(failed)?;
-        let mut done = vec![false; completions.len()];
-        for mut round in super::rounds(completions.iter().map(|c| c.key.as_str())) {
+        for round in super::rounds(valid.iter().map(|p| completions[*p].key.as_str())) {
+            let mut round: Vec<usize> = round.into_iter().map(|i| valid[i]).collect();
             // Locked in the order of their bytes, as `begin` locks them.
             round.sort_by(|a, b| completions[*a].key.cmp(&completions[*b].key));
             let batch: Vec<&Completion> = round.iter().map(|p| &completions[*p]).collect();
@@ -353,21 +390,18 @@ impl Batches for Statements {
                 .map(|c| serde_json::to_string(&c.outcome))
                 .collect::<Result<Vec<String>, _>>()
                 .map_err(failed)?;
-            let ttls: Vec<f64> = batch.iter().map(|c| c.ttl.as_secs_f64()).collect();
+            let ttls: Vec<f64> = batch.iter().map(|c| seconds(c.ttl)).collect();
             let rows = client
                 .query(&statement, &[&keys, &tokens, &outcomes, &ttls])
                 .await
                 .map_err(failed)?;
             let completed: HashSet<&str> = rows.iter().map(|row| row.get::<_, &str>(0)).collect();
             for position in round {
-                done[position] = completed.contains(completions[position].key.as_str());
+                let key = completions[position].key.as_str();
+                answers[position] = Some(super::fenced(u64::from(completed.contains(key)), key));
             }
         }
-        Ok(completions
-            .iter()
-            .zip(done)
-            .map(|(c, done)| super::fenced(u64::from(done), &c.key))
-            .collect())
+        super::all_answered("postgres", answers)
     }
 }
 
@@ -422,6 +456,7 @@ impl IdempotencyStore for PostgresStore {
     }
 
     async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError> {
+        check_key(key)?;
         let client = self.pool.get().await.map_err(failed)?;
         let deleted = client
             .execute(RELEASE, &[&key, &(token.0 as i64)])

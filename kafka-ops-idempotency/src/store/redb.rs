@@ -1,5 +1,6 @@
 //! The embedded, persistent store (feature `redb`): survives a process restart without a
-//! server. Leases and TTLs run on the injected clock.
+//! server. Leases and TTLs run on the injected clock. Expired rows are ignored by `begin` and
+//! stay on disk until [`RedbStore::purge_expired`] deletes them: run it now and then.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use kafka_ops_core::{Clock, SystemClock, Timestamp};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome};
+use super::{
+    Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome, check_key, clamp_duration,
+};
 use crate::error::IdempotencyError;
 
 const KEYS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("kafka_ops_idempotency");
@@ -95,6 +98,26 @@ impl RedbStore {
     pub fn is_empty(&self) -> Result<bool, IdempotencyError> {
         Ok(self.len()? == 0)
     }
+
+    /// Deletes expired rows (completed keys past their TTL, leases past their end); returns how
+    /// many. `begin` already ignores them: this gives their space back. It reads every row
+    /// in one write transaction (the table has no index by time), so run it now and then, not
+    /// per record. A row it cannot read is kept, for `begin` to report.
+    pub async fn purge_expired(&self) -> Result<u64, IdempotencyError> {
+        self.write(|table, now| {
+            let mut purged = 0;
+            table
+                .retain(|_, bytes| {
+                    let expired =
+                        serde_json::from_slice::<Row>(bytes).is_ok_and(|row| row.until <= now);
+                    purged += u64::from(expired);
+                    !expired
+                })
+                .map_err(failed)?;
+            Ok(purged)
+        })
+        .await
+    }
 }
 
 fn load(table: &redb::Table<'_, &str, &[u8]>, key: &str) -> Result<Option<Row>, IdempotencyError> {
@@ -117,7 +140,7 @@ fn save(
 }
 
 fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(clamp_duration(duration).as_millis()).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
@@ -128,6 +151,7 @@ impl IdempotencyStore for RedbStore {
         digest: PayloadDigest,
         lease: Duration,
     ) -> Result<Begin, IdempotencyError> {
+        check_key(key)?;
         let key = key.to_string();
         self.write(move |table, now| {
             if let Some(row) = load(table, &key)?
@@ -161,11 +185,13 @@ impl IdempotencyStore for RedbStore {
         outcome: &StoredOutcome,
         ttl: Duration,
     ) -> Result<(), IdempotencyError> {
+        check_key(key)?;
         let (key, outcome) = (key.to_string(), outcome.clone());
         self.write(move |table, now| match load(table, &key)? {
-            Some(mut row)
-                if row.token == token.0 && (row.completed.is_some() || row.until > now) =>
-            {
+            // Completed before by this token: the first outcome (an inbox's, with its result)
+            // stays, and so does its expiry.
+            Some(row) if row.token == token.0 && row.completed.is_some() => Ok(()),
+            Some(mut row) if row.token == token.0 && row.until > now => {
                 row.completed = Some(outcome);
                 row.until = now.saturating_add(millis(ttl));
                 save(table, &key, &row)
@@ -176,6 +202,7 @@ impl IdempotencyStore for RedbStore {
     }
 
     async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError> {
+        check_key(key)?;
         let key = key.to_string();
         self.write(move |table, now| match load(table, &key)? {
             Some(row) if row.token == token.0 && row.completed.is_none() && row.until > now => {
@@ -189,5 +216,66 @@ impl IdempotencyStore for RedbStore {
 
     fn name(&self) -> &'static str {
         "redb"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use kafka_ops_core::ManualClock;
+    use kafka_ops_core::handler::Outcome;
+
+    use super::*;
+
+    const DIGEST: PayloadDigest = PayloadDigest(7);
+    const SHORT: Duration = Duration::from_secs(10);
+    const LONG: Duration = Duration::from_secs(3600);
+
+    fn done() -> StoredOutcome {
+        StoredOutcome {
+            outcome: Outcome::Processed,
+            result: None,
+        }
+    }
+
+    async fn acquire(store: &RedbStore, key: &str, lease: Duration) -> FencingToken {
+        match store.begin(key, DIGEST, lease).await.unwrap() {
+            Begin::Acquired(token) => token,
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_purge_deletes_exactly_the_rows_past_their_time() {
+        let path = std::env::temp_dir().join(format!(
+            "{}.redb",
+            kafka_ops_core::testkit::unique_name("redb-purge")
+        ));
+        let clock = Arc::new(ManualClock::new());
+        let store = RedbStore::open_with_clock(&path, clock.clone()).unwrap();
+        acquire(&store, "lease-short", SHORT).await;
+        acquire(&store, "lease-long", LONG).await;
+        for (key, ttl) in [("done-short", SHORT), ("done-long", LONG)] {
+            let token = acquire(&store, key, LONG).await;
+            store.complete(key, token, &done(), ttl).await.unwrap();
+        }
+        assert_eq!(store.purge_expired().await.unwrap(), 0);
+        clock.advance(SHORT);
+        assert_eq!(store.purge_expired().await.unwrap(), 2);
+        assert_eq!(store.len().unwrap(), 2);
+        assert_eq!(store.purge_expired().await.unwrap(), 0);
+        // What is left is as it was.
+        assert!(matches!(
+            store.begin("lease-long", DIGEST, LONG).await.unwrap(),
+            Begin::InProgress { .. }
+        ));
+        assert_eq!(
+            store.begin("done-long", DIGEST, LONG).await.unwrap(),
+            Begin::Duplicate(done())
+        );
+        acquire(&store, "lease-short", LONG).await;
+        drop(store);
+        std::fs::remove_file(path).ok();
     }
 }

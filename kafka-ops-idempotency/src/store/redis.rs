@@ -2,7 +2,9 @@
 //! `<token>|<digest>|c|<outcome>` once done. Taking a key is a plain `SET NX PX GET` (the lease
 //! is the key's expiry; what the key held comes back in the same command); completion and
 //! release are scripts that check the fencing token. Leases and TTLs run on the Redis server's
-//! clock; a holder's lease end is reported from the key's remaining time.
+//! clock; a holder's lease end is reported from the key's remaining time, read with the key's
+//! value in one step (the key may have been completed, released or taken over since the `SET`
+//! found it held).
 //!
 //! Many keys go in one round trip: [`begin_many`](IdempotencyStore::begin_many) pipelines its
 //! `SET`s and [`complete_many`](IdempotencyStore::complete_many) is one script call, and single
@@ -21,29 +23,47 @@ use redis::aio::ConnectionManager;
 use super::coalesce::{Batches, Front};
 use super::{
     Begin, BeginRequest, Completion, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome,
+    check_key, clamp_duration,
 };
 use crate::error::IdempotencyError;
 
 /// Marks each key done if its token still holds it; 1 when it does (also when already done with
-/// that token), else 0. One `MGET` reads every key: a command from a script costs about as much
-/// as the work it does. `<token>|`, the 32 digits of the digest and a `|` are the head kept.
+/// that token, which changes nothing), else 0. One `MGET` reads every key: a command from a
+/// script costs about as much as the work it does; a key that comes again in the call is read
+/// as this call left it, so its first completion stays. `<token>|`, the 32 digits of the digest
+/// and a `|` are the head kept.
 const COMPLETE: &str = r"
 local values = redis.call('MGET', unpack(KEYS))
+local written = {}
 local answers = {}
 local find, byte, sub = string.find, string.byte, string.sub
 for i, key in ipairs(KEYS) do
   local prefix = ARGV[3 * i - 2]
-  local value = values[i]
+  local value = written[key] or values[i]
   local state = #prefix + 35
   answers[i] = 0
   if value and find(value, prefix, 1, true) == 1 and byte(value, #prefix + 1) == 124 then
     if byte(value, state) == 112 then
-      redis.call('SET', key, sub(value, 1, state - 1) .. 'c|' .. ARGV[3 * i - 1], 'PX', ARGV[3 * i])
+      local done = sub(value, 1, state - 1) .. 'c|' .. ARGV[3 * i - 1]
+      redis.call('SET', key, done, 'PX', ARGV[3 * i])
+      written[key] = done
     end
     answers[i] = 1
   end
 end
 return answers
+";
+
+/// Each key's value (`false`, a nil reply, when it is gone) and its remaining time in
+/// milliseconds, read in one step so that the two belong to the same state of the key:
+/// `{values, remaining}`.
+const HELD: &str = r"
+local values, remaining = {}, {}
+for i, key in ipairs(KEYS) do
+  values[i] = redis.call('GET', key)
+  remaining[i] = redis.call('PTTL', key)
+end
+return {values, remaining}
 ";
 
 const RELEASE: &str = r"
@@ -77,6 +97,7 @@ struct Inner {
     prefix: String,
     complete: Script,
     release: Script,
+    held: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -92,7 +113,7 @@ fn failed(error: redis::RedisError) -> IdempotencyError {
 }
 
 fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
+    u64::try_from(clamp_duration(duration).as_millis())
         .unwrap_or(u64::MAX)
         .max(1)
 }
@@ -108,6 +129,7 @@ impl RedisStore {
             prefix: "kafka-ops:idem:".into(),
             complete: Script::new(COMPLETE),
             release: Script::new(RELEASE),
+            held: Script::new(HELD),
         }))
     }
 
@@ -118,6 +140,7 @@ impl RedisStore {
             prefix: prefix.into(),
             complete: self.inner.complete.clone(),
             release: self.inner.release.clone(),
+            held: self.inner.held.clone(),
         })
     }
 
@@ -140,26 +163,46 @@ impl Inner {
         buffer.push_str(key);
     }
 
-    /// When the leases of the keys at `positions`, held by others, end: now plus what remains
-    /// of each on the server (now, when the key went meanwhile). A second round trip, only for
-    /// keys found in progress.
-    async fn lease_ends(
+    /// Answers the keys at `positions`, which the `SET` found held, as they stand now: their
+    /// values and remaining times read together in a second round trip. A key completed since
+    /// is a duplicate (or a conflict), one taken over is answered from its new holder, one still
+    /// held is in progress until now plus what remains of its lease, and one gone (released, or
+    /// its lease ran out) was held when the `SET` ran and is free now: in progress until now.
+    async fn answer_held(
         &self,
         requests: &[BeginRequest],
         positions: &[usize],
         answers: &mut [Begin],
     ) -> Result<(), IdempotencyError> {
-        let mut pipe = redis::pipe();
-        for position in positions {
-            pipe.cmd("PTTL").arg(self.key(&requests[*position].key));
-        }
         let mut connection = self.connection.clone();
-        let remaining: Vec<i64> = pipe.query_async(&mut connection).await.map_err(failed)?;
-        let now = Timestamp::from_system_time(SystemTime::now());
-        for (position, remaining) in positions.iter().zip(remaining) {
-            answers[*position] = Begin::InProgress {
-                until: Timestamp::from_millis(now.as_millis() + remaining.max(0)),
-            };
+        for chunk in positions.chunks(MAX_BATCH) {
+            let mut call = self.held.prepare_invoke();
+            for position in chunk {
+                call.key(self.key(&requests[*position].key));
+            }
+            let (values, remaining): (Vec<Option<String>>, Vec<i64>) =
+                call.invoke_async(&mut connection).await.map_err(failed)?;
+            if values.len() != chunk.len() || remaining.len() != chunk.len() {
+                return Err(IdempotencyError::store(
+                    "redis",
+                    format!("{} answers to {} keys", values.len(), chunk.len()),
+                ));
+            }
+            let now = Timestamp::from_system_time(SystemTime::now());
+            for ((position, value), remaining) in chunk.iter().zip(values).zip(remaining) {
+                let request = &requests[*position];
+                answers[*position] = match value {
+                    None => Begin::InProgress { until: now },
+                    Some(value) => match answer(&value, request.digest)? {
+                        Begin::InProgress { .. } => Begin::InProgress {
+                            until: Timestamp::from_millis(
+                                now.as_millis().saturating_add(remaining.max(0)),
+                            ),
+                        },
+                        settled => settled,
+                    },
+                };
+            }
         }
         Ok(())
     }
@@ -171,6 +214,7 @@ impl Batches for Inner {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
+        super::check_keys(requests)?;
         let tokens: Vec<FencingToken> = requests.iter().map(|_| FencingToken::random()).collect();
         let mut pipe = redis::Pipeline::with_capacity(requests.len());
         // The command copies its arguments: one buffer each serves every key.
@@ -212,7 +256,7 @@ impl Batches for Inner {
             });
         }
         if !held_elsewhere.is_empty() {
-            self.lease_ends(requests, &held_elsewhere, &mut answers)
+            self.answer_held(requests, &held_elsewhere, &mut answers)
                 .await?;
         }
         Ok(answers)
@@ -222,23 +266,21 @@ impl Batches for Inner {
         &self,
         completions: &[Completion],
     ) -> Result<Vec<Result<(), IdempotencyError>>, IdempotencyError> {
-        let mut answers = Vec::with_capacity(completions.len());
-        for chunk in completions.chunks(MAX_BATCH) {
-            let done: Vec<u64> = self.complete_chunk(chunk).await?;
+        let (valid, mut answers) = super::checked_completions(completions);
+        for positions in valid.chunks(MAX_BATCH) {
+            let chunk: Vec<&Completion> = positions.iter().map(|p| &completions[*p]).collect();
+            let done: Vec<u64> = self.complete_chunk(&chunk).await?;
             if done.len() != chunk.len() {
                 return Err(IdempotencyError::store(
                     "redis",
                     format!("{} answers to {} keys", done.len(), chunk.len()),
                 ));
             }
-            answers.extend(
-                chunk
-                    .iter()
-                    .zip(done)
-                    .map(|(completion, done)| super::fenced(done, &completion.key)),
-            );
+            for (position, done) in positions.iter().zip(done) {
+                answers[*position] = Some(super::fenced(done, &completions[*position].key));
+            }
         }
-        Ok(answers)
+        super::all_answered("redis", answers)
     }
 }
 
@@ -246,7 +288,7 @@ impl Inner {
     /// One call of [`COMPLETE`] over `chunk`, written straight into one command (a script
     /// invocation would hold each key and argument in an allocation of its own), loading the
     /// script when the server does not have it.
-    async fn complete_chunk(&self, chunk: &[Completion]) -> Result<Vec<u64>, IdempotencyError> {
+    async fn complete_chunk(&self, chunk: &[&Completion]) -> Result<Vec<u64>, IdempotencyError> {
         let mut call = redis::cmd("EVALSHA");
         call.arg(self.complete.get_hash()).arg(chunk.len());
         let mut key = String::new();
@@ -355,6 +397,7 @@ impl IdempotencyStore for RedisStore {
     }
 
     async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError> {
+        check_key(key)?;
         let mut connection = self.inner.connection.clone();
         let done: u64 = self
             .inner
@@ -380,5 +423,117 @@ impl IdempotencyStore for RedisStore {
 
     fn name(&self) -> &'static str {
         "redis"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(60);
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+    const DIGEST: PayloadDigest = PayloadDigest(7);
+
+    /// The Redis the tests use (the test command exports it); a server that does not answer
+    /// fails the test.
+    async fn store() -> RedisStore {
+        let url = std::env::var("KAFKA_OPS_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        RedisStore::connect(&url)
+            .await
+            .expect("Redis must be running (the test command checks it)")
+            .with_prefix(format!("kafka-ops:test:{:016x}:", fastrand::u64(..)))
+    }
+
+    fn request(key: &str, digest: PayloadDigest) -> BeginRequest {
+        BeginRequest {
+            key: key.to_string(),
+            digest,
+            lease: LEASE,
+        }
+    }
+
+    /// A `begin` found each key in progress; what it answers once it reads the key again.
+    async fn answered_after(store: &RedisStore, requests: &[BeginRequest]) -> Vec<Begin> {
+        let mut answers = vec![
+            Begin::InProgress {
+                until: Timestamp::from_millis(0)
+            };
+            requests.len()
+        ];
+        let positions: Vec<usize> = (0..requests.len()).collect();
+        store
+            .inner
+            .answer_held(requests, &positions, &mut answers)
+            .await
+            .unwrap();
+        answers
+    }
+
+    /// What happens between a `SET` that found a key held and the read of its lease: the holder
+    /// completes it (its expiry is now the completion's TTL, not a lease), releases it, or
+    /// another holder with another payload takes it over.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_key_that_changed_after_it_was_found_held_is_answered_as_it_is_now() {
+        let store = store().await;
+        let done = StoredOutcome {
+            outcome: kafka_ops_core::handler::Outcome::Processed,
+            result: Some(b"receipt".to_vec()),
+        };
+        let (completed, released, taken, held) = ("completed", "released", "taken", "held");
+        for key in [completed, released, taken, held] {
+            let Begin::Acquired(token) = store.begin(key, DIGEST, LEASE).await.unwrap() else {
+                panic!("{key} not acquired");
+            };
+            match key {
+                "completed" => store.complete(key, token, &done, WEEK).await.unwrap(),
+                "released" | "taken" => store.release(key, token).await.unwrap(),
+                _ => {}
+            }
+        }
+        let other = PayloadDigest(8);
+        assert!(matches!(
+            store.begin(taken, other, LEASE).await.unwrap(),
+            Begin::Acquired(_)
+        ));
+        let before = Timestamp::from_system_time(SystemTime::now());
+        let answers = answered_after(
+            &store,
+            &[
+                request(completed, DIGEST),
+                request(released, DIGEST),
+                request(taken, DIGEST),
+                request(held, DIGEST),
+            ],
+        )
+        .await;
+        let after = Timestamp::from_system_time(SystemTime::now());
+        assert_eq!(answers[0], Begin::Duplicate(done));
+        // Gone: free from now on, so a redelivery may run at once.
+        match answers[1] {
+            Begin::InProgress { until } => {
+                assert!(until >= before && until <= after, "{until}");
+            }
+            ref other => panic!("{other:?}"),
+        }
+        assert_eq!(answers[2], Begin::Conflict);
+        match answers[3] {
+            Begin::InProgress { until } => {
+                assert!(until > before && until <= after.plus(LEASE), "{until}");
+            }
+            ref other => panic!("{other:?}"),
+        }
+        let mut connection = store.inner.connection.clone();
+        let keys: Vec<String> = [completed, taken, held]
+            .iter()
+            .map(|k| store.inner.key(k))
+            .collect();
+        let _: u64 = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
     }
 }

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use kafka_ops_core::{Clock, SystemClock, Timestamp};
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::{Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome};
+use super::{
+    Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome, check_key, clamp_duration,
+};
 use crate::error::IdempotencyError;
 
 mod table;
@@ -213,6 +215,9 @@ impl IdempotencyStore for MemoryStore {
         digest: PayloadDigest,
         lease: Duration,
     ) -> Result<Begin, IdempotencyError> {
+        // Memory could hold any key, but a key that another store refuses is refused here too.
+        check_key(key)?;
+        let lease = clamp_duration(lease);
         let hash = KeyHash::of(key);
         let now = self.clock.coarse_wall();
         let mut guard = self.shard(hash);
@@ -271,6 +276,8 @@ impl IdempotencyStore for MemoryStore {
         outcome: &StoredOutcome,
         ttl: Duration,
     ) -> Result<(), IdempotencyError> {
+        check_key(key)?;
+        let ttl = clamp_duration(ttl);
         let hash = KeyHash::of(key);
         let now = self.clock.coarse_wall();
         let mut guard = self.shard(hash);
@@ -296,6 +303,7 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError> {
+        check_key(key)?;
         let hash = KeyHash::of(key);
         let mut shard = self.shard(hash);
         match shard.entries.get(hash) {

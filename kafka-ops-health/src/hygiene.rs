@@ -9,7 +9,8 @@
 //!
 //! - **Groups**: a group without members whose newest consumed record (the record just before
 //!   each committed offset; the newest over its partitions) is older than `inactive_after` is
-//!   *inactive* — as is an empty group with no commit or no record left behind its commits.
+//!   *inactive* — as is an empty group with no commit or no record left behind its commits (one
+//!   whose record behind a commit is stored but has no readable time is not judged).
 //!   Deleting it is *safe* when it is inactive, has no members, every partition's lag could be
 //!   read and its total lag is at most `accepted_lag` (the records nobody would then consume). A
 //!   group with members is never flagged.
@@ -198,6 +199,13 @@ fn judge_group(facts: &GroupFacts, options: &HygieneOptions, now: Timestamp) -> 
         (true, "no members, no committed offset".to_string())
     } else {
         match facts.newest_consumed {
+            // A record is stored behind a commit but its time could not be read (a transaction
+            // marker there, compacted away, a failed read): when the group last consumed is not
+            // known, so it is not judged inactive.
+            None if !collect::consumed_positions(&facts.partitions).is_empty() => (
+                false,
+                "no members, time of its last consumed record unknown".to_string(),
+            ),
             None => (
                 true,
                 "no members, no record left behind its commits".to_string(),

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kafka_ops_core::cluster::{ClusterQuery, LagOptions, groups_lag, timestamps_at};
 use kafka_ops_core::dead_letter::dead_letter_depths;
-use kafka_ops_core::lag::GroupLag;
+use kafka_ops_core::lag::{GroupLag, PartitionLag};
 use kafka_ops_core::{Clock, IsolationLevel, Offset, OffsetSpec, Timestamp, TopicPartition};
 
 use super::{
@@ -13,10 +13,10 @@ use super::{
 };
 use crate::HealthError;
 
-/// The position of the last record a group consumed on each partition: one before its committed
-/// offset, where that record is still stored.
-fn consumed_positions(lag: &GroupLag) -> Vec<(TopicPartition, Offset)> {
-    lag.partitions
+/// The position of the last record a group consumed on each of `partitions`: one before its
+/// committed offset, where that record is still stored.
+pub(super) fn consumed_positions(partitions: &[PartitionLag]) -> Vec<(TopicPartition, Offset)> {
+    partitions
         .iter()
         .filter_map(|row| {
             let last = Offset::new(row.committed?.get() - 1).ok()?;
@@ -30,13 +30,15 @@ async fn newest_consumed<C: ClusterQuery + ?Sized>(
     cluster: &C,
     groups: &[GroupLag],
 ) -> Result<HashMap<String, Option<Timestamp>>, HealthError> {
-    let positions: Vec<(TopicPartition, Offset)> =
-        groups.iter().flat_map(consumed_positions).collect();
+    let positions: Vec<(TopicPartition, Offset)> = groups
+        .iter()
+        .flat_map(|lag| consumed_positions(&lag.partitions))
+        .collect();
     let stamps = timestamps_at(cluster, &positions).await?;
     Ok(groups
         .iter()
         .map(|lag| {
-            let newest = consumed_positions(lag)
+            let newest = consumed_positions(&lag.partitions)
                 .into_iter()
                 .filter_map(|position| stamps.get(&position).copied())
                 .max();

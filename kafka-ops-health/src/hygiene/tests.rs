@@ -18,8 +18,13 @@ fn ago(days: f64) -> Timestamp {
 
 /// A row of `topic`/0 committed at `committed` with the log ending at `end`.
 fn row(topic: &str, committed: Option<i64>, end: i64) -> PartitionLag {
+    row_from(topic, committed, 0, end)
+}
+
+/// [`row`] with the log starting at `start`.
+fn row_from(topic: &str, committed: Option<i64>, start: i64, end: i64) -> PartitionLag {
     let marks = Watermarks {
-        low: o(0),
+        low: o(start),
         high: o(end),
     };
     PartitionLag::compute(
@@ -163,11 +168,12 @@ fn groups_are_judged_by_members_last_consumed_record_and_lag() {
             vec![row("t", None, 10)],
             None,
         ),
+        // Retention deleted everything up to its commit.
         group(
             "g-gone",
             GroupState::Empty,
             0,
-            vec![row("t", Some(4), 4)],
+            vec![row_from("t", Some(4), 4, 4)],
             None,
         ),
         group(
@@ -187,6 +193,15 @@ fn groups_are_judged_by_members_last_consumed_record_and_lag() {
             GroupState::Reconciling,
             0,
             Vec::new(),
+            None,
+        ),
+        // The record behind its commit is stored, but no time could be read for it (a
+        // transaction marker, compacted away): not judged inactive.
+        group(
+            "j-time-unknown",
+            GroupState::Empty,
+            0,
+            vec![row("t", Some(4), 4)],
             None,
         ),
     ];
@@ -237,6 +252,12 @@ fn groups_are_judged_by_members_last_consumed_record_and_lag() {
                 "no members, last consumed record 9days old; lag unreadable on 1 partitions"
             ),
             v("i-reconciling", false, false, "0 members"),
+            v(
+                "j-time-unknown",
+                false,
+                false,
+                "no members, time of its last consumed record unknown"
+            ),
         ]
     );
     assert_eq!(report.groups[3].total_lag, 5);

@@ -314,6 +314,21 @@ pub trait ConsumerControl: Send + Sync {
 /// A boxed handler, for stacks assembled at run time.
 pub type BoxHandler = Box<dyn Handler>;
 
+/// The message a caught panic carried (`panic!("...")` with a literal or a formatted string),
+/// for reporting a panicking handler or probe as an error instead of losing it.
+///
+/// ```
+/// let caught = std::panic::catch_unwind(|| panic!("bad {}", 7)).unwrap_err();
+/// assert_eq!(kafka_ops_core::handler::panic_message(caught.as_ref()), "bad 7");
+/// ```
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into())
+}
+
 /// Wraps a handler in another handler.
 pub trait Layer<H> {
     /// The wrapped handler.

@@ -1,10 +1,13 @@
 //! Runs probes concurrently, each under its own timeout, and combines their reports.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use futures_util::future::join_all;
+use kafka_ops_core::handler::panic_message;
 use kafka_ops_core::{Clock, SystemClock};
 use tokio::sync::watch;
 
@@ -116,9 +119,15 @@ impl HealthChecker {
         let probe = &entry.probe;
         // tokio's clock: the same as the system's, except in tests that pause time.
         let started = tokio::time::Instant::now();
-        let check = match tokio::time::timeout(entry.timeout, probe.check()).await {
-            Ok(Ok(check)) => check,
-            Ok(Err(error)) => Check::unhealthy(format!("check failed: {error}")),
+        // A panicking probe is unhealthy, not the end of the checker: unwinding through
+        // `check` would end a spawned checker's task and leave its last report standing.
+        let checked = AssertUnwindSafe(probe.check()).catch_unwind();
+        let check = match tokio::time::timeout(entry.timeout, checked).await {
+            Ok(Ok(Ok(check))) => check,
+            Ok(Ok(Err(error))) => Check::unhealthy(format!("check failed: {error}")),
+            Ok(Err(panic)) => {
+                Check::unhealthy(format!("probe panicked: {}", panic_message(panic.as_ref())))
+            }
             Err(_) => Check::unhealthy(format!("timed out after {:?}", entry.timeout)),
         };
         let latency = started.elapsed();
@@ -234,6 +243,29 @@ mod tests {
             delay: Duration::from_millis(delay_ms),
             result,
         }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_probe_is_unhealthy_and_the_checker_goes_on() {
+        let checker = HealthChecker::new()
+            .probe(fixed("fine", ProbeKind::Liveness, 0, || {
+                Ok(Check::healthy("fine"))
+            }))
+            .probe(fixed("broken", ProbeKind::Readiness, 0, || {
+                panic!("index out of bounds")
+            }));
+        let report = checker.check().await;
+        let broken = report.probe("broken").unwrap();
+        assert_eq!(broken.status, Status::Unhealthy);
+        assert_eq!(broken.message, "probe panicked: index out of bounds");
+        assert_eq!(report.probe("fine").unwrap().status, Status::Healthy);
+        // A spawned checker keeps reporting after the panic.
+        let cached = checker.spawn(Duration::from_millis(10));
+        let first = cached.current().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let later = cached.latest().unwrap();
+        assert!(later.checked_at >= first.checked_at);
+        assert!(!Arc::ptr_eq(&first, &later), "a new report was made");
     }
 
     #[tokio::test(start_paused = true)]

@@ -545,11 +545,7 @@ impl<H: Handler> RunLoop<'_, H> {
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|panic| {
-                        let message = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "non-string panic".into());
+                        let message = crate::handler::panic_message(panic.as_ref());
                         Err(HandlerError::fatal(format!("handler panicked: {message}")))
                     })
             });

@@ -133,8 +133,10 @@ impl KeyExtractor for Coordinates {
     }
 }
 
-/// Several extractors' keys joined (`tenant` header + JSON `/order/id`); fails when any part
-/// is missing.
+/// Several extractors' keys joined with `|` (`tenant` header + JSON `/order/id`); fails when
+/// any part is missing. A `|` or `\` inside a part is escaped with a `\`, so different parts
+/// never join into the same key (`a|b` + `c` is `a\|b|c`, `a` + `b|c` is `a|b\|c`); keys whose
+/// parts hold neither are joined as they are.
 #[derive(Debug, Clone)]
 pub struct Composite(pub Vec<Arc<dyn KeyExtractor>>);
 
@@ -145,12 +147,24 @@ impl KeyExtractor for Composite {
                 "a composite key needs parts".into(),
             ));
         }
-        let parts = self
-            .0
-            .iter()
-            .map(|e| e.extract(record))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(parts.join("|"))
+        let mut key = String::new();
+        for (index, extractor) in self.0.iter().enumerate() {
+            if index > 0 {
+                key.push('|');
+            }
+            let part = extractor.extract(record)?;
+            if part.contains(['|', '\\']) {
+                for c in part.chars() {
+                    if c == '|' || c == '\\' {
+                        key.push('\\');
+                    }
+                    key.push(c);
+                }
+            } else {
+                key.push_str(&part);
+            }
+        }
+        Ok(key)
     }
 }
 
@@ -242,6 +256,25 @@ mod tests {
             Arc::new(JsonField("/event/id".into())),
         ]);
         assert_eq!(composite.extract(&r).unwrap(), "customer-7|e-1");
+    }
+
+    #[test]
+    fn composite_parts_never_join_into_the_same_key() {
+        let composite = Composite(vec![
+            Arc::new(HeaderKey("tenant".into())),
+            Arc::new(HeaderKey("order".into())),
+        ]);
+        let key = |tenant: &str, order: &str| {
+            let r = record()
+                .with_header("tenant", tenant.as_bytes().to_vec())
+                .with_header("order", order.as_bytes().to_vec());
+            composite.extract(&r).unwrap()
+        };
+        assert_eq!(key("a|b", "c"), r"a\|b|c");
+        assert_eq!(key("a", "b|c"), r"a|b\|c");
+        assert_eq!(key(r"a\", "|c"), r"a\\|\|c");
+        assert_eq!(key(r"a\|", "c"), r"a\\\||c");
+        assert_eq!(key("acme", "o-1"), "acme|o-1");
     }
 
     #[test]

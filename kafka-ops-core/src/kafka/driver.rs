@@ -82,7 +82,11 @@ pub struct DriverConfig {
     /// Topics to subscribe to.
     pub topics: Vec<String>,
     /// Records taken from librdkafka and not finished yet, at most; beyond it the driver stops
-    /// taking records (librdkafka's own bounded queue holds the rest), without pausing.
+    /// taking records (librdkafka's own bounded queue holds the rest), without pausing. With
+    /// unordered processing a partition also holds at most
+    /// [`UNORDERED_WINDOW`](crate::scheduler::UNORDERED_WINDOW) times this from its first
+    /// unfinished record on, finished or not (what is finished behind an unfinished record
+    /// cannot be committed yet).
     pub max_in_flight: usize,
     /// With per-partition ordering, records of one partition taken ahead of the one running.
     pub partition_buffer: usize,

@@ -14,6 +14,12 @@
 //! the records of one partition in the order they were sent. The offset after the last record
 //! taken in a destination partition is therefore at or below every later record there, and
 //! every record taken lies before the committed offset of its dead-letter partition.
+//!
+//! A crashed run's marks are different: records it wrote past its committed offsets lie beyond
+//! them, and this run has not passed those records' dead-letter offsets yet. Such *inherited*
+//! marks are kept as they are, never moved up to what this run stored, until the run has read
+//! everything (moved up, a second crash would lose sight of the first run's records and the
+//! next run would write them again).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -50,6 +56,8 @@ pub(super) struct DestinationTopic {
     marks: Vec<Option<i64>>,
     /// Per partition, the offset after the last acknowledged record taken off the queue.
     stored_up_to: Vec<Option<i64>>,
+    /// Per partition, whether its mark came from a crashed run (see the module documentation).
+    inherited: Vec<bool>,
 }
 
 impl DestinationTopic {
@@ -84,6 +92,7 @@ impl Pipeline {
             name: topic.to_string(),
             marks: vec![None; count],
             stored_up_to: vec![None; count],
+            inherited: vec![false; count],
         });
         let index = self.destinations.len() - 1;
         self.by_name.insert(topic.to_string(), index);
@@ -158,14 +167,41 @@ impl Pipeline {
             .get(partition)?
     }
 
-    /// Forgets the note (only once nothing is in flight: then no record past the committed
-    /// offsets exists anywhere).
-    pub(super) fn clear_note(&mut self) {
-        debug_assert!(self.in_flight.is_empty());
-        for topic in &mut self.destinations {
-            topic.marks.iter_mut().for_each(|m| *m = None);
+    /// Notes `partition` of `destination` with a crashed run's `mark`, kept as it is until
+    /// [`clear_note`](Self::clear_note) is told the run has read everything.
+    pub(super) fn note_inherited(&mut self, destination: usize, partition: i32, mark: i64) {
+        self.note(destination, partition, mark);
+        if let (Some(topic), Ok(index)) = (
+            self.destinations.get_mut(destination),
+            usize::try_from(partition),
+        ) && let (Some(Some(slot)), Some(inherited)) =
+            (topic.marks.get_mut(index), topic.inherited.get_mut(index))
+        {
+            *slot = (*slot).min(mark);
+            *inherited = true;
         }
+    }
+
+    /// Forgets the note (only once nothing is in flight: then no record of this run past the
+    /// committed offsets exists anywhere). Inherited marks stay unless `read_everything`: a
+    /// crashed run's records past its commits may still lie ahead.
+    pub(super) fn clear_note(&mut self, read_everything: bool) {
+        debug_assert!(self.in_flight.is_empty());
         self.note_bytes = 0;
+        for topic in &mut self.destinations {
+            let mut kept = 0;
+            for (mark, inherited) in topic.marks.iter_mut().zip(&mut topic.inherited) {
+                if read_everything || !*inherited {
+                    *mark = None;
+                    *inherited = false;
+                } else if mark.is_some() {
+                    kept += 1;
+                }
+            }
+            if kept > 0 {
+                self.note_bytes += topic.name.len() + 6 + NOTE_BYTES_PER_PARTITION * kept;
+            }
+        }
     }
 
     /// The note as the commit metadata carries it: per topic, `(partition, offset to read
@@ -177,10 +213,15 @@ impl Pipeline {
                 .marks
                 .iter()
                 .zip(&topic.stored_up_to)
+                .zip(&topic.inherited)
                 .enumerate()
-                .filter_map(|(partition, (mark, stored))| {
+                .filter_map(|(partition, ((mark, stored), inherited))| {
                     let mark = (*mark)?;
-                    let at = stored.map_or(mark, |stored| stored.max(mark));
+                    let at = if *inherited {
+                        mark
+                    } else {
+                        stored.map_or(mark, |stored| stored.max(mark))
+                    };
                     Some((i32::try_from(partition).ok()?, at))
                 })
                 .collect();
@@ -278,10 +319,43 @@ mod tests {
             pipeline.marks(),
             BTreeMap::from([("orders".to_string(), vec![(1, 55), (2, 7)])])
         );
-        pipeline.clear_note();
+        pipeline.clear_note(false);
         assert!(pipeline.marks().is_empty());
         assert_eq!(pipeline.note_bytes(), 0);
         assert_eq!(pipeline.stored_up_to(orders, 1), Some(55));
+    }
+
+    #[test]
+    fn a_crashed_runs_marks_stay_where_they_were_until_everything_is_read() {
+        let mut pipeline = Pipeline::default();
+        let orders = pipeline.destination("orders", 2);
+        pipeline.note_inherited(orders, 0, 10);
+        pipeline.note(orders, 1, 4);
+        // This run stores past both marks; only its own moves up.
+        pipeline.destinations[orders].stored_up_to[0] = Some(30);
+        pipeline.destinations[orders].stored_up_to[1] = Some(9);
+        assert_eq!(
+            pipeline.marks(),
+            BTreeMap::from([("orders".to_string(), vec![(0, 10), (1, 9)])])
+        );
+        // A fresh note mid-run keeps the inherited mark...
+        pipeline.clear_note(false);
+        assert_eq!(
+            pipeline.marks(),
+            BTreeMap::from([("orders".to_string(), vec![(0, 10)])])
+        );
+        assert_eq!(pipeline.note_bytes(), "orders".len() + 6 + 33);
+        // ... a lower inherited mark wins over a noted one ...
+        pipeline.note(orders, 1, 6);
+        pipeline.note_inherited(orders, 1, 2);
+        assert_eq!(
+            pipeline.marks(),
+            BTreeMap::from([("orders".to_string(), vec![(0, 10), (1, 2)])])
+        );
+        // ... and the end of the run forgets everything.
+        pipeline.clear_note(true);
+        assert!(pipeline.marks().is_empty());
+        assert_eq!(pipeline.note_bytes(), 0);
     }
 
     #[test]

@@ -226,7 +226,7 @@ impl Run {
             for (topic, partition, mark) in &marks {
                 if let Some(count) = self.partitions_of(topic)? {
                     let destination = self.pipeline.destination(topic, count);
-                    self.pipeline.note(destination, *partition, *mark);
+                    self.pipeline.note_inherited(destination, *partition, *mark);
                 }
             }
         }
@@ -261,7 +261,7 @@ impl Run {
         for (offset, state) in self.positions.values_mut() {
             *offset = state.end;
         }
-        self.pipeline.clear_note();
+        self.pipeline.clear_note(true);
         self.checkpoint()?;
         self.report.replayed += self.pipeline.stored;
         self.pipeline.stored = 0;
@@ -378,7 +378,7 @@ impl Run {
             // Wait for what is in flight: then nothing past the committed offsets is anywhere,
             // and a fresh note can start.
             self.drain()?;
-            self.pipeline.clear_note();
+            self.pipeline.clear_note(false);
         }
         let mut adding = vec![partition];
         if !self.pipeline.has_notes(destination)

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, TopicPartitionList};
@@ -254,6 +254,16 @@ impl RangeReader {
         topic: &str,
         partitions: &[i32],
     ) -> Result<Vec<(i32, i64, i64)>, Error> {
+        self.watermarks_within(topic, partitions, TIMEOUT)
+    }
+
+    /// [`watermarks_of`](Self::watermarks_of) within `timeout`.
+    fn watermarks_within(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> Result<Vec<(i32, i64, i64)>, Error> {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
@@ -273,7 +283,7 @@ impl RangeReader {
             self.inner.consumer.client(),
             &batches,
             IsolationLevel::ReadUncommitted,
-            TIMEOUT,
+            timeout,
         )?;
         let mut ends: [HashMap<i32, i64>; 2] = Default::default();
         for (answers, into) in results.into_iter().zip(ends.iter_mut()) {
@@ -315,16 +325,24 @@ impl RangeReader {
             .iter()
             .map(|r| (TopicPartition::new(topic, r.partition), r.start, r.end))
             .collect();
-        self.read_ranges(&ranges, IDLE_LIMIT, |step| visit(step).map(|()| false))
+        self.read_ranges(&ranges, IDLE_LIMIT, None, |step| {
+            visit(step).map(|()| false)
+        })
     }
 
     /// The loop under every read: `ranges` of any topics; the visitor answers `true` when the
     /// record's partition needs nothing more. Ends when every range is done, or with
-    /// [`Error::Stalled`] once nothing was read for `idle_limit`.
+    /// [`Error::Stalled`] once no range moved on for `idle_limit` or `deadline` passed.
+    ///
+    /// A partition whose range is done is paused, so records arriving there later neither
+    /// take the reader's time nor count as progress; one whose position passed its end without
+    /// a record in range (a transaction marker, records compacted away) is done too, checked
+    /// whenever a round moved no range on.
     fn read_ranges<E: From<Error>>(
         &self,
         ranges: &[(TopicPartition, i64, i64)],
         idle_limit: Duration,
+        deadline: Option<Instant>,
         mut visit: impl FnMut(Step<'_>) -> Result<bool, E>,
     ) -> Result<(), E> {
         let consumer = &self.inner.consumer;
@@ -359,39 +377,30 @@ impl RangeReader {
         consumer
             .assign(&list)
             .map_err(|e| kafka_error("assign", e))?;
-        let mut idle = Duration::ZERO;
+        // librdkafka keeps a partition's pause across unassign and assign: an earlier read
+        // paused what it had finished.
+        consumer
+            .resume(&list)
+            .map_err(|e| kafka_error("resume", e))?;
+        let stalled = |topics: &[&str], remaining: &BTreeMap<(usize, i32), i64>, waited| {
+            let first = remaining.keys().next().map_or(0, |(index, _)| *index);
+            E::from(Error::Stalled {
+                topic: topics.get(first).copied().unwrap_or_default().to_string(),
+                partitions: remaining.len(),
+                waited,
+            })
+        };
+        let started = Instant::now();
+        let mut last_progress = started;
+        let mut finished: Vec<(usize, i32)> = Vec::new();
         let mut batch = MessageBatch::with_capacity(BATCH);
         while !remaining.is_empty() {
-            if batch.fill(&self.inner.queue, POLL) == 0 {
-                idle += POLL;
-                if idle >= idle_limit {
-                    let first = remaining.keys().next().map_or(0, |(index, _)| *index);
-                    return Err(Error::Stalled {
-                        topic: topics.get(first).copied().unwrap_or_default().to_string(),
-                        partitions: remaining.len(),
-                        waited: idle_limit,
-                    }
-                    .into());
-                }
-                // Transaction markers take offsets no record is read at: a partition whose
-                // position passed its end is done even if its last offset was never seen.
-                if let Ok(positions) = consumer.position() {
-                    for element in positions.elements() {
-                        let Some(key) = key_of(element.topic(), element.partition()) else {
-                            continue;
-                        };
-                        if let (Some(position), Some(end)) =
-                            (element.offset().to_raw(), remaining.get(&key))
-                            && position >= *end
-                        {
-                            remaining.remove(&key);
-                        }
-                    }
-                }
-                visit(Step::Idle)?;
-                continue;
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Err(stalled(&topics, &remaining, started.elapsed()));
             }
-            idle = Duration::ZERO;
+            let before = remaining.len();
+            let mut visited = false;
+            batch.fill(&self.inner.queue, POLL);
             for index in 0..batch.len() {
                 let record = match batch.get(index) {
                     None => continue,
@@ -414,11 +423,51 @@ impl RangeReader {
                 let offset = record.offset.get();
                 if offset >= end {
                     remaining.remove(&key);
+                    finished.push(key);
                     continue;
                 }
+                visited = true;
                 let done = visit(Step::Record(record))?;
                 if done || offset + 1 >= end {
                     remaining.remove(&key);
+                    finished.push(key);
+                }
+            }
+            if !visited && remaining.len() == before {
+                // Transaction markers take offsets no record is read at: a partition whose
+                // position passed its end is done even if its last offset was never seen.
+                if let Ok(positions) = consumer.position() {
+                    for element in positions.elements() {
+                        let Some(key) = key_of(element.topic(), element.partition()) else {
+                            continue;
+                        };
+                        if let (Some(position), Some(end)) =
+                            (element.offset().to_raw(), remaining.get(&key))
+                            && position >= *end
+                        {
+                            remaining.remove(&key);
+                            finished.push(key);
+                        }
+                    }
+                }
+            }
+            if visited || remaining.len() < before {
+                last_progress = Instant::now();
+            } else {
+                if last_progress.elapsed() >= idle_limit {
+                    return Err(stalled(&topics, &remaining, idle_limit));
+                }
+                visit(Step::Idle)?;
+            }
+            if !finished.is_empty() && !remaining.is_empty() {
+                let mut done = rdkafka::TopicPartitionList::with_capacity(finished.len());
+                for (index, partition) in finished.drain(..) {
+                    if let Some(topic) = topics.get(index) {
+                        done.add_partition(topic, partition);
+                    }
+                }
+                if let Err(error) = consumer.pause(&done) {
+                    tracing::debug!(%error, "could not pause partitions read to their end");
                 }
             }
         }
@@ -437,13 +486,15 @@ impl RangeReader {
         positions: &[(TopicPartition, Offset)],
         limit: Duration,
     ) -> Result<Vec<(TopicPartition, Option<crate::Timestamp>)>, Error> {
+        let started = Instant::now();
         let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for (tp, _) in positions {
             by_topic.entry(&tp.topic).or_default().push(tp.partition);
         }
         let mut highs: HashMap<(&str, i32), i64> = HashMap::new();
         for (topic, partitions) in by_topic {
-            for (partition, _, high) in self.watermarks_of(topic, &partitions)? {
+            let left = limit.saturating_sub(started.elapsed()).min(TIMEOUT);
+            for (partition, _, high) in self.watermarks_within(topic, &partitions, left)? {
                 highs.insert((topic, partition), high);
             }
         }
@@ -455,7 +506,8 @@ impl RangeReader {
             })
             .collect();
         let mut found: BTreeMap<TopicPartition, Option<crate::Timestamp>> = BTreeMap::new();
-        let result = self.read_ranges(&ranges, limit, |step| {
+        let deadline = crate::kafka::deadline_after(started, limit);
+        let result = self.read_ranges(&ranges, limit, Some(deadline), |step| {
             if let Step::Record(record) = step {
                 let tp = TopicPartition::new(&*record.topic, record.partition);
                 let stamp = record.timestamp.time();

@@ -136,6 +136,10 @@ pub struct StateChange {
     pub to: BreakerState,
     /// Why.
     pub reason: String,
+    /// Counts the breaker's transitions: listeners are called outside the breaker's lock, so
+    /// two changes made on different threads may reach them out of order; the one with the
+    /// higher sequence happened last.
+    pub sequence: u64,
 }
 
 /// Permission for one call; give it back with [`CircuitBreaker::record`].
@@ -517,6 +521,7 @@ impl CircuitBreaker {
             from,
             to,
             reason,
+            sequence: inner.generation,
         });
     }
 

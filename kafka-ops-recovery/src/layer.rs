@@ -1,6 +1,7 @@
 //! Handler layers: retry with backoff, and a circuit breaker wired to the consumer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -140,7 +141,13 @@ impl CircuitBreakerLayer {
     /// A layer over `breaker`, pausing `consumer` while the breaker is open and resuming it
     /// when the breaker half-opens (or is reset).
     pub fn new(breaker: Arc<CircuitBreaker>, consumer: Arc<dyn ConsumerControl>) -> Self {
+        // Changes made on two threads may arrive out of order (a fast-failing probe right
+        // after the half-open): only one newer than every change applied so far is applied.
+        let applied = AtomicU64::new(0);
         breaker.on_state_change(move |change| {
+            if applied.fetch_max(change.sequence, Ordering::SeqCst) >= change.sequence {
+                return;
+            }
             if change.to == BreakerState::Open {
                 consumer.pause();
             } else if change.from == BreakerState::Open {

@@ -377,3 +377,25 @@ proptest! {
         prop_assert_eq!(b.state(), BreakerState::Closed);
     }
 }
+
+#[test]
+fn the_layer_applies_changes_that_arrive_out_of_order_in_their_order() {
+    let (b, _) = breaker(small());
+    let b = Arc::new(b);
+    let mut consumer = kafka_ops_core::handler::MockConsumerControl::new();
+    // Open (1) pauses; the later re-open (3) arrives before the half-open (2) that preceded
+    // it and pauses again: the half-open's resume is stale and must not undo the pause.
+    consumer.expect_pause().times(2).return_const(());
+    consumer.expect_resume().never();
+    let _layer = crate::layer::CircuitBreakerLayer::new(b.clone(), Arc::new(consumer));
+    let change = |from, to, sequence| StateChange {
+        breaker: "downstream".into(),
+        from,
+        to,
+        reason: "test".into(),
+        sequence,
+    };
+    b.notify(vec![change(BreakerState::Closed, BreakerState::Open, 1)]);
+    b.notify(vec![change(BreakerState::HalfOpen, BreakerState::Open, 3)]);
+    b.notify(vec![change(BreakerState::Open, BreakerState::HalfOpen, 2)]);
+}

@@ -110,8 +110,9 @@ pub enum WhenBudgetSpent {
     #[default]
     DeadLetter,
     /// Hold it (uncommitted; with per-partition ordering its partition waits behind it) and
-    /// pause the consumer until the budget has a retry again; the consumer resumes when a
-    /// record gets a retry or succeeds.
+    /// pause the consumer until the budget has a retry again; the consumer resumes as soon as
+    /// a record ends other than held for redelivery (it succeeded, got a tier, was
+    /// dead-lettered).
     Pause(Arc<dyn ConsumerControl>),
 }
 
@@ -132,9 +133,13 @@ impl fmt::Debug for WhenBudgetSpent {
 /// time has not come is handed back to the driver with
 /// [`RedeliverAt`](Disposition::RedeliverAt), so the driver holds that partition until the head
 /// record is due — no busy loop, no sleep in the poll loop, and records behind it (due later)
-/// wait with it. A record that fails after the last tier, or fails permanently at any point, is
-/// marked [`DeadLetter`](Disposition::DeadLetter) for the [`DeadLetterLayer`](crate::DeadLetterLayer) around this one,
-/// which writes it to the *original* topic's dead-letter topic with its original coordinates.
+/// wait with it. A failure marked [`RetryLater`](Disposition::RetryLater) goes to the next tier
+/// whatever its class. A due time further off than the tier's delay plus a minute of clock skew
+/// is not trusted: that record is tried at once. A record that fails after the last tier, fails
+/// permanently at any point, or that the tier topic refuses for good (too large with the retry
+/// headers), is marked [`DeadLetter`](Disposition::DeadLetter) for the
+/// [`DeadLetterLayer`](crate::DeadLetterLayer) around this one, which writes it to the
+/// *original* topic's dead-letter topic with its original coordinates.
 ///
 /// Compose with the dead-letter layer outside:
 ///
@@ -297,7 +302,7 @@ impl<H: Handler> RetryTopics<H> {
         index: usize,
         attempts: u32,
         first: Timestamp,
-        error: &HandlerError,
+        error: HandlerError,
     ) -> Result<Outcome, HandlerError> {
         let layer = &self.layer;
         let now = layer.clock.wall();
@@ -350,6 +355,13 @@ impl<H: Handler> RetryTopics<H> {
                     error = %error.cause(), "record sent to a retry tier");
                 Ok(Outcome::Retried)
             }
+            // One the cluster refuses for good (a record too large once the retry headers are
+            // on it) goes to the dead-letter layer, whose envelope truncates what does not fit.
+            Err(send_error) if send_error.class() != ErrorClass::Transient => {
+                tracing::warn!(error = %send_error, tier = %letter.topic, topic = %topic,
+                    partition, offset, "retry tier refuses the record; dead-lettering it instead");
+                Err(to_dead_letter(error, attempts, first, now))
+            }
             Err(send_error) => Err(crate::layer::write_failed(
                 record,
                 send_error,
@@ -395,7 +407,7 @@ impl<H> RetryTopics<H> {
         }
     }
 
-    /// Resumes the consumer this layer paused, now that a record got a retry or succeeded.
+    /// Resumes the consumer this layer paused, now that a record ended other than held.
     fn resume(&self) {
         if let WhenBudgetSpent::Pause(consumer) = &self.layer.when_spent
             && self.layer.paused.swap(false, Ordering::SeqCst)
@@ -405,6 +417,10 @@ impl<H> RetryTopics<H> {
         }
     }
 }
+
+/// How far ahead of this instance's clock another instance's may run before a due time it wrote
+/// is no longer trusted.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 
 #[async_trait]
 impl<H: Handler> Handler for RetryTopics<H> {
@@ -455,10 +471,14 @@ impl<H: Handler> RetryTopics<H> {
                 ));
             }
             let now = layer.clock.wall();
-            // A due time further off than the tier's whole delay cannot come from a writer
-            // that agrees with this clock (a clock far ahead, a damaged header): the record is
-            // tried now rather than hold the tier's partition that long.
-            let trusted = state.due <= now.plus(layer.tiers.delays[state.tier as usize]);
+            // A due time further off than the tier's whole delay and the clock skew allowed
+            // between instances cannot come from a writer that agrees with this clock (a
+            // clock far ahead, a damaged header): the record is tried now rather than hold the
+            // tier's partition that long.
+            let latest = now
+                .plus(layer.tiers.delays[state.tier as usize])
+                .plus(MAX_CLOCK_SKEW);
+            let trusted = state.due <= latest;
             if !trusted {
                 tracing::warn!(topic = %record.topic, partition = record.partition,
                     offset = record.offset.get(), due = %state.due,
@@ -513,7 +533,7 @@ impl<H: Handler> RetryTopics<H> {
             }
             self.resume();
         }
-        self.to_tier(record, state.as_ref(), index, attempts, first, &error)
+        self.to_tier(record, state.as_ref(), index, attempts, first, error)
             .await
     }
 }

@@ -24,6 +24,26 @@ impl DeadLetterSink for Kept {
     }
 }
 
+/// A retry topic that takes nothing: every record is larger than it allows.
+struct TooSmall;
+
+#[async_trait]
+impl DeadLetterSink for TooSmall {
+    async fn send(&self, letter: &DeadLetter) -> Result<Delivered, kafka_ops_core::Error> {
+        Err(kafka_ops_core::Error::NotAcknowledged {
+            topic: letter.topic.clone(),
+            source: Box::new(kafka_ops_core::Error::Broker {
+                operation: "produce",
+                code: kafka_ops_core::KafkaCode::MESSAGE_TOO_LARGE,
+                message: "too large".into(),
+            }),
+        })
+    }
+    fn max_record_bytes(&self) -> usize {
+        1_000_000
+    }
+}
+
 fn tiers() -> RetryTiers {
     RetryTiers::new([Duration::from_secs(5), Duration::from_secs(30)]).unwrap()
 }
@@ -166,6 +186,19 @@ async fn permanent_failures_skip_the_tiers() {
 }
 
 #[tokio::test]
+async fn a_record_the_retry_topic_refuses_goes_to_the_dead_letter_layer_with_its_failure() {
+    let clock = Arc::new(ManualClock::at(Timestamp::from_millis(100_000)));
+    let handler = HandlerBuilder::new()
+        .layer(RetryTopicLayer::new(tiers(), Arc::new(TooSmall)).clock(clock))
+        .handler(handler_fn(|_r: &Record<'_>| async { Err(transient()) }));
+    let record = Record::new("orders", 0, Offset::new(1).unwrap()).with_value(b"v".to_vec());
+    let error = handler.handle(&record).await.unwrap_err();
+    assert_eq!(error.disposition(), Disposition::DeadLetter);
+    assert_eq!(error.class(), ErrorClass::Transient);
+    assert_eq!(error.cause().to_string(), "downstream timeout");
+}
+
+#[tokio::test]
 async fn a_retry_asked_for_by_name_goes_to_a_tier_whatever_the_class() {
     let (handler, sink, _) = setup(|| {
         HandlerError::permanent(std::io::Error::other("409 conflict"))
@@ -189,6 +222,15 @@ async fn a_due_time_beyond_the_tier_delay_is_not_trusted() {
         .push(names::DUE, Some(i64::MAX.to_string().into_bytes()));
     // Tried now, not held until the header's time.
     assert_eq!(handler.handle(&damaged).await.unwrap(), Outcome::Retried);
+    // A writer whose clock runs 30 s ahead of this one's is still waited for.
+    let mut ahead = as_record(&tier0, 0);
+    ahead.headers.remove_where(|key| key == names::DUE);
+    ahead.headers.push(names::DUE, Some(b"135000".to_vec()));
+    let held = handler.handle(&ahead).await.unwrap_err();
+    assert_eq!(
+        held.disposition(),
+        Disposition::RedeliverAt(Timestamp::from_millis(135_000))
+    );
     // A due time within the tier's delay is still waited for.
     let tier1 = sink.0.lock().unwrap()[1].clone();
     let held = handler.handle(&as_record(&tier1, 0)).await.unwrap_err();

@@ -20,6 +20,8 @@ const WORST: usize = 3;
 /// Judges one or more consumer groups with core's lag engine: the runbook thresholds on every
 /// check, and Burrow's rules once the probe has seen enough checks (it keeps each group's
 /// history between checks, so run it on an interval). The message names the worst partitions.
+/// A group without any committed offset (a misspelt name, a group that never committed, or one
+/// whose offsets expired) is a warning: nothing shows it keeping up.
 pub struct ConsumerLagProbe {
     cluster: Arc<dyn ClusterQuery>,
     groups: Vec<String>,

@@ -160,6 +160,10 @@ pub struct Scheduler {
     /// The id of the next [`Run`]. Never reused, so a run forgotten with its partition cannot
     /// be mistaken for a later one.
     next_run: u64,
+    /// Runs of forgotten partitions still going (a handler outlived the revoke): they count
+    /// as running, and when their partition is assigned again its next record waits for them
+    /// under per-partition ordering, as for a record being read again.
+    orphans: HashMap<TopicPartition, HashSet<u64>>,
 }
 
 impl fmt::Debug for Scheduler {
@@ -183,6 +187,7 @@ impl Scheduler {
             ordering,
             clock,
             next_run: 0,
+            orphans: HashMap::default(),
         }
     }
 
@@ -291,6 +296,12 @@ impl Scheduler {
         result: Result<Outcome, HandlerError>,
     ) -> Option<Finished> {
         let Some(work) = self.work.get_mut(partition) else {
+            if let Some(orphans) = self.orphans.get_mut(partition) {
+                orphans.remove(&run.id);
+                if orphans.is_empty() {
+                    self.orphans.remove(partition);
+                }
+            }
             tracing::debug!(%partition, offset = %run.offset, "result for a partition no longer owned; ignored");
             return None;
         };
@@ -380,7 +391,10 @@ impl Scheduler {
     /// Partitions assigned to this consumer: their records are welcome.
     pub fn assign(&mut self, partitions: &[TopicPartition]) {
         for tp in partitions {
-            self.work.entry(tp.clone()).or_default();
+            let work = self.work.entry(tp.clone()).or_default();
+            if let Some(orphans) = self.orphans.remove(tp) {
+                work.superseded.extend(orphans);
+            }
         }
     }
 
@@ -397,11 +411,18 @@ impl Scheduler {
     }
 
     /// Drops everything about `partitions` (once revoked and committed): results of runs
-    /// started before count for nothing, even once the partitions are assigned again.
+    /// started before count for nothing, even once the partitions are assigned again. Runs
+    /// still going stay counted as running (and, assigned again, hold their partition under
+    /// per-partition ordering) until their results arrive.
     pub fn forget(&mut self, partitions: &[TopicPartition]) {
         for tp in partitions {
             self.tracker.forget(tp);
-            self.work.remove(tp);
+            if let Some(work) = self.work.remove(tp) {
+                let going: Vec<u64> = work.running.into_keys().chain(work.superseded).collect();
+                if !going.is_empty() {
+                    self.orphans.entry(tp.clone()).or_default().extend(going);
+                }
+            }
         }
     }
 
@@ -410,14 +431,20 @@ impl Scheduler {
     pub fn running_in(&self, partitions: &[TopicPartition]) -> usize {
         partitions
             .iter()
-            .filter_map(|tp| self.work.get(tp))
-            .map(PartitionWork::running)
+            .map(|tp| {
+                self.work.get(tp).map_or(0, PartitionWork::running)
+                    + self.orphans.get(tp).map_or(0, HashSet::len)
+            })
             .sum()
     }
 
     /// Records running in all partitions, as [`running_in`](Self::running_in) counts them.
     pub fn running_total(&self) -> usize {
-        self.work.values().map(PartitionWork::running).sum()
+        self.work
+            .values()
+            .map(PartitionWork::running)
+            .sum::<usize>()
+            + self.orphans.values().map(HashSet::len).sum::<usize>()
     }
 
     /// Records accepted and not done (waiting, running, held or failed).

@@ -383,22 +383,28 @@ fn a_result_from_before_the_partition_was_assigned_again_does_not_count() {
         assert_eq!(offsets(&s.ready()), [(0, 10)]);
         let first = run(&s, 0, 10);
         // It outlives the revoke timeout: the partition is revoked, committed, forgotten, and
-        // assigned back; 10 starts again while the first run still goes on.
+        // assigned back; 10 waits for the first run to end, which still counts as running.
         s.revoke(&[tp(0)]);
         assert_eq!(s.commit_candidates(None), [(tp(0), offset(10))]);
         s.mark_committed(&tp(0), offset(10));
         s.forget(&[tp(0)]);
+        assert_eq!(s.running_total(), 1);
+        assert_eq!(s.running_in(&[tp(0)]), 1);
         s.assign(&[tp(0)]);
         for n in [10, 11] {
             assert_eq!(s.accept(tp(0), record(0, n)), Accepted::Tracked);
         }
-        assert_eq!(offsets(&s.ready()), [(0, 10)]);
+        assert!(
+            s.ready().is_empty(),
+            "two records of a partition never run at once"
+        );
         let late = if redelivery {
             Err(redeliver_in(&clock, Duration::ZERO))
         } else {
             Ok(Outcome::Processed)
         };
         assert_eq!(s.complete(&tp(0), first, late), None);
+        assert_eq!(offsets(&s.ready()), [(0, 10)]);
         assert!(s.ready().is_empty(), "11 waits for the second run of 10");
         assert_eq!(s.running_total(), 1);
         assert_eq!(s.next_due(), None);

@@ -72,9 +72,11 @@ pub struct TopicInfo {
 }
 
 impl TopicInfo {
-    /// Whether the topic is internal to Kafka (`__consumer_offsets`, `__transaction_state`, ...).
+    /// Whether the topic is one of Kafka's own ([`INTERNAL_TOPICS`]). Other names starting
+    /// with `__` are user topics (Debezium's `__debezium-heartbeat.*`, for one): their lag and
+    /// commits count like any other.
     pub fn is_internal(&self) -> bool {
-        self.name.starts_with("__")
+        INTERNAL_TOPICS.contains(&&*self.name)
     }
 
     /// Its topic-partitions.
@@ -84,6 +86,13 @@ impl TopicInfo {
             .map(|p| TopicPartition::new(self.name.clone(), p.id))
     }
 }
+
+/// The topics Kafka keeps for itself: group offsets, transactions, share groups' state.
+pub const INTERNAL_TOPICS: [&str; 3] = [
+    "__consumer_offsets",
+    "__transaction_state",
+    "__share_group_state",
+];
 
 /// A cluster's metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

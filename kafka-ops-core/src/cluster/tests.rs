@@ -538,3 +538,50 @@ async fn many_groups_time_lag_reads_each_partition_once_per_distinct_position() 
     assert_eq!(secs(&lags[0]), [Some(9), None]);
     assert_eq!(secs(&lags[1]), [Some(6), Some(0)]);
 }
+
+#[test]
+fn only_kafkas_own_topics_are_internal() {
+    let topic = |name: &str| TopicInfo {
+        name: name.into(),
+        partitions: vec![PartitionInfo {
+            id: 0,
+            leader: Some(1),
+            replicas: vec![1],
+            isr: vec![1],
+            error: None,
+        }],
+        error: None,
+    };
+    let metadata = ClusterMetadata {
+        brokers: Vec::new(),
+        controller: None,
+        topics: vec![
+            topic("__consumer_offsets"),
+            topic("__debezium-heartbeat.inventory"),
+            topic("__share_group_state"),
+            topic("__transaction_state"),
+            topic("orders"),
+        ],
+    };
+    let internal: Vec<&str> = metadata
+        .topics
+        .iter()
+        .filter(|t| t.is_internal())
+        .map(|t| &*t.name)
+        .collect();
+    assert_eq!(
+        internal,
+        [
+            "__consumer_offsets",
+            "__share_group_state",
+            "__transaction_state"
+        ]
+    );
+    assert_eq!(
+        metadata.user_partitions(),
+        [
+            TopicPartition::new("__debezium-heartbeat.inventory", 0),
+            TopicPartition::new("orders", 0)
+        ]
+    );
+}

@@ -11,7 +11,7 @@ use kafka_ops_core::handler::panic_message;
 use kafka_ops_core::{Clock, SystemClock};
 use tokio::sync::watch;
 
-use crate::model::{Check, HealthProbe, HealthReport, ProbeReport, Status};
+use crate::model::{Check, HealthProbe, HealthReport, ProbeKind, ProbeReport, Status};
 
 struct Entry {
     probe: Arc<dyn HealthProbe>,
@@ -111,7 +111,20 @@ impl HealthChecker {
 
     /// Runs every probe concurrently and combines the reports.
     pub async fn check(&self) -> HealthReport {
-        let reports = join_all(self.probes.iter().map(|entry| self.run(entry))).await;
+        self.check_only(|_| true).await
+    }
+
+    /// Runs, concurrently, only the probes of the kinds `wanted` accepts and combines their
+    /// reports: a liveness endpoint asked on demand must not wait for (or write through)
+    /// readiness and informational probes.
+    pub async fn check_only(&self, wanted: impl Fn(ProbeKind) -> bool) -> HealthReport {
+        let reports = join_all(
+            self.probes
+                .iter()
+                .filter(|entry| wanted(entry.probe.kind()))
+                .map(|entry| self.run(entry)),
+        )
+        .await;
         HealthReport::from_probes(reports, self.clock.wall())
     }
 

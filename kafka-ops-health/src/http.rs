@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::checker::{CachedHealth, HealthChecker};
 use crate::error::HealthError;
-use crate::model::{HealthReport, Status};
+use crate::model::{HealthReport, ProbeKind, Status};
 
 /// Where the endpoints listen unless told otherwise: loopback only.
 pub const DEFAULT_ADDR: SocketAddr =
@@ -25,16 +25,18 @@ pub const DEFAULT_ADDR: SocketAddr =
 /// Where the endpoints get their report.
 #[derive(Debug, Clone)]
 pub enum HealthSource {
-    /// Run every probe on each request (bounded by the probes' timeouts).
+    /// Run the probes on each request (bounded by the probes' timeouts): `/livez` only the
+    /// liveness probes, `/readyz` the liveness and readiness probes, `/health` all of them.
     OnDemand(Arc<HealthChecker>),
     /// Serve the last report of a checker running on an interval.
     Cached(CachedHealth),
 }
 
 impl HealthSource {
-    async fn report(&self) -> Option<Arc<HealthReport>> {
+    /// A report that holds at least the probes of the kinds `wanted` accepts.
+    async fn report(&self, wanted: fn(ProbeKind) -> bool) -> Option<Arc<HealthReport>> {
         match self {
-            HealthSource::OnDemand(checker) => Some(Arc::new(checker.check().await)),
+            HealthSource::OnDemand(checker) => Some(Arc::new(checker.check_only(wanted).await)),
             HealthSource::Cached(cached) => cached.current().await,
         }
     }
@@ -100,7 +102,11 @@ fn no_report() -> Response {
 }
 
 async fn livez(State(state): State<AppState>) -> Response {
-    match state.source.report().await {
+    match state
+        .source
+        .report(|kind| kind == ProbeKind::Liveness)
+        .await
+    {
         Some(report) => (
             code(report.live),
             axum::Json(json!({"status": report.live})),
@@ -111,7 +117,11 @@ async fn livez(State(state): State<AppState>) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.source.report().await {
+    match state
+        .source
+        .report(|kind| kind != ProbeKind::Informational)
+        .await
+    {
         Some(report) => (
             code(report.ready),
             axum::Json(json!({"status": report.ready})),
@@ -122,7 +132,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    match state.source.report().await {
+    match state.source.report(|_| true).await {
         Some(report) => (code(report.status), axum::Json(report.as_ref().clone())).into_response(),
         None => no_report(),
     }

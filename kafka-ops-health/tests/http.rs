@@ -105,6 +105,42 @@ async fn status_codes_follow_liveness_and_readiness() {
     );
 }
 
+/// A probe that takes its time.
+struct Slow(ProbeKind);
+
+#[async_trait]
+impl HealthProbe for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn kind(&self) -> ProbeKind {
+        self.0
+    }
+    async fn check(&self) -> Result<Check, HealthError> {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok(Check::healthy("late"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn liveness_on_demand_waits_for_no_other_probe() {
+    let checker = HealthChecker::new()
+        .probe(Switch {
+            name: "loop",
+            kind: ProbeKind::Liveness,
+            status: Arc::new(Mutex::new(Status::Healthy)),
+        })
+        .probe(Slow(ProbeKind::Readiness));
+    let base = start(checker, false).await;
+    let livez = tokio::time::timeout(Duration::from_secs(1), get(&format!("{base}/livez")))
+        .await
+        .expect("/livez answers without waiting for the readiness probe");
+    assert_eq!(livez.0, 200);
+    // /readyz runs the readiness probe too.
+    let (code, _) = get(&format!("{base}/readyz")).await;
+    assert_eq!(code, 200);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_appears_in_any_response() {
     const SECRET: &str = "sasl-hunter2-not-for-http";

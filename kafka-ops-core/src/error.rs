@@ -114,6 +114,33 @@ pub enum Error {
 }
 
 impl Error {
+    /// The message with every cause behind it, outermost first, joined by `: ` — for reports
+    /// that keep only a line of text (`Display` shows the outermost message alone).
+    ///
+    /// ```
+    /// use kafka_ops_core::{Error, KafkaCode};
+    /// let error = Error::NotAcknowledged {
+    ///     topic: "orders".into(),
+    ///     source: Box::new(Error::Broker {
+    ///         operation: "produce",
+    ///         code: KafkaCode::MESSAGE_TOO_LARGE,
+    ///         message: "too large".into(),
+    ///     }),
+    /// };
+    /// assert!(error.describe().starts_with("record to orders was not acknowledged: "));
+    /// assert!(error.describe().contains("too large"));
+    /// ```
+    pub fn describe(&self) -> String {
+        let mut text = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        text
+    }
+
     /// How callers should treat this error.
     pub fn class(&self) -> ErrorClass {
         match self {

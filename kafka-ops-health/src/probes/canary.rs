@@ -158,7 +158,11 @@ impl CanaryProbe {
             // the whole check.
             let remaining = until.saturating_duration_since(Instant::now());
             let acknowledgement = self.producer.send(record).map_err(|error| {
-                Check::unhealthy(format!("canary produce to {} failed: {error}", self.topic))
+                Check::unhealthy(format!(
+                    "canary produce to {} failed: {}",
+                    self.topic,
+                    error.describe()
+                ))
             })?;
             match tokio::time::timeout(remaining, acknowledgement).await {
                 Ok(Ok(delivery)) => {
@@ -167,8 +171,9 @@ impl CanaryProbe {
                 }
                 Ok(Err(error)) => {
                     return Err(Check::unhealthy(format!(
-                        "canary produce to {} failed: {error}",
-                        self.topic
+                        "canary produce to {} failed: {}",
+                        self.topic,
+                        error.describe()
                     )));
                 }
                 Err(_) => {

@@ -7,9 +7,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use kafka_ops_core::cluster::OffsetQuery;
 use kafka_ops_core::dead_letter::{DeadLetterSink, Envelope};
 use kafka_ops_core::handler::{ConsumerControl, HandlerError};
-use kafka_ops_core::kafka::{RangeReader, commit_group_offsets};
+use kafka_ops_core::kafka::{KafkaCluster, RangeReader, commit_group_offsets};
 use kafka_ops_core::{ErrorClass, Offset, TopicPartition};
 use rdkafka::ClientConfig;
 use serde_json::json;
@@ -131,6 +132,27 @@ impl SkipPoisonRecord {
     }
 }
 
+impl SkipPoisonRecord {
+    /// The first offset `tp` still stores.
+    async fn log_start(
+        &self,
+        cluster: &KafkaCluster,
+        tp: &TopicPartition,
+    ) -> Result<Option<Offset>, RecoveryError> {
+        let marks = cluster
+            .watermarks(
+                std::slice::from_ref(tp),
+                kafka_ops_core::IsolationLevel::ReadUncommitted,
+            )
+            .await?;
+        Ok(marks
+            .into_iter()
+            .next()
+            .and_then(|(_, marks)| marks.ok())
+            .map(|marks| marks.low))
+    }
+}
+
 fn failed(reason: impl Into<String>) -> RecoveryError {
     RecoveryError::ActionFailed {
         action: "skip_poison_record".into(),
@@ -156,6 +178,34 @@ impl RecoveryAction for SkipPoisonRecord {
         };
         let tp = TopicPartition::new(topic, partition);
         let offset = Offset::new(offset).map_err(kafka_ops_core::Error::from)?;
+        // Only a group standing right at the record moves past it: below it, records before
+        // the poison were not finished (unordered processing) and would be skipped with it;
+        // above it, the group moved on and would be sent back.
+        let cluster = KafkaCluster::from_config(&self.client_config)?;
+        let committed = cluster
+            .committed_offsets(group, std::slice::from_ref(&tp))
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, committed)| committed);
+        match committed {
+            Some(Ok(Some(at))) if at == offset => {}
+            // A group that never committed starts at the log's start: the poison record is
+            // its first.
+            Some(Ok(None)) if self.log_start(&cluster, &tp).await? == Some(offset) => {}
+            Some(Ok(at)) => {
+                return Err(failed(format!(
+                    "{group} is at {} on {tp}, not at the poison record {offset}: not moved",
+                    at.map_or_else(|| "no committed offset".to_string(), |o| o.to_string())
+                )));
+            }
+            Some(Err(error)) => {
+                return Err(failed(format!(
+                    "cannot read {group}'s committed offset on {tp}: {error}"
+                )));
+            }
+            None => return Err(failed(format!("no committed offset answer for {tp}"))),
+        }
         let record = RangeReader::new(&self.client_config)?
             .read_one(&tp, offset)
             .await?

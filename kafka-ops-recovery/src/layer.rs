@@ -1,7 +1,7 @@
 //! Handler layers: retry with backoff, and a circuit breaker wired to the consumer.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -121,7 +121,9 @@ impl<H: Handler> Handler for Retry<H> {
 /// - when the breaker opens, the consumer pauses (the poll loop stays alive, the group keeps
 ///   the member); records that meet the open breaker, and the failure that opened it, are held
 ///   for redelivery when it half-opens, so nothing is lost and nothing spins;
-/// - when it half-opens, the consumer resumes: closing takes
+/// - when its open duration ends it half-opens on time, whether or not a record comes to ask
+///   (the held ones may have left with their partitions in a rebalance), and the consumer
+///   resumes: closing takes
 ///   [`half_open_calls`](crate::BreakerConfig::half_open_calls) successful probes, and a paused
 ///   consumer would fetch no records to probe with. The first records through are the probes;
 ///   records that meet the breaker while every probe is taken are held for a tenth of the open
@@ -144,12 +146,14 @@ impl CircuitBreakerLayer {
         // Changes made on two threads may arrive out of order (a fast-failing probe right
         // after the half-open): only one newer than every change applied so far is applied.
         let applied = AtomicU64::new(0);
+        let watched = Arc::downgrade(&breaker);
         breaker.on_state_change(move |change| {
             if applied.fetch_max(change.sequence, Ordering::SeqCst) >= change.sequence {
                 return;
             }
             if change.to == BreakerState::Open {
                 consumer.pause();
+                wake_when_open_ends(watched.clone());
             } else if change.from == BreakerState::Open {
                 consumer.resume();
             }
@@ -164,6 +168,30 @@ impl CircuitBreakerLayer {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+}
+
+/// Asks the breaker for its state once its open duration has ended, so it half-opens (and the
+/// consumer resumes) even when no record comes to ask: the held ones may have gone with their
+/// partitions in a rebalance, and a paused consumer fetches no others. One short-lived thread
+/// per opening, holding the breaker only while it asks.
+fn wake_when_open_ends(breaker: Weak<CircuitBreaker>) {
+    let spawned = std::thread::Builder::new()
+        .name("kafka-ops-breaker-wake".into())
+        .spawn(move || {
+            loop {
+                let wait = match breaker.upgrade().map(|breaker| breaker.rejection()) {
+                    Some(Some(rejected)) if rejected.state == BreakerState::Open => {
+                        rejected.retry_after
+                    }
+                    // Half-open, closed or gone: nothing left to wake.
+                    _ => return,
+                };
+                std::thread::sleep(wait.clamp(Duration::from_millis(10), Duration::from_secs(60)));
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "no thread to half-open the breaker on time; the next record will");
     }
 }
 
@@ -419,6 +447,38 @@ mod tests {
             open_duration: Duration::from_secs(5),
             ..BreakerConfig::default()
         }
+    }
+
+    #[test]
+    fn an_open_breaker_half_opens_on_time_with_no_record_to_ask() {
+        // Real time: the wake-up sleeps on it.
+        let breaker = Arc::new(
+            CircuitBreaker::new(
+                "downstream",
+                BreakerConfig {
+                    open_duration: Duration::from_millis(100),
+                    ..three_probes()
+                },
+            )
+            .unwrap(),
+        );
+        let consumer = Arc::new(Consumer::default());
+        let _layer = CircuitBreakerLayer::new(breaker.clone(), consumer.clone());
+        for _ in 0..2 {
+            let permit = breaker.try_acquire().unwrap();
+            breaker.record(permit, CallOutcome::Failure);
+        }
+        assert!(consumer.is_paused());
+        // The held records went with their partitions: nothing calls the breaker again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while consumer.is_paused() {
+            assert!(
+                Instant::now() < deadline,
+                "still paused after the open duration"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
     }
 
     /// Two failing records: the first passes through, the second opens the breaker and is held.

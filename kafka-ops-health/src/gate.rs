@@ -40,6 +40,12 @@ pub enum RestartRefusal {
         /// The voters up now.
         up: Vec<i32>,
     },
+    /// KRaft in combined mode with voters this gate cannot see (a dynamic quorum, formatted
+    /// with `--standalone` or `--initial-controllers`, has no `controller.quorum.voters`): the
+    /// node may be a voter whose loss costs the quorum its majority. Check the quorum with
+    /// `kafka-metadata-quorum describe --status` and pass
+    /// [`allow_unverified_quorum`](RestartGateOptions::allow_unverified_quorum).
+    QuorumUnverified,
     /// Partitions are under-replicated somewhere in the cluster.
     UnderReplicated {
         /// How many.
@@ -83,6 +89,10 @@ impl fmt::Display for RestartRefusal {
                 f,
                 "the broker is a KRaft controller voter and only voters {up:?} of {voters:?} are up: \
                  without it the quorum loses its majority"
+            ),
+            RestartRefusal::QuorumUnverified => f.write_str(
+                "KRaft combined mode with controller voters that cannot be read: the broker may \
+                 be a voter the quorum's majority needs (check the quorum, then allow it)",
             ),
             RestartRefusal::UnderReplicated { count, examples } => write!(
                 f,
@@ -128,6 +138,10 @@ pub struct RestartGateOptions {
     /// Overrides every topic's `min.insync.replicas`, which is otherwise read from the topic
     /// configuration (and taken as 1 where the broker cannot describe configurations).
     pub min_insync_replicas: Option<usize>,
+    /// Do not refuse a KRaft combined-mode node whose quorum cannot be seen
+    /// ([`RestartRefusal::QuorumUnverified`]): the operator checked it.
+    #[serde(default)]
+    pub allow_unverified_quorum: bool,
 }
 
 fn examples(names: &[String]) -> Vec<String> {
@@ -201,17 +215,21 @@ pub fn evaluate(
     }
     match control {
         // The metadata's controller is a random live broker in KRaft: only the quorum counts.
-        ControlPlane::KRaft { .. } => {
-            if let Some(quorum) = control.quorum(metadata)
-                && quorum.voters.contains(&broker)
-                && !quorum.survives_stopping(broker)
-            {
-                refusals.push(RestartRefusal::QuorumAtRisk {
-                    voters: quorum.voters,
-                    up: quorum.up,
-                });
+        ControlPlane::KRaft { combined, .. } => match control.quorum(metadata) {
+            Some(quorum) => {
+                if quorum.voters.contains(&broker) && !quorum.survives_stopping(broker) {
+                    refusals.push(RestartRefusal::QuorumAtRisk {
+                        voters: quorum.voters,
+                        up: quorum.up,
+                    });
+                }
             }
-        }
+            // Brokers alone (controllers elsewhere) are not voters.
+            None if *combined && !options.allow_unverified_quorum => {
+                refusals.push(RestartRefusal::QuorumUnverified);
+            }
+            None => {}
+        },
         ControlPlane::ZooKeeper | ControlPlane::Unknown => match metadata.controller {
             Some(id) if id == broker => refusals.push(RestartRefusal::IsController),
             Some(id) if brokers.contains(&id) => {}
@@ -417,6 +435,7 @@ mod tests {
             1,
             RestartGateOptions {
                 min_insync_replicas: Some(3),
+                ..RestartGateOptions::default()
             },
         );
         assert_eq!(overridden.refusals, expected);
@@ -428,6 +447,7 @@ mod tests {
             1,
             RestartGateOptions {
                 min_insync_replicas: Some(2),
+                ..RestartGateOptions::default()
             },
         );
         assert!(lenient.safe, "{lenient:?}");
@@ -469,6 +489,35 @@ mod tests {
         // A broker that is not a voter never endangers the quorum.
         let five = metadata_with(&[1, 2, 4], Some(2), vec![]);
         assert!(judge(&five, &kraft(), 4).safe);
+    }
+
+    #[test]
+    fn a_combined_node_whose_quorum_cannot_be_seen_is_refused_unless_allowed() {
+        let dynamic = ControlPlane::KRaft {
+            voters: None,
+            combined: true,
+        };
+        let all_up = metadata(Some(1), vec![partition(0, 2, &[1, 2, 3], &[1, 2, 3])]);
+        let verdict = judge(&all_up, &dynamic, 1);
+        assert_eq!(verdict.refusals, vec![RestartRefusal::QuorumUnverified]);
+        assert!(verdict.refusals[0].to_string().contains("cannot be read"));
+        let allowed = evaluate(
+            &all_up,
+            &dynamic,
+            &BTreeMap::new(),
+            1,
+            RestartGateOptions {
+                allow_unverified_quorum: true,
+                ..RestartGateOptions::default()
+            },
+        );
+        assert!(allowed.safe, "{allowed:?}");
+        // Broker-only nodes are never voters.
+        let brokers_only = ControlPlane::KRaft {
+            voters: None,
+            combined: false,
+        };
+        assert!(judge(&all_up, &brokers_only, 1).safe);
     }
 
     /// A cluster answering metadata and configuration queries from mocks.

@@ -16,7 +16,8 @@
 //! - [`hygiene`]: the maintenance review — inactive consumer groups and whether deleting them
 //!   is safe, idle topics and dead-letter depth, partition leadership per broker.
 //! - [`safe_to_restart`]: the rolling-restart gate, with every reason it refuses, built on
-//!   [`ControlPlane`] (the KRaft quorum's leader and lag, Kafka's DescribeQuorum).
+//!   [`ControlPlane`] (ZooKeeper or KRaft, and a KRaft quorum's voters from the brokers'
+//!   `controller.quorum.voters`; a combined-mode quorum it cannot see is refused unless allowed).
 //!
 //! The probes take core's cluster-query traits and its Kafka adapter (the canary writes through
 //! its acknowledged producer and reads through its range reader); dead-letter depth is core's

@@ -160,6 +160,10 @@ pub struct RestartCheckArgs {
     /// otherwise): partitions must keep this many in-sync replicas without the broker.
     #[arg(long)]
     min_insync_replicas: Option<usize>,
+    /// Do not refuse a KRaft combined-mode node whose controller quorum cannot be read (a
+    /// dynamic quorum): you checked it (`kafka-metadata-quorum describe --status`).
+    #[arg(long)]
+    allow_unverified_quorum: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -173,6 +177,7 @@ pub async fn run_restart_check(args: RestartCheckArgs, output: &mut Output<'_>) 
     };
     let options = RestartGateOptions {
         min_insync_replicas: args.min_insync_replicas,
+        allow_unverified_quorum: args.allow_unverified_quorum,
     };
     let verdict = match safe_to_restart(&cluster, args.broker, options).await {
         Ok(verdict) => verdict,

@@ -10,7 +10,7 @@ use kafka_ops_core::handler::Outcome;
 use crate::error::IdempotencyError;
 use crate::store::{
     Begin, BeginRequest, Completion, FencingToken, IdempotencyStore, MAX_DURATION, MAX_KEY_BYTES,
-    PayloadDigest, StoredOutcome,
+    PayloadDigest, StoredOutcome, storage_key,
 };
 
 /// Moves the store's notion of time forward: advance a manual clock, or sleep for stores that
@@ -85,7 +85,9 @@ pub async fn run_all(store: Arc<dyn IdempotencyStore>, time: &dyn TimePasses) {
     a_key_twice_in_one_batch_is_answered_in_order(store.as_ref()).await;
     a_batch_completes_only_for_current_tokens(store.as_ref(), time).await;
     concurrent_batches_take_each_key_once(store.clone(), 8, 16).await;
-    keys_no_store_can_hold_are_refused_alone(store.clone()).await;
+    keys_no_backend_holds_as_they_are_work_like_any_other(store.as_ref()).await;
+    long_keys_alike_for_1100_bytes_are_held_apart(store.as_ref()).await;
+    a_batch_mixing_such_keys_with_ordinary_ones_answers_every_key(store.clone()).await;
     durations_past_the_longest_are_cut_to_it(store.as_ref()).await;
 }
 
@@ -465,10 +467,6 @@ pub async fn concurrent_batches_take_each_key_once(
     }
 }
 
-fn invalid<T: std::fmt::Debug>(answer: &Result<T, IdempotencyError>) -> bool {
-    matches!(answer, Err(IdempotencyError::InvalidKey(_)))
-}
-
 /// `key(case)` grown with random characters to exactly `bytes` bytes.
 fn key_of_length(case: &str, bytes: usize) -> String {
     let mut key = key(case);
@@ -478,106 +476,221 @@ fn key_of_length(case: &str, bytes: usize) -> String {
     key
 }
 
-/// A key with a NUL byte, or longer than [`MAX_KEY_BYTES`], is refused with
-/// [`InvalidKey`](IdempotencyError::InvalidKey) by every call, and only that key: single calls
-/// made at once (which a networked store sends together) and batches answer the other keys as
-/// usual, and a `begin_many` with such a key takes none of its keys. A key of exactly
-/// [`MAX_KEY_BYTES`] is taken.
-pub async fn keys_no_store_can_hold_are_refused_alone(store: Arc<dyn IdempotencyStore>) {
-    let nul = format!("{}\0tail", key("bad-nul"));
-    let long = key_of_length("bad-long", MAX_KEY_BYTES + 1);
-    let token = FencingToken::random();
-    for bad in [&nul, &long] {
-        assert!(invalid(&store.begin(bad, A, LONG).await), "begin {bad:?}");
+/// Whether `answer` refuses the token for exactly `key`, as the caller named it.
+fn stale_for(answer: &Result<(), IdempotencyError>, key: &str) -> bool {
+    matches!(answer, Err(IdempotencyError::StaleToken { key: named }) if named == key)
+}
+
+/// Keys no backend holds as they are, with their nearest neighbours held as they are: NUL
+/// bytes (Kafka's `LongSerializer` writes 42 as seven NULs and `*`), a NUL beside what stands
+/// for one in the stored form, 3 000 bytes, and one byte past [`MAX_KEY_BYTES`] beside a key of
+/// exactly that length.
+fn keys_held_mapped(case: &str) -> Vec<String> {
+    let nul = key(&format!("{case}-nul"));
+    let exact = key_of_length(&format!("{case}-exact"), MAX_KEY_BYTES);
+    vec![
+        format!("{}:\0\0\0\0\0\0\0*", key(&format!("{case}-long-42"))),
+        format!("{nul}\0tail"),
+        format!("{nul}\\0tail"),
+        key_of_length(&format!("{case}-3000"), 3000),
+        format!("{exact}x"),
+        exact,
+    ]
+}
+
+/// Every key is taken, whatever its bytes: a key with a NUL byte, or longer than
+/// [`MAX_KEY_BYTES`], is held under [`storage_key`]'s form and answers every call as any key
+/// does (acquired, in progress, conflict, stale token naming the caller's key, completed,
+/// duplicate with the stored outcome, released and taken again). The store maps keys as
+/// [`storage_key`] does: a key and its stored form are one key.
+pub async fn keys_no_backend_holds_as_they_are_work_like_any_other(store: &dyn IdempotencyStore) {
+    for k in keys_held_mapped("odd") {
+        let token = acquired(store.begin(&k, A, LONG).await.expect("begin"));
         assert!(
-            invalid(&store.complete(bad, token, &processed(), LONG).await),
-            "complete {bad:?}"
+            matches!(
+                store.begin(&k, A, LONG).await.expect("begin"),
+                Begin::InProgress { .. }
+            ),
+            "{k:?}"
         );
-        assert!(invalid(&store.release(bad, token).await), "release {bad:?}");
+        assert_eq!(
+            store.begin(&k, B, LONG).await.expect("begin"),
+            Begin::Conflict,
+            "{k:?}"
+        );
+        let foreign = FencingToken(token.0.wrapping_add(1));
+        let refused = store.complete(&k, foreign, &processed(), LONG).await;
+        assert!(stale_for(&refused, &k), "{k:?}: {refused:?}");
+        store
+            .complete(&k, token, &processed(), LONG)
+            .await
+            .expect("complete");
+        store
+            .complete(&k, token, &skipped(), LONG)
+            .await
+            .expect("complete twice");
+        assert_eq!(
+            store.begin(&k, A, LONG).await.expect("begin"),
+            Begin::Duplicate(processed()),
+            "{k:?}"
+        );
+        let stored = storage_key(&k);
+        assert_eq!(
+            store.begin(&stored, A, LONG).await.expect("begin"),
+            Begin::Duplicate(processed()),
+            "{k:?} is held as {stored:?}"
+        );
     }
-    // Good and bad keys at once: each answered on its own.
-    let keys: Vec<(String, bool)> = (0..6)
-        .flat_map(|i| {
-            [
-                (key_of_length(&format!("good-{i}"), MAX_KEY_BYTES), true),
-                (format!("{}\0", key(&format!("nul-{i}"))), false),
-                (
-                    key_of_length(&format!("long-{i}"), 3 * MAX_KEY_BYTES),
-                    false,
-                ),
-            ]
-        })
-        .collect();
-    let begins: Vec<_> = keys
+    for k in keys_held_mapped("odd-release") {
+        let token = acquired(store.begin(&k, A, LONG).await.expect("begin"));
+        let foreign = FencingToken(token.0.wrapping_add(1));
+        let refused = store.release(&k, foreign).await;
+        assert!(stale_for(&refused, &k), "{k:?}: {refused:?}");
+        store.release(&k, token).await.expect("release");
+        acquired(store.begin(&k, A, LONG).await.expect("taken again"));
+    }
+}
+
+/// Long keys that share their first 1 100 bytes (more than the stored form keeps) and differ
+/// after are different keys, one by one and in one batch.
+pub async fn long_keys_alike_for_1100_bytes_are_held_apart(store: &dyn IdempotencyStore) {
+    let shared = key_of_length("twins", 1100);
+    let twins: Vec<String> = ["a", "b", "c", "d"]
         .iter()
-        .map(|(k, _)| {
+        .map(|tail| format!("{shared}{}", tail.repeat(1900)))
+        .collect();
+    let token = acquired(store.begin(&twins[0], A, LONG).await.expect("begin"));
+    acquired(
+        store
+            .begin(&twins[1], B, LONG)
+            .await
+            .expect("a twin is free"),
+    );
+    store
+        .complete(&twins[0], token, &processed(), LONG)
+        .await
+        .expect("complete");
+    assert!(
+        matches!(
+            store.begin(&twins[1], B, LONG).await.expect("begin"),
+            Begin::InProgress { .. }
+        ),
+        "its twin's completion is not its own"
+    );
+    let answers = store
+        .begin_many(&[
+            request(&twins[2], A, LONG),
+            request(&twins[3], A, LONG),
+            request(&twins[0], A, LONG),
+        ])
+        .await
+        .expect("begin_many");
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    let (two, three) = (acquired(answers[0].clone()), acquired(answers[1].clone()));
+    assert_eq!(answers[2], Begin::Duplicate(processed()));
+    let done = store
+        .complete_many(&[completion(&twins[2], three), completion(&twins[3], three)])
+        .await
+        .expect("complete_many");
+    assert!(
+        stale_for(&done[0], &twins[2]) && done[1].is_ok(),
+        "a twin's token holds its twin: {done:?}"
+    );
+    store
+        .complete(&twins[2], two, &processed(), LONG)
+        .await
+        .expect("complete");
+}
+
+/// Such keys mixed with ordinary ones, in one batch and as single calls made at once (which a
+/// networked store sends together): every key is answered as it stands, a repeat of one in a
+/// batch included, and none fails the others.
+pub async fn a_batch_mixing_such_keys_with_ordinary_ones_answers_every_key(
+    store: Arc<dyn IdempotencyStore>,
+) {
+    let mut keys = keys_held_mapped("mixed");
+    keys.extend((0..4).map(|i| key(&format!("mixed-plain-{i}"))));
+    fastrand::shuffle(&mut keys);
+    let mut requests: Vec<BeginRequest> = keys.iter().map(|k| request(k, A, LONG)).collect();
+    requests.push(request(&keys[0], A, LONG));
+    let answers = store.begin_many(&requests).await.expect("begin_many");
+    assert_eq!(answers.len(), requests.len(), "{answers:?}");
+    let tokens: Vec<FencingToken> = answers[..keys.len()]
+        .iter()
+        .map(|answer| acquired(answer.clone()))
+        .collect();
+    assert!(
+        matches!(answers[keys.len()], Begin::InProgress { .. }),
+        "{answers:?}"
+    );
+    let foreign = FencingToken(tokens[1].0.wrapping_add(1));
+    let mut completions: Vec<Completion> = keys
+        .iter()
+        .zip(&tokens)
+        .map(|(k, token)| completion(k, *token))
+        .collect();
+    completions.insert(1, completion(&keys[1], foreign));
+    let done = store
+        .complete_many(&completions)
+        .await
+        .expect("complete_many");
+    assert_eq!(done.len(), completions.len(), "{done:?}");
+    for (position, (answer, c)) in done.iter().zip(&completions).enumerate() {
+        if position == 1 {
+            assert!(stale_for(answer, &c.key), "{answer:?}");
+        } else {
+            assert!(answer.is_ok(), "{:?}: {answer:?}", c.key);
+        }
+    }
+    let again = store
+        .begin_many(&keys.iter().map(|k| request(k, A, LONG)).collect::<Vec<_>>())
+        .await
+        .expect("begin_many");
+    assert!(
+        again.iter().all(|a| *a == Begin::Duplicate(processed())),
+        "{again:?}"
+    );
+
+    let mut singles = keys_held_mapped("singles");
+    singles.extend((0..6).map(|i| key(&format!("singles-plain-{i}"))));
+    fastrand::shuffle(&mut singles);
+    let begins: Vec<_> = singles
+        .iter()
+        .map(|k| {
             let (store, k) = (store.clone(), k.clone());
             tokio::spawn(async move { store.begin(&k, A, LONG).await })
         })
         .collect();
     let mut held = Vec::new();
-    for ((k, good), begin) in keys.iter().zip(begins) {
-        let answer = begin.await.expect("task");
-        if *good {
-            held.push((
-                k.clone(),
-                acquired(answer.expect("a good key beside bad ones")),
-            ));
-        } else {
-            assert!(invalid(&answer), "{k:?}: {answer:?}");
-        }
+    for (k, begin) in singles.iter().zip(begins) {
+        let answer = begin.await.expect("task").expect("begin beside other keys");
+        held.push((k.clone(), acquired(answer)));
     }
     let completes: Vec<_> = held
-        .iter()
-        .flat_map(|(k, token)| [(k.clone(), *token), (format!("{k}\0"), *token)])
+        .into_iter()
         .map(|(k, token)| {
             let store = store.clone();
             tokio::spawn(async move {
-                (
-                    k.clone(),
-                    store.complete(&k, token, &processed(), LONG).await,
-                )
+                let foreign = FencingToken(token.0.wrapping_add(1));
+                let refused = store.complete(&k, foreign, &processed(), LONG).await;
+                assert!(stale_for(&refused, &k), "{k:?}: {refused:?}");
+                store.complete(&k, token, &processed(), LONG).await
             })
         })
         .collect();
     for complete in completes {
-        let (k, answer) = complete.await.expect("task");
-        if k.contains('\0') {
-            assert!(invalid(&answer), "{k:?}: {answer:?}");
-        } else {
-            answer.expect("a good key completes beside bad ones");
-        }
-    }
-    // In one batch.
-    let (fresh, spare) = (key("batch-good"), key("batch-spare"));
-    let token = acquired(store.begin(&fresh, A, LONG).await.expect("begin"));
-    let done = store
-        .complete_many(&[
-            completion(&nul, token),
-            completion(&fresh, token),
-            completion(&long, token),
-        ])
-        .await
-        .expect("complete_many");
-    assert_eq!(done.len(), 3, "{done:?}");
-    assert!(
-        invalid(&done[0]) && done[1].is_ok() && invalid(&done[2]),
-        "{done:?}"
-    );
-    let refused = store
-        .begin_many(&[request(&spare, A, LONG), request(&nul, A, LONG)])
-        .await;
-    assert!(invalid(&refused), "{refused:?}");
-    acquired(
-        store
-            .begin(&spare, A, LONG)
+        complete
             .await
-            .expect("a key of a refused batch is free"),
-    );
-    assert_eq!(
-        store.begin(&fresh, A, LONG).await.expect("begin"),
-        Begin::Duplicate(processed())
-    );
+            .expect("task")
+            .expect("complete beside other keys");
+    }
+    for k in &singles {
+        assert_eq!(
+            store.begin(k, A, LONG).await.expect("begin"),
+            Begin::Duplicate(processed()),
+            "{k:?}"
+        );
+    }
 }
 
 /// The case of the keys [`durations_past_the_longest_are_cut_to_it`] completes.

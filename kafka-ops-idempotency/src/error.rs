@@ -7,9 +7,9 @@ pub enum IdempotencyError {
     /// The record has no key where the extractor looks.
     #[error("no idempotency key: {0}")]
     MissingKey(String),
-    /// The key is there but unusable (not UTF-8, empty, not a string), or no store can hold it
-    /// (see [`check_key`](crate::store::check_key)). Permanent: the record fails the same way
-    /// every time.
+    /// The key is there but unusable (not UTF-8, empty, not a string). Permanent: the record
+    /// fails the same way every time. Stores take any text as a key (see
+    /// [`storage_key`](crate::store::storage_key)).
     #[error("unusable idempotency key: {0}")]
     InvalidKey(String),
     /// `complete` or `release` with a token that is no longer the key's (its lease expired and

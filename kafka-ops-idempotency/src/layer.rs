@@ -171,9 +171,9 @@ pub struct KeyInProgress {
     pub until: Timestamp,
 }
 
-/// A store's refusal as the record's failure: a key no store can hold fails the same way on
-/// every retry, so it is permanent (as a key the extractor refuses is); anything else the store
-/// says may pass.
+/// A store's refusal as the record's failure: a key a store calls unusable (the stores of this
+/// crate take any key; one of your own may not) fails the same way on every retry, so it is
+/// permanent, as a key the extractor refuses is; anything else the store says may pass.
 fn store_failure(error: IdempotencyError) -> HandlerError {
     match error {
         IdempotencyError::InvalidKey(_) => HandlerError::permanent(error),

@@ -11,9 +11,11 @@
 //!   `release` succeed only for the current token, so a holder whose lease expired cannot
 //!   overwrite its successor. Stores, in [`store`]: `memory` (always), `redb` (feature `redb`),
 //!   `redis` (feature `redis`), `postgres` with an inbox (feature `postgres`); all pass one
-//!   conformance suite (feature `testkit`), and all refuse the same keys (a NUL byte, more than
-//!   [`MAX_KEY_BYTES`](store::MAX_KEY_BYTES) bytes) and cut the same long leases and TTLs (to
-//!   [`MAX_DURATION`](store::MAX_DURATION)).
+//!   conformance suite (feature `testkit`). All take any key: one no backend can hold as it is
+//!   (a NUL byte, more than [`MAX_KEY_BYTES`](store::MAX_KEY_BYTES) bytes) is held under a
+//!   bounded form with the xxh3-128 digest of the whole key
+//!   ([`storage_key`](store::storage_key)), the same in every store, and others as they are.
+//!   All cut long leases and TTLs alike (to [`MAX_DURATION`](store::MAX_DURATION)).
 //! - [`IdempotencyLayer`]: extract key → per-partition offset fast path → begin → handler →
 //!   complete or release.
 //!

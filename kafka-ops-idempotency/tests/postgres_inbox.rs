@@ -1,6 +1,7 @@
 //! The PostgreSQL inbox against the running server: a completion made inside the caller's
 //! transaction commits or rolls back with the caller's own writes, and a stale token is refused,
-//! through a plain client (`complete_in`) and through a pooled one (`complete_in_pooled`).
+//! through a plain client (`complete_in`) and through a pooled one (`complete_in_pooled`), for
+//! keys the table holds as they are and for keys it holds mapped.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use kafka_ops_idempotency::keys::{HeaderKey, KeyPolicy};
 use kafka_ops_idempotency::store::postgres::PostgresStore;
 use kafka_ops_idempotency::store::postgres::deadpool_postgres::{Manager, Pool};
 use kafka_ops_idempotency::store::{
-    Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome,
+    Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome, storage_key,
 };
 use kafka_ops_idempotency::{Claim, IdempotencyError, IdempotencyLayer, current_claim};
 
@@ -216,4 +217,72 @@ async fn the_layers_completion_after_the_inbox_keeps_the_stored_result() {
             .unwrap(),
         Begin::Duplicate(receipt)
     );
+}
+
+/// Keys PostgreSQL's `text` and primary-key index cannot hold as they are (NUL bytes; 3 000
+/// bytes) complete in the caller's transaction, pooled or not, without aborting it; a stale
+/// token is refused naming the caller's key. The rows are keyed as `storage_key` maps the keys,
+/// and an ordinary key is stored as it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_no_column_holds_as_they_are_complete_in_the_callers_transaction() {
+    let store = store().await;
+    let pool = application_pool();
+    let mut pooled = pool.get().await.unwrap();
+    let mut plain = postgres_client().await;
+    let nul = format!("{}:\0\0\0\0\0\0\0*", unique_name("inbox-nul"));
+    let long = format!("{}:{}", unique_name("inbox-long"), "x".repeat(3000));
+    let plain_key = unique_name("inbox-plain");
+    for (round, key) in [&nul, &long, &plain_key].into_iter().enumerate() {
+        let Begin::Acquired(token) = store.begin(key, digest(), LEASE).await.unwrap() else {
+            panic!("{key:?} was not acquired");
+        };
+        let held = Claim {
+            key: key.clone(),
+            token,
+            ttl: Duration::from_secs(3600),
+        };
+        let stale = Claim {
+            token: FencingToken(token.0.wrapping_add(1)),
+            ..held.clone()
+        };
+        let receipt = StoredOutcome {
+            outcome: Outcome::Processed,
+            result: Some(format!("receipt-{round}").into_bytes()),
+        };
+        let pooled_tx = pooled.transaction().await.unwrap();
+        let refused = store.complete_in_pooled(&pooled_tx, &stale, &receipt).await;
+        assert!(
+            matches!(&refused, Err(IdempotencyError::StaleToken { key: named }) if named == key),
+            "{refused:?}"
+        );
+        // The transaction is still usable: the statement did not fail.
+        pooled_tx.execute("SELECT 1", &[]).await.unwrap();
+        if round % 2 == 0 {
+            store
+                .complete_in_pooled(&pooled_tx, &held, &receipt)
+                .await
+                .unwrap();
+            pooled_tx.commit().await.unwrap();
+        } else {
+            pooled_tx.rollback().await.unwrap();
+            let tx = plain.transaction().await.unwrap();
+            store.complete_in(&tx, &held, &receipt).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        assert_eq!(
+            store.begin(key, digest(), LEASE).await.unwrap(),
+            Begin::Duplicate(receipt)
+        );
+        let stored = storage_key(key);
+        assert_eq!(stored.as_ref() == key.as_str(), key == &plain_key);
+        let rows: i64 = plain
+            .query_one(
+                "SELECT count(*) FROM kafka_ops_idempotency WHERE key = $1",
+                &[&stored.as_ref()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 1, "{stored}");
+    }
 }

@@ -497,30 +497,50 @@ async fn records_handled_at_once_reach_the_store_in_one_round_trip() {
 }
 
 #[tokio::test]
-async fn a_key_no_store_can_hold_fails_its_record_for_good() {
+async fn records_whose_keys_no_backend_holds_as_they_are_run_once() {
     let f = fixture();
     let handler = HandlerBuilder::new()
-        .layer(layer(f.store.clone()))
+        .layer(IdempotencyLayer::new(
+            f.store.clone(),
+            KeyPolicy::new("svc", crate::keys::RecordKey::default()),
+        ))
         .handler(counting(&f.calls));
-    let long = "x".repeat(crate::store::MAX_KEY_BYTES);
-    for (offset, id) in [(0, "evt\0nul"), (1, long.as_str())] {
+    // Kafka's LongSerializer writes 42 as 00 00 00 00 00 00 00 2A: UTF-8, with NULs. A
+    // hex-encoded binary key of 600 bytes is 1 200 characters.
+    let long_42 = 42_i64.to_be_bytes().to_vec();
+    let hex = "ab".repeat(600).into_bytes();
+    let keyed = |offset: i64, key: &[u8], value: &[u8]| {
+        Record::new("orders", 0, Offset::new(offset).unwrap())
+            .with_key(key.to_vec())
+            .with_value(value.to_vec())
+    };
+    for (offset, key) in [(0, &long_42), (1, &hex)] {
+        assert_eq!(
+            handler.handle(&keyed(offset, key, b"{}")).await.unwrap(),
+            Outcome::Processed
+        );
+        // A replay at another offset: the store knows the key.
+        assert_eq!(
+            handler
+                .handle(&keyed(offset + 10, key, b"{}"))
+                .await
+                .unwrap(),
+            Outcome::Duplicate
+        );
         let error = handler
-            .handle(&event(offset, id, b"{}"))
+            .handle(&keyed(offset + 20, key, b"other"))
             .await
-            .expect_err("a key no store can hold");
-        assert_eq!(error.class(), ErrorClass::Permanent, "{error}");
-        assert!(
-            matches!(
-                error.downcast_ref::<IdempotencyError>(),
-                Some(IdempotencyError::InvalidKey(_))
-            ),
-            "{error}"
+            .unwrap_err();
+        assert!(error.downcast_ref::<KeyConflict>().is_some(), "{error}");
+    }
+    // 42 and 43 are different keys, and so are keys alike for more than the stored form keeps.
+    let mut twin = hex.clone();
+    twin.push(b'c');
+    for (offset, key) in [(2, 43_i64.to_be_bytes().to_vec()), (3, twin)] {
+        assert_eq!(
+            handler.handle(&keyed(offset, &key, b"{}")).await.unwrap(),
+            Outcome::Processed
         );
     }
-    assert_eq!(f.calls.load(Ordering::SeqCst), 0);
-    // Good records after them run as usual.
-    assert_eq!(
-        handler.handle(&event(2, "evt-2", b"{}")).await.unwrap(),
-        Outcome::Processed
-    );
+    assert_eq!(f.calls.load(Ordering::SeqCst), 4);
 }

@@ -63,21 +63,21 @@ impl Front {
         Front { begins, completes }
     }
 
-    /// [`begin`](super::IdempotencyStore::begin), sent with the others waiting. A key no store
-    /// can hold is refused here, before it joins a batch it would fail for everyone.
+    /// [`begin`](super::IdempotencyStore::begin), sent with the others waiting. The key joins
+    /// the batch as the store holds it ([`storage_key`](super::storage_key)): one the backend
+    /// cannot hold as it is would fail the statement of every key batched with it.
     pub(crate) async fn begin(
         &self,
         key: &str,
         digest: PayloadDigest,
         lease: Duration,
     ) -> Result<Begin, IdempotencyError> {
-        super::check_key(key)?;
-        let key = key.to_string();
+        let key = super::storage_key(key).into_owned();
         self.begins.call(BeginRequest { key, digest, lease }).await
     }
 
-    /// [`complete`](super::IdempotencyStore::complete), sent with the others waiting; a key no
-    /// store can hold is refused here, as in [`begin`](Self::begin).
+    /// [`complete`](super::IdempotencyStore::complete), sent with the others waiting, its key
+    /// mapped as in [`begin`](Self::begin); a refusal names the caller's key, not the stored one.
     pub(crate) async fn complete(
         &self,
         key: &str,
@@ -85,16 +85,18 @@ impl Front {
         outcome: &StoredOutcome,
         ttl: Duration,
     ) -> Result<(), IdempotencyError> {
-        super::check_key(key)?;
-        let (key, outcome) = (key.to_string(), outcome.clone());
-        self.completes
-            .call(Completion {
-                key,
-                token,
-                outcome,
-                ttl,
-            })
-            .await?
+        let completion = Completion {
+            key: super::storage_key(key).into_owned(),
+            token,
+            outcome: outcome.clone(),
+            ttl,
+        };
+        match self.completes.call(completion).await? {
+            Err(IdempotencyError::StaleToken { .. }) => Err(IdempotencyError::StaleToken {
+                key: key.to_string(),
+            }),
+            answer => answer,
+        }
     }
 
     /// Begins waiting for a flight.

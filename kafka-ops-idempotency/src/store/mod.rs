@@ -2,11 +2,14 @@
 //! outcome | in progress until T | conflict), and complete/release that only the current token
 //! may do.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use kafka_ops_core::Timestamp;
 use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::IdempotencyError;
 
@@ -20,9 +23,10 @@ pub mod redb;
 #[cfg(feature = "redis")]
 pub mod redis;
 
-/// The longest key, in bytes (namespace included), any store takes. PostgreSQL's primary-key
-/// index holds about 2.7 KB a row; a bound well below it, applied by every store, means a key one
-/// store takes every store takes, and moving between stores never changes which records fail.
+/// The longest key, in bytes (namespace included), a store holds as it is; a longer one is
+/// stored under [`storage_key`]'s bounded form. PostgreSQL's primary-key index holds about
+/// 2.7 KB a row; a bound well below it, applied by every store, means every store holds the
+/// same keys the same way.
 pub const MAX_KEY_BYTES: usize = 1024;
 
 /// The longest lease or TTL a store keeps (36 500 days, about a century): longer ones, up to
@@ -30,29 +34,57 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// and times, past their ranges.
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// Checks that every store can hold `key`: no NUL byte (PostgreSQL's `text` cannot hold one)
-/// and at most [`MAX_KEY_BYTES`] bytes. Every store calls it before a key reaches its backend,
-/// so a bad key is refused on its own with [`InvalidKey`](IdempotencyError::InvalidKey) (a
-/// permanent failure of its record) instead of failing a statement shared with other keys.
-/// Stores of your own should call it too: the [conformance suite](crate::conformance) checks
-/// the rule.
-pub fn check_key(key: &str) -> Result<(), IdempotencyError> {
-    let problem = if key.len() > MAX_KEY_BYTES {
-        format!(
-            "{} bytes, more than the {MAX_KEY_BYTES} a store holds",
-            key.len()
-        )
-    } else if key.as_bytes().contains(&0) {
-        "it contains a NUL byte".to_string()
-    } else {
-        return Ok(());
-    };
-    // The head is enough to find the record; the whole key may be kilobytes.
-    let head: String = key.chars().take(64).collect();
-    let more = if head.len() < key.len() { "…" } else { "" };
-    Err(IdempotencyError::InvalidKey(format!(
-        "key {head:?}{more} cannot be stored: {problem}"
-    )))
+/// How much of a key's head, in bytes, its derived form keeps: enough to find the namespace
+/// and the start of the id when looking at the store, small enough to keep the form short.
+const KEPT_HEAD_BYTES: usize = 256;
+
+/// What a NUL byte of the kept head is written as: ASCII, so the derived form asks nothing
+/// more of a database's encoding than the key itself does.
+const NUL_IN_HEAD: &str = "\\0";
+
+/// Between the kept head and the digest in the derived form.
+const DIGEST_MARK: &str = "~xxh3:";
+
+/// The longest key [`storage_key`] derives, in bytes.
+const MAX_DERIVED_BYTES: usize = KEPT_HEAD_BYTES + DIGEST_MARK.len() + 32;
+
+/// The key a store holds for `key`. A key every store can hold as it is (no NUL byte, which
+/// PostgreSQL's `text` cannot hold, and at most [`MAX_KEY_BYTES`] bytes) is returned unchanged,
+/// so what is stored already stays valid. Any other key (a record key written by Kafka's
+/// `LongSerializer` is UTF-8 with NUL bytes; a hex-encoded binary key may be kilobytes) is held
+/// as its first 256 bytes, NUL bytes written as `\0` and cut at a character boundary, then
+/// `~xxh3:` and the 32 hexadecimal digits of the xxh3-128 digest of the whole key. That form is
+/// deterministic, at most 294 bytes and without a NUL, and shared with no other key unless two
+/// 128-bit digests collide or a key is itself written in this form. It never changes between
+/// versions (stored keys depend on it), and mapping a mapped key changes nothing.
+///
+/// Every store of this crate maps every key through it, in single calls, batches and the
+/// PostgreSQL inbox alike, and answers (a [`StaleToken`](IdempotencyError::StaleToken), say)
+/// with the caller's key. Stores of your own should map keys the same way, so a key is held
+/// alike in all of them: the [conformance suite](crate::conformance) checks that such keys work.
+pub fn storage_key(key: &str) -> Cow<'_, str> {
+    if key.len() <= MAX_KEY_BYTES && !key.as_bytes().contains(&0) {
+        return Cow::Borrowed(key);
+    }
+    let mut stored = String::with_capacity(MAX_DERIVED_BYTES);
+    for c in key.chars() {
+        let written = if c == '\0' {
+            NUL_IN_HEAD.len()
+        } else {
+            c.len_utf8()
+        };
+        if stored.len() + written > KEPT_HEAD_BYTES {
+            break;
+        }
+        match c {
+            '\0' => stored.push_str(NUL_IN_HEAD),
+            c => stored.push(c),
+        }
+    }
+    stored.push_str(DIGEST_MARK);
+    // Writing to a String cannot fail.
+    let _ = write!(stored, "{:032x}", xxh3_128(key.as_bytes()));
+    Cow::Owned(stored)
 }
 
 /// `duration` cut to [`MAX_DURATION`]. Every store passes its leases and TTLs through it, so
@@ -71,7 +103,7 @@ impl PayloadDigest {
     pub fn of(payload: Option<&[u8]>) -> Self {
         match payload {
             None => PayloadDigest(0),
-            Some(bytes) => PayloadDigest(xxhash_rust::xxh3::xxh3_128(bytes)),
+            Some(bytes) => PayloadDigest(xxh3_128(bytes)),
         }
     }
 
@@ -147,53 +179,6 @@ pub struct Completion {
     pub ttl: Duration,
 }
 
-/// [`check_key`] for every key of a batch: the first refusal, naming its position.
-pub(crate) fn check_keys(requests: &[BeginRequest]) -> Result<(), IdempotencyError> {
-    for (position, request) in requests.iter().enumerate() {
-        if let Err(IdempotencyError::InvalidKey(why)) = check_key(&request.key) {
-            return Err(IdempotencyError::InvalidKey(format!(
-                "request {position} of the batch: {why}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The positions of the completions whose keys [`check_key`] takes, and an answer for each
-/// completion with the refusals already in place (`None` for the others, to be answered).
-#[cfg(any(feature = "redis", feature = "postgres"))]
-pub(crate) fn checked_completions(
-    completions: &[Completion],
-) -> (Vec<usize>, Vec<Option<Result<(), IdempotencyError>>>) {
-    let mut valid = Vec::with_capacity(completions.len());
-    let answers = completions
-        .iter()
-        .enumerate()
-        .map(|(position, completion)| match check_key(&completion.key) {
-            Ok(()) => {
-                valid.push(position);
-                None
-            }
-            Err(error) => Some(Err(error)),
-        })
-        .collect();
-    (valid, answers)
-}
-
-/// The answers of a `complete_many`, once every one is given (a store's failure otherwise).
-#[cfg(any(feature = "redis", feature = "postgres"))]
-pub(crate) fn all_answered(
-    store: &'static str,
-    answers: Vec<Option<Result<(), IdempotencyError>>>,
-) -> Result<Vec<Result<(), IdempotencyError>>, IdempotencyError> {
-    answers
-        .into_iter()
-        .map(|answer| {
-            answer.ok_or_else(|| IdempotencyError::store(store, "a key was not answered"))
-        })
-        .collect()
-}
-
 /// Positions `0..keys.len()` in rounds in which no key appears twice, keeping order: a key's
 /// k-th occurrence goes into round k. A store whose one statement cannot touch a key twice (SQL's
 /// `ON CONFLICT DO UPDATE`) runs the rounds one after another, which is what answering the keys
@@ -215,7 +200,7 @@ pub(crate) fn rounds<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<Vec<usi
 
 /// The answer to a fenced write that changed `rows` rows: done when it changed one, else the
 /// token no longer held `key`.
-#[cfg(any(feature = "redis", feature = "postgres"))]
+#[cfg(any(feature = "redis", feature = "postgres", feature = "redb"))]
 pub(crate) fn fenced(rows: u64, key: &str) -> Result<(), IdempotencyError> {
     if rows == 1 {
         Ok(())
@@ -257,13 +242,9 @@ pub trait IdempotencyStore: Send + Sync {
     /// [`begin`](Self::begin) for many keys, answered in order as if one after another (a key
     /// that appears twice is acquired at most once; its later copies see it in progress or in
     /// conflict). Stores that talk to a server do it in one round trip; the default asks key by
-    /// key. A key [`check_key`] refuses fails the whole call with
-    /// [`InvalidKey`](IdempotencyError::InvalidKey) before any key is taken (an answer has no
-    /// place for one key's error; ask again without it). Any other `Err` is the store's
-    /// failure: keys before the failing one may be held, and free themselves when their leases
-    /// end.
+    /// key. An `Err` is the store's failure: keys before the failing one may be held, and free
+    /// themselves when their leases end.
     async fn begin_many(&self, requests: &[BeginRequest]) -> Result<Vec<Begin>, IdempotencyError> {
-        check_keys(requests)?;
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
             answers.push(
@@ -276,10 +257,11 @@ pub trait IdempotencyStore: Send + Sync {
 
     /// [`complete`](Self::complete) for many keys, in order: one answer per completion, `Ok`,
     /// [`StaleToken`](IdempotencyError::StaleToken), or
-    /// [`InvalidKey`](IdempotencyError::InvalidKey) for a key [`check_key`] refuses (the others
-    /// are completed all the same). Stores that talk to a server do it in one round trip; the
-    /// default completes key by key. An `Err` is the store's failure: some keys may be
-    /// completed, and completing them again with the same tokens is harmless.
+    /// [`InvalidKey`](IdempotencyError::InvalidKey) from a store that refuses that one key (the
+    /// others are completed all the same; the stores of this crate take every key, through
+    /// [`storage_key`]). Stores that talk to a server do it in one round trip; the default
+    /// completes key by key. An `Err` is the store's failure: some keys may be completed, and
+    /// completing them again with the same tokens is harmless.
     async fn complete_many(
         &self,
         completions: &[Completion],
@@ -305,8 +287,12 @@ pub trait IdempotencyStore: Send + Sync {
 mod tests {
     use std::time::Duration;
 
-    use super::{MAX_DURATION, MAX_KEY_BYTES, check_key, clamp_duration};
-    use crate::error::IdempotencyError;
+    use std::borrow::Cow;
+
+    use super::{
+        KEPT_HEAD_BYTES, MAX_DERIVED_BYTES, MAX_DURATION, MAX_KEY_BYTES, clamp_duration,
+        storage_key,
+    };
 
     #[test]
     fn durations_past_the_longest_are_cut_to_it() {
@@ -325,20 +311,71 @@ mod tests {
     }
 
     #[test]
-    fn a_key_is_refused_for_a_nul_byte_or_more_bytes_than_the_bound() {
-        let invalid = |key: &str| matches!(check_key(key), Err(IdempotencyError::InvalidKey(_)));
-        assert!(check_key("svc:evt-1").is_ok());
-        assert!(check_key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
-        assert!(invalid(&"k".repeat(MAX_KEY_BYTES + 1)));
-        assert!(invalid("svc:evt\0"));
-        // Bytes, not characters: 513 two-byte characters are too long.
-        let wide = "é".repeat(MAX_KEY_BYTES / 2 + 1);
-        assert!(invalid(&wide));
-        // The message names the key by its head only.
-        let Err(IdempotencyError::InvalidKey(why)) = check_key(&wide) else {
-            panic!("not refused");
+    fn a_key_every_store_holds_is_kept_as_it_is() {
+        for key in [
+            "svc:evt-1".to_string(),
+            String::new(),
+            "k".repeat(MAX_KEY_BYTES),
+            // What a derived form looks like, and the stand-in for NUL, are ordinary text.
+            "svc:\\0~xxh3:0123".to_string(),
+        ] {
+            assert!(
+                matches!(storage_key(&key), Cow::Borrowed(k) if k == key),
+                "{key}"
+            );
+        }
+    }
+
+    /// Checks the derived form's promises for `key`, and returns it.
+    fn derived(key: &str) -> String {
+        let Cow::Owned(stored) = storage_key(key) else {
+            panic!("{key:?} kept as it is");
         };
-        assert!(why.len() < 300, "{why}");
+        assert!(
+            stored.len() <= MAX_DERIVED_BYTES && MAX_DERIVED_BYTES == 294,
+            "{stored}"
+        );
+        assert!(!stored.contains('\0'), "{stored:?}");
+        // Deterministic, and a fixed point: a store that maps twice holds the same key.
+        assert_eq!(storage_key(key), stored);
+        assert!(matches!(storage_key(&stored), Cow::Borrowed(_)), "{stored}");
+        stored
+    }
+
+    #[test]
+    fn a_key_with_a_nul_or_too_long_is_held_as_a_readable_head_and_its_digest() {
+        // Kafka's LongSerializer writes 42 as seven NUL bytes and `*`.
+        let long_42 = "billing:\0\0\0\0\0\0\0*";
+        assert_eq!(
+            derived(long_42),
+            format!(
+                "billing:\\0\\0\\0\\0\\0\\0\\0*~xxh3:{:032x}",
+                super::xxh3_128(long_42.as_bytes())
+            )
+        );
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        assert!(derived(&long).starts_with(&"k".repeat(KEPT_HEAD_BYTES)));
+        // Cut at a character boundary: neither a 2-byte character nor the 2-byte stand-in for
+        // NUL straddles the head's end.
+        let wide = format!("x{}", "é".repeat(MAX_KEY_BYTES));
+        assert!(derived(&wide).starts_with(&format!("x{}~", "é".repeat(127))));
+        let nuls = "\0".repeat(MAX_KEY_BYTES * 3);
+        assert!(derived(&nuls).starts_with(&format!("{}~", "\\0".repeat(128))));
+    }
+
+    #[test]
+    fn keys_that_differ_anywhere_are_held_apart() {
+        let head = "h".repeat(1100);
+        let mut keys: Vec<String> = ["a", "b", "a\0"]
+            .iter()
+            .map(|tail| format!("{head}{tail}"))
+            .collect();
+        keys.extend(["a\0".into(), "a\0\0".into(), "\0a".into(), "a".into()]);
+        // A NUL and what stands for it in the head are different keys.
+        keys.extend(["a\\0".into(), format!("{head}\\0"), format!("{head}\0")]);
+        let stored: std::collections::HashSet<String> =
+            keys.iter().map(|k| storage_key(k).into_owned()).collect();
+        assert_eq!(stored.len(), keys.len(), "{stored:?}");
     }
 
     #[test]

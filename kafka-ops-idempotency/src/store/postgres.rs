@@ -7,9 +7,10 @@
 //! `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE … WHERE <expired>` for a whole batch
 //! (atomic under concurrency), which also reads back what it did not take; completion is one
 //! `UPDATE … FROM unnest(…)` conditioned on the fencing tokens (a repeat by the same token finds
-//! the key completed and changes nothing), release a `DELETE` conditioned on one. Keys
-//! [`check_key`] refuses never reach a statement, where one would fail every key batched with
-//! it. Leases and TTLs run on the database's clock (`now()`).
+//! the key completed and changes nothing), release a `DELETE` conditioned on one. Every key
+//! reaches a statement as [`storage_key`] maps it, so none holds a NUL byte or outgrows the
+//! primary-key index, which would fail the statement for every key batched with it. Leases and
+//! TTLs run on the database's clock (`now()`).
 //!
 //! The store keeps a pool of connections ([`deadpool_postgres`]); single `begin`s and
 //! `complete`s that arrive while the pool's connections are busy wait and go in the next
@@ -20,6 +21,7 @@
 //! together — after a crash either both happened or neither did, which is the only way to get
 //! exactly-once side effects.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -34,7 +36,7 @@ use tokio_postgres::{GenericClient, NoTls, Row, Statement};
 use super::coalesce::{Batches, Front};
 use super::{
     Begin, BeginRequest, Completion, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome,
-    check_key, clamp_duration,
+    clamp_duration, storage_key,
 };
 use crate::error::IdempotencyError;
 use crate::layer::Claim;
@@ -240,7 +242,7 @@ impl PostgresStore {
             .query_typed(
                 COMPLETE,
                 &[
-                    (&key, Type::TEXT),
+                    (&&*key, Type::TEXT),
                     (&token, Type::INT8),
                     (&outcome, Type::TEXT),
                     (&ttl, Type::FLOAT8),
@@ -270,23 +272,22 @@ impl PostgresStore {
             .await
             .map_err(failed)?;
         let done = client
-            .query(&statement, &[&key, &token, &outcome, &ttl])
+            .query(&statement, &[&&*key, &token, &outcome, &ttl])
             .await
             .map_err(failed)?;
         super::fenced(done.len() as u64, &claim.key)
     }
 }
 
-/// The parameters of [`COMPLETE`] for `claim` completed with `outcome`: its key, its token, the
-/// outcome as JSON and its TTL in seconds. A key no store can hold is refused before it reaches
-/// the caller's transaction, where the statement's error would abort it.
+/// The parameters of [`COMPLETE`] for `claim` completed with `outcome`: its key as stored, its
+/// token, the outcome as JSON and its TTL in seconds. The key is mapped as `begin` mapped it, and
+/// so never fails the statement, whose error would abort the caller's transaction.
 fn completion_of<'a>(
     claim: &'a Claim,
     outcome: &StoredOutcome,
-) -> Result<(&'a str, i64, String, f64), IdempotencyError> {
-    check_key(&claim.key)?;
+) -> Result<(Cow<'a, str>, i64, String, f64), IdempotencyError> {
     Ok((
-        claim.key.as_str(),
+        storage_key(&claim.key),
         claim.token.0 as i64,
         serde_json::to_string(outcome).map_err(failed)?,
         seconds(claim.ttl),
@@ -298,19 +299,21 @@ fn seconds(duration: Duration) -> f64 {
     clamp_duration(duration).as_secs_f64()
 }
 
-/// One [`BEGIN`] over the distinct keys at `pending`: answers what it can into `answers` and
-/// returns the positions whose rows changed under it.
+/// One [`BEGIN`] over the distinct keys at `pending` (`stored` holds each request's key as
+/// stored): answers what it can into `answers` and returns the positions whose rows changed
+/// under it.
 async fn take(
     client: &(impl GenericClient + Sync),
     statement: &Statement,
     requests: &[BeginRequest],
+    stored: &[Cow<'_, str>],
     mut pending: Vec<usize>,
     answers: &mut [Option<Begin>],
 ) -> Result<Vec<usize>, IdempotencyError> {
-    pending.sort_by(|a, b| requests[*a].key.cmp(&requests[*b].key));
+    pending.sort_by(|a, b| stored[*a].cmp(&stored[*b]));
     let batch: Vec<&BeginRequest> = pending.iter().map(|p| &requests[*p]).collect();
     let tokens: Vec<FencingToken> = batch.iter().map(|_| FencingToken::random()).collect();
-    let keys: Vec<&str> = batch.iter().map(|r| r.key.as_str()).collect();
+    let keys: Vec<&str> = pending.iter().map(|p| &*stored[*p]).collect();
     let token_ids: Vec<i64> = tokens.iter().map(|t| t.0 as i64).collect();
     let digests: Vec<Vec<u8>> = batch.iter().map(|r| r.digest.to_bytes().to_vec()).collect();
     let leases: Vec<f64> = batch.iter().map(|r| seconds(r.lease)).collect();
@@ -340,17 +343,26 @@ impl Batches for Statements {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        // One key PostgreSQL refuses would fail the statement of every key with it.
-        super::check_keys(requests)?;
+        // Mapped once, and the stored keys used throughout: two keys stored as one are one
+        // key to the statement.
+        let stored: Vec<Cow<'_, str>> = requests.iter().map(|r| storage_key(&r.key)).collect();
         let client = self.0.get().await.map_err(failed)?;
         let statement = client.prepare_cached(BEGIN).await.map_err(failed)?;
         let mut answers: Vec<Option<Begin>> = vec![None; requests.len()];
-        for mut pending in super::rounds(requests.iter().map(|r| r.key.as_str())) {
+        for mut pending in super::rounds(stored.iter().map(|k| &**k)) {
             for _ in 0..ATTEMPTS {
                 if pending.is_empty() {
                     break;
                 }
-                pending = take(&**client, &statement, requests, pending, &mut answers).await?;
+                pending = take(
+                    &**client,
+                    &statement,
+                    requests,
+                    &stored,
+                    pending,
+                    &mut answers,
+                )
+                .await?;
             }
             if let Some(position) = pending.first() {
                 return Err(failed(format!(
@@ -370,20 +382,19 @@ impl Batches for Statements {
         &self,
         completions: &[Completion],
     ) -> Result<Vec<Result<(), IdempotencyError>>, IdempotencyError> {
-        // One key PostgreSQL refuses would fail the statement of every key with it: such keys
-        // are answered here and left out.
-        let (valid, mut answers) = super::checked_completions(completions);
-        if valid.is_empty() {
-            return super::all_answered("postgres", answers);
+        if completions.is_empty() {
+            return Ok(Vec::new());
         }
+        // As in `begin_many`: the stored keys throughout, and the statement answers with them.
+        let stored: Vec<Cow<'_, str>> = completions.iter().map(|c| storage_key(&c.key)).collect();
         let client = self.0.get().await.map_err(failed)?;
         let statement = client.prepare_cached(COMPLETE_MANY).await.map_err(failed)?;
-        for round in super::rounds(valid.iter().map(|p| completions[*p].key.as_str())) {
-            let mut round: Vec<usize> = round.into_iter().map(|i| valid[i]).collect();
+        let mut done = vec![false; completions.len()];
+        for mut round in super::rounds(stored.iter().map(|k| &**k)) {
             // Locked in the order of their bytes, as `begin` locks them.
-            round.sort_by(|a, b| completions[*a].key.cmp(&completions[*b].key));
+            round.sort_by(|a, b| stored[*a].cmp(&stored[*b]));
             let batch: Vec<&Completion> = round.iter().map(|p| &completions[*p]).collect();
-            let keys: Vec<&str> = batch.iter().map(|c| c.key.as_str()).collect();
+            let keys: Vec<&str> = round.iter().map(|p| &*stored[*p]).collect();
             let tokens: Vec<i64> = batch.iter().map(|c| c.token.0 as i64).collect();
             let outcomes = batch
                 .iter()
@@ -397,11 +408,15 @@ impl Batches for Statements {
                 .map_err(failed)?;
             let completed: HashSet<&str> = rows.iter().map(|row| row.get::<_, &str>(0)).collect();
             for position in round {
-                let key = completions[position].key.as_str();
-                answers[position] = Some(super::fenced(u64::from(completed.contains(key)), key));
+                done[position] = completed.contains(&*stored[position]);
             }
         }
-        super::all_answered("postgres", answers)
+        // Refusals name the caller's keys.
+        Ok(completions
+            .iter()
+            .zip(done)
+            .map(|(c, done)| super::fenced(u64::from(done), &c.key))
+            .collect())
     }
 }
 
@@ -456,10 +471,9 @@ impl IdempotencyStore for PostgresStore {
     }
 
     async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError> {
-        check_key(key)?;
         let client = self.pool.get().await.map_err(failed)?;
         let deleted = client
-            .execute(RELEASE, &[&key, &(token.0 as i64)])
+            .execute(RELEASE, &[&&*storage_key(key), &(token.0 as i64)])
             .await
             .map_err(failed)?;
         super::fenced(deleted, key)

@@ -12,7 +12,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome, check_key, clamp_duration,
+    Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome, clamp_duration,
+    storage_key,
 };
 use crate::error::IdempotencyError;
 
@@ -151,8 +152,7 @@ impl IdempotencyStore for RedbStore {
         digest: PayloadDigest,
         lease: Duration,
     ) -> Result<Begin, IdempotencyError> {
-        check_key(key)?;
-        let key = key.to_string();
+        let key = storage_key(key).into_owned();
         self.write(move |table, now| {
             if let Some(row) = load(table, &key)?
                 && row.until > now
@@ -185,33 +185,36 @@ impl IdempotencyStore for RedbStore {
         outcome: &StoredOutcome,
         ttl: Duration,
     ) -> Result<(), IdempotencyError> {
-        check_key(key)?;
-        let (key, outcome) = (key.to_string(), outcome.clone());
-        self.write(move |table, now| match load(table, &key)? {
-            // Completed before by this token: the first outcome (an inbox's, with its result)
-            // stays, and so does its expiry.
-            Some(row) if row.token == token.0 && row.completed.is_some() => Ok(()),
-            Some(mut row) if row.token == token.0 && row.until > now => {
-                row.completed = Some(outcome);
-                row.until = now.saturating_add(millis(ttl));
-                save(table, &key, &row)
-            }
-            _ => Err(IdempotencyError::StaleToken { key: key.clone() }),
-        })
-        .await
+        let (stored, outcome) = (storage_key(key).into_owned(), outcome.clone());
+        let done = self
+            .write(move |table, now| match load(table, &stored)? {
+                // Completed before by this token: the first outcome (an inbox's, with its
+                // result) stays, and so does its expiry.
+                Some(row) if row.token == token.0 && row.completed.is_some() => Ok(true),
+                Some(mut row) if row.token == token.0 && row.until > now => {
+                    row.completed = Some(outcome);
+                    row.until = now.saturating_add(millis(ttl));
+                    save(table, &stored, &row)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            })
+            .await?;
+        super::fenced(u64::from(done), key)
     }
 
     async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError> {
-        check_key(key)?;
-        let key = key.to_string();
-        self.write(move |table, now| match load(table, &key)? {
-            Some(row) if row.token == token.0 && row.completed.is_none() && row.until > now => {
-                table.remove(key.as_str()).map_err(failed)?;
-                Ok(())
-            }
-            _ => Err(IdempotencyError::StaleToken { key: key.clone() }),
-        })
-        .await
+        let stored = storage_key(key).into_owned();
+        let done = self
+            .write(move |table, now| match load(table, &stored)? {
+                Some(row) if row.token == token.0 && row.completed.is_none() && row.until > now => {
+                    table.remove(stored.as_str()).map_err(failed)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            })
+            .await?;
+        super::fenced(u64::from(done), key)
     }
 
     fn name(&self) -> &'static str {

@@ -23,7 +23,7 @@ use redis::aio::ConnectionManager;
 use super::coalesce::{Batches, Front};
 use super::{
     Begin, BeginRequest, Completion, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome,
-    check_key, clamp_duration,
+    clamp_duration, storage_key,
 };
 use crate::error::IdempotencyError;
 
@@ -120,7 +120,7 @@ fn millis(duration: Duration) -> u64 {
 
 impl RedisStore {
     /// Connects to `url` (`redis://host:6379/0`, credentials in the URL). Keys are stored as
-    /// `kafka-ops:idem:<key>`.
+    /// `kafka-ops:idem:<key>`, `<key>` as [`storage_key`] maps it.
     pub async fn connect(url: &str) -> Result<Self, IdempotencyError> {
         let client = redis::Client::open(url).map_err(failed)?;
         let connection = ConnectionManager::new(client).await.map_err(failed)?;
@@ -152,15 +152,18 @@ impl RedisStore {
 }
 
 impl Inner {
+    /// The Redis key of `key`. Every command names its keys through this or
+    /// [`write_key`](Self::write_key), so each key is held as [`storage_key`] maps it, whichever
+    /// call brought it.
     fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+        format!("{}{}", self.prefix, storage_key(key))
     }
 
-    /// The stored key of `key` into `buffer`.
+    /// The Redis key of `key` into `buffer`.
     fn write_key(&self, buffer: &mut String, key: &str) {
         buffer.clear();
         buffer.push_str(&self.prefix);
-        buffer.push_str(key);
+        buffer.push_str(&storage_key(key));
     }
 
     /// Answers the keys at `positions`, which the `SET` found held, as they stand now: their
@@ -214,7 +217,6 @@ impl Batches for Inner {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        super::check_keys(requests)?;
         let tokens: Vec<FencingToken> = requests.iter().map(|_| FencingToken::random()).collect();
         let mut pipe = redis::Pipeline::with_capacity(requests.len());
         // The command copies its arguments: one buffer each serves every key.
@@ -266,21 +268,23 @@ impl Batches for Inner {
         &self,
         completions: &[Completion],
     ) -> Result<Vec<Result<(), IdempotencyError>>, IdempotencyError> {
-        let (valid, mut answers) = super::checked_completions(completions);
-        for positions in valid.chunks(MAX_BATCH) {
-            let chunk: Vec<&Completion> = positions.iter().map(|p| &completions[*p]).collect();
-            let done: Vec<u64> = self.complete_chunk(&chunk).await?;
+        let mut answers = Vec::with_capacity(completions.len());
+        for chunk in completions.chunks(MAX_BATCH) {
+            let done: Vec<u64> = self.complete_chunk(chunk).await?;
             if done.len() != chunk.len() {
                 return Err(IdempotencyError::store(
                     "redis",
                     format!("{} answers to {} keys", done.len(), chunk.len()),
                 ));
             }
-            for (position, done) in positions.iter().zip(done) {
-                answers[*position] = Some(super::fenced(done, &completions[*position].key));
-            }
+            answers.extend(
+                chunk
+                    .iter()
+                    .zip(done)
+                    .map(|(completion, done)| super::fenced(done, &completion.key)),
+            );
         }
-        super::all_answered("redis", answers)
+        Ok(answers)
     }
 }
 
@@ -288,7 +292,7 @@ impl Inner {
     /// One call of [`COMPLETE`] over `chunk`, written straight into one command (a script
     /// invocation would hold each key and argument in an allocation of its own), loading the
     /// script when the server does not have it.
-    async fn complete_chunk(&self, chunk: &[&Completion]) -> Result<Vec<u64>, IdempotencyError> {
+    async fn complete_chunk(&self, chunk: &[Completion]) -> Result<Vec<u64>, IdempotencyError> {
         let mut call = redis::cmd("EVALSHA");
         call.arg(self.complete.get_hash()).arg(chunk.len());
         let mut key = String::new();
@@ -397,7 +401,6 @@ impl IdempotencyStore for RedisStore {
     }
 
     async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError> {
-        check_key(key)?;
         let mut connection = self.inner.connection.clone();
         let done: u64 = self
             .inner

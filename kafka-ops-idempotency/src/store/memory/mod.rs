@@ -10,7 +10,8 @@ use kafka_ops_core::{Clock, SystemClock, Timestamp};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::{
-    Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome, check_key, clamp_duration,
+    Begin, FencingToken, IdempotencyStore, PayloadDigest, StoredOutcome, clamp_duration,
+    storage_key,
 };
 use crate::error::IdempotencyError;
 
@@ -24,8 +25,11 @@ use table::Table;
 struct KeyHash(u64, u64);
 
 impl KeyHash {
+    /// The hash of the key as every store holds it. Memory could hash any key as it is, but the
+    /// keys another store holds as one (a key, and one written in its derived form) must be one
+    /// here too.
     fn of(key: &str) -> Self {
-        Self::split(xxh3_128(key.as_bytes()))
+        Self::split(xxh3_128(storage_key(key).as_bytes()))
     }
 
     fn split(hash: u128) -> Self {
@@ -215,8 +219,6 @@ impl IdempotencyStore for MemoryStore {
         digest: PayloadDigest,
         lease: Duration,
     ) -> Result<Begin, IdempotencyError> {
-        // Memory could hold any key, but a key that another store refuses is refused here too.
-        check_key(key)?;
         let lease = clamp_duration(lease);
         let hash = KeyHash::of(key);
         let now = self.clock.coarse_wall();
@@ -276,7 +278,6 @@ impl IdempotencyStore for MemoryStore {
         outcome: &StoredOutcome,
         ttl: Duration,
     ) -> Result<(), IdempotencyError> {
-        check_key(key)?;
         let ttl = clamp_duration(ttl);
         let hash = KeyHash::of(key);
         let now = self.clock.coarse_wall();
@@ -303,7 +304,6 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn release(&self, key: &str, token: FencingToken) -> Result<(), IdempotencyError> {
-        check_key(key)?;
         let hash = KeyHash::of(key);
         let mut shard = self.shard(hash);
         match shard.entries.get(hash) {

@@ -216,19 +216,19 @@ pub fn evaluate(
     match control {
         // The metadata's controller is a random live broker in KRaft: only the quorum counts.
         ControlPlane::KRaft { combined, .. } => match control.quorum(metadata) {
-            Some(quorum) => {
-                if quorum.voters.contains(&broker) && !quorum.survives_stopping(broker) {
-                    refusals.push(RestartRefusal::QuorumAtRisk {
-                        voters: quorum.voters,
-                        up: quorum.up,
-                    });
-                }
+            Some(quorum)
+                if quorum.voters.contains(&broker) && !quorum.survives_stopping(broker) =>
+            {
+                refusals.push(RestartRefusal::QuorumAtRisk {
+                    voters: quorum.voters,
+                    up: quorum.up,
+                });
             }
             // Brokers alone (controllers elsewhere) are not voters.
             None if *combined && !options.allow_unverified_quorum => {
                 refusals.push(RestartRefusal::QuorumUnverified);
             }
-            None => {}
+            Some(_) | None => {}
         },
         ControlPlane::ZooKeeper | ControlPlane::Unknown => match metadata.controller {
             Some(id) if id == broker => refusals.push(RestartRefusal::IsController),

@@ -123,6 +123,19 @@ async fn fail_on_maps_severity_to_exit_codes() {
         }
         assert_eq!(cli(&args).await.0, expected, "{args:?}");
     }
+    // A group without any committed offset (a misspelt name) is a warning, not a pass.
+    let (code, out, _) = cli(&[
+        "lag",
+        "--bootstrap",
+        &bootstrap,
+        "--group",
+        "bilings",
+        "--fail-on",
+        "warning",
+    ])
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no committed offsets"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

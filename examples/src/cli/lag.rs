@@ -199,7 +199,10 @@ pub fn render(
             ]);
         }
         if lag.partitions.is_empty() {
-            summaries.push(format!("{}: no committed offsets", lag.group));
+            summaries.push(format!(
+                "{}: no committed offsets (unknown group, never committed, or its offsets expired)",
+                lag.group
+            ));
         } else {
             summaries.push(verdict.summary(3));
         }
@@ -282,8 +285,16 @@ async fn run_inner(args: &LagArgs, output: &mut Output<'_>) -> Result<i32, Error
 
     let Some(interval) = args.watch else {
         let (mut groups, failed) = collect(&cluster, args, &clock).await?;
-        // Every group's records are read together, not group by group.
-        fill_time_lag_of_groups(&cluster, &mut groups).await?;
+        // Every group's records are read together, not group by group. The offset lag is read
+        // already: a time lag that cannot be read (no READ on the topic, a broker going away)
+        // leaves its column empty rather than the report unwritten.
+        if let Err(error) = fill_time_lag_of_groups(&cluster, &mut groups).await {
+            let _ = writeln!(
+                output.err,
+                "warning: time lag not read: {}",
+                error.describe()
+            );
+        }
         let mut judged = Vec::with_capacity(groups.len());
         for lag in groups.drain(..) {
             let verdict = judge(&lag, &[], None, &thresholds);
@@ -335,7 +346,14 @@ fn worst_of(
     let unreadable = (!failed.is_empty()).then_some(Severity::Critical);
     judged
         .iter()
-        .map(|(_, _, v)| v.severity)
+        // No committed offset at all: nothing shows the group keeping up.
+        .map(|(lag, _, v)| {
+            if lag.partitions.is_empty() {
+                v.severity.max(Severity::Warning)
+            } else {
+                v.severity
+            }
+        })
         .chain(unreadable)
         .max()
         .unwrap_or(Severity::Info)

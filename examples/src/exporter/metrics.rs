@@ -205,7 +205,13 @@ impl ExporterState {
             "The group's offset lag on a topic, over the partitions whose lag is known.",
         );
         for (group, view) in views(self) {
-            for topic in view.lag.topics() {
+            // A topic none of whose partitions' lag is known has no sample: never a made-up 0.
+            for topic in view
+                .lag
+                .topics()
+                .into_iter()
+                .filter(|topic| topic.unknown_partitions < topic.partitions)
+            {
                 out.sample(
                     name,
                     &[("group", group), ("topic", &topic.topic)],
@@ -220,7 +226,13 @@ impl ExporterState {
                 "kafka_consumergroup_total_lag",
                 "The group's total offset lag over the partitions whose lag is known.",
             ),
-            |view| Some(view.verdict.total_lag),
+            |view| {
+                view.lag
+                    .partitions
+                    .iter()
+                    .any(|row| row.lag.is_some())
+                    .then_some(view.verdict.total_lag)
+            },
         );
         group_family(
             out,

@@ -439,6 +439,34 @@ fn unknown_values_have_no_sample() {
 }
 
 #[test]
+fn a_group_whose_lag_is_all_unknown_has_no_total_and_no_topic_lag() {
+    let clock = ManualClock::new();
+    let mut state = ExporterState::new(LagMonitorConfig::default(), clock.now()).unwrap();
+    let mut down = lag("down", &clock, &[]);
+    down.partitions.push(PartitionLag::unknown(
+        &TopicPartition::new("t", 0),
+        Some(Offset::new(4).unwrap()),
+        "leader down",
+    ));
+    let known = lag("known", &clock, &[("t", 0, Some(1), 0, 3)]);
+    record(
+        &mut state,
+        &clock,
+        Duration::ZERO,
+        Ok(report(vec![("down", Ok(down)), ("known", Ok(known))], &[])),
+    );
+    let text = state.render(clock.now());
+    assert_eq!(
+        samples(&text, "kafka_consumergroup_total_lag"),
+        [r#"kafka_consumergroup_total_lag{group="known"} 2"#]
+    );
+    assert_eq!(
+        samples(&text, "kafka_consumergroup_topic_lag"),
+        [r#"kafka_consumergroup_topic_lag{group="known",topic="t"} 2"#]
+    );
+}
+
+#[test]
 fn an_unusable_configuration_is_refused() {
     let config = LagMonitorConfig {
         burrow: BurrowConfig {

@@ -170,8 +170,10 @@ impl RecoveryAction for ResetOffsets {
     }
 }
 
-/// Waits, then asks the monitor again: succeeds when the anomaly is gone (runbook: "wait and
-/// re-check" before doing anything drastic).
+/// Waits, then asks the monitor again: succeeds when the monitor reports the anomaly's key
+/// healthy (runbook: "wait and re-check" before doing anything drastic). A monitor that does
+/// not report the key at all (a catch-all playbook re-running a monitor that does not watch
+/// this anomaly) proves nothing, so that fails too.
 pub struct WaitAndRecheck {
     wait: Duration,
     monitor: Arc<dyn Monitor>,
@@ -205,7 +207,76 @@ impl RecoveryAction for WaitAndRecheck {
                 self.name(),
                 format!("still anomalous: {}", signal.message),
             )),
-            _ => Ok(format!("gone after {:?}", self.wait)),
+            Some(_) => Ok(format!("gone after {:?}", self.wait)),
+            None => Err(failed(
+                self.name(),
+                format!(
+                    "monitor {} does not report {}",
+                    self.monitor.name(),
+                    anomaly.key
+                ),
+            )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Signal;
+    use kafka_ops_core::Timestamp;
+
+    /// A monitor reporting fixed signals.
+    struct Fixed(Vec<Signal>);
+
+    #[async_trait]
+    impl Monitor for Fixed {
+        fn name(&self) -> &str {
+            "cluster"
+        }
+        async fn observe(&self) -> Result<Vec<Signal>, RecoveryError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn anomaly(key: &str) -> Anomaly {
+        Anomaly {
+            key: key.into(),
+            monitor: "billing".into(),
+            message: "stopped".into(),
+            checks: 3,
+            first_seen: Timestamp::from_millis(0),
+            details: serde_json::Value::Null,
+            extent: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recheck_succeeds_only_when_the_monitor_reports_the_key_healthy() {
+        let recheck =
+            |signals| WaitAndRecheck::new(Duration::from_secs(30), Arc::new(Fixed(signals)));
+        let done = recheck(vec![Signal::healthy("poison_record")])
+            .execute(&anomaly("poison_record"))
+            .await
+            .unwrap();
+        assert_eq!(done, "gone after 30s");
+        let still = recheck(vec![Signal::anomaly("poison_record", "stuck at 5")])
+            .execute(&anomaly("poison_record"))
+            .await
+            .unwrap_err();
+        assert!(
+            still.to_string().contains("still anomalous: stuck at 5"),
+            "{still}"
+        );
+        // A catch-all playbook re-running a monitor that does not watch this anomaly: its
+        // silence is no sign the anomaly is gone.
+        let unknown = recheck(vec![Signal::healthy("broker_connectivity")])
+            .execute(&anomaly("poison_record"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "wait_and_recheck: monitor cluster does not report poison_record"
+        );
     }
 }

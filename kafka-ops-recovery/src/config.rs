@@ -332,11 +332,13 @@ fn default_webhook_timeout() -> Duration {
 #[cfg(feature = "webhook")]
 impl CheckedParams for WebhookParams {
     fn check(&self) -> Result<(), String> {
-        if self.url.starts_with("http://") || self.url.starts_with("https://") {
-            Ok(())
-        } else {
-            Err(format!("url: must be http(s), got {:?}", self.url))
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(format!("url: must be http(s), got {:?}", self.url));
         }
+        if self.timeout.is_zero() {
+            return Err("timeout: must be positive".into());
+        }
+        Ok(())
     }
 }
 

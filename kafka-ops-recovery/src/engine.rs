@@ -70,7 +70,9 @@ impl Signal {
 /// Watches something and reports signals.
 #[async_trait]
 pub trait Monitor: Send + Sync {
-    /// Its name (used in config and the audit trail).
+    /// Its name (used in config and the audit trail), unique among an engine's monitors: the
+    /// engine tells anomalies apart by monitor name and signal key, since monitors of one kind
+    /// (two health monitors of different groups) report the same keys.
     fn name(&self) -> &str;
     /// Checks once.
     async fn observe(&self) -> Result<Vec<Signal>, RecoveryError>;
@@ -196,6 +198,15 @@ impl EngineConfig {
                 self.max_affected_percent
             )));
         }
+        // Elsewhere an unlimited schedule may make sense; here a round runs each action's
+        // retries to their end, so a failing action would keep the round from ever ending.
+        if self.retry.max_attempts.is_none() && self.retry.max_elapsed.is_none() {
+            return Err(RecoveryError::Config(
+                "engine.retry needs max_attempts or max_elapsed: without a limit a failing action \
+                 is retried for ever and is never escalated"
+                    .into(),
+            ));
+        }
         self.retry.validate()
     }
 }
@@ -255,6 +266,11 @@ pub enum EngineEvent {
     },
 }
 
+/// What the engine tracks an anomaly by: the monitor's name and the signal's key. The key alone
+/// is not enough: two monitors reporting one key (the same probe over different groups) would
+/// clear each other's anomalies.
+type TrackingId = (String, String);
+
 /// An anomaly between its first sighting and its clearing, or cleared while its cooldown runs
 /// (then `anomaly.checks` is 0 and the next sighting starts a new run of checks).
 #[derive(Debug)]
@@ -277,7 +293,7 @@ pub struct Engine {
     notifiers: Vec<Arc<dyn Notifier>>,
     audit: Option<AuditTrail>,
     clock: Arc<dyn Clock>,
-    tracked: Mutex<HashMap<String, Tracked>>,
+    tracked: Mutex<HashMap<TrackingId, Tracked>>,
 }
 
 impl fmt::Debug for Engine {
@@ -348,7 +364,7 @@ impl Engine {
         if let Some(audit) = &self.audit
             && let Err(error) = audit.append(&record)
         {
-            tracing::error!(%error, "could not write the audit trail");
+            tracing::error!(error = %error.describe(), "could not write the audit trail");
         }
     }
 
@@ -369,17 +385,19 @@ impl Engine {
     async fn notify(&self, level: Severity, anomaly: &Anomaly, text: String) {
         let notification = Notification {
             level,
-            title: format!("kafka-ops: {}", anomaly.key),
+            title: format!("kafka-ops: {} ({})", anomaly.key, anomaly.monitor),
             text,
             anomaly: anomaly.key.clone(),
+            monitor: anomaly.monitor.clone(),
             time: self.clock.wall(),
         };
         for notifier in &self.notifiers {
             if let Err(error) = notifier.notify(&notification).await {
+                let error = error.describe();
                 tracing::error!(notifier = notifier.name(), %error, "notification failed");
                 let mut record = self.audit_record(anomaly, "notification failed");
                 record.action = Some(notifier.name().to_string());
-                record.result = Some(error.to_string());
+                record.result = Some(error);
                 self.record(record);
             }
         }
@@ -395,18 +413,20 @@ impl Engine {
             let signals = match monitor.observe().await {
                 Ok(signals) => signals,
                 Err(error) => {
+                    let error = error.describe();
                     tracing::warn!(monitor = monitor.name(), %error, "monitor failed");
                     events.push(EngineEvent::MonitorFailed {
                         monitor: monitor.name().to_string(),
-                        error: error.to_string(),
+                        error,
                     });
                     continue;
                 }
             };
             let mut tracked = self.tracked.lock().unwrap_or_else(PoisonError::into_inner);
             for signal in signals {
+                let id = (monitor.name().to_string(), signal.key.clone());
                 if !signal.anomalous {
-                    let Some(entry) = tracked.get_mut(&signal.key) else {
+                    let Some(entry) = tracked.get_mut(&id) else {
                         continue;
                     };
                     if entry.anomaly.checks > 0 {
@@ -421,26 +441,24 @@ impl Engine {
                         entry.anomaly.checks = 0;
                         entry.acted = false;
                     } else {
-                        tracked.remove(&signal.key);
+                        tracked.remove(&id);
                     }
                     continue;
                 }
-                let entry = tracked
-                    .entry(signal.key.clone())
-                    .or_insert_with(|| Tracked {
-                        anomaly: Anomaly {
-                            key: signal.key.clone(),
-                            monitor: monitor.name().to_string(),
-                            message: signal.message.clone(),
-                            checks: 0,
-                            first_seen: self.clock.wall(),
-                            details: Value::Null,
-                            extent: None,
-                        },
-                        first_seen_at: now,
-                        cooldown_until: None,
-                        acted: false,
-                    });
+                let entry = tracked.entry(id.clone()).or_insert_with(|| Tracked {
+                    anomaly: Anomaly {
+                        key: signal.key.clone(),
+                        monitor: monitor.name().to_string(),
+                        message: signal.message.clone(),
+                        checks: 0,
+                        first_seen: self.clock.wall(),
+                        details: Value::Null,
+                        extent: None,
+                    },
+                    first_seen_at: now,
+                    cooldown_until: None,
+                    acted: false,
+                });
                 if entry.anomaly.checks == 0 {
                     // Back after it cleared during its cooldown: a new run of checks.
                     entry.anomaly.first_seen = self.clock.wall();
@@ -468,14 +486,22 @@ impl Engine {
                     });
                     continue;
                 }
-                // Acted on now: no other round touches it until the cooldown ends.
+                // Acted on now: no other round touches it until the cooldown ends, which is
+                // set again once the handling is over.
                 entry.cooldown_until = Some(now + self.config.cooldown);
                 entry.acted = true;
-                due.push(entry.anomaly.clone());
+                due.push((id, entry.anomaly.clone()));
             }
         }
-        for anomaly in due {
+        for (id, anomaly) in due {
             events.push(self.handle(&anomaly).await);
+            // The cooldown runs from the end of the handling: its retries, waits and slow
+            // actions can outlast the cooldown, and the next round would act again at once.
+            let ended = self.clock.now();
+            let mut tracked = self.tracked.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = tracked.get_mut(&id) {
+                entry.cooldown_until = Some(ended + self.config.cooldown);
+            }
         }
         events
     }
@@ -526,6 +552,7 @@ impl Engine {
                 actions: names,
             };
         }
+        let mut last_error = None;
         for action in &playbook.actions {
             let mut backoff =
                 Backoff::new(self.config.retry, self.clock.clone(), fastrand::u64(..));
@@ -538,12 +565,12 @@ impl Engine {
                 record.attempt = Some(attempt);
                 record.result = Some(match &result {
                     Ok(done) => format!("ok: {done}"),
-                    Err(error) => format!("failed: {error}"),
+                    Err(error) => format!("failed: {}", error.describe()),
                 });
                 self.record(record);
                 match result {
                     Ok(done) => {
-                        tracing::info!(anomaly = %anomaly.key, action = action.name(), attempt, %done, "recovered");
+                        tracing::info!(anomaly = %anomaly.key, monitor = %anomaly.monitor, action = action.name(), attempt, %done, "recovered");
                         metrics::counter!("kafka_ops_recoveries_total", "result" => "recovered")
                             .increment(1);
                         return EngineEvent::Recovered {
@@ -552,7 +579,9 @@ impl Engine {
                         };
                     }
                     Err(error) => {
-                        tracing::warn!(anomaly = %anomaly.key, action = action.name(), attempt, %error, "recovery attempt failed");
+                        let error = error.describe();
+                        tracing::warn!(anomaly = %anomaly.key, monitor = %anomaly.monitor, action = action.name(), attempt, %error, "recovery attempt failed");
+                        last_error = Some(error);
                         match backoff.next_delay() {
                             Some(delay) => tokio::time::sleep(delay).await,
                             None => break,
@@ -567,13 +596,14 @@ impl Engine {
             Severity::Critical,
             anomaly,
             format!(
-                "{}: automatic recovery failed after {} ({}); escalating",
+                "{}: automatic recovery failed after {} ({}); escalating{}",
                 anomaly.message,
                 names.join(", "),
                 match self.config.retry.max_attempts {
                     Some(n) => format!("{} attempts each", n + 1),
                     None => "retries exhausted".into(),
-                }
+                },
+                last_error.map_or_else(String::new, |e| format!(". Last error: {e}"))
             ),
         )
         .await;

@@ -89,6 +89,31 @@ pub enum RecoveryError {
     },
 }
 
+impl RecoveryError {
+    /// The message with every cause after it (`message: cause: cause`), for the audit trail,
+    /// notifications and logs: `Display` keeps to the top-level message, which alone often
+    /// does not say what went wrong ("notifier webhook failed"). A cause whose text the
+    /// message already quotes is not repeated.
+    pub fn describe(&self) -> String {
+        describe_chain(self)
+    }
+}
+
+/// `error`'s message followed by each of its causes' not already included.
+fn describe_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let message = error.to_string();
+        if !message.is_empty() && !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = error.source();
+    }
+    text
+}
+
 /// The error a circuit breaker's rejection is reported as.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("circuit breaker {name} is open; calls are rejected for {retry_after:?}")]
@@ -97,4 +122,43 @@ pub struct BreakerOpen {
     pub name: String,
     /// When calls may be tried again.
     pub retry_after: std::time::Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_description_walks_the_whole_cause_chain() {
+        let error = RecoveryError::Notify {
+            notifier: "webhook".into(),
+            source: "the webhook answered 500 Internal Server Error".into(),
+        };
+        assert_eq!(error.to_string(), "notifier webhook failed");
+        assert_eq!(
+            error.describe(),
+            "notifier webhook failed: the webhook answered 500 Internal Server Error"
+        );
+        let io = RecoveryError::Io {
+            what: "append to audit trail".into(),
+            source: std::io::Error::other("no space left on device"),
+        };
+        assert_eq!(
+            io.describe(),
+            "could not append to audit trail: no space left on device"
+        );
+        // A message that already quotes its cause does not say it twice.
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Quoting(#[source] std::io::Error);
+        let quoting = RecoveryError::Notify {
+            notifier: "smtp".into(),
+            source: Box::new(Quoting(std::io::Error::other("refused"))),
+        };
+        assert_eq!(quoting.describe(), "notifier smtp failed: outer: refused");
+        assert_eq!(
+            RecoveryError::Config("x".into()).describe(),
+            "invalid recovery configuration: x"
+        );
+    }
 }

@@ -18,6 +18,9 @@ pub struct Notification {
     pub text: String,
     /// The anomaly's key.
     pub anomaly: String,
+    /// The monitor that saw it (one key may come from several monitors).
+    #[serde(default)]
+    pub monitor: String,
     /// When.
     pub time: Timestamp,
 }
@@ -44,13 +47,13 @@ impl Notifier for LogNotifier {
     async fn notify(&self, n: &Notification) -> Result<(), RecoveryError> {
         match n.level {
             Severity::Info => {
-                tracing::info!(anomaly = %n.anomaly, title = %n.title, "{}", n.text)
+                tracing::info!(anomaly = %n.anomaly, monitor = %n.monitor, title = %n.title, "{}", n.text)
             }
             Severity::Warning => {
-                tracing::warn!(anomaly = %n.anomaly, title = %n.title, "{}", n.text)
+                tracing::warn!(anomaly = %n.anomaly, monitor = %n.monitor, title = %n.title, "{}", n.text)
             }
             Severity::Critical => {
-                tracing::error!(anomaly = %n.anomaly, title = %n.title, "{}", n.text)
+                tracing::error!(anomaly = %n.anomaly, monitor = %n.monitor, title = %n.title, "{}", n.text)
             }
         }
         Ok(())

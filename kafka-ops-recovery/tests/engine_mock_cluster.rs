@@ -287,6 +287,7 @@ async fn notifications_arrive_by_mail() {
             title: "kafka-ops: consumer_liveness".into(),
             text: "billing stopped polling; restart failed 4 times".into(),
             anomaly: "consumer_liveness".into(),
+            monitor: "billing".into(),
             time: Timestamp::from_millis(1_795_420_800_000),
         })
         .await

@@ -88,3 +88,56 @@ notifiers:
         );
     }
 }
+
+#[test]
+fn a_retry_policy_without_any_limit_is_refused() {
+    let text = r#"
+engine:
+  retry: { initial_delay: 1s, multiplier: 1.5, max_delay: 10s, max_attempts: null }
+monitors:
+  - { type: poison_record }
+"#;
+    let config = SelfHealingConfig::from_yaml(text).unwrap();
+    assert_eq!(config.engine.retry.max_attempts, None);
+    let problems = Registry::with_builtins().validate(&config);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("engine: invalid recovery configuration: engine.retry"),
+        "{problems:#?}"
+    );
+}
+
+#[cfg(feature = "webhook")]
+#[test]
+fn a_webhook_without_time_to_answer_is_refused() {
+    let text = r#"
+monitors:
+  - { type: poison_record }
+notifiers:
+  - { type: webhook, url: "https://hooks.example.com/T0", timeout: 0s }
+"#;
+    let config = SelfHealingConfig::from_yaml(text).unwrap();
+    let problems = Registry::with_builtins().validate(&config);
+    assert_eq!(
+        problems,
+        ["notifiers[0] (webhook): timeout: must be positive"]
+    );
+}
+
+#[cfg(feature = "smtp")]
+#[test]
+fn an_smtp_login_needs_both_a_username_and_a_password() {
+    let text = r#"
+monitors:
+  - { type: poison_record }
+notifiers:
+  - { type: smtp, host: smtp.example.com, port: 587, username: kafka-ops, from: "a@example.com", to: ["b@example.com"] }
+"#;
+    let config = SelfHealingConfig::from_yaml(text).unwrap();
+    let problems = Registry::with_builtins().validate(&config);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("notifiers[0] (smtp): ") && problems[0].contains("password"),
+        "{problems:#?}"
+    );
+}

@@ -4,13 +4,23 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A monitor whose next answers the test sets.
 struct Scripted {
+    name: &'static str,
     signals: Mutex<Vec<Signal>>,
+}
+
+impl Scripted {
+    fn new(name: &'static str, signals: Vec<Signal>) -> Arc<Self> {
+        Arc::new(Scripted {
+            name,
+            signals: Mutex::new(signals),
+        })
+    }
 }
 
 #[async_trait]
 impl Monitor for Scripted {
     fn name(&self) -> &str {
-        "scripted"
+        self.name
     }
     async fn observe(&self) -> Result<Vec<Signal>, RecoveryError> {
         Ok(self.signals.lock().unwrap().clone())
@@ -65,9 +75,10 @@ struct Setup {
 
 fn setup(failures: u32, config: EngineConfig) -> Setup {
     let clock = Arc::new(ManualClock::new());
-    let monitor = Arc::new(Scripted {
-        signals: Mutex::new(vec![Signal::anomaly("consumer_liveness", "not polling")]),
-    });
+    let monitor = Scripted::new(
+        "scripted",
+        vec![Signal::anomaly("consumer_liveness", "not polling")],
+    );
     let action = Arc::new(Flaky {
         failures_left: AtomicU32::new(failures),
         runs: AtomicU32::new(0),
@@ -351,5 +362,249 @@ fn bad_settings_are_refused() {
             ..config()
         })
         .is_err()
+    );
+}
+
+#[test]
+fn a_retry_policy_without_any_limit_is_refused() {
+    // Neither a number of attempts nor a time limit: a failing action would be retried for
+    // ever and the round would never end.
+    let unbounded = BackoffPolicy {
+        max_attempts: None,
+        max_elapsed: None,
+        ..BackoffPolicy::runbook()
+    };
+    let error = Engine::new(EngineConfig {
+        retry: unbounded,
+        ..config()
+    })
+    .unwrap_err();
+    assert!(error.to_string().contains("engine.retry"), "{error}");
+    for bounded in [
+        BackoffPolicy {
+            max_attempts: None,
+            ..BackoffPolicy::runbook()
+        }
+        .with_max_elapsed(Duration::from_secs(60)),
+        BackoffPolicy::runbook(),
+    ] {
+        assert!(
+            Engine::new(EngineConfig {
+                retry: bounded,
+                ..config()
+            })
+            .is_ok()
+        );
+    }
+}
+
+/// An action that ends `takes` later on the manual clock (waits, retries, slow restarts).
+struct Slow {
+    clock: Arc<ManualClock>,
+    takes: Duration,
+    runs: AtomicU32,
+}
+
+#[async_trait]
+impl RecoveryAction for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    async fn execute(&self, _anomaly: &Anomaly) -> Result<String, RecoveryError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.clock.advance(self.takes);
+        Ok("fixed, slowly".into())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cooldown_starts_when_the_handling_ends() {
+    let clock = Arc::new(ManualClock::new());
+    let action = Arc::new(Slow {
+        clock: clock.clone(),
+        takes: Duration::from_secs(400),
+        runs: AtomicU32::new(0),
+    });
+    let engine = Engine::new(EngineConfig {
+        grace_checks: 1,
+        grace_period: Duration::ZERO,
+        cooldown: Duration::from_secs(300),
+        ..config()
+    })
+    .unwrap()
+    .with_clock(clock.clone())
+    .monitor(Scripted::new(
+        "scripted",
+        vec![Signal::anomaly("consumer_liveness", "not polling")],
+    ))
+    .playbook(Playbook {
+        matches: "consumer_*".into(),
+        actions: vec![action.clone()],
+    });
+    let recovered = || {
+        vec![EngineEvent::Recovered {
+            key: "consumer_liveness".into(),
+            action: "slow".into(),
+        }]
+    };
+    assert_eq!(engine.tick().await, recovered());
+    // The handling took 400 s, longer than the cooldown: it still holds for 300 s after it.
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(engine.tick().await, vec![]);
+    clock.advance(Duration::from_secs(280));
+    assert_eq!(engine.tick().await, vec![]);
+    assert_eq!(action.runs.load(Ordering::SeqCst), 1);
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(engine.tick().await, recovered());
+    assert_eq!(action.runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_key_from_two_monitors_is_two_anomalies() {
+    // Two health monitors of different groups both report the probe's key: the healthy one
+    // must not clear the other's anomaly.
+    for healthy_first in [false, true] {
+        let clock = Arc::new(ManualClock::new());
+        let sick = Scripted::new("billing", vec![Signal::anomaly("consumer_lag", "lags")]);
+        let fine = Scripted::new("audit", vec![Signal::healthy("consumer_lag")]);
+        let action = Arc::new(Flaky {
+            failures_left: AtomicU32::new(0),
+            runs: AtomicU32::new(0),
+        });
+        let path = std::env::temp_dir().join(format!(
+            "{}.jsonl",
+            kafka_ops_core::testkit::unique_name("audit")
+        ));
+        let mut engine = Engine::new(EngineConfig {
+            grace_checks: 2,
+            grace_period: Duration::ZERO,
+            ..config()
+        })
+        .unwrap()
+        .with_clock(clock.clone())
+        .audit(AuditTrail::open(&path).unwrap());
+        let (first, second): (Arc<dyn Monitor>, Arc<dyn Monitor>) = if healthy_first {
+            (fine.clone(), sick.clone())
+        } else {
+            (sick.clone(), fine.clone())
+        };
+        engine = engine.monitor(first).monitor(second).playbook(Playbook {
+            matches: "consumer_*".into(),
+            actions: vec![action.clone()],
+        });
+        assert_eq!(
+            engine.tick().await,
+            vec![EngineEvent::Detected {
+                key: "consumer_lag".into(),
+                checks: 1
+            }]
+        );
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(
+            engine.tick().await,
+            vec![EngineEvent::Recovered {
+                key: "consumer_lag".into(),
+                action: "flaky".into()
+            }]
+        );
+        assert_eq!(action.runs.load(Ordering::SeqCst), 1);
+        let trail = AuditTrail::read(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        let acted: Vec<&str> = trail
+            .iter()
+            .filter(|r| r.decision == "act")
+            .map(|r| r.monitor.as_str())
+            .collect();
+        assert_eq!(acted, ["billing"]);
+        assert!(trail.iter().all(|r| r.decision != "cleared"), "{trail:#?}");
+    }
+}
+
+/// A notifier whose endpoint answers with an error.
+struct Refusing;
+
+#[async_trait]
+impl Notifier for Refusing {
+    fn name(&self) -> &str {
+        "webhook"
+    }
+    async fn notify(&self, _n: &Notification) -> Result<(), RecoveryError> {
+        Err(RecoveryError::Notify {
+            notifier: "webhook".into(),
+            source: "the webhook answered 500 Internal Server Error".into(),
+        })
+    }
+}
+
+/// An action failing with an error whose cause says what went wrong.
+struct Broken;
+
+#[async_trait]
+impl RecoveryAction for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    async fn execute(&self, _anomaly: &Anomaly) -> Result<String, RecoveryError> {
+        Err(RecoveryError::Io {
+            what: "write the restart marker".into(),
+            source: std::io::Error::other("no space left on device"),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_audit_trail_and_notifications_keep_the_whole_cause_chain() {
+    let path = std::env::temp_dir().join(format!(
+        "{}.jsonl",
+        kafka_ops_core::testkit::unique_name("audit")
+    ));
+    let notes = Arc::new(Collect::default());
+    let engine = Engine::new(EngineConfig {
+        grace_checks: 1,
+        grace_period: Duration::ZERO,
+        retry: BackoffPolicy::constant(Duration::from_secs(1), 1),
+        ..config()
+    })
+    .unwrap()
+    .with_clock(Arc::new(ManualClock::new()))
+    .monitor(Scripted::new(
+        "scripted",
+        vec![Signal::anomaly("consumer_liveness", "not polling")],
+    ))
+    .playbook(Playbook {
+        matches: "consumer_*".into(),
+        actions: vec![Arc::new(Broken)],
+    })
+    .notifier(Arc::new(Refusing))
+    .notifier(notes.clone())
+    .audit(AuditTrail::open(&path).unwrap());
+    assert_eq!(
+        engine.tick().await,
+        vec![EngineEvent::Escalated {
+            key: "consumer_liveness".into()
+        }]
+    );
+    let trail = AuditTrail::read(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    let result = |decision: &str| {
+        trail
+            .iter()
+            .find(|r| r.decision == decision)
+            .and_then(|r| r.result.clone())
+            .unwrap_or_else(|| panic!("no {decision} record: {trail:#?}"))
+    };
+    assert_eq!(
+        result("act"),
+        "failed: could not write the restart marker: no space left on device"
+    );
+    assert_eq!(
+        result("notification failed"),
+        "notifier webhook failed: the webhook answered 500 Internal Server Error"
+    );
+    let notes = notes.0.lock().unwrap();
+    assert!(
+        notes[0].text.contains("no space left on device"),
+        "{}",
+        notes[0].text
     );
 }

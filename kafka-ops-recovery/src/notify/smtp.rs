@@ -77,8 +77,23 @@ impl SmtpNotifier {
         }
         .port(settings.port)
         .timeout(Some(std::time::Duration::from_secs(15)));
-        if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
-            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+        // Half a login would quietly send without authenticating: a server that needs it
+        // refuses every mail, and the mistake shows only when someone must be told.
+        match (&settings.username, &settings.password) {
+            (Some(user), Some(password)) => {
+                builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+            }
+            (Some(_), None) => {
+                return Err(RecoveryError::Config(
+                    "smtp password: a username is given without a password".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(RecoveryError::Config(
+                    "smtp username: a password is given without a username".into(),
+                ));
+            }
+            (None, None) => {}
         }
         let from = settings.from.parse().map_err(|e| config("from", &e))?;
         if settings.to.is_empty() {
@@ -119,8 +134,8 @@ impl Notifier for SmtpNotifier {
         }
         let message = message
             .body(format!(
-                "{}\n\nanomaly: {}\ntime: {}\n",
-                n.text, n.anomaly, n.time
+                "{}\n\nanomaly: {}\nmonitor: {}\ntime: {}\n",
+                n.text, n.anomaly, n.monitor, n.time
             ))
             .map_err(|e| failed(Box::new(e)))?;
         self.transport
@@ -128,5 +143,40 @@ impl Notifier for SmtpNotifier {
             .await
             .map_err(|e| failed(Box::new(e)))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(username: Option<&str>, password: Option<&str>) -> SmtpSettings {
+        SmtpSettings {
+            host: "smtp.example.com".into(),
+            port: 587,
+            security: "starttls".into(),
+            username: username.map(Into::into),
+            password: password.map(Into::into),
+            from: "kafka-ops@example.com".into(),
+            to: vec!["oncall@example.com".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_login_needs_both_a_username_and_a_password() {
+        // Half a login would silently send without authenticating.
+        let error = SmtpNotifier::new(&settings(Some("kafka-ops"), None)).unwrap_err();
+        assert!(
+            matches!(&error, RecoveryError::Config(m) if m.contains("password")),
+            "{error}"
+        );
+        let error = SmtpNotifier::new(&settings(None, Some("secret"))).unwrap_err();
+        assert!(
+            matches!(&error, RecoveryError::Config(m) if m.contains("username")),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("secret"), "{error}");
+        assert!(SmtpNotifier::new(&settings(Some("kafka-ops"), Some("secret"))).is_ok());
+        assert!(SmtpNotifier::new(&settings(None, None)).is_ok());
     }
 }

@@ -15,7 +15,7 @@ pub struct WebhookNotifier {
 }
 
 impl WebhookNotifier {
-    /// A notifier posting to `url`, each request bounded by `timeout`.
+    /// A notifier posting to `url`, each request bounded by `timeout` (positive).
     pub fn new(
         url: impl Into<String>,
         timeout: std::time::Duration,
@@ -25,6 +25,13 @@ impl WebhookNotifier {
             return Err(RecoveryError::Config(format!(
                 "webhook url must be http(s): {url:?}"
             )));
+        }
+        // A zero timeout fails every request before the endpoint can answer: nobody would
+        // ever be told.
+        if timeout.is_zero() {
+            return Err(RecoveryError::Config(
+                "webhook timeout must be positive".into(),
+            ));
         }
         let client = reqwest::Client::builder()
             .timeout(timeout)
@@ -48,6 +55,7 @@ impl WebhookNotifier {
             "level": n.level,
             "title": n.title,
             "anomaly": n.anomaly,
+            "monitor": n.monitor,
             "time": n.time,
             "details": n.text,
         })
@@ -79,5 +87,25 @@ impl Notifier for WebhookNotifier {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_request_needs_time_to_be_answered() {
+        // A zero timeout fails every notification before the endpoint can answer.
+        let error =
+            WebhookNotifier::new("https://hooks.example.com/T0", Duration::ZERO).unwrap_err();
+        assert!(
+            matches!(&error, RecoveryError::Config(m) if m.contains("timeout")),
+            "{error}"
+        );
+        assert!(
+            WebhookNotifier::new("https://hooks.example.com/T0", Duration::from_secs(1)).is_ok()
+        );
     }
 }

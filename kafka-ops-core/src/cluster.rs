@@ -499,8 +499,12 @@ pub async fn fill_time_lag_of_groups<Q: OffsetQuery + ?Sized>(
     Ok(())
 }
 
+#[cfg(any(test, feature = "mock"))]
+mod mock;
 mod pass;
 #[cfg(test)]
 mod tests;
 
+#[cfg(any(test, feature = "mock"))]
+pub use mock::MockClusterQuery;
 pub use pass::{AllGroupsLag, GroupFailure, all_groups_lag, group_lag, groups_lag};

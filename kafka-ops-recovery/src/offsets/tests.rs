@@ -1,70 +1,12 @@
 use super::*;
-use async_trait::async_trait;
 use kafka_ops_core::cluster::{
-    ClusterMetadata, GroupDescription, GroupListing, GroupMember, GroupOffsetMap, GroupState,
-    GroupType, MetadataQuery, MockGroupQuery, MockMetadataQuery, MockOffsetQuery, OffsetQuery,
-    PartitionError, PartitionResults,
+    GroupDescription, GroupMember, GroupState, GroupType, MockClusterQuery, MockGroupQuery,
+    PartitionError,
 };
 use kafka_ops_core::{KafkaCode, ListedOffset, Watermarks};
 
 /// One mock cluster made of the three query mocks.
-#[derive(Default)]
-struct Mocks {
-    metadata: MockMetadataQuery,
-    offsets: MockOffsetQuery,
-    groups: MockGroupQuery,
-}
-
-#[async_trait]
-impl MetadataQuery for Mocks {
-    async fn metadata(&self, topics: &[String]) -> Result<ClusterMetadata, Error> {
-        self.metadata.metadata(topics).await
-    }
-}
-
-#[async_trait]
-impl OffsetQuery for Mocks {
-    async fn watermarks(
-        &self,
-        partitions: &[TopicPartition],
-        isolation: IsolationLevel,
-    ) -> Result<PartitionResults<Watermarks>, Error> {
-        self.offsets.watermarks(partitions, isolation).await
-    }
-    async fn list_offsets(
-        &self,
-        queries: &[(TopicPartition, OffsetSpec)],
-        isolation: IsolationLevel,
-    ) -> Result<PartitionResults<ListedOffset>, Error> {
-        self.offsets.list_offsets(queries, isolation).await
-    }
-    async fn committed_offsets(
-        &self,
-        group: &str,
-        partitions: &[TopicPartition],
-    ) -> Result<PartitionResults<Option<Offset>>, Error> {
-        self.offsets.committed_offsets(group, partitions).await
-    }
-    async fn record_timestamps(
-        &self,
-        positions: &[(TopicPartition, Offset)],
-    ) -> Result<Vec<(TopicPartition, Option<Timestamp>)>, Error> {
-        self.offsets.record_timestamps(positions).await
-    }
-}
-
-#[async_trait]
-impl GroupQuery for Mocks {
-    async fn list_groups(&self) -> Result<Vec<GroupListing>, Error> {
-        self.groups.list_groups().await
-    }
-    async fn describe_groups(&self, groups: &[String]) -> Result<Vec<GroupDescription>, Error> {
-        self.groups.describe_groups(groups).await
-    }
-    async fn group_offsets(&self, group: &str) -> Result<GroupOffsetMap, Error> {
-        self.groups.group_offsets(group).await
-    }
-}
+type Mocks = MockClusterQuery;
 
 fn offset(n: i64) -> Offset {
     Offset::new(n).unwrap()

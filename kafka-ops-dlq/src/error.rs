@@ -20,6 +20,23 @@ pub enum DlqError {
     /// The operation was refused, and nothing was changed.
     #[error("refused: {0}")]
     Refused(String),
+    /// An archive could not read every record it set out to: records were removed from the
+    /// topic while it read them (retention deleting old segments, another purge), so the
+    /// partitions named were not read to the end offsets taken when it started. Nothing was
+    /// written and nothing deleted; archiving again starts from the records left.
+    #[error(
+        "the archive of {topic} is incomplete: records of partitions {partitions:?} were removed while they were read; nothing was written or deleted"
+    )]
+    ArchiveIncomplete {
+        /// The topic archived.
+        topic: String,
+        /// The partitions records were removed from before the archive read them (every
+        /// partition not read to its end, when the watermarks could not be read again).
+        partitions: Vec<i32>,
+        /// The reader's error (boxed: it would make every result of the crate larger).
+        #[source]
+        source: Box<kafka_ops_core::Error>,
+    },
     /// The broker cannot do what was asked.
     #[error("{operation} is not supported by this cluster: {reason}")]
     Unsupported {

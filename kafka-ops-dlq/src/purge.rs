@@ -2,10 +2,13 @@
 //!
 //! [`archive`] copies a topic, up to the end offsets of the moment it starts, to a file of JSON
 //! lines — one record per line, key, value and header values in base64, nothing lost — written
-//! to a temporary name and renamed only once complete and synced. [`read_archive`] reads it
-//! back. [`purge`] archives first, then deletes exactly what it archived (admin
-//! `DeleteRecords` up to those offsets), and only when the caller confirms by naming the topic
-//! again; a broker that cannot delete records gets a clear refusal, the archive kept.
+//! to a temporary name and renamed only once complete and synced. Records removed from the
+//! topic while it reads them (retention, another purge) make it fail
+//! ([`DlqError::ArchiveIncomplete`]) rather than write an archive with a hole. [`read_archive`]
+//! reads it back. [`purge`] archives first, then deletes exactly what it archived (admin
+//! `DeleteRecords` up to the offset after each partition's last archived record), and only when
+//! the caller confirms by naming the topic again; a broker that cannot delete records gets a
+//! clear refusal, the archive kept.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -108,14 +111,17 @@ impl ArchivedRecord {
     }
 }
 
-/// Archived offsets of one partition: `[from, to)`.
+/// Archived offsets of one partition, `[from, to)`: every record the partition held there (as
+/// a `read_committed` reader sees it) is in the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ArchivedRange {
     /// Partition.
     pub partition: i32,
-    /// First offset archived.
+    /// The partition's start offset when the archive began.
     pub from: i64,
-    /// The offset after the last one archived.
+    /// The offset after the last record archived (`from` when none was). It falls short of
+    /// the partition's end offset of the start where the last offsets held no readable record:
+    /// transaction markers, records of aborted transactions.
     pub to: i64,
 }
 
@@ -141,9 +147,15 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DlqError + '_ {
     }
 }
 
+/// `_AUTO_OFFSET_RESET`, librdkafka's error for a fetch out of range when `auto.offset.reset`
+/// is `error`: the records at the reader's position were removed while it read.
+const OFFSET_RESET: KafkaCode = KafkaCode(-140);
+
 /// Archives `topic` from its start to the end offsets of now into `path` (JSON lines),
 /// calling `progress(records written, records to write)` as it goes. The file appears only
-/// once complete; an existing file is not overwritten.
+/// once complete; an existing file is not overwritten. Records removed while they are read
+/// (retention deleting old segments, another purge) end it with
+/// [`DlqError::ArchiveIncomplete`], nothing written: archiving again starts from what is left.
 pub async fn archive(
     client_config: &ClientConfig,
     topic: &str,
@@ -156,7 +168,13 @@ pub async fn archive(
             path.display()
         )));
     }
-    let config = client_config.clone();
+    let mut config = client_config.clone();
+    // A fetch at offsets removed since the read began is out of range. librdkafka's default
+    // answer jumps to the partition's end, and the first record written after the jump then
+    // ends the range as if every record before it had been read: the archive would have a
+    // hole, and purge would delete what it never archived. An error stops the archive instead
+    // (whatever the caller's setting, which this reader never needs).
+    config.set("auto.offset.reset", "error");
     let topic = topic.to_string();
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -179,6 +197,8 @@ pub async fn archive(
         let mut out = BufWriter::new(file);
         let mut records = 0_u64;
         let mut bytes = 0_u64;
+        // The offset after each partition's last record written: what purge may delete.
+        let mut archived_to: BTreeMap<i32, i64> = BTreeMap::new();
         let result = reader.read(&topic, &ranges, |step| {
             if let Step::Record(record) = step {
                 let line = serde_json::to_string(&ArchivedRecord::from_record(&record))
@@ -186,6 +206,7 @@ pub async fn archive(
                 out.write_all(line.as_bytes())
                     .and_then(|()| out.write_all(b"\n"))
                     .map_err(io_error(&partial))?;
+                archived_to.insert(record.partition, record.offset.get() + 1);
                 records += 1;
                 bytes += line.len() as u64 + 1;
                 if records.is_multiple_of(1_000) {
@@ -193,6 +214,50 @@ pub async fn archive(
                 }
             }
             Ok::<(), DlqError>(())
+        });
+        let archived: Vec<ArchivedRange> = ranges
+            .iter()
+            .map(|r| ArchivedRange {
+                partition: r.partition,
+                from: r.start,
+                to: archived_to.get(&r.partition).copied().unwrap_or(r.start),
+            })
+            .collect();
+        let result = result.map_err(|error| match error {
+            DlqError::Kafka(source)
+                if source.code().is_some_and(|code| {
+                    code == OFFSET_RESET || code == KafkaCode::OFFSET_OUT_OF_RANGE
+                }) =>
+            {
+                let short: Vec<i32> = ranges
+                    .iter()
+                    .zip(&archived)
+                    .filter(|(range, done)| done.to < range.end)
+                    .map(|(range, _)| range.partition)
+                    .collect();
+                // The reader's error does not name its partition: those whose log start is
+                // now past where the archive stopped are the ones records were removed from.
+                let removed: Vec<i32> = reader
+                    .watermarks_of(&topic, &short)
+                    .map(|marks| {
+                        marks
+                            .into_iter()
+                            .filter(|(partition, low, _)| {
+                                archived
+                                    .iter()
+                                    .any(|done| done.partition == *partition && *low > done.to)
+                            })
+                            .map(|(partition, _, _)| partition)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                DlqError::ArchiveIncomplete {
+                    topic: topic.clone(),
+                    partitions: if removed.is_empty() { short } else { removed },
+                    source: Box::new(source),
+                }
+            }
+            other => other,
         });
         let finish = result.and_then(|()| {
             let file = out
@@ -211,14 +276,7 @@ pub async fn archive(
             path,
             records,
             bytes,
-            ranges: ranges
-                .iter()
-                .map(|r| ArchivedRange {
-                    partition: r.partition,
-                    from: r.start,
-                    to: r.end,
-                })
-                .collect(),
+            ranges: archived,
         })
     })
     .await
@@ -260,22 +318,41 @@ pub struct PurgeReport {
 /// The bound on each DeleteRecords request.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Archives `topic` to `archive_path`, then deletes the archived records from it. `confirm`
-/// must be the topic's name (as a person would type it): anything else refuses before
-/// anything is read. A broker that cannot delete records ([`DlqError::Unsupported`]) leaves
-/// the topic untouched and the archive in place.
+/// Archives `topic` to `archive_path`, then deletes the archived records from it: each
+/// partition up to the offset after its last archived record ([`ArchivedRange::to`]), never
+/// further, so a record the archive does not hold is never deleted. `confirm` must be the
+/// topic's name (as a person would type it): anything else refuses before anything is read.
+/// An archive that could not read every record ([`DlqError::ArchiveIncomplete`]) deletes
+/// nothing at all. A broker that cannot delete records ([`DlqError::Unsupported`]) leaves the
+/// topic untouched and the archive in place.
 pub async fn purge(
     client_config: &ClientConfig,
     topic: &str,
     archive_path: &Path,
     confirm: &str,
 ) -> Result<PurgeReport, DlqError> {
+    purge_with_progress(client_config, topic, archive_path, confirm, |_, _| {}).await
+}
+
+/// [`purge`], calling `progress(records written, records to write)` while the archive is
+/// written, as [`archive`] does: a large topic takes a while to archive before anything is
+/// deleted.
+pub async fn purge_with_progress(
+    client_config: &ClientConfig,
+    topic: &str,
+    archive_path: &Path,
+    confirm: &str,
+    progress: impl Fn(u64, u64) + Send + 'static,
+) -> Result<PurgeReport, DlqError> {
     if confirm != topic {
         return Err(DlqError::Refused(format!(
             "purging deletes records: confirm by naming the topic ({topic}), got {confirm:?}"
         )));
     }
-    let archived = archive(client_config, topic, archive_path, |_, _| {}).await?;
+    let archived = archive(client_config, topic, archive_path, progress).await?;
+    // Up to what was archived, not to the end offsets the archive set out for: offsets after
+    // a partition's last archived record hold nothing readable (markers, aborted records), and
+    // deleting to a planned end would lose any record the read did not reach.
     let before: Vec<(i32, Offset)> = archived
         .ranges
         .iter()

@@ -14,68 +14,104 @@ use crate::error::DlqError;
 
 /// An error message with its variable parts (numbers, ids, quoted values) replaced, so
 /// "offset 17 out of range" and "offset 942 out of range" are one pattern.
+///
+/// Each run of digits becomes one `#`, inside words too ("3000ms" and "45ms" are both `#ms`);
+/// a hex word of at least 8 characters with a digit (a UUID, a hash) becomes `<id>`; a value
+/// in quotes becomes `<str>`. A quote is taken as one only where it opens a value — at the
+/// start, after a space, `=`, `:`, `,` or an opening bracket — and something closes it, so the
+/// apostrophe of "can't" or "owner's" stays a letter of its word.
 pub fn normalize(message: &str) -> String {
+    let chars: Vec<char> = message.chars().collect();
     let mut out = String::with_capacity(message.len());
-    let mut chars = message.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' | '\'' => {
-                // A quoted value: up to the matching quote (or the end).
-                for next in chars.by_ref() {
-                    if next == c {
-                        break;
-                    }
+    // Per quote, `"` then `'`: a search for its closing quote already reached the end, so no
+    // later one is closed either — searching again would make a long message of unclosed
+    // quotes cost quadratic time.
+    let mut unclosed = [false; 2];
+    let mut at = 0;
+    while let Some(&c) = chars.get(at) {
+        let previous = at.checked_sub(1).and_then(|i| chars.get(i)).copied();
+        let kind = usize::from(c == '\'');
+        if (c == '"' || c == '\'') && previous.is_none_or(opens_value) && !unclosed[kind] {
+            match closing_quote(&chars, at) {
+                Some(close) => {
+                    out.push_str("<str>");
+                    at = close + 1;
+                    continue;
                 }
-                out.push_str("<str>");
+                None => unclosed[kind] = true,
             }
-            c if c.is_ascii_hexdigit() => {
-                let mut word = String::from(c);
-                while let Some(&next) = chars.peek() {
-                    if next.is_ascii_alphanumeric() || next == '-' || next == '_' {
-                        word.push(next);
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                out.push_str(&normalize_word(&word));
-            }
-            c if c.is_whitespace() => {
-                if !out.ends_with(' ') {
-                    out.push(' ');
-                }
-            }
-            c => {
+        }
+        if c.is_ascii_hexdigit() {
+            // Hex words take `-` in, so a UUID is one word.
+            let end = word_end(&chars, at, |next| {
+                next.is_ascii_alphanumeric() || next == '-' || next == '_'
+            });
+            out.push_str(&normalize_word(&chars[at..end].iter().collect::<String>()));
+            at = end;
+        } else if c.is_alphabetic() {
+            // Other words are kept, with their digits collapsed ("id42" is `id#`).
+            let end = word_end(&chars, at, |next| next.is_alphanumeric() || next == '_');
+            push_collapsing_digits(&mut out, chars[at..end].iter().copied());
+            at = end;
+        } else {
+            if !c.is_whitespace() {
                 out.push(c);
-                // Letters start words that are kept whole (so "id42" stays a word with a number).
-                if c.is_alphabetic() {
-                    while let Some(&next) = chars.peek() {
-                        if next.is_alphanumeric() || next == '_' {
-                            out.push(if next.is_ascii_digit() { '#' } else { next });
-                            chars.next();
-                        } else {
-                            break;
-                        }
-                    }
-                }
+            } else if !out.ends_with(' ') {
+                out.push(' ');
             }
+            at += 1;
         }
     }
     out.trim().to_string()
 }
 
+/// Whether a quote after `c` opens a value: after a word character it is an apostrophe.
+fn opens_value(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '=' | ':' | ',' | '(' | '[' | '{' | '<')
+}
+
+/// The index of the quote closing the one at `open`: the next same quote not followed by a
+/// letter or digit (the apostrophe of "o'brien" inside a value does not close it).
+fn closing_quote(chars: &[char], open: usize) -> Option<usize> {
+    let quote = *chars.get(open)?;
+    (open + 1..chars.len()).find(|&i| {
+        chars.get(i) == Some(&quote) && !chars.get(i + 1).is_some_and(|next| next.is_alphanumeric())
+    })
+}
+
+/// The index after the word starting at `start`, its later characters those `inside` takes.
+fn word_end(chars: &[char], start: usize, inside: impl Fn(char) -> bool) -> usize {
+    (start + 1..chars.len())
+        .find(|&i| chars.get(i).is_none_or(|&c| !inside(c)))
+        .unwrap_or(chars.len())
+}
+
+/// Pushes `word` with each run of digits as one `#`: one cause, whatever its numbers' lengths.
+fn push_collapsing_digits(out: &mut String, word: impl IntoIterator<Item = char>) {
+    let mut in_digits = false;
+    for c in word {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('#');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+}
+
 fn normalize_word(word: &str) -> String {
     let digits = word.chars().filter(char::is_ascii_digit).count();
     let hex = word.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-    if word.chars().all(|c| c.is_ascii_digit()) {
-        "#".into()
-    } else if hex && digits > 0 && word.len() >= 8 {
+    if hex && digits > 0 && word.len() >= 8 && word.chars().any(|c| !c.is_ascii_digit()) {
         "<id>".into()
     } else {
-        // An ordinary word that happens to start with a-f ("failed", "bad42").
-        word.chars()
-            .map(|c| if c.is_ascii_digit() { '#' } else { c })
-            .collect()
+        // A number, or an ordinary word that happens to start with a-f ("failed", "bad42").
+        let mut out = String::with_capacity(word.len());
+        push_collapsing_digits(&mut out, word.chars());
+        out
     }
 }
 
@@ -85,6 +121,19 @@ pub fn fingerprint(message: &str) -> String {
         "{:016x}",
         xxhash_rust::xxh3::xxh3_64(normalize(message).as_bytes())
     )
+}
+
+/// The message a dead letter is grouped and selected by: its error message, or
+/// `<no message>` where its headers carry none (Karafka's). [`Patterns`] and a replay's
+/// fingerprint selection both go through it, so a fingerprint inspect shows selects exactly
+/// its pattern's records.
+pub fn pattern_message(info: &DeadLetterInfo) -> &str {
+    info.error_message.as_deref().unwrap_or("<no message>")
+}
+
+/// [`fingerprint`] of [`pattern_message`].
+pub fn pattern_fingerprint(info: &DeadLetterInfo) -> String {
+    fingerprint(pattern_message(info))
 }
 
 /// Records of one error pattern.
@@ -126,12 +175,9 @@ impl Patterns {
     /// Adds a parsed record (`time`: the dead-letter record's own timestamp, used when the
     /// headers carry no failure time).
     pub fn add_info(&mut self, info: &DeadLetterInfo, time: Option<Timestamp>) {
-        let message = info
-            .error_message
-            .clone()
-            .unwrap_or_else(|| "<no message>".into());
+        let message = pattern_message(info).to_string();
         let normalized = normalize(&message);
-        let fingerprint = fingerprint(&message);
+        let fingerprint = pattern_fingerprint(info);
         let key = (
             info.error_class.map(ErrorClass::as_str),
             info.error_type.clone(),
@@ -273,7 +319,7 @@ mod tests {
             normalize("order 'A-17' failed:  user 5f2b9c1e-0d7a-4b1e-9c3a-1e2f3a4b5c6d   unknown"),
             "order <str> failed: user <id> unknown"
         );
-        assert_eq!(normalize("bad42 deadbeef00 cafe"), "bad## <id> cafe");
+        assert_eq!(normalize("bad42 deadbeef00 cafe"), "bad# <id> cafe");
         assert_eq!(
             fingerprint("timeout after 3000 ms"),
             fingerprint("timeout after 45 ms")
@@ -281,6 +327,58 @@ mod tests {
         assert_ne!(
             fingerprint("timeout after 3000 ms"),
             fingerprint("bad amount")
+        );
+    }
+
+    #[test]
+    fn an_apostrophe_inside_a_word_does_not_open_a_quoted_value() {
+        assert_ne!(
+            fingerprint("can't parse amount 12"),
+            fingerprint("can't reach inventory service")
+        );
+        assert_eq!(normalize("can't parse amount 12"), "can't parse amount #");
+        assert_eq!(
+            fingerprint("can't parse amount 12"),
+            fingerprint("can't parse amount 7")
+        );
+        // A value in quotes still is one, wherever it opens a value, apostrophes around it.
+        assert_eq!(
+            normalize("user 'bob' can't log in, key='k-1' (\"x y\") didn't"),
+            "user <str> can't log in, key=<str> (<str>) didn't"
+        );
+        assert_eq!(
+            normalize("owner's account 'o'brien's' locked"),
+            "owner's account <str> locked"
+        );
+        // A quote nothing closes is kept as it is, not taken to the end.
+        assert_eq!(
+            normalize("unterminated 'value 12 and more"),
+            "unterminated 'value # and more"
+        );
+        assert_eq!(normalize("'quoted' start"), "<str> start");
+        assert_eq!(normalize("a 'b 'c"), "a 'b 'c");
+        assert_eq!(normalize("x \"y 'z' w"), "x \"y <str> w");
+    }
+
+    #[test]
+    fn a_run_of_digits_is_one_placeholder_wherever_it_is() {
+        assert_eq!(
+            fingerprint("timeout after 3000ms"),
+            fingerprint("timeout after 45ms")
+        );
+        assert_eq!(normalize("timeout after 3000ms"), "timeout after #ms");
+        assert_eq!(
+            fingerprint("order ORD123 not found"),
+            fingerprint("order ORD1234 not found")
+        );
+        assert_eq!(normalize("order ORD1234 not found"), "order ORD# not found");
+        assert_eq!(
+            normalize("v2 of s3-eu-1 took 12.5s"),
+            "v# of s#-eu-# took #.#s"
+        );
+        assert_ne!(
+            fingerprint("timeout after 3000ms"),
+            fingerprint("timeout after 3000 retries")
         );
     }
 

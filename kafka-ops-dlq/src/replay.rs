@@ -15,7 +15,7 @@ use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DlqError;
-use crate::inspect::fingerprint;
+use crate::inspect::pattern_fingerprint;
 use crate::rate::TokenBucket;
 use run::Run;
 
@@ -51,7 +51,8 @@ pub struct Selection {
     pub original_topic: Option<String>,
     /// kafka-ops' error class (records of foreign formats have none and do not match).
     pub error_class: Option<ErrorClass>,
-    /// The error-message fingerprint, as [`inspect`](crate::inspect) reports it.
+    /// The error-message fingerprint, as [`inspect`](crate::inspect) reports it
+    /// ([`pattern_fingerprint`]: records without a message have one too).
     pub fingerprint: Option<String>,
     /// Dead-lettered at or after (the last failure time, else the dead letter's timestamp).
     pub since: Option<Timestamp>,
@@ -75,7 +76,7 @@ impl Selection {
             return false;
         }
         if let Some(wanted) = &self.fingerprint
-            && info.error_message.as_deref().map(fingerprint).as_ref() != Some(wanted)
+            && pattern_fingerprint(info) != *wanted
         {
             return false;
         }

@@ -7,6 +7,8 @@ use super::*;
 use kafka_ops_core::OwnedRecord;
 use kafka_ops_core::dead_letter::headers;
 
+use crate::inspect::fingerprint;
+
 #[test]
 fn murmur2_matches_kafkas_partitioner() {
     // Values from the Java client's `Utils.murmur2` test vectors and its partitioner.
@@ -99,6 +101,29 @@ fn every_criterion_must_hold() {
         }
         .matches(&record, &no_time)
     );
+}
+
+/// Karafka's headers carry no error message: inspect shows such records under the
+/// fingerprint of its `<no message>` stand-in, and that fingerprint selects them.
+#[test]
+fn the_fingerprint_inspect_shows_for_a_letter_without_a_message_selects_it() {
+    let record = letter(1);
+    let karafka = DeadLetterInfo {
+        format: Some(headers::Format::Karafka),
+        error_class: None,
+        error_message: None,
+        ..info()
+    };
+    let mut patterns = crate::inspect::Patterns::default();
+    patterns.add_info(&karafka, None);
+    let shown = patterns.into_sorted().remove(0).fingerprint;
+    let by_shown = Selection {
+        fingerprint: Some(shown),
+        ..Selection::default()
+    };
+    assert!(by_shown.matches(&record, &karafka));
+    // It is that pattern's alone: a letter with a message does not match it.
+    assert!(!by_shown.matches(&record, &info()));
 }
 
 #[test]

@@ -133,7 +133,8 @@ pub enum LimitBreach {
         window: Duration,
     },
     /// An earlier record of the partition was refused: nothing after it is dead-lettered
-    /// until that record is handled again.
+    /// until that record is handled again, or a record at or after it finishes without a dead
+    /// letter (the group was moved past it).
     AfterRefusal {
         /// The refused record's offset.
         refused: Offset,
@@ -293,7 +294,8 @@ impl DeadLetterLimiter {
 
     /// Whether the record at `offset` of `topic`/`partition` may be dead-lettered now. Counts
     /// nothing; a refusal is remembered, so records after it in the partition are refused too
-    /// until the refused record comes back (the consumer restarted at it).
+    /// until the refused record comes back (the consumer restarted at it) or a record at or
+    /// after it finishes (see [`record_finished`](Self::record_finished)).
     pub fn check(&self, topic: &str, partition: i32, offset: Offset) -> Result<(), LimitBreach> {
         let limit = self.limit;
         self.with_partition(topic, partition, |state, now| {
@@ -342,12 +344,19 @@ impl DeadLetterLimiter {
     }
 
     /// Counts the record at `offset` of `topic`/`partition`, finished without a dead letter: it
-    /// ends the run of dead letters, and when it is the refused record, the refusal.
+    /// ends the run of dead letters, and when it is the refused record or one after it, the
+    /// refusal.
+    ///
+    /// A record after the refused one finishing means the partition moved on without it: the
+    /// group was moved past it (a poison skip, an offset reset) and the consumer restarted with
+    /// this limiter. The refused record will not come back to end the refusal, which would
+    /// otherwise refuse every later dead letter of the partition for as long as the process
+    /// runs; the records that follow are judged by the limits again, from a run of none.
     pub fn record_finished(&self, topic: &str, partition: i32, offset: Offset) {
         self.with_partition(topic, partition, |state, now| {
             state.count(now, false);
             state.consecutive = 0;
-            if state.refused == Some(offset) {
+            if state.refused.is_some_and(|refused| offset >= refused) {
                 state.refused = None;
             }
         });

@@ -80,6 +80,44 @@ fn the_consecutive_limit_refuses_the_next_one_until_a_record_succeeds() {
     assert_eq!(limiter.counts("orders", 0).consecutive, 2);
 }
 
+/// The group was moved past the refused record (a poison skip, an offset reset) and the
+/// consumer restarted with the same layer: the refused record never comes back, and records
+/// after it finishing end the refusal.
+#[test]
+fn a_record_after_the_refused_one_finishing_ends_the_refusal() {
+    let (limiter, _) = limiter(DeadLetterLimit::default().consecutive(3));
+    for offset in 0..3 {
+        dead_letter(&limiter, offset).unwrap();
+    }
+    assert_eq!(
+        dead_letter(&limiter, 3),
+        Err(LimitBreach::Consecutive { max: 3 })
+    );
+    limiter.record_finished("orders", 0, at(4));
+    limiter.record_finished("orders", 0, at(5));
+    dead_letter(&limiter, 500).unwrap();
+    // A record before the refused one finishing (handled alongside it) does not end it.
+    for offset in 501..503 {
+        dead_letter(&limiter, offset).unwrap();
+    }
+    assert_eq!(
+        dead_letter(&limiter, 503),
+        Err(LimitBreach::Consecutive { max: 3 })
+    );
+    limiter.record_finished("orders", 0, at(499));
+    assert_eq!(
+        dead_letter(&limiter, 504),
+        Err(LimitBreach::AfterRefusal { refused: at(503) })
+    );
+    // Another partition's records never end it.
+    limiter.record_finished("orders", 1, at(600));
+    limiter.record_finished("refunds", 0, at(600));
+    assert_eq!(
+        dead_letter(&limiter, 504),
+        Err(LimitBreach::AfterRefusal { refused: at(503) })
+    );
+}
+
 #[test]
 fn the_ratio_is_judged_over_the_window_once_it_holds_enough_records() {
     let window = Duration::from_secs(10);

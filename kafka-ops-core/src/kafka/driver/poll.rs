@@ -22,7 +22,7 @@ use rdkafka::error::KafkaResult;
 use tracing::Instrument;
 
 use super::handle::{Control, bump};
-use super::rebalance::{Completion, DriverContext, LoopEvent, LoopState, Shared};
+use super::rebalance::{Completion, DriverContext, LoopEvent, LoopState, Shared, partitions_of};
 use super::{Driver, DriverConfig};
 use crate::class::ErrorClass;
 use crate::error::Error;
@@ -456,6 +456,17 @@ impl<H: Handler> RunLoop<'_, H> {
         };
         match result {
             Ok(()) => {
+                let partitions = partitions_of(&assignment);
+                let mut state = lock(&self.shared.state);
+                if pause {
+                    state.paused_partitions.extend(partitions);
+                } else {
+                    // What is left was revoked while paused: resumed when it comes back.
+                    for tp in &partitions {
+                        state.paused_partitions.remove(tp);
+                    }
+                }
+                drop(state);
                 control.paused.store(pause, AtomicOrdering::SeqCst);
                 tracing::debug!(pause, "assignment pause state changed");
             }

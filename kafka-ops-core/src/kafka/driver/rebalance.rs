@@ -44,6 +44,11 @@ pub(super) struct LoopState {
     pub(super) to_split: Vec<TopicPartition>,
     /// Partitions the last rebalance revoked, whose queues the poll loop must drop.
     pub(super) to_drop: Vec<TopicPartition>,
+    /// Partitions this driver paused and has not resumed: librdkafka keeps a partition's pause
+    /// across its revocation and return, so one revoked while paused must be resumed when it
+    /// comes back to a driver no longer paused. Only those: resuming a partition bumps its
+    /// fetch version in librdkafka, which makes it fetch again what it had prefetched.
+    pub(super) paused_partitions: HashSet<TopicPartition>,
 }
 
 impl LoopState {
@@ -53,6 +58,7 @@ impl LoopState {
             fatal: None,
             to_split: Vec::new(),
             to_drop: Vec::new(),
+            paused_partitions: HashSet::default(),
         }
     }
 
@@ -160,7 +166,8 @@ impl ClientContext for DriverContext {
     }
 }
 
-fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
+/// The topic-partitions of `list`.
+pub(super) fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
     list.elements()
         .iter()
         .map(|e| TopicPartition::new(e.topic(), e.partition()))
@@ -241,15 +248,30 @@ impl ConsumerContext for DriverContext {
         if let Rebalance::Assign(list) = rebalance {
             let assigned = partitions_of(list);
             tracing::info!(partitions = ?assigned, "partitions assigned");
-            // Newly assigned partitions take the consumer's pause state both ways: librdkafka
-            // keeps a partition's pause across its revocation and return, so one revoked while
-            // paused would otherwise come back paused after a resume that no longer reached it.
+            // Newly assigned partitions take the consumer's pause state both ways (see
+            // `LoopState::paused_partitions`).
             let paused = self.shared.control.paused.load(AtomicOrdering::SeqCst);
+            let mut state = lock(&self.shared.state);
             let applied = if paused {
+                state.paused_partitions.extend(assigned.iter().cloned());
                 consumer.pause(list)
             } else {
-                consumer.resume(list)
+                let stale: Vec<&TopicPartition> = assigned
+                    .iter()
+                    .filter(|tp| state.paused_partitions.remove(*tp))
+                    .collect();
+                if stale.is_empty() {
+                    Ok(())
+                } else {
+                    tracing::debug!(partitions = ?stale, "resuming partitions paused before their revocation");
+                    let mut resumed = TopicPartitionList::with_capacity(stale.len());
+                    for tp in stale {
+                        resumed.add_partition(&tp.topic, tp.partition);
+                    }
+                    consumer.resume(&resumed)
+                }
             };
+            drop(state);
             if let Err(error) = applied {
                 tracing::warn!(%error, paused, "could not set the pause state of newly assigned partitions");
             }

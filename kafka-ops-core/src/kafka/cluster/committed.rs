@@ -56,11 +56,14 @@ impl GroupReaders {
         let (readers, closing) = {
             let mut kept = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
             kept.take_for(groups, Instant::now(), |group| {
-                // `read_uncommitted`: under `read_committed` librdkafka asks for stable offsets
-                // only, and a group with a transactional offset commit pending would not
-                // answer until its transaction ends.
+                // `read_committed`: librdkafka then asks for stable offsets, which Kafka's
+                // group coordinator answers from its latest state; otherwise, right after it
+                // took the group over, an acknowledged commit can read "never committed" (see
+                // `offset_fetch::encode_request`). On older coordinators a group with a
+                // transactional offset commit pending answers only once the transaction ends:
+                // until then it fails with a timeout, never with a wrong offset.
                 let mut config = config.clone();
-                config.set("isolation.level", "read_uncommitted");
+                config.set("isolation.level", "read_committed");
                 RangeReader::with_group(&config, group).map(Arc::new)
             })
         };

@@ -60,7 +60,7 @@ fn the_request_asks_every_group_for_the_same_partitions() {
         expected.extend_from_slice(topic);
         expected.push(0); // group tags
     }
-    expected.extend_from_slice(&[0, 0]); // not only stable offsets; body tags
+    expected.extend_from_slice(&[1, 0]); // stable offsets only; body tags
     assert_eq!(&framed[23..], &expected[..]);
 }
 
@@ -116,6 +116,19 @@ fn each_partition_gets_its_offset_none_or_its_error() {
         groups[1].answer(&[]),
         None,
         "NOT_COORDINATOR: not this path's answer"
+    );
+    let pending = response(
+        4,
+        &[(
+            "ledger".into(),
+            0,
+            vec![("t".into(), 0, 42, 0), ("t".into(), 1, 7, 88)],
+        )],
+    );
+    assert_eq!(
+        decode_response(&pending, 4).unwrap()[0].answer(&[tp("t", 0), tp("t", 1)]),
+        None,
+        "UNSTABLE_OFFSET_COMMIT: left to the consumers"
     );
     assert!(
         decode_response(&body, 5).is_err(),

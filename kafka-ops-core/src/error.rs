@@ -115,7 +115,8 @@ pub enum Error {
 
 impl Error {
     /// The message with every cause behind it, outermost first, joined by `: ` — for reports
-    /// that keep only a line of text (`Display` shows the outermost message alone).
+    /// that keep only a line of text (`Display` shows the outermost message alone); see
+    /// [`describe_chain`].
     ///
     /// ```
     /// use kafka_ops_core::{Error, KafkaCode};
@@ -131,14 +132,7 @@ impl Error {
     /// assert!(error.describe().contains("too large"));
     /// ```
     pub fn describe(&self) -> String {
-        let mut text = self.to_string();
-        let mut next = std::error::Error::source(self);
-        while let Some(cause) = next {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            next = cause.source();
-        }
-        text
+        describe_chain(self)
     }
 
     /// How callers should treat this error.
@@ -198,6 +192,33 @@ impl From<Error> for HandlerError {
         let class = error.class();
         HandlerError::new(class, error)
     }
+}
+
+/// `error`'s message followed by each of its causes' (outermost first, joined by `: `), leaving
+/// out a cause whose message the text already holds (an error that quotes its source).
+///
+/// ```
+/// let outer = kafka_ops_core::Error::NotAcknowledged {
+///     topic: "orders".into(),
+///     source: Box::new(std::io::Error::other("disk full")),
+/// };
+/// assert_eq!(
+///     kafka_ops_core::describe_chain(&outer),
+///     "record to orders was not acknowledged: disk full"
+/// );
+/// ```
+pub fn describe_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let message = error.to_string();
+        if !message.is_empty() && !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = error.source();
+    }
+    text
 }
 
 #[cfg(test)]

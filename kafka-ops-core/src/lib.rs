@@ -79,7 +79,7 @@ mod types;
 
 pub use class::{BoxError, ErrorClass, KafkaCode};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::Error;
+pub use error::{Error, describe_chain};
 pub use extent::Extent;
 pub use record::{Header, Headers, OwnedRecord, Record, RecordTimestamp};
 pub use severity::{Severity, UnknownSeverity};

@@ -95,23 +95,8 @@ impl RecoveryError {
     /// does not say what went wrong ("notifier webhook failed"). A cause whose text the
     /// message already quotes is not repeated.
     pub fn describe(&self) -> String {
-        describe_chain(self)
+        kafka_ops_core::describe_chain(self)
     }
-}
-
-/// `error`'s message followed by each of its causes' not already included.
-fn describe_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        let message = error.to_string();
-        if !message.is_empty() && !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        cause = error.source();
-    }
-    text
 }
 
 /// The error a circuit breaker's rejection is reported as.

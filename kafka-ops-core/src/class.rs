@@ -238,6 +238,9 @@ const CODES: &[(i32, &str, ErrorClass)] = {
 };
 
 impl KafkaCode {
+    /// `_AUTO_OFFSET_RESET` (-140): a fetch fell outside the partition's log and the
+    /// consumer's `auto.offset.reset` is `error`.
+    pub const AUTO_OFFSET_RESET: KafkaCode = KafkaCode(-140);
     /// `OFFSET_OUT_OF_RANGE` (1).
     pub const OFFSET_OUT_OF_RANGE: KafkaCode = KafkaCode(1);
     /// `UNKNOWN_TOPIC_OR_PART` (3).

@@ -84,3 +84,122 @@ async fn a_marker_position_beside_a_busy_partition_ends_the_read_within_its_boun
     assert!(answers[1].1.is_some(), "busy/0 has a record at 0");
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
+
+/// Retention (here `DeleteRecords`) moves a partition's log start past the reader while it
+/// reads: the next fetch is out of range. librdkafka's default answer, even with the caller's
+/// `auto.offset.reset` set to `latest` as here, would jump to the partition's end and skip every
+/// record left in between. The reader reports the removed offsets and reads all that is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_removed_under_a_read_are_reported_and_the_rest_is_read() {
+    use kafka_ops_core::kafka::{Range, RangeReader, RemovedOffsets, Step};
+
+    let kafka = RealKafka::shared().await.unwrap();
+    let topic = unique_name("reader_removed");
+    kafka.create_topic(&topic, 2).await.unwrap();
+    // Message sets of 20 records of 1 kB: a fetch returns at least one whole set, so small sets
+    // keep the reader's prefetch (below) to a few dozen records ahead of the visitor.
+    for set in 0..150 {
+        kafka
+            .produce(
+                &topic,
+                (0..20).map(|i| {
+                    TestRecord::keyed(format!("k{set}-{i}"), vec![b'x'; 1_000]).to_partition(0)
+                }),
+            )
+            .await
+            .unwrap();
+    }
+    kafka
+        .produce(
+            &topic,
+            (0..10).map(|i| TestRecord::keyed(format!("other-{i}"), "v").to_partition(1)),
+        )
+        .await
+        .unwrap();
+    let mut config = kafka.client_config();
+    config
+        .set("auto.offset.reset", "latest")
+        .set("queued.min.messages", "1")
+        .set("max.partition.fetch.bytes", "1024");
+    let (cluster, runtime, name) = (
+        kafka.cluster(),
+        tokio::runtime::Handle::current(),
+        topic.clone(),
+    );
+    let (visited, removed) = tokio::task::spawn_blocking(move || {
+        let reader = RangeReader::new(&config).unwrap();
+        let ranges = [
+            Range {
+                partition: 0,
+                start: 0,
+                end: 3_000,
+            },
+            Range {
+                partition: 1,
+                start: 0,
+                end: 10,
+            },
+        ];
+        let (mut visited, mut removed): (Vec<(i32, i64)>, Vec<RemovedOffsets>) = (vec![], vec![]);
+        reader
+            .read(&name, &ranges, |step| {
+                match step {
+                    Step::Record(record) => {
+                        visited.push((record.partition, record.offset.get()));
+                        if record.partition == 0 && record.offset.get() == 500 {
+                            let before = [(0, Offset::new(2_000).unwrap())];
+                            runtime
+                                .block_on(cluster.delete_records(&name, &before))
+                                .unwrap();
+                        }
+                    }
+                    Step::Removed(offsets) => removed.push(offsets),
+                    Step::Idle => {}
+                }
+                Ok::<(), kafka_ops_core::Error>(())
+            })
+            .unwrap();
+        (visited, removed)
+    })
+    .await
+    .unwrap();
+
+    let first: Vec<i64> = visited
+        .iter()
+        .filter(|(p, _)| *p == 0)
+        .map(|(_, o)| *o)
+        .collect();
+    let cut = first
+        .iter()
+        .position(|o| *o >= 2_000)
+        .expect("records after the cut were read");
+    let (before, after) = first.split_at(cut);
+    assert!(
+        before.len() > 500,
+        "read up to the deletion: {}",
+        before.len()
+    );
+    assert!(
+        before.iter().copied().eq(0..before.len() as i64),
+        "no gap before the cut"
+    );
+    assert!(
+        after.iter().copied().eq(2_000..3_000),
+        "every record left was read once"
+    );
+    assert_eq!(
+        removed,
+        vec![RemovedOffsets {
+            topic: topic.clone(),
+            partition: 0,
+            from: before.len() as i64,
+            to: 2_000,
+        }]
+    );
+    let other: Vec<i64> = visited
+        .iter()
+        .filter(|(p, _)| *p == 1)
+        .map(|(_, o)| *o)
+        .collect();
+    assert_eq!(other, (0..10).collect::<Vec<_>>());
+}

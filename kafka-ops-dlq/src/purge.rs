@@ -147,10 +147,6 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DlqError + '_ {
     }
 }
 
-/// `_AUTO_OFFSET_RESET`, librdkafka's error for a fetch out of range when `auto.offset.reset`
-/// is `error`: the records at the reader's position were removed while it read.
-const OFFSET_RESET: KafkaCode = KafkaCode(-140);
-
 /// Archives `topic` from its start to the end offsets of now into `path` (JSON lines),
 /// calling `progress(records written, records to write)` as it goes. The file appears only
 /// once complete; an existing file is not overwritten. Records removed while they are read
@@ -168,13 +164,7 @@ pub async fn archive(
             path.display()
         )));
     }
-    let mut config = client_config.clone();
-    // A fetch at offsets removed since the read began is out of range. librdkafka's default
-    // answer jumps to the partition's end, and the first record written after the jump then
-    // ends the range as if every record before it had been read: the archive would have a
-    // hole, and purge would delete what it never archived. An error stops the archive instead
-    // (whatever the caller's setting, which this reader never needs).
-    config.set("auto.offset.reset", "error");
+    let config = client_config.clone();
     let topic = topic.to_string();
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -200,6 +190,25 @@ pub async fn archive(
         // The offset after each partition's last record written: what purge may delete.
         let mut archived_to: BTreeMap<i32, i64> = BTreeMap::new();
         let result = reader.read(&topic, &ranges, |step| {
+            // Records removed before they were read (retention, another purge): the archive
+            // would have a hole, and purge would delete what it never archived.
+            if let Step::Removed(removed) = &step {
+                return Err(DlqError::ArchiveIncomplete {
+                    topic: removed.topic.clone(),
+                    partitions: vec![removed.partition],
+                    source: Box::new(kafka_ops_core::Error::Kafka {
+                        operation: "archive",
+                        code: Some(KafkaCode::OFFSET_OUT_OF_RANGE),
+                        source: format!(
+                            "offsets {} to {} of partition {} were removed before they were read",
+                            removed.from,
+                            removed.to - 1,
+                            removed.partition
+                        )
+                        .into(),
+                    }),
+                });
+            }
             if let Step::Record(record) = step {
                 let line = serde_json::to_string(&ArchivedRecord::from_record(&record))
                     .map_err(|e| DlqError::Config(format!("archive line: {e}")))?;
@@ -224,11 +233,7 @@ pub async fn archive(
             })
             .collect();
         let result = result.map_err(|error| match error {
-            DlqError::Kafka(source)
-                if source.code().is_some_and(|code| {
-                    code == OFFSET_RESET || code == KafkaCode::OFFSET_OUT_OF_RANGE
-                }) =>
-            {
+            DlqError::Kafka(source) if source.code() == Some(KafkaCode::OFFSET_OUT_OF_RANGE) => {
                 let short: Vec<i32> = ranges
                     .iter()
                     .zip(&archived)

@@ -194,6 +194,10 @@ pub struct ReplayReport {
     /// corrupted payload. The record stays in the dead-letter topic, with the original size and
     /// digest in its headers, for a manual fix.
     pub refused_truncated: u64,
+    /// Offsets of the dead-letter topic removed (retention, a purge) before this run read
+    /// them: whatever dead letters they held were never replayed. The run went on from what
+    /// was left.
+    pub removed_unread: u64,
     /// Written (or, dry, to be written) per destination topic.
     pub by_destination: BTreeMap<String, u64>,
     /// A dry run's first [`Replay::list_limit`] candidates.

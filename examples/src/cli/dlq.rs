@@ -402,7 +402,7 @@ async fn run_replay(args: ReplayArgs, output: &mut Output<'_>) -> i32 {
         output.out,
         "{}\n{}: scanned {}, selected {}, {} {}, already written before a crash {}, \
          filtered out {}, refused by the loop guard {}, without a destination {}, \
-         truncated {}\n",
+         truncated {}, removed before they were read {}\n",
         destinations.render(),
         if report.dry_run {
             "dry run: nothing written"
@@ -422,6 +422,7 @@ async fn run_replay(args: ReplayArgs, output: &mut Output<'_>) -> i32 {
         report.refused_loop_guard,
         report.refused_no_destination,
         report.refused_truncated,
+        report.removed_unread,
     );
     0
 }

@@ -87,6 +87,19 @@ pub(crate) enum Delivery<'a> {
     Record(Record<'a>),
     /// An error event, with its code and description.
     Error(KafkaCode, String),
+    /// A fetch of `partition` at `offset` fell outside the partition's log and
+    /// `auto.offset.reset` is `error`: librdkafka stopped fetching the partition until it is
+    /// assigned again.
+    OutOfRange {
+        /// The partition's topic.
+        topic: Cow<'a, str>,
+        /// The partition.
+        partition: i32,
+        /// The offset the fetch asked for.
+        offset: i64,
+        /// librdkafka's description.
+        description: String,
+    },
 }
 
 /// The messages one [`fill`](Self::fill) read, destroyed by the next fill, [`clear`](Self::clear)
@@ -153,6 +166,17 @@ impl MessageBatch {
         // SAFETY: the pointer is a live message owned by this batch, not destroyed before
         // `clear`, which needs `&mut self` and so outlives every view returned here.
         let m = unsafe { &*message };
+        if m.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET
+            && !m.rkt.is_null()
+        {
+            return Some(Delivery::OutOfRange {
+                // SAFETY: the message is live while `self` is borrowed.
+                topic: unsafe { topic_of(m) },
+                partition: m.partition,
+                offset: m.offset,
+                description: describe_code(m.err),
+            });
+        }
         if is_error(m.err) {
             return Some(Delivery::Error(code_of(m.err), describe_code(m.err)));
         }

@@ -27,7 +27,7 @@ use crate::types::{Offset, Timestamp};
 pub use cluster::{DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT, KafkaCluster};
 pub use dead_letter_sink::KafkaDeadLetterSink;
 pub use producer::{Ack, AckedProducer, Outgoing};
-pub use reader::{Range, RangeReader, Step};
+pub use reader::{Range, RangeReader, RemovedOffsets, Step};
 
 /// Locks `mutex`, poisoned or not: the adapter's guarded data stays consistent across a panic in
 /// another holder (plain collections updated by single calls), so a poisoned lock is still

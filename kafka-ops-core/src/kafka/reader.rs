@@ -45,13 +45,34 @@ pub enum Step<'m> {
     Record(Record<'m>),
     /// A poll came back empty (a moment to flush work in progress).
     Idle,
+    /// Offsets of a range were removed from their partition's log (retention, records
+    /// deleted) before the reader reached them; the read goes on from the partition's new log
+    /// start.
+    Removed(RemovedOffsets),
+}
+
+/// Offsets `[from, to)` of one partition that left its log before the reader reached them:
+/// whatever records they held were never visited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedOffsets {
+    /// The partition's topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The first offset not read.
+    pub from: i64,
+    /// The offset the read went on from: the partition's log start when the reader found
+    /// out, at most the range's end.
+    pub to: i64,
 }
 
 /// Reads given offset ranges of a topic to their ends: assigned (no group membership, nothing
 /// committed unless the caller [`commit`](Self::commit)s), `read_committed`
 /// (records of open or aborted transactions are never read; their markers are stepped over),
 /// each partition in offset order, a range done at its end offset, a read that stops yielding
-/// records while ranges are unfinished an error after 30 s rather than a hang.
+/// records while ranges are unfinished an error after 30 s rather than a hang. Records removed
+/// from a partition's log before the reader reached them are reported
+/// ([`Step::Removed`]) and the read goes on from what is left, never past it.
 ///
 /// The calls block: run them on a blocking thread (`spawn_blocking`), or use the async
 /// [`read_one`](Self::read_one).
@@ -96,6 +117,12 @@ impl RangeReader {
                 ("fetch.queue.backoff.ms", "10"),
             ],
         );
+        // A fetch below a partition's log start (records removed while they were read) is
+        // out of range, and librdkafka's default answer jumps to the partition's end: every
+        // record left between the two would be skipped without a word, and a replay would
+        // then count them replayed. The reader answers it itself, whatever the caller's
+        // setting: it reports the removed offsets and goes on from the new log start.
+        config.set("auto.offset.reset", "error");
         let consumer: BaseConsumer = config
             .create()
             .map_err(|e| kafka_error("create reader", e))?;
@@ -349,8 +376,9 @@ impl RangeReader {
         // Keyed by the topic's index in `topics`: looking a record's partition up allocates
         // nothing.
         let mut topics: Vec<&str> = Vec::new();
-        let mut remaining: BTreeMap<(usize, i32), i64> = BTreeMap::new();
-        for (tp, _, end) in ranges.iter().filter(|(_, start, end)| end > start) {
+        // Each unfinished range's next offset to read and its end.
+        let mut remaining: BTreeMap<(usize, i32), (i64, i64)> = BTreeMap::new();
+        for (tp, start, end) in ranges.iter().filter(|(_, start, end)| end > start) {
             let index = topics
                 .iter()
                 .position(|t| *t == &*tp.topic)
@@ -358,7 +386,7 @@ impl RangeReader {
                     topics.push(&tp.topic);
                     topics.len() - 1
                 });
-            remaining.insert((index, tp.partition), *end);
+            remaining.insert((index, tp.partition), (*start, *end));
         }
         let key_of = |topic: &str, partition: i32| {
             topics
@@ -382,7 +410,7 @@ impl RangeReader {
         consumer
             .resume(&list)
             .map_err(|e| kafka_error("resume", e))?;
-        let stalled = |topics: &[&str], remaining: &BTreeMap<(usize, i32), i64>, waited| {
+        let stalled = |topics: &[&str], remaining: &BTreeMap<(usize, i32), (i64, i64)>, waited| {
             let first = remaining.keys().next().map_or(0, |(index, _)| *index);
             E::from(Error::Stalled {
                 topic: topics.get(first).copied().unwrap_or_default().to_string(),
@@ -394,6 +422,7 @@ impl RangeReader {
         let mut last_progress = started;
         let mut finished: Vec<(usize, i32)> = Vec::new();
         let mut batch = MessageBatch::with_capacity(BATCH);
+        let mut out_of_range: Vec<(usize, i32)> = Vec::new();
         while !remaining.is_empty() {
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Err(stalled(&topics, &remaining, started.elapsed()));
@@ -412,26 +441,47 @@ impl RangeReader {
                         }
                         .into());
                     }
+                    Some(Delivery::OutOfRange {
+                        topic, partition, ..
+                    }) => {
+                        if let Some(key) = key_of(&topic, partition)
+                            && remaining.contains_key(&key)
+                        {
+                            out_of_range.push(key);
+                        }
+                        continue;
+                    }
                     Some(Delivery::Record(record)) => record,
                 };
                 let Some(key) = key_of(&record.topic, record.partition) else {
                     continue;
                 };
-                let Some(end) = remaining.get(&key).copied() else {
+                let Some((next, end)) = remaining.get_mut(&key) else {
                     continue;
                 };
                 let offset = record.offset.get();
-                if offset >= end {
+                if offset < *next {
+                    // Read already (a partition assigned again after its log was truncated
+                    // starts over from its log start).
+                    continue;
+                }
+                if offset >= *end {
                     remaining.remove(&key);
                     finished.push(key);
                     continue;
                 }
+                *next = offset + 1;
+                let end = *end;
                 visited = true;
                 let done = visit(Step::Record(record))?;
                 if done || offset + 1 >= end {
                     remaining.remove(&key);
                     finished.push(key);
                 }
+            }
+            if !out_of_range.is_empty() {
+                self.skip_removed(&topics, &mut remaining, &mut out_of_range, &mut visit)?;
+                visited = true;
             }
             if !visited && remaining.len() == before {
                 // Transaction markers take offsets no record is read at: a partition whose
@@ -441,7 +491,7 @@ impl RangeReader {
                         let Some(key) = key_of(element.topic(), element.partition()) else {
                             continue;
                         };
-                        if let (Some(position), Some(end)) =
+                        if let (Some(position), Some((_, end))) =
                             (element.offset().to_raw(), remaining.get(&key))
                             && position >= *end
                         {
@@ -475,6 +525,66 @@ impl RangeReader {
         consumer
             .unassign()
             .map_err(|e| kafka_error("unassign", e))?;
+        Ok(())
+    }
+
+    /// Answers the partitions in `out_of_range` (drained), whose fetch at their next offset
+    /// fell outside the log: those whose log start moved past it report the removed offsets
+    /// and go on from the new start (done when that is past their end); the ranges left are
+    /// then assigned again, as librdkafka stopped fetching those partitions. A next offset
+    /// past the log's end (the log was truncated under the reader) is an error.
+    fn skip_removed<E: From<Error>>(
+        &self,
+        topics: &[&str],
+        remaining: &mut BTreeMap<(usize, i32), (i64, i64)>,
+        out_of_range: &mut Vec<(usize, i32)>,
+        visit: &mut impl FnMut(Step<'_>) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        out_of_range.sort_unstable();
+        out_of_range.dedup();
+        for key in out_of_range.drain(..) {
+            let (Some(&(next, end)), Some(topic)) = (remaining.get(&key), topics.get(key.0)) else {
+                continue;
+            };
+            let (low, high) = self.watermarks(topic, key.1)?;
+            if low <= next {
+                return Err(E::from(Error::Kafka {
+                    operation: "read",
+                    code: Some(KafkaCode::OFFSET_OUT_OF_RANGE),
+                    source: format!(
+                        "offset {next} of {topic}/{} is outside its log [{low}, {high}): \
+                         the log was truncated under the reader",
+                        key.1
+                    )
+                    .into(),
+                }));
+            }
+            visit(Step::Removed(RemovedOffsets {
+                topic: (*topic).to_string(),
+                partition: key.1,
+                from: next,
+                to: low.min(end),
+            }))?;
+            if low >= end {
+                remaining.remove(&key);
+            } else {
+                remaining.insert(key, (low, end));
+            }
+        }
+        let mut list = TopicPartitionList::with_capacity(remaining.len());
+        for ((index, partition), (next, _)) in remaining.iter() {
+            if let Some(topic) = topics.get(*index) {
+                add_at_offset(&mut list, topic, *partition, *next)
+                    .map_err(|e| kafka_error("assign", e))?;
+            }
+        }
+        let consumer = &self.inner.consumer;
+        consumer
+            .assign(&list)
+            .map_err(|e| kafka_error("assign", e))?;
+        consumer
+            .resume(&list)
+            .map_err(|e| kafka_error("resume", e))?;
         Ok(())
     }
 

@@ -245,6 +245,13 @@ impl Run {
         reader.read(&source, &ranges, |step| {
             match step {
                 Step::Record(record) => self.take(record)?,
+                Step::Removed(removed) => {
+                    let count = u64::try_from(removed.to - removed.from).unwrap_or(0);
+                    self.report.removed_unread += count;
+                    tracing::warn!(topic = %removed.topic, partition = removed.partition,
+                        from = removed.from, to = removed.to,
+                        "dead letters removed from the topic before the replay read them");
+                }
                 Step::Idle => {
                     self.take_acknowledged()?;
                     if self.sent_since_checkpoint > 0

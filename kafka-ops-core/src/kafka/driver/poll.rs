@@ -24,7 +24,7 @@ use tracing::Instrument;
 use super::handle::{Control, bump};
 use super::rebalance::{Completion, DriverContext, LoopEvent, LoopState, Shared, partitions_of};
 use super::{Driver, DriverConfig};
-use crate::class::ErrorClass;
+use crate::class::{ErrorClass, KafkaCode};
 use crate::error::Error;
 use crate::ffi::{ClientQueue, Delivery, MessageBatch};
 use crate::handler::{Handler, HandlerError, Outcome};
@@ -362,6 +362,23 @@ impl<H: Handler> RunLoop<'_, H> {
                             source: format!("{tp}: {description}").into(),
                         },
                     ),
+                    // The group's own `auto.offset.reset` is `error`: its answer is the
+                    // application's, as librdkafka reports it.
+                    Some(Delivery::OutOfRange {
+                        offset,
+                        description,
+                        ..
+                    }) => {
+                        let code = KafkaCode::AUTO_OFFSET_RESET;
+                        self.consumer_error(
+                            code.class(),
+                            Error::Kafka {
+                                operation: "poll",
+                                code: Some(code),
+                                source: format!("{tp} at offset {offset}: {description}").into(),
+                            },
+                        );
+                    }
                 }
             }
         }

@@ -71,6 +71,16 @@ pub enum RestartRefusal {
         /// The first few.
         examples: Vec<String>,
     },
+    /// Partitions whose ISR includes the broker, of topics whose `min.insync.replicas` could
+    /// not be read (the cluster refused DescribeConfigs, or answered without it): whether they
+    /// keep enough in-sync replicas without the broker is unknown. Pass
+    /// [`min_insync_replicas`](RestartGateOptions::min_insync_replicas) to decide.
+    MinInsyncReplicasUnknown {
+        /// How many partitions.
+        count: usize,
+        /// The first few.
+        examples: Vec<String>,
+    },
 }
 
 impl fmt::Display for RestartRefusal {
@@ -111,6 +121,12 @@ impl fmt::Display for RestartRefusal {
                 "{count} partitions would keep fewer than {required} in-sync replicas without it: {}",
                 examples.join(", ")
             ),
+            RestartRefusal::MinInsyncReplicasUnknown { count, examples } => write!(
+                f,
+                "the min.insync.replicas of {count} partitions it is in sync for could not be \
+                 read (pass it to decide): {}",
+                examples.join(", ")
+            ),
         }
     }
 }
@@ -136,7 +152,8 @@ pub struct RestartVerdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RestartGateOptions {
     /// Overrides every topic's `min.insync.replicas`, which is otherwise read from the topic
-    /// configuration (and taken as 1 where the broker cannot describe configurations).
+    /// configuration (where it cannot be read, the gate refuses with
+    /// [`RestartRefusal::MinInsyncReplicasUnknown`] rather than guess).
     pub min_insync_replicas: Option<usize>,
     /// Do not refuse a KRaft combined-mode node whose quorum cannot be seen
     /// ([`RestartRefusal::QuorumUnverified`]): the operator checked it.
@@ -171,8 +188,8 @@ where
     Ok(evaluate(&metadata, &control, &min_insync, broker, options))
 }
 
-/// Every topic's `min.insync.replicas`, in one DescribeConfigs request; empty where the broker
-/// cannot answer.
+/// Every topic's `min.insync.replicas`, in one DescribeConfigs request; topics the broker
+/// cannot answer for are left out (empty when it refuses the request).
 pub async fn topic_min_insync_replicas(
     cluster: &(impl ConfigQuery + ?Sized),
     metadata: &ClusterMetadata,
@@ -192,7 +209,7 @@ pub async fn topic_min_insync_replicas(
             })
             .collect(),
         Err(error) => {
-            tracing::debug!(%error, "cannot read topic configurations; min.insync.replicas taken as 1");
+            tracing::warn!(%error, "cannot read topic configurations: min.insync.replicas unknown");
             BTreeMap::new()
         }
     }
@@ -237,13 +254,13 @@ pub fn evaluate(
         },
     }
     let (mut under, mut offline, mut short) = (Vec::new(), Vec::new(), Vec::new());
+    let mut unknown = Vec::new();
     let (mut leads, mut in_sync_for, mut required_max) = (0, 0, 1);
     for topic in metadata.topics.iter().filter(|t| t.error.is_none()) {
         let required = options
             .min_insync_replicas
             .or_else(|| min_insync_replicas.get(&*topic.name).copied())
-            .unwrap_or(1)
-            .max(1);
+            .map(|required| required.max(1));
         for partition in &topic.partitions {
             let name = format!("{}/{}", topic.name, partition.id);
             if is_offline(partition, &brokers) {
@@ -257,9 +274,15 @@ pub fn evaluate(
             if partition.isr.contains(&broker) {
                 in_sync_for += 1;
                 let elsewhere = partition.isr.iter().filter(|id| **id != broker).count();
-                if elsewhere < required {
-                    short.push(name);
-                    required_max = required_max.max(required);
+                match required {
+                    // Any topic needs one in-sync replica left to stay online.
+                    None if elsewhere == 0 => short.push(name),
+                    None => unknown.push(name),
+                    Some(required) if elsewhere < required => {
+                        short.push(name);
+                        required_max = required_max.max(required);
+                    }
+                    Some(_) => {}
                 }
             }
         }
@@ -281,6 +304,12 @@ pub fn evaluate(
             required: required_max,
             count: short.len(),
             examples: examples(&short),
+        });
+    }
+    if !unknown.is_empty() {
+        refusals.push(RestartRefusal::MinInsyncReplicasUnknown {
+            count: unknown.len(),
+            examples: examples(&unknown),
         });
     }
     RestartVerdict {
@@ -352,11 +381,16 @@ mod tests {
         }
     }
 
+    /// The topic's `min.insync.replicas` as read from the cluster: 1, Kafka's default.
+    fn orders_min_insync() -> BTreeMap<String, usize> {
+        BTreeMap::from([("orders".to_string(), 1)])
+    }
+
     fn judge(metadata: &ClusterMetadata, control: &ControlPlane, broker: i32) -> RestartVerdict {
         evaluate(
             metadata,
             control,
-            &BTreeMap::new(),
+            &orders_min_insync(),
             broker,
             RestartGateOptions::default(),
         )
@@ -454,6 +488,64 @@ mod tests {
     }
 
     #[test]
+    fn an_unread_min_insync_replicas_is_refused_not_guessed() {
+        let metadata = metadata(
+            Some(2),
+            vec![
+                // In sync elsewhere, but is one other replica enough?
+                partition(0, 1, &[1, 2, 3], &[1, 2]),
+                partition(1, 2, &[1, 2, 3], &[1, 2, 3]),
+                // No other in-sync replica: short whatever the setting.
+                partition(2, 1, &[1, 2], &[1]),
+                // Not in sync for broker 1: no question.
+                partition(3, 2, &[2, 3], &[2, 3]),
+            ],
+        );
+        let unread = evaluate(
+            &metadata,
+            &zk(),
+            &BTreeMap::new(),
+            1,
+            RestartGateOptions::default(),
+        );
+        assert_eq!(
+            unread.refusals,
+            vec![
+                RestartRefusal::UnderReplicated {
+                    count: 2,
+                    examples: vec!["orders/0".into(), "orders/2".into()]
+                },
+                RestartRefusal::NoInSyncReplicaElsewhere {
+                    required: 1,
+                    count: 1,
+                    examples: vec!["orders/2".into()]
+                },
+                RestartRefusal::MinInsyncReplicasUnknown {
+                    count: 2,
+                    examples: vec!["orders/0".into(), "orders/1".into()]
+                },
+            ]
+        );
+        assert!(unread.refusals[2].to_string().contains("could not be read"));
+        // The operator's value decides.
+        let decided = evaluate(
+            &metadata_with(
+                &[1, 2, 3],
+                Some(2),
+                vec![partition(0, 1, &[1, 2, 3], &[1, 2, 3])],
+            ),
+            &zk(),
+            &BTreeMap::new(),
+            1,
+            RestartGateOptions {
+                min_insync_replicas: Some(2),
+                ..RestartGateOptions::default()
+            },
+        );
+        assert!(decided.safe, "{decided:?}");
+    }
+
+    #[test]
     fn unknown_brokers_and_controllers_are_refused() {
         let verdict = judge(&metadata(None, vec![]), &ControlPlane::Unknown, 7);
         assert_eq!(
@@ -504,7 +596,7 @@ mod tests {
         let allowed = evaluate(
             &all_up,
             &dynamic,
-            &BTreeMap::new(),
+            &orders_min_insync(),
             1,
             RestartGateOptions {
                 allow_unverified_quorum: true,

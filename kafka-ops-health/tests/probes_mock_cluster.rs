@@ -369,10 +369,24 @@ async fn the_restart_gate_refuses_while_a_broker_is_down() {
     let topic = unique_name("gate");
     kafka.create_topic(&topic, 6).unwrap();
     let cluster = cluster(&kafka);
-    // Healthy but for the mock's controller id 0, which names no broker.
-    let verdict = safe_to_restart(cluster.as_ref(), 1, RestartGateOptions::default())
+    // The mock cluster answers no DescribeConfigs: the gate refuses rather than guess...
+    let unread = safe_to_restart(cluster.as_ref(), 1, RestartGateOptions::default())
         .await
         .unwrap();
+    assert!(
+        unread
+            .refusals
+            .iter()
+            .any(|r| matches!(r, RestartRefusal::MinInsyncReplicasUnknown { count: 6, .. })),
+        "{unread:?}"
+    );
+    // ...until it is told the topics' setting.
+    let options = RestartGateOptions {
+        min_insync_replicas: Some(1),
+        ..RestartGateOptions::default()
+    };
+    // Healthy but for the mock's controller id 0, which names no broker.
+    let verdict = safe_to_restart(cluster.as_ref(), 1, options).await.unwrap();
     assert_eq!(
         verdict.refusals,
         vec![RestartRefusal::ControllerUnknown],
@@ -385,7 +399,7 @@ async fn the_restart_gate_refuses_while_a_broker_is_down() {
     let other = if down == 1 { 2 } else { 1 };
     let deadline = Instant::now() + Duration::from_secs(20);
     let verdict = loop {
-        let verdict = safe_to_restart(cluster.as_ref(), other, RestartGateOptions::default())
+        let verdict = safe_to_restart(cluster.as_ref(), other, options)
             .await
             .unwrap();
         if verdict.refusals.len() > 1 || Instant::now() > deadline {
@@ -402,7 +416,7 @@ async fn the_restart_gate_refuses_while_a_broker_is_down() {
         "{verdict:?}"
     );
     // The broker that is down is not listed: asking about it says so.
-    let verdict = safe_to_restart(cluster.as_ref(), down, RestartGateOptions::default())
+    let verdict = safe_to_restart(cluster.as_ref(), down, options)
         .await
         .unwrap();
     assert!(

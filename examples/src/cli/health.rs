@@ -157,7 +157,8 @@ pub struct RestartCheckArgs {
     #[arg(long)]
     broker: i32,
     /// Overrides every topic's `min.insync.replicas` (read from the topic configuration
-    /// otherwise): partitions must keep this many in-sync replicas without the broker.
+    /// otherwise; where it cannot be read, the check refuses until this decides): partitions
+    /// must keep this many in-sync replicas without the broker.
     #[arg(long)]
     min_insync_replicas: Option<usize>,
     /// Do not refuse a KRaft combined-mode node whose controller quorum cannot be read (a

@@ -137,8 +137,17 @@ pub async fn ensure_group_inactive(
 ) -> Result<(), RecoveryError> {
     match groups.describe_groups(&[group.to_string()]).await {
         Ok(descriptions) => {
+            // Kafka describes a group it does not know as `Dead`: an answer without the group
+            // says nothing about its members.
             let Some(description) = descriptions.into_iter().find(|d| d.group == group) else {
-                return Ok(());
+                return Err(RecoveryError::CannotVerifyGroup {
+                    group: group.to_string(),
+                    source: Box::new(Error::Kafka {
+                        operation: "describe group",
+                        code: None,
+                        source: "the answer does not describe the group".into(),
+                    }),
+                });
             };
             if let Some(error) = &description.error {
                 let source = Error::Unsupported {

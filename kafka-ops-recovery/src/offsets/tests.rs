@@ -172,4 +172,26 @@ async fn an_unverifiable_group_is_refused_unless_told_otherwise() {
     ensure_group_inactive(&unsupported(), "g", MembershipCheck::SkipWhenUnsupported)
         .await
         .unwrap();
+    // An answer that leaves the group out says nothing about its members, whatever the check.
+    for check in [
+        MembershipCheck::Required,
+        MembershipCheck::SkipWhenUnsupported,
+    ] {
+        let mut silent = MockGroupQuery::new();
+        silent
+            .expect_describe_groups()
+            .returning(|_| Ok(Vec::new()));
+        let error = ensure_group_inactive(&silent, "g", check)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, RecoveryError::CannotVerifyGroup { group, .. } if group == "g"),
+            "{error:?}"
+        );
+        assert!(
+            error.describe().contains("does not describe the group"),
+            "{}",
+            error.describe()
+        );
+    }
 }

@@ -298,3 +298,56 @@ fn an_unreachable_cluster_is_a_clear_error_within_the_timeout() {
     );
     assert!(output.stdout.is_empty());
 }
+
+/// The cluster stops answering for longer than a round's requests wait (15 s) during a watch:
+/// the rounds it misses are warnings, and the watch goes on once it answers again (it ended at
+/// the first failed round before).
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_mode_outlasts_a_cluster_that_stops_answering_for_a_while() {
+    let (kafka, bootstrap) = billing_cluster().await;
+    let kafka = std::sync::Arc::new(kafka);
+    let outage = {
+        let kafka = kafka.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for id in 1..=3 {
+                kafka.broker_down(id).unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            for id in 1..=3 {
+                kafka.broker_up(id).unwrap();
+            }
+        })
+    };
+    let (code, out, err) = cli(&[
+        "lag",
+        "--bootstrap",
+        &bootstrap,
+        "--group",
+        "billing",
+        "--watch",
+        "300ms",
+        "--iterations",
+        "12",
+        "--json",
+    ])
+    .await;
+    outage.await.unwrap();
+    let rounds: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let failed = err.matches("lag not read").count();
+    assert!(
+        failed >= 1,
+        "a round failed while the brokers were down: {err}"
+    );
+    assert_eq!(
+        rounds.len() + failed,
+        12,
+        "every round reported or warned: {err}"
+    );
+    let last = rounds.last().expect("rounds after the outage");
+    assert_eq!(last["groups"][0]["total_lag"], 20, "{last}");
+    assert_ne!(code, 3, "{err}");
+}

@@ -13,7 +13,7 @@ use kafka_ops_core::lag::burrow::{BurrowConfig, PartitionEvaluation, PartitionSt
 use kafka_ops_core::lag::monitor::{LagMonitor, LagMonitorConfig};
 use kafka_ops_core::lag::verdict::{GroupStatus, GroupVerdict, judge};
 use kafka_ops_core::lag::{GroupLag, LagAnomaly, PartitionLag};
-use kafka_ops_core::{Clock, Error, IsolationLevel, SystemClock};
+use kafka_ops_core::{Clock, Error, ErrorClass, IsolationLevel, SystemClock};
 use serde::Serialize;
 
 use super::{ConnectionArgs, EXIT_ERROR, FailOn, Output, ThresholdArgs, exit_code};
@@ -310,7 +310,22 @@ async fn run_inner(args: &LagArgs, output: &mut Output<'_>) -> Result<i32, Error
     let mut worst;
     loop {
         round += 1;
-        let (groups, failed) = collect(&cluster, args, &clock).await?;
+        let (groups, failed, read) = match collect(&cluster, args, &clock).await {
+            Ok((groups, failed)) => (groups, failed, true),
+            // A round the cluster could not answer (a broker restarting, a coordinator
+            // moving) does not end the watch: it is said, counts as critical (nobody can tell)
+            // and the next round tries again.
+            Err(error) if error.class() == ErrorClass::Transient => {
+                let _ = writeln!(
+                    output.err,
+                    "warning: round {round} at {}: lag not read: {}",
+                    clock.wall(),
+                    error.describe()
+                );
+                (Vec::new(), Vec::new(), false)
+            }
+            Err(error) => return Err(error),
+        };
         let mut judged = Vec::with_capacity(groups.len());
         for mut lag in groups {
             let monitor = monitors
@@ -323,10 +338,14 @@ async fn run_inner(args: &LagArgs, output: &mut Output<'_>) -> Result<i32, Error
             judged.push((lag, evaluations, verdict));
         }
         worst = worst_of(&judged, &failed);
-        if !args.json {
-            let _ = writeln!(output.out, "--- round {round} at {}", clock.wall());
+        if !read {
+            worst = Severity::Critical;
+        } else {
+            if !args.json {
+                let _ = writeln!(output.out, "--- round {round} at {}", clock.wall());
+            }
+            write_report(output, &judged, &failed, clock.wall(), args.json)?;
         }
-        write_report(output, &judged, &failed, clock.wall(), args.json)?;
         if args.iterations.is_some_and(|n| round >= n) {
             break;
         }

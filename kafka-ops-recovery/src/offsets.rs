@@ -399,7 +399,11 @@ impl OffsetOps {
     }
 
     /// Works out restoring `backup` (to its own group, or to `group` when given), as a plan to
-    /// review or [`apply`](Self::apply).
+    /// review or [`apply`](Self::apply). Offsets outside a partition's log now (records removed
+    /// by retention since the backup, a topic created again) are clamped to it and marked
+    /// [`clamped`](OffsetChange::clamped), as for a reset: a committed offset outside the log
+    /// sends the group's consumers wherever their `auto.offset.reset` says, often the end. A
+    /// partition of the backup that no longer exists is an error.
     pub async fn plan_import(
         &self,
         backup: &OffsetsBackup,
@@ -422,16 +426,35 @@ impl OffsetOps {
             )));
         }
         let committed = self.cluster.committed_offsets(group, &partitions).await?;
-        let changes = committed
-            .into_iter()
-            .map(|(tp, before)| OffsetChange {
+        let marks = answers(
+            "watermarks",
+            self.cluster
+                .watermarks(&partitions, IsolationLevel::ReadUncommitted)
+                .await?,
+        )?;
+        let mut changes = Vec::with_capacity(committed.len());
+        for (tp, before) in committed {
+            let wanted = backup
+                .offsets
+                .get(&*tp.topic)
+                .and_then(|parts| parts.get(&tp.partition))
+                .copied()
+                .ok_or_else(|| {
+                    RecoveryError::Config(format!(
+                        "the cluster answered for {tp}, not in the backup"
+                    ))
+                })?;
+            let marks = answer(&marks, "watermarks", &tp)?;
+            let (low, high) = (marks.low.get(), marks.high.get());
+            let after = wanted.clamp(low, high.max(low));
+            changes.push(OffsetChange {
                 before: before.ok().flatten().map(Offset::get),
-                after: backup.offsets[&*tp.topic][&tp.partition],
+                after,
                 topic: tp.topic.to_string(),
                 partition: tp.partition,
-                clamped: false,
-            })
-            .collect();
+                clamped: after != wanted,
+            });
+        }
         Ok(ResetPlan {
             group: group.to_string(),
             target: ResetTarget::Offset(-1),

@@ -181,6 +181,24 @@ async fn export_then_import_restores_the_offsets() {
         vec![Some(5), Some(10), Some(20)]
     );
 
+    // A backup older than the log: offsets outside it now are clamped, and said to be.
+    let mut stale = restored.clone();
+    stale.offsets.get_mut(&topic).unwrap().insert(0, 500);
+    stale.offsets.get_mut(&topic).unwrap().insert(1, -3);
+    let plan = ops.plan_import(&stale, None).await.unwrap();
+    assert_eq!(
+        plan.changes
+            .iter()
+            .map(|c| (c.partition, c.after, c.clamped))
+            .collect::<Vec<_>>(),
+        vec![(0, 20, true), (1, 0, true)]
+    );
+    // A partition the topic no longer has is an error, not a commit into nowhere.
+    let mut gone = restored.clone();
+    gone.offsets.get_mut(&topic).unwrap().insert(7, 1);
+    let error = ops.plan_import(&gone, None).await.unwrap_err();
+    assert!(error.to_string().contains(&format!("{topic}")), "{error}");
+
     // The same offsets into another group.
     let copy = unique_name("billing-copy");
     let plan = ops.plan_import(&restored, Some(&copy)).await.unwrap();

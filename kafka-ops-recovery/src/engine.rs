@@ -2,10 +2,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
+use kafka_ops_core::handler::panic_message;
 use kafka_ops_core::{Clock, SystemClock, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -392,8 +396,7 @@ impl Engine {
             time: self.clock.wall(),
         };
         for notifier in &self.notifiers {
-            if let Err(error) = notifier.notify(&notification).await {
-                let error = error.describe();
+            if let Err(error) = unwound(notifier.notify(&notification)).await {
                 tracing::error!(notifier = notifier.name(), %error, "notification failed");
                 let mut record = self.audit_record(anomaly, "notification failed");
                 record.action = Some(notifier.name().to_string());
@@ -410,10 +413,9 @@ impl Engine {
         let mut due = Vec::new();
         let now = self.clock.now();
         for monitor in &self.monitors {
-            let signals = match monitor.observe().await {
+            let signals = match unwound(monitor.observe()).await {
                 Ok(signals) => signals,
                 Err(error) => {
-                    let error = error.describe();
                     tracing::warn!(monitor = monitor.name(), %error, "monitor failed");
                     events.push(EngineEvent::MonitorFailed {
                         monitor: monitor.name().to_string(),
@@ -559,13 +561,13 @@ impl Engine {
             let mut attempt = 0u32;
             loop {
                 attempt += 1;
-                let result = action.execute(anomaly).await;
+                let result = unwound(action.execute(anomaly)).await;
                 let mut record = self.audit_record(anomaly, "act");
                 record.action = Some(action.name().to_string());
                 record.attempt = Some(attempt);
                 record.result = Some(match &result {
                     Ok(done) => format!("ok: {done}"),
-                    Err(error) => format!("failed: {}", error.describe()),
+                    Err(error) => format!("failed: {error}"),
                 });
                 self.record(record);
                 match result {
@@ -579,7 +581,6 @@ impl Engine {
                         };
                     }
                     Err(error) => {
-                        let error = error.describe();
                         tracing::warn!(anomaly = %anomaly.key, monitor = %anomaly.monitor, action = action.name(), attempt, %error, "recovery attempt failed");
                         last_error = Some(error);
                         match backoff.next_delay() {
@@ -643,6 +644,17 @@ impl Engine {
             };
             on_events(&events);
         }
+    }
+}
+
+/// Runs a monitor's, action's or notifier's call, its error or panic described: a panic in a
+/// plug-in is that call's failure, not the end of the engine's task (which would stop every
+/// monitor with it).
+async fn unwound<T>(call: impl Future<Output = Result<T, RecoveryError>>) -> Result<T, String> {
+    match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.describe()),
+        Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
     }
 }
 

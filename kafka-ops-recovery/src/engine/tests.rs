@@ -608,3 +608,104 @@ async fn the_audit_trail_and_notifications_keep_the_whole_cause_chain() {
         notes[0].text
     );
 }
+
+/// A monitor, action or notifier that panics: a plug-in's bug.
+struct Panicking;
+
+#[async_trait]
+impl Monitor for Panicking {
+    fn name(&self) -> &str {
+        "panicking"
+    }
+    async fn observe(&self) -> Result<Vec<Signal>, RecoveryError> {
+        panic!("index out of bounds in the monitor")
+    }
+}
+
+#[async_trait]
+impl RecoveryAction for Panicking {
+    fn name(&self) -> &str {
+        "panicking"
+    }
+    async fn execute(&self, _anomaly: &Anomaly) -> Result<String, RecoveryError> {
+        panic!("the action's bug")
+    }
+}
+
+#[async_trait]
+impl Notifier for Panicking {
+    fn name(&self) -> &str {
+        "panicking"
+    }
+    async fn notify(&self, _n: &Notification) -> Result<(), RecoveryError> {
+        panic!("the notifier's bug")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_monitor_action_or_notifier_fails_its_call_not_the_engine() {
+    let path = std::env::temp_dir().join(format!(
+        "{}.jsonl",
+        kafka_ops_core::testkit::unique_name("audit")
+    ));
+    let notes = Arc::new(Collect::default());
+    let engine = Engine::new(EngineConfig {
+        grace_checks: 1,
+        grace_period: Duration::ZERO,
+        retry: BackoffPolicy::constant(Duration::from_secs(1), 1),
+        ..config()
+    })
+    .unwrap()
+    .with_clock(Arc::new(ManualClock::new()))
+    .monitor(Arc::new(Panicking))
+    .monitor(Scripted::new(
+        "scripted",
+        vec![Signal::anomaly("consumer_liveness", "not polling")],
+    ))
+    .playbook(Playbook {
+        matches: "consumer_*".into(),
+        actions: vec![Arc::new(Panicking)],
+    })
+    .notifier(Arc::new(Panicking))
+    .notifier(notes.clone())
+    .audit(AuditTrail::open(&path).unwrap());
+    // The other monitor still runs; the action's panic is a failed attempt, retried, then
+    // escalated; the escalation still reaches the notifier after the panicking one.
+    assert_eq!(
+        engine.tick().await,
+        vec![
+            EngineEvent::MonitorFailed {
+                monitor: "panicking".into(),
+                error: "panicked: index out of bounds in the monitor".into(),
+            },
+            EngineEvent::Escalated {
+                key: "consumer_liveness".into()
+            }
+        ]
+    );
+    let trail = AuditTrail::read(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    let results = |decision: &str| -> Vec<String> {
+        trail
+            .iter()
+            .filter(|r| r.decision == decision)
+            .filter_map(|r| r.result.clone())
+            .collect()
+    };
+    assert_eq!(
+        results("act"),
+        [
+            "failed: panicked: the action's bug",
+            "failed: panicked: the action's bug"
+        ]
+    );
+    assert_eq!(
+        results("notification failed"),
+        ["panicked: the notifier's bug"]
+    );
+    assert_eq!(
+        notes.0.lock().unwrap().len(),
+        1,
+        "the other notifier was told"
+    );
+}

@@ -1,11 +1,15 @@
 //! `kafka-ops offsets` end to end on the mock cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
 use kafka_ops_core::testkit::{MockKafka, TestRecord, unique_name};
 use kafka_ops_core::{Offset, TopicPartition};
 
 mod support;
-use support::cli;
+use support::{cli, example_binary};
 
 async fn committed(kafka: &MockKafka, group: &str, topic: &str) -> Vec<Option<i64>> {
     kafka.committed(group, topic, 2).await.unwrap()
@@ -169,6 +173,25 @@ async fn reset_export_import_and_wait_drain() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("lag 16"), "{out}");
     assert!(err.contains("still lags by 16"), "{err}");
+    // Each check is printed as it happens, not once the wait is over.
+    let mut waiting = Command::new(example_binary("kafka-ops"))
+        .args(["offsets", "wait-drain", "--bootstrap", &b, "-g", &copy])
+        .args(["--wait", "120s", "--interval", "300ms"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = waiting.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let first = rx.recv_timeout(Duration::from_secs(30));
+    waiting.kill().unwrap();
+    waiting.wait().unwrap();
+    let first = first.expect("a progress line while the wait goes on");
+    assert!(first.contains("lag 16"), "{first}");
     // Caught up: done at once.
     let (code, out, _) = cli(&[
         "offsets",

@@ -252,15 +252,15 @@ pub async fn run(args: OffsetsArgs, output: &mut Output<'_>) -> i32 {
             let Some(ops) = connect(&args.connection, output).await else {
                 return EXIT_ERROR;
             };
-            let mut lines = Vec::new();
+            // Each check as it happens: a wait runs for minutes, and whoever watches it wants
+            // to see the lag fall.
+            let out = &mut *output.out;
             let result = ops
                 .wait_for_drain(&args.group, args.wait, args.interval, |p| {
-                    lines.push(format!("{:>8}  lag {}", compact_duration(p.elapsed), p.lag));
+                    let _ = writeln!(out, "{:>8}  lag {}", compact_duration(p.elapsed), p.lag);
+                    let _ = out.flush();
                 })
                 .await;
-            for line in &lines {
-                let _ = writeln!(output.out, "{line}");
-            }
             match result {
                 Ok(waited) => {
                     let _ = writeln!(

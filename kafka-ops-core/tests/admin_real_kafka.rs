@@ -336,6 +336,25 @@ async fn offsets_by_time_earliest_and_latest_are_exact() {
         ask(OffsetSpec::AtTime(Timestamp::from_millis(base + 60_000))).await,
         None
     );
+    // Several specs for one partition in one call: each answered by its own (ListOffsets
+    // takes one per partition, so they go in rounds).
+    let specs = [
+        OffsetSpec::Latest,
+        OffsetSpec::Earliest,
+        OffsetSpec::AtTime(Timestamp::from_millis(base + 2_500)),
+        OffsetSpec::Earliest,
+    ];
+    let several: Vec<Option<Offset>> = cluster
+        .list_offsets(
+            &specs.map(|spec| (tp.clone(), spec)),
+            IsolationLevel::ReadUncommitted,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, answer)| answer.unwrap().offset)
+        .collect();
+    assert_eq!(several, [Some(o(5)), Some(o(0)), Some(o(3))]);
     let metadata = cluster
         .metadata(std::slice::from_ref(&topic))
         .await

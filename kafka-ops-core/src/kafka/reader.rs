@@ -461,8 +461,7 @@ impl RangeReader {
                 };
                 let offset = record.offset.get();
                 if offset < *next {
-                    // Read already (a partition assigned again after its log was truncated
-                    // starts over from its log start).
+                    // Read already: fetched before the ranges left were assigned again.
                     continue;
                 }
                 if offset >= *end {

@@ -1,7 +1,7 @@
 //! [`OffsetQuery`] on librdkafka: watermarks, ListOffsets, committed offsets and record
 //! timestamps, batched per partition leader.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -87,28 +87,46 @@ impl OffsetQuery for KafkaCluster {
             .map(|(tp, SpecKey(spec))| (tp, spec))
             .collect();
         self.blocking(move |inner| {
-            let partitions: Vec<TopicPartition> =
-                queries.iter().map(|(tp, _)| tp.clone()).collect();
-            let specs: HashMap<TopicPartition, OffsetSpec> = queries.into_iter().collect();
-            let batches: Vec<Vec<(TopicPartition, OffsetSpec)>> =
-                leader_chunks(inner, &partitions)?
-                    .into_iter()
-                    .map(|chunk| {
-                        chunk
-                            .into_iter()
-                            .filter_map(|tp| specs.get(&tp).map(|spec| (tp, *spec)))
-                            .collect()
-                    })
-                    .collect();
-            let results = send_list_offsets(inner, &batches, isolation)?;
-            let mut answers = HashMap::with_capacity(partitions.len());
-            for (batch, result) in batches.iter().zip(results) {
-                merge_batch(&mut answers, batch.iter().map(|(tp, _)| tp), result);
+            // ListOffsets takes one spec per partition: a partition asked with several specs
+            // (its earliest and latest offsets, say) is asked once per spec, in rounds.
+            let mut rounds: Vec<HashMap<TopicPartition, OffsetSpec>> = Vec::new();
+            for (tp, spec) in &queries {
+                match rounds.iter_mut().find(|round| !round.contains_key(tp)) {
+                    Some(round) => {
+                        round.insert(tp.clone(), *spec);
+                    }
+                    None => rounds.push(HashMap::from([(tp.clone(), *spec)])),
+                }
             }
-            Ok(partitions
+            let mut answers = BTreeMap::new();
+            for specs in rounds {
+                let partitions: Vec<TopicPartition> = specs.keys().cloned().collect();
+                let batches: Vec<Vec<(TopicPartition, OffsetSpec)>> =
+                    leader_chunks(inner, &partitions)?
+                        .into_iter()
+                        .map(|chunk| {
+                            chunk
+                                .into_iter()
+                                .filter_map(|tp| specs.get(&tp).map(|spec| (tp, *spec)))
+                                .collect()
+                        })
+                        .collect();
+                let results = send_list_offsets(inner, &batches, isolation)?;
+                let mut round = HashMap::with_capacity(partitions.len());
+                for (batch, result) in batches.iter().zip(results) {
+                    merge_batch(&mut round, batch.iter().map(|(tp, _)| tp), result);
+                }
+                for (tp, spec) in specs {
+                    let answer = round.remove(&tp).unwrap_or_else(|| Err(no_answer()));
+                    answers.insert((tp, SpecKey(spec)), answer);
+                }
+            }
+            Ok(queries
                 .into_iter()
-                .map(|tp| {
-                    let answer = answers.remove(&tp).unwrap_or_else(|| Err(no_answer()));
+                .map(|(tp, spec)| {
+                    let answer = answers
+                        .remove(&(tp.clone(), SpecKey(spec)))
+                        .unwrap_or_else(|| Err(no_answer()));
                     (tp, answer)
                 })
                 .collect())

@@ -197,7 +197,7 @@ async fn export_then_import_restores_the_offsets() {
     let mut gone = restored.clone();
     gone.offsets.get_mut(&topic).unwrap().insert(7, 1);
     let error = ops.plan_import(&gone, None).await.unwrap_err();
-    assert!(error.to_string().contains(&format!("{topic}")), "{error}");
+    assert!(error.to_string().contains(topic.as_str()), "{error}");
 
     // The same offsets into another group.
     let copy = unique_name("billing-copy");

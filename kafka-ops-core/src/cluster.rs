@@ -323,8 +323,10 @@ pub trait OffsetQuery: Send + Sync {
         partitions: &[TopicPartition],
     ) -> Result<PartitionResults<Option<Offset>>, Error>;
 
-    /// The timestamp of the record at each position (`None`: no record there, or it carries no
-    /// timestamp). Reads one record per partition, batched per leader.
+    /// The timestamp of the record at each position, or of the first after it where offsets
+    /// hold no record (compacted away, a transaction marker, removed from the log: the record
+    /// a consumer there reads next). `None`: no record up to the end, or it carries no
+    /// timestamp. Reads one record per partition, batched per leader.
     async fn record_timestamps(
         &self,
         positions: &[(TopicPartition, Offset)],

@@ -240,25 +240,11 @@ pub async fn archive(
                     .filter(|(range, done)| done.to < range.end)
                     .map(|(range, _)| range.partition)
                     .collect();
-                // The reader's error does not name its partition: those whose log start is
-                // now past where the archive stopped are the ones records were removed from.
-                let removed: Vec<i32> = reader
-                    .watermarks_of(&topic, &short)
-                    .map(|marks| {
-                        marks
-                            .into_iter()
-                            .filter(|(partition, low, _)| {
-                                archived
-                                    .iter()
-                                    .any(|done| done.partition == *partition && *low > done.to)
-                            })
-                            .map(|(partition, _, _)| partition)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                // The log was truncated under the archive (the reader names the partition
+                // only in its message): those not read to their end are the ones affected.
                 DlqError::ArchiveIncomplete {
                     topic: topic.clone(),
-                    partitions: if removed.is_empty() { short } else { removed },
+                    partitions: short,
                     source: Box::new(source),
                 }
             }

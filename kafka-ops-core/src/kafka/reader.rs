@@ -40,6 +40,7 @@ pub struct Range {
 
 /// What [`RangeReader::read`] hands the visitor.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Step<'m> {
     /// A record inside its partition's range, borrowing the consumer's message.
     Record(Record<'m>),
@@ -359,7 +360,9 @@ impl RangeReader {
 
     /// The loop under every read: `ranges` of any topics; the visitor answers `true` when the
     /// record's partition needs nothing more. Ends when every range is done, or with
-    /// [`Error::Stalled`] once no range moved on for `idle_limit` or `deadline` passed.
+    /// [`Error::Stalled`] once no range moved on for `idle_limit` or `deadline` passed. Records
+    /// removed under the read are handed over as [`Step::Removed`]; a log truncated under it
+    /// (its next offset past the log's end) is an error.
     ///
     /// A partition whose range is done is paused, so records arriving there later neither
     /// take the reader's time nor count as progress; one whose position passed its end without
@@ -422,6 +425,7 @@ impl RangeReader {
         let mut last_progress = started;
         let mut finished: Vec<(usize, i32)> = Vec::new();
         let mut batch = MessageBatch::with_capacity(BATCH);
+        // Partitions whose fetch at their next offset fell outside the log.
         let mut out_of_range: Vec<(usize, i32)> = Vec::new();
         while !remaining.is_empty() {
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
@@ -442,10 +446,16 @@ impl RangeReader {
                         .into());
                     }
                     Some(Delivery::OutOfRange {
-                        topic, partition, ..
+                        topic,
+                        partition,
+                        offset,
+                        ..
                     }) => {
+                        // An error for an offset before the next one to read is stale: a
+                        // partition answered already, whose error librdkafka queued twice
+                        // (assigning the ranges again does not drop it).
                         if let Some(key) = key_of(&topic, partition)
-                            && remaining.contains_key(&key)
+                            && remaining.get(&key).is_some_and(|(next, _)| offset >= *next)
                         {
                             out_of_range.push(key);
                         }
@@ -479,7 +489,20 @@ impl RangeReader {
                 }
             }
             if !out_of_range.is_empty() {
-                self.skip_removed(&topics, &mut remaining, &mut out_of_range, &mut visit)?;
+                let left = deadline.map_or(TIMEOUT, |deadline| {
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(TIMEOUT)
+                });
+                let skipped =
+                    self.skip_removed(&topics, &mut remaining, &mut out_of_range, left, &mut visit);
+                if let Err(error) = skipped {
+                    // A lookup the deadline cut short is the deadline's answer.
+                    if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                        return Err(stalled(&topics, &remaining, started.elapsed()));
+                    }
+                    return Err(error);
+                }
                 visited = true;
             }
             if !visited && remaining.len() == before {
@@ -531,43 +554,55 @@ impl RangeReader {
     /// fell outside the log: those whose log start moved past it report the removed offsets
     /// and go on from the new start (done when that is past their end); the ranges left are
     /// then assigned again, as librdkafka stopped fetching those partitions. A next offset
-    /// past the log's end (the log was truncated under the reader) is an error.
+    /// past the log's end (the log was truncated under the reader), or watermarks not read
+    /// within `timeout`, are errors.
     fn skip_removed<E: From<Error>>(
         &self,
         topics: &[&str],
         remaining: &mut BTreeMap<(usize, i32), (i64, i64)>,
         out_of_range: &mut Vec<(usize, i32)>,
+        timeout: Duration,
         visit: &mut impl FnMut(Step<'_>) -> Result<bool, E>,
     ) -> Result<(), E> {
         out_of_range.sort_unstable();
         out_of_range.dedup();
-        for key in out_of_range.drain(..) {
-            let (Some(&(next, end)), Some(topic)) = (remaining.get(&key), topics.get(key.0)) else {
+        let started = Instant::now();
+        let mut by_topic: BTreeMap<usize, Vec<i32>> = BTreeMap::new();
+        for (index, partition) in out_of_range.drain(..) {
+            by_topic.entry(index).or_default().push(partition);
+        }
+        for (index, partitions) in by_topic {
+            let Some(topic) = topics.get(index) else {
                 continue;
             };
-            let (low, high) = self.watermarks(topic, key.1)?;
-            if low <= next {
-                return Err(E::from(Error::Kafka {
-                    operation: "read",
-                    code: Some(KafkaCode::OFFSET_OUT_OF_RANGE),
-                    source: format!(
-                        "offset {next} of {topic}/{} is outside its log [{low}, {high}): \
-                         the log was truncated under the reader",
-                        key.1
-                    )
-                    .into(),
-                }));
-            }
-            visit(Step::Removed(RemovedOffsets {
-                topic: (*topic).to_string(),
-                partition: key.1,
-                from: next,
-                to: low.min(end),
-            }))?;
-            if low >= end {
-                remaining.remove(&key);
-            } else {
-                remaining.insert(key, (low, end));
+            let left = timeout.saturating_sub(started.elapsed());
+            for (partition, low, high) in self.watermarks_within(topic, &partitions, left)? {
+                let key = (index, partition);
+                let Some(&(next, end)) = remaining.get(&key) else {
+                    continue;
+                };
+                if low <= next {
+                    return Err(E::from(Error::Kafka {
+                        operation: "read",
+                        code: Some(KafkaCode::OFFSET_OUT_OF_RANGE),
+                        source: format!(
+                            "offset {next} of {topic}/{partition} is outside its log [{low}, \
+                             {high}): the log was truncated under the reader"
+                        )
+                        .into(),
+                    }));
+                }
+                visit(Step::Removed(RemovedOffsets {
+                    topic: (*topic).to_string(),
+                    partition,
+                    from: next,
+                    to: low.min(end),
+                }))?;
+                if low >= end {
+                    remaining.remove(&key);
+                } else {
+                    remaining.insert(key, (low, end));
+                }
             }
         }
         let mut list = TopicPartitionList::with_capacity(remaining.len());
@@ -659,7 +694,7 @@ impl RangeReader {
     }
 
     /// The record at `offset` of `partition`, or `None` when there is none there (compacted
-    /// away, a transaction marker, past the end).
+    /// away, a transaction marker, removed from the log, past the end).
     pub async fn read_one(
         &self,
         partition: &TopicPartition,

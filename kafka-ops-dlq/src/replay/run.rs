@@ -260,6 +260,8 @@ impl Run {
                         self.checkpoint_in_background()?;
                     }
                 }
+                // Steps added later carry nothing a replay acts on.
+                _ => {}
             }
             Ok::<(), DlqError>(())
         })?;

@@ -209,8 +209,7 @@ impl CanaryProbe {
             let (low, end) = reader.watermarks(&topic, partition)?;
             let mut round = Round::default();
             // Acknowledged records the log no longer starts at (deleted, or gone with an
-            // unclean election) are lost: reading below the log start would jump to the end
-            // and call every record lost, the survivors too.
+            // unclean election) are lost: the read starts at the log start.
             let range = Range {
                 partition,
                 start: from.max(low),

@@ -400,19 +400,7 @@ impl RangeReader {
         if remaining.is_empty() {
             return Ok(());
         }
-        let mut list = rdkafka::TopicPartitionList::with_capacity(ranges.len());
-        for (tp, start, _) in ranges.iter().filter(|(_, start, end)| end > start) {
-            add_at_offset(&mut list, &tp.topic, tp.partition, *start)
-                .map_err(|e| kafka_error("assign", e))?;
-        }
-        consumer
-            .assign(&list)
-            .map_err(|e| kafka_error("assign", e))?;
-        // librdkafka keeps a partition's pause across unassign and assign: an earlier read
-        // paused what it had finished.
-        consumer
-            .resume(&list)
-            .map_err(|e| kafka_error("resume", e))?;
+        self.assign_remaining(&topics, &remaining)?;
         let stalled = |topics: &[&str], remaining: &BTreeMap<(usize, i32), (i64, i64)>, waited| {
             let first = remaining.keys().next().map_or(0, |(index, _)| *index);
             E::from(Error::Stalled {
@@ -605,8 +593,17 @@ impl RangeReader {
                 }
             }
         }
+        Ok(self.assign_remaining(topics, remaining)?)
+    }
+
+    /// Assigns every unfinished range of `remaining` at its next offset, and only those.
+    fn assign_remaining(
+        &self,
+        topics: &[&str],
+        remaining: &BTreeMap<(usize, i32), (i64, i64)>,
+    ) -> Result<(), Error> {
         let mut list = TopicPartitionList::with_capacity(remaining.len());
-        for ((index, partition), (next, _)) in remaining.iter() {
+        for ((index, partition), (next, _)) in remaining {
             if let Some(topic) = topics.get(*index) {
                 add_at_offset(&mut list, topic, *partition, *next)
                     .map_err(|e| kafka_error("assign", e))?;
@@ -616,10 +613,9 @@ impl RangeReader {
         consumer
             .assign(&list)
             .map_err(|e| kafka_error("assign", e))?;
-        consumer
-            .resume(&list)
-            .map_err(|e| kafka_error("resume", e))?;
-        Ok(())
+        // librdkafka keeps a partition's pause across unassign and assign: an earlier read
+        // paused what it had finished.
+        consumer.resume(&list).map_err(|e| kafka_error("resume", e))
     }
 
     /// The timestamp of the first record at or after each position, reading at most until

@@ -552,14 +552,17 @@ impl RecoveryAction for Broken {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_audit_trail_and_notifications_keep_the_whole_cause_chain() {
-    let path = std::env::temp_dir().join(format!(
+/// A new audit trail's path.
+fn audit_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
         "{}.jsonl",
         kafka_ops_core::testkit::unique_name("audit")
-    ));
-    let notes = Arc::new(Collect::default());
-    let engine = Engine::new(EngineConfig {
+    ))
+}
+
+/// An engine that acts on the first anomalous check and retries an action once.
+fn acting_at_once() -> Engine {
+    Engine::new(EngineConfig {
         grace_checks: 1,
         grace_period: Duration::ZERO,
         retry: BackoffPolicy::constant(Duration::from_secs(1), 1),
@@ -567,17 +570,24 @@ async fn the_audit_trail_and_notifications_keep_the_whole_cause_chain() {
     })
     .unwrap()
     .with_clock(Arc::new(ManualClock::new()))
-    .monitor(Scripted::new(
-        "scripted",
-        vec![Signal::anomaly("consumer_liveness", "not polling")],
-    ))
-    .playbook(Playbook {
-        matches: "consumer_*".into(),
-        actions: vec![Arc::new(Broken)],
-    })
-    .notifier(Arc::new(Refusing))
-    .notifier(notes.clone())
-    .audit(AuditTrail::open(&path).unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_audit_trail_and_notifications_keep_the_whole_cause_chain() {
+    let path = audit_path();
+    let notes = Arc::new(Collect::default());
+    let engine = acting_at_once()
+        .monitor(Scripted::new(
+            "scripted",
+            vec![Signal::anomaly("consumer_liveness", "not polling")],
+        ))
+        .playbook(Playbook {
+            matches: "consumer_*".into(),
+            actions: vec![Arc::new(Broken)],
+        })
+        .notifier(Arc::new(Refusing))
+        .notifier(notes.clone())
+        .audit(AuditTrail::open(&path).unwrap());
     assert_eq!(
         engine.tick().await,
         vec![EngineEvent::Escalated {
@@ -644,31 +654,21 @@ impl Notifier for Panicking {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_monitor_action_or_notifier_fails_its_call_not_the_engine() {
-    let path = std::env::temp_dir().join(format!(
-        "{}.jsonl",
-        kafka_ops_core::testkit::unique_name("audit")
-    ));
+    let path = audit_path();
     let notes = Arc::new(Collect::default());
-    let engine = Engine::new(EngineConfig {
-        grace_checks: 1,
-        grace_period: Duration::ZERO,
-        retry: BackoffPolicy::constant(Duration::from_secs(1), 1),
-        ..config()
-    })
-    .unwrap()
-    .with_clock(Arc::new(ManualClock::new()))
-    .monitor(Arc::new(Panicking))
-    .monitor(Scripted::new(
-        "scripted",
-        vec![Signal::anomaly("consumer_liveness", "not polling")],
-    ))
-    .playbook(Playbook {
-        matches: "consumer_*".into(),
-        actions: vec![Arc::new(Panicking)],
-    })
-    .notifier(Arc::new(Panicking))
-    .notifier(notes.clone())
-    .audit(AuditTrail::open(&path).unwrap());
+    let engine = acting_at_once()
+        .monitor(Arc::new(Panicking))
+        .monitor(Scripted::new(
+            "scripted",
+            vec![Signal::anomaly("consumer_liveness", "not polling")],
+        ))
+        .playbook(Playbook {
+            matches: "consumer_*".into(),
+            actions: vec![Arc::new(Panicking)],
+        })
+        .notifier(Arc::new(Panicking))
+        .notifier(notes.clone())
+        .audit(AuditTrail::open(&path).unwrap());
     // The other monitor still runs; the action's panic is a failed attempt, retried, then
     // escalated; the escalation still reaches the notifier after the panicking one.
     assert_eq!(

@@ -37,11 +37,14 @@ async fn dead_letters_removed_under_a_replay_are_counted_and_the_rest_replayed()
         .set("queued.min.messages", "1")
         .set("max.partition.fetch.bytes", "1024");
     let moved = Arc::new(AtomicBool::new(false));
+    let last = Arc::new(std::sync::Mutex::new(None));
     let progress = {
         let (moved, cluster, topic) = (moved.clone(), kafka.cluster(), source.clone());
+        let last = last.clone();
         let runtime = tokio::runtime::Handle::current();
         // Called on the replay's blocking thread, which may wait on the runtime.
         move |progress: &ReplayProgress| {
+            *last.lock().unwrap() = Some((progress.scanned, progress.total));
             if progress.scanned >= 500 && !moved.swap(true, Ordering::SeqCst) {
                 let before = [(0, Offset::new(2_000).unwrap())];
                 runtime
@@ -78,4 +81,7 @@ async fn dead_letters_removed_under_a_replay_are_counted_and_the_rest_replayed()
         written.is_superset(&left),
         "every dead letter left was replayed"
     );
+    // Progress ends at its total: the removed dead letters no longer count as still to read.
+    let (scanned, total) = last.lock().unwrap().unwrap();
+    assert_eq!(scanned, total);
 }

@@ -248,6 +248,8 @@ impl Run {
                 Step::Removed(removed) => {
                     let count = u64::try_from(removed.to - removed.from).unwrap_or(0);
                     self.report.removed_unread += count;
+                    // Progress counts toward what is left to read.
+                    self.total = self.total.saturating_sub(count);
                     tracing::warn!(topic = %removed.topic, partition = removed.partition,
                         from = removed.from, to = removed.to,
                         "dead letters removed from the topic before the replay read them");

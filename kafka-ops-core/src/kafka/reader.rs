@@ -441,9 +441,13 @@ impl RangeReader {
                     }) => {
                         // An error for an offset before the next one to read is stale: a
                         // partition answered already, whose error librdkafka queued twice
-                        // (assigning the ranges again does not drop it).
+                        // (assigning the ranges again does not always drop it). A negative
+                        // offset is librdkafka's answer to a log found truncated when it
+                        // validated the position: never stale.
                         if let Some(key) = key_of(&topic, partition)
-                            && remaining.get(&key).is_some_and(|(next, _)| offset >= *next)
+                            && remaining
+                                .get(&key)
+                                .is_some_and(|(next, _)| offset < 0 || offset >= *next)
                         {
                             out_of_range.push(key);
                         }
@@ -484,14 +488,14 @@ impl RangeReader {
                 });
                 let skipped =
                     self.skip_removed(&topics, &mut remaining, &mut out_of_range, left, &mut visit);
-                if let Err(error) = skipped {
+                match skipped {
+                    Ok(moved_on) => visited |= moved_on,
                     // A lookup the deadline cut short is the deadline's answer.
-                    if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                    Err(_) if deadline.is_some_and(|deadline| Instant::now() >= deadline) => {
                         return Err(stalled(&topics, &remaining, started.elapsed()));
                     }
-                    return Err(error);
+                    Err(error) => return Err(error),
                 }
-                visited = true;
             }
             if !visited && remaining.len() == before {
                 // Transaction markers take offsets no record is read at: a partition whose
@@ -542,8 +546,11 @@ impl RangeReader {
     /// fell outside the log: those whose log start moved past it report the removed offsets
     /// and go on from the new start (done when that is past their end); the ranges left are
     /// then assigned again, as librdkafka stopped fetching those partitions. A next offset
-    /// past the log's end (the log was truncated under the reader), or watermarks not read
-    /// within `timeout`, are errors.
+    /// inside the log after all (replicas deleting old segments on their own schedules can
+    /// disagree on the log start) is fetched again, and answers `false` (no range moved on: a
+    /// disagreement that lasts ends the read at its idle limit). A next offset past the log's
+    /// end (the log was truncated under the reader), or watermarks not read within `timeout`,
+    /// are errors.
     fn skip_removed<E: From<Error>>(
         &self,
         topics: &[&str],
@@ -551,10 +558,11 @@ impl RangeReader {
         out_of_range: &mut Vec<(usize, i32)>,
         timeout: Duration,
         visit: &mut impl FnMut(Step<'_>) -> Result<bool, E>,
-    ) -> Result<(), E> {
+    ) -> Result<bool, E> {
         out_of_range.sort_unstable();
         out_of_range.dedup();
         let started = Instant::now();
+        let mut moved_on = false;
         let mut by_topic: BTreeMap<usize, Vec<i32>> = BTreeMap::new();
         for (index, partition) in out_of_range.drain(..) {
             by_topic.entry(index).or_default().push(partition);
@@ -569,6 +577,9 @@ impl RangeReader {
                 let Some(&(next, end)) = remaining.get(&key) else {
                     continue;
                 };
+                if low <= next && next <= high {
+                    continue;
+                }
                 if low <= next {
                     return Err(E::from(Error::Kafka {
                         operation: "read",
@@ -586,6 +597,7 @@ impl RangeReader {
                     from: next,
                     to: low.min(end),
                 }))?;
+                moved_on = true;
                 if low >= end {
                     remaining.remove(&key);
                 } else {
@@ -593,7 +605,8 @@ impl RangeReader {
                 }
             }
         }
-        Ok(self.assign_remaining(topics, remaining)?)
+        self.assign_remaining(topics, remaining)?;
+        Ok(moved_on)
     }
 
     /// Assigns every unfinished range of `remaining` at its next offset, and only those.

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use kafka_ops_core::ErrorClass;
 use kafka_ops_core::cluster::{ClusterMetadata, ConfigQuery, MetadataQuery};
 use serde::{Deserialize, Serialize};
 
@@ -188,8 +189,9 @@ where
     Ok(evaluate(&metadata, &control, &min_insync, broker, options))
 }
 
-/// Every topic's `min.insync.replicas`, in one DescribeConfigs request; topics the broker
-/// cannot answer for are left out (empty when it refuses the request).
+/// Every topic's `min.insync.replicas`, in one DescribeConfigs request (asked once more after a
+/// transient failure: the broker that took it may be the one a rolling restart just stopped);
+/// topics the broker cannot answer for are left out (empty when it refuses the request).
 pub async fn topic_min_insync_replicas(
     cluster: &(impl ConfigQuery + ?Sized),
     metadata: &ClusterMetadata,
@@ -200,7 +202,14 @@ pub async fn topic_min_insync_replicas(
         .filter(|t| t.error.is_none())
         .map(|t| t.name.to_string())
         .collect();
-    match cluster.topic_configs(&topics).await {
+    let mut answer = cluster.topic_configs(&topics).await;
+    if let Err(error) = &answer
+        && error.class() == ErrorClass::Transient
+    {
+        tracing::debug!(%error, "cannot read topic configurations; asking again");
+        answer = cluster.topic_configs(&topics).await;
+    }
+    match answer {
         Ok(configs) => configs
             .into_iter()
             .filter_map(|(topic, entries)| {

@@ -197,9 +197,12 @@ async fn records_removed_under_a_read_are_reported_and_the_rest_is_read() {
             assert!(reported.is_empty(), "{reported:?}");
         }
     }
+    // Partition 0 was read past its offset 500 (the deletion's moment; how far past depends on
+    // what was fetched already), then had records removed under the read: its 1 000 records left
+    // and fewer than 2 000 before them.
     let first = visited.iter().filter(|(p, _)| *p == 0).count();
     assert!(
-        first > 500 && first < 2_000,
-        "partition 0 lost records: {first}"
+        first > 1_500 && first < 3_000,
+        "partition 0 had records removed under the read: {first} read"
     );
 }

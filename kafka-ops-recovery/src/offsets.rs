@@ -87,6 +87,26 @@ pub struct OffsetChange {
     pub clamped: bool,
 }
 
+impl OffsetChange {
+    /// `tp` moving from `before` to `wanted`, kept inside the log `[low, high]`: an offset
+    /// outside it would send the group's consumers wherever their `auto.offset.reset` says.
+    fn clamped_to_log(
+        tp: &TopicPartition,
+        before: Option<i64>,
+        wanted: i64,
+        (low, high): (i64, i64),
+    ) -> Self {
+        let after = wanted.clamp(low, high.max(low));
+        OffsetChange {
+            topic: tp.topic.to_string(),
+            partition: tp.partition,
+            before,
+            after,
+            clamped: after != wanted,
+        }
+    }
+}
+
 /// A reset worked out and not applied yet: what `--dry-run` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResetPlan {
@@ -333,14 +353,12 @@ impl OffsetOps {
                 ResetTarget::Offset(offset) => offset,
                 ResetTarget::ShiftBy(by) => before.unwrap_or(low).saturating_add(by),
             };
-            let after = wanted.clamp(low, high.max(low));
-            changes.push(OffsetChange {
-                topic: tp.topic.to_string(),
-                partition: tp.partition,
+            changes.push(OffsetChange::clamped_to_log(
+                tp,
                 before,
-                after,
-                clamped: after != wanted,
-            });
+                wanted,
+                (low, high),
+            ));
         }
         Ok(ResetPlan {
             group: group.to_string(),
@@ -445,15 +463,12 @@ impl OffsetOps {
                     ))
                 })?;
             let marks = answer(&marks, "watermarks", &tp)?;
-            let (low, high) = (marks.low.get(), marks.high.get());
-            let after = wanted.clamp(low, high.max(low));
-            changes.push(OffsetChange {
-                before: before.ok().flatten().map(Offset::get),
-                after,
-                topic: tp.topic.to_string(),
-                partition: tp.partition,
-                clamped: after != wanted,
-            });
+            changes.push(OffsetChange::clamped_to_log(
+                &tp,
+                before.ok().flatten().map(Offset::get),
+                wanted,
+                (marks.low.get(), marks.high.get()),
+            ));
         }
         Ok(ResetPlan {
             group: group.to_string(),

@@ -310,8 +310,25 @@ async fn run_inner(args: &LagArgs, output: &mut Output<'_>) -> Result<i32, Error
     let mut worst;
     loop {
         round += 1;
-        let (groups, failed, read) = match collect(&cluster, args, &clock).await {
-            Ok((groups, failed)) => (groups, failed, true),
+        match collect(&cluster, args, &clock).await {
+            Ok((groups, failed)) => {
+                let mut judged = Vec::with_capacity(groups.len());
+                for mut lag in groups {
+                    let monitor = monitors
+                        .entry(lag.group.clone())
+                        .or_insert_with(|| LagMonitor::new(monitor_config));
+                    monitor.observe(&mut lag)?;
+                    let now = clock.wall();
+                    let evaluations = monitor.evaluate(&lag, now);
+                    let verdict = monitor.verdict(&lag, now);
+                    judged.push((lag, evaluations, verdict));
+                }
+                worst = worst_of(&judged, &failed);
+                if !args.json {
+                    let _ = writeln!(output.out, "--- round {round} at {}", clock.wall());
+                }
+                write_report(output, &judged, &failed, clock.wall(), args.json)?;
+            }
             // A round the cluster could not answer (a broker restarting, a coordinator
             // moving) does not end the watch: it is said, counts as critical (nobody can tell)
             // and the next round tries again.
@@ -322,29 +339,9 @@ async fn run_inner(args: &LagArgs, output: &mut Output<'_>) -> Result<i32, Error
                     clock.wall(),
                     error.describe()
                 );
-                (Vec::new(), Vec::new(), false)
+                worst = Severity::Critical;
             }
             Err(error) => return Err(error),
-        };
-        let mut judged = Vec::with_capacity(groups.len());
-        for mut lag in groups {
-            let monitor = monitors
-                .entry(lag.group.clone())
-                .or_insert_with(|| LagMonitor::new(monitor_config));
-            monitor.observe(&mut lag)?;
-            let now = clock.wall();
-            let evaluations = monitor.evaluate(&lag, now);
-            let verdict = monitor.verdict(&lag, now);
-            judged.push((lag, evaluations, verdict));
-        }
-        worst = worst_of(&judged, &failed);
-        if !read {
-            worst = Severity::Critical;
-        } else {
-            if !args.json {
-                let _ = writeln!(output.out, "--- round {round} at {}", clock.wall());
-            }
-            write_report(output, &judged, &failed, clock.wall(), args.json)?;
         }
         if args.iterations.is_some_and(|n| round >= n) {
             break;

@@ -31,7 +31,9 @@ use crate::cluster::{
     PartitionResults,
 };
 use crate::error::Error;
-use crate::types::{IsolationLevel, ListedOffset, Offset, OffsetSpec, Timestamp, TopicPartition};
+use crate::types::{
+    IsolationLevel, ListedOffset, Offset, OffsetSpec, RAW_OFFSET_NONE, Timestamp, TopicPartition,
+};
 
 /// Extra time given to the local queue beyond the request timeout, so librdkafka's own timeout
 /// (which produces a proper error event) fires before ours.
@@ -468,6 +470,15 @@ fn read_list_offsets(event: &Owned<rd::rd_kafka_event_t>) -> PartitionResults<Li
             Err(PartitionError {
                 code: Some(code_of(err)),
                 reason: describe_code(err),
+            })
+        } else if offset == RAW_OFFSET_NONE {
+            // librdkafka fills each partition's answer in as "invalid, no error" before asking
+            // the leaders, and a leader's request that fails or times out leaves its partitions
+            // so: a broker's "no such offset" is -1, never this.
+            Err(PartitionError {
+                code: None,
+                reason: "no answer from the partition's leader (its request failed or timed out)"
+                    .into(),
             })
         } else {
             Ok(ListedOffset {

@@ -537,3 +537,70 @@ async fn watermarks_split_over_two_handles_are_exact() {
         assert_eq!(cluster.admin_clients(), handles, "batch size {batch_size}");
     }
 }
+
+/// A partition asked with several specs is asked in rounds, one spec a round; the client's bound
+/// is the whole call's, not each round's: under a slow broker the late round's answer times out
+/// instead of the call taking a bound per round, and a timed-out answer is an error, not an
+/// offset that is not there.
+#[tokio::test(flavor = "multi_thread")]
+async fn several_specs_for_one_partition_share_one_bound() {
+    use kafka_ops_core::cluster::OffsetQuery;
+    use kafka_ops_core::{IsolationLevel, OffsetSpec};
+    let kafka = MockKafka::start(1).unwrap();
+    kafka.create_topic("slow", 1).unwrap();
+    fill(&kafka, "slow", &[10]).await;
+    let bound = Duration::from_millis(1_500);
+    let cluster = kafka.cluster().unwrap().with_timeout(bound);
+    let tp = TopicPartition::new("slow", 0);
+    let queries = [
+        (tp.clone(), OffsetSpec::Earliest),
+        (tp.clone(), OffsetSpec::Latest),
+    ];
+    let offsets = |answers: &kafka_ops_core::cluster::PartitionResults<_>| {
+        answers
+            .iter()
+            .map(
+                |(_, answer): &(_, Result<kafka_ops_core::ListedOffset, _>)| {
+                    answer.as_ref().ok().and_then(|a| a.offset).map(Offset::get)
+                },
+            )
+            .collect::<Vec<_>>()
+    };
+    // Unhurried, both rounds are answered (a fresh mock may need a moment for its leader).
+    let mut answered = Vec::new();
+    for _ in 0..10 {
+        let answers = cluster
+            .list_offsets(&queries, IsolationLevel::ReadUncommitted)
+            .await
+            .unwrap();
+        answered = offsets(&answers);
+        if answered == [Some(0), Some(10)] {
+            break;
+        }
+    }
+    assert_eq!(answered, [Some(0), Some(10)]);
+
+    // Two rounds of a second each do not fit in 1.5 s: the first is answered, the second
+    // times out, and the call ends at the bound.
+    kafka
+        .broker_round_trip_time(1, Duration::from_millis(1_000))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let answers = cluster
+        .list_offsets(&queries, IsolationLevel::ReadUncommitted)
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(offsets(&answers), [Some(0), None], "{answers:?}");
+    // Unanswered, not "no such offset": librdkafka leaves a leader's partitions as they were
+    // before the request when the request times out.
+    assert!(
+        answers[1]
+            .1
+            .as_ref()
+            .is_err_and(|e| e.reason.contains("no answer")),
+        "{answers:?}"
+    );
+    // A bound per round would have taken two round trips (2 s) and answered both.
+    assert!(took < Duration::from_millis(1_900), "took {took:?}");
+}

@@ -26,6 +26,7 @@ impl OffsetQuery for KafkaCluster {
     ) -> Result<PartitionResults<Watermarks>, Error> {
         let partitions = unique(partitions.iter().cloned());
         self.blocking(move |inner| {
+            let started = Instant::now();
             let mut batches = Vec::new();
             for chunk in leader_chunks(inner, &partitions)? {
                 for spec in [OffsetSpec::Earliest, OffsetSpec::Latest] {
@@ -37,7 +38,7 @@ impl OffsetQuery for KafkaCluster {
                     );
                 }
             }
-            let results = send_list_offsets(inner, &batches, isolation)?;
+            let results = send_list_offsets(inner, &batches, isolation, started)?;
             let mut low = HashMap::new();
             let mut high = HashMap::new();
             for (batch, answers) in batches.iter().zip(results) {
@@ -87,6 +88,8 @@ impl OffsetQuery for KafkaCluster {
             .map(|(tp, SpecKey(spec))| (tp, spec))
             .collect();
         self.blocking(move |inner| {
+            // One bound for the whole call, however many rounds it takes.
+            let started = Instant::now();
             // ListOffsets takes one spec per partition: a partition asked with several specs
             // (its earliest and latest offsets, say) is asked once per spec, in rounds.
             let mut rounds: Vec<HashMap<TopicPartition, OffsetSpec>> = Vec::new();
@@ -111,7 +114,7 @@ impl OffsetQuery for KafkaCluster {
                                 .collect()
                         })
                         .collect();
-                let results = send_list_offsets(inner, &batches, isolation)?;
+                let results = send_list_offsets(inner, &batches, isolation, started)?;
                 let mut round = HashMap::with_capacity(partitions.len());
                 for (batch, result) in batches.iter().zip(results) {
                     merge_batch(&mut round, batch.iter().map(|(tp, _)| tp), result);
@@ -176,7 +179,7 @@ const SPLIT_FROM_BATCHES: usize = 8;
 
 /// Sends each of `batches` as one ListOffsets call (one request per leader of its partitions;
 /// the callers' batches each have one leader once there are several) and returns the answers
-/// in order.
+/// in order, within what is left of the client's bound for a call that began at `started`.
 ///
 /// librdkafka runs every admin request of a handle on that handle's one main thread, which parses
 /// each answer and merges it into its call by linear search; the calling thread splits each
@@ -189,8 +192,8 @@ fn send_list_offsets(
     inner: &Inner<'_>,
     batches: &[Vec<(TopicPartition, OffsetSpec)>],
     isolation: IsolationLevel,
+    started: Instant,
 ) -> Result<BatchResults<ListedOffset>, Error> {
-    let started = Instant::now();
     let on = |admin: &AdminClient<DefaultClientContext>, batches| {
         let left = inner
             .timeout

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kafka_ops_core::cluster::OffsetQuery;
-use kafka_ops_core::testkit::{RealKafka, TestRecord, TransactionalProducer, unique_name};
+use kafka_ops_core::testkit::{
+    DeleteOnce, RealKafka, TestRecord, TransactionalProducer, unique_name,
+};
 use kafka_ops_core::{Offset, TopicPartition};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -98,32 +100,20 @@ async fn records_removed_under_a_read_are_reported_and_the_rest_is_read() {
     let kafka = RealKafka::shared().await.unwrap();
     let topic = unique_name("reader_removed");
     kafka.create_topic(&topic, 2).await.unwrap();
-    // Message sets of 20 records of 1 kB: a fetch returns at least one whole set, so small sets
-    // keep the reader's prefetch (below) to a few dozen records ahead of the visitor.
-    for set in 0..150 {
-        for partition in 0..2 {
-            kafka
-                .produce(
-                    &topic,
-                    (0..20).map(|i| {
-                        TestRecord::keyed(format!("k{set}-{i}"), vec![b'x'; 1_000])
-                            .to_partition(partition)
-                    }),
-                )
-                .await
-                .unwrap();
-        }
+    for partition in 0..2 {
+        kafka
+            .produce_in_small_sets(&topic, partition, 3_000)
+            .await
+            .unwrap();
     }
-    let mut config = kafka.client_config();
-    config
-        .set("auto.offset.reset", "latest")
-        .set("queued.min.messages", "1")
-        .set("max.partition.fetch.bytes", "1024");
-    let (cluster, runtime, name) = (
-        kafka.cluster(),
-        tokio::runtime::Handle::current(),
-        topic.clone(),
-    );
+    let mut config = kafka.small_prefetch_config();
+    config.set("auto.offset.reset", "latest");
+    let before = [
+        (0, Offset::new(2_000).unwrap()),
+        (1, Offset::new(2_000).unwrap()),
+    ];
+    let deletion = DeleteOnce::new(&kafka, &topic, &before);
+    let name = topic.clone();
     let (visited, removed) = tokio::task::spawn_blocking(move || {
         let reader = RangeReader::new(&config).unwrap();
         let ranges: Vec<Range> = (0..2)
@@ -140,13 +130,7 @@ async fn records_removed_under_a_read_are_reported_and_the_rest_is_read() {
                     Step::Record(record) => {
                         visited.push((record.partition, record.offset.get()));
                         if record.partition == 0 && record.offset.get() == 500 {
-                            let before = [
-                                (0, Offset::new(2_000).unwrap()),
-                                (1, Offset::new(2_000).unwrap()),
-                            ];
-                            runtime
-                                .block_on(cluster.delete_records(&name, &before))
-                                .unwrap();
+                            deletion.delete().unwrap();
                         }
                     }
                     Step::Removed(offsets) => removed.push(offsets),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kafka_ops_core::cluster::OffsetQuery;
 use kafka_ops_core::testkit::{
-    self, RealKafka, TestProducer, TestRecord, TransactionalProducer, unique_name,
+    self, DeleteOnce, RealKafka, TestProducer, TestRecord, TransactionalProducer, unique_name,
 };
 use kafka_ops_core::{IsolationLevel, Offset, OwnedRecord, TopicPartition};
 use kafka_ops_dlq::DlqError;
@@ -113,21 +113,8 @@ async fn records_removed_under_the_archive_refuse_the_purge_and_nothing_unarchiv
     let kafka = RealKafka::shared().await.unwrap();
     let topic = unique_name("orders.dlq");
     kafka.create_topic(&topic, 1).await.unwrap();
-    // Message sets of 20 records of 1 kB: a fetch returns at least one whole set, so small sets
-    // keep the reader's prefetch (below) to a few dozen records ahead of the archive.
-    for set in 0..150 {
-        kafka
-            .produce(
-                &topic,
-                (0..20).map(|i| TestRecord::keyed(format!("k{set}-{i}"), vec![b'x'; 1_000])),
-            )
-            .await
-            .unwrap();
-    }
-    let mut config = kafka.client_config();
-    config
-        .set("queued.min.messages", "1")
-        .set("max.partition.fetch.bytes", "1024");
+    kafka.produce_in_small_sets(&topic, 0, 3_000).await.unwrap();
+    let config = kafka.small_prefetch_config();
 
     // The dead-letter topic is live: a letter every 50 ms while the purge runs.
     let writing = Arc::new(AtomicBool::new(true));
@@ -142,17 +129,12 @@ async fn records_removed_under_the_archive_refuse_the_purge_and_nothing_unarchiv
             }
         })
     };
-    let moved = Arc::new(AtomicBool::new(false));
+    let deletion = DeleteOnce::new(&kafka, &topic, &[(0, Offset::new(2_000).unwrap())]);
     let progress = {
-        let (moved, cluster, topic) = (moved.clone(), kafka.cluster(), topic.clone());
-        let runtime = tokio::runtime::Handle::current();
-        // Called on the archive's blocking thread, which may wait on the runtime.
+        let deletion = deletion.clone();
         move |written: u64, _total: u64| {
-            if written >= 1_000 && !moved.swap(true, Ordering::SeqCst) {
-                let before = [(0, Offset::new(2_000).unwrap())];
-                runtime
-                    .block_on(cluster.delete_records(&topic, &before))
-                    .unwrap();
+            if written >= 1_000 {
+                deletion.delete().unwrap();
             }
         }
     };
@@ -161,7 +143,7 @@ async fn records_removed_under_the_archive_refuse_the_purge_and_nothing_unarchiv
     writing.store(false, Ordering::SeqCst);
     writer.await.unwrap();
     assert!(
-        moved.load(Ordering::SeqCst),
+        deletion.happened(),
         "the log start moved during the archive"
     );
 

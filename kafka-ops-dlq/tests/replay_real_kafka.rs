@@ -5,10 +5,9 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use kafka_ops_core::Offset;
-use kafka_ops_core::testkit::{RealKafka, TestRecord, unique_name};
+use kafka_ops_core::testkit::{DeleteOnce, RealKafka, unique_name};
 use kafka_ops_dlq::{Destination, Replay, ReplayProgress};
 
 /// Once 500 of 3 000 dead letters are read, those before offset 2 000 are deleted. librdkafka's
@@ -21,35 +20,20 @@ async fn dead_letters_removed_under_a_replay_are_counted_and_the_rest_replayed()
     let (source, destination) = (unique_name("orders.dlq"), unique_name("orders.repair"));
     kafka.create_topic(&source, 1).await.unwrap();
     kafka.create_topic(&destination, 1).await.unwrap();
-    // Message sets of 20 records of 1 kB: a fetch returns at least one whole set, so small sets
-    // keep the reader's prefetch (below) to a few dozen records ahead of the replay.
-    for set in 0..150 {
-        kafka
-            .produce(
-                &source,
-                (0..20).map(|i| TestRecord::keyed(format!("k{}", set * 20 + i), vec![b'x'; 1_000])),
-            )
-            .await
-            .unwrap();
-    }
-    let mut config = kafka.client_config();
-    config
-        .set("queued.min.messages", "1")
-        .set("max.partition.fetch.bytes", "1024");
-    let moved = Arc::new(AtomicBool::new(false));
+    kafka
+        .produce_in_small_sets(&source, 0, 3_000)
+        .await
+        .unwrap();
+    let config = kafka.small_prefetch_config();
+    let deletion = DeleteOnce::new(&kafka, &source, &[(0, Offset::new(2_000).unwrap())]);
     let last = Arc::new(std::sync::Mutex::new(None));
     let progress = {
-        let (moved, cluster, topic) = (moved.clone(), kafka.cluster(), source.clone());
-        let last = last.clone();
-        let runtime = tokio::runtime::Handle::current();
-        // Called on the replay's blocking thread, which may wait on the runtime.
+        let (deletion, last) = (deletion.clone(), last.clone());
+        // Called on the replay's blocking thread.
         move |progress: &ReplayProgress| {
             *last.lock().unwrap() = Some((progress.scanned, progress.total));
-            if progress.scanned >= 500 && !moved.swap(true, Ordering::SeqCst) {
-                let before = [(0, Offset::new(2_000).unwrap())];
-                runtime
-                    .block_on(cluster.delete_records(&topic, &before))
-                    .unwrap();
+            if progress.scanned >= 500 {
+                deletion.delete().unwrap();
             }
         }
     };
@@ -61,10 +45,7 @@ async fn dead_letters_removed_under_a_replay_are_counted_and_the_rest_replayed()
         .run(&config)
         .await
         .unwrap();
-    assert!(
-        moved.load(Ordering::SeqCst),
-        "the log start moved during the replay"
-    );
+    assert!(deletion.happened(), "the log start moved during the replay");
 
     let written: BTreeSet<String> = kafka
         .read_all(&destination)

@@ -39,6 +39,7 @@
 //! and every number a user would compare with Kafka's own tools run on [`RealKafka`].
 
 mod real;
+mod removal;
 mod subscriber;
 mod transactions;
 
@@ -55,6 +56,7 @@ use crate::kafka::{KafkaCluster, kafka_error};
 use crate::types::{Offset, TopicPartition};
 
 pub use real::{BOOTSTRAP_ENV, RealKafka, SCRIPT_ENV, ToolRow, TopicSpec, parse_group_tool_output};
+pub use removal::{DeleteOnce, SMALL_SET};
 pub use subscriber::Subscriber;
 pub use transactions::TransactionalProducer;
 

@@ -150,7 +150,8 @@ impl KafkaCluster {
         Self::from_config(&client_config(bootstrap))
     }
 
-    /// The same client with another bound on each request.
+    /// The same client with another bound on each request (the requests an offsets query
+    /// sends together, one per leader and spec, share one).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

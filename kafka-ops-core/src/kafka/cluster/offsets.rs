@@ -88,10 +88,11 @@ impl OffsetQuery for KafkaCluster {
             .map(|(tp, SpecKey(spec))| (tp, spec))
             .collect();
         self.blocking(move |inner| {
-            // One bound for the whole call, however many rounds it takes.
             let started = Instant::now();
             // ListOffsets takes one spec per partition: a partition asked with several specs
-            // (its earliest and latest offsets, say) is asked once per spec, in rounds.
+            // (its earliest and latest offsets, say) is asked once per spec, in rounds. The
+            // rounds are separate requests sent together, as `watermarks` sends its two, so
+            // the call takes its slowest round, within one bound.
             let mut rounds: Vec<HashMap<TopicPartition, OffsetSpec>> = Vec::new();
             for (tp, spec) in &queries {
                 match rounds.iter_mut().find(|round| !round.contains_key(tp)) {
@@ -101,24 +102,30 @@ impl OffsetQuery for KafkaCluster {
                     None => rounds.push(HashMap::from([(tp.clone(), *spec)])),
                 }
             }
-            let mut answers = BTreeMap::new();
-            for specs in rounds {
-                let partitions: Vec<TopicPartition> = specs.keys().cloned().collect();
-                let batches: Vec<Vec<(TopicPartition, OffsetSpec)>> =
-                    leader_chunks(inner, &partitions)?
-                        .into_iter()
-                        .map(|chunk| {
-                            chunk
-                                .into_iter()
-                                .filter_map(|tp| specs.get(&tp).map(|spec| (tp, *spec)))
-                                .collect()
-                        })
+            let partitions = unique(queries.iter().map(|(tp, _)| tp.clone()));
+            let chunks = leader_chunks(inner, &partitions)?;
+            let mut batches: Vec<Vec<(TopicPartition, OffsetSpec)>> = Vec::new();
+            let mut round_of_batch = Vec::new();
+            for (index, specs) in rounds.iter().enumerate() {
+                for chunk in &chunks {
+                    let batch: Vec<(TopicPartition, OffsetSpec)> = chunk
+                        .iter()
+                        .filter_map(|tp| specs.get(tp).map(|spec| (tp.clone(), *spec)))
                         .collect();
-                let results = send_list_offsets(inner, &batches, isolation, started)?;
-                let mut round = HashMap::with_capacity(partitions.len());
-                for (batch, result) in batches.iter().zip(results) {
-                    merge_batch(&mut round, batch.iter().map(|(tp, _)| tp), result);
+                    if !batch.is_empty() {
+                        batches.push(batch);
+                        round_of_batch.push(index);
+                    }
                 }
+            }
+            let results = send_list_offsets(inner, &batches, isolation, started)?;
+            let mut answered: Vec<HashMap<TopicPartition, _>> =
+                rounds.iter().map(|_| HashMap::new()).collect();
+            for ((batch, result), index) in batches.iter().zip(results).zip(round_of_batch) {
+                merge_batch(&mut answered[index], batch.iter().map(|(tp, _)| tp), result);
+            }
+            let mut answers = BTreeMap::new();
+            for (specs, mut round) in rounds.into_iter().zip(answered) {
                 for (tp, spec) in specs {
                     let answer = round.remove(&tp).unwrap_or_else(|| Err(no_answer()));
                     answers.insert((tp, SpecKey(spec)), answer);

@@ -396,10 +396,12 @@ pub type TopicConfigs = Vec<(String, Result<ConfigEntries, PartitionError>)>;
 #[async_trait]
 pub trait ConfigQuery: Send + Sync {
     /// The configuration of each topic (`min.insync.replicas`, `cleanup.policy`, ...), defaults
-    /// resolved. Each topic gets its own result.
+    /// resolved. Each topic gets its own result: one the broker refused to describe (not
+    /// authorized, or no such topic) is an error, never an empty configuration.
     async fn topic_configs(&self, topics: &[String]) -> Result<TopicConfigs, Error>;
 
-    /// The configuration of broker `id` (`process.roles`, `controller.quorum.voters`, ...).
+    /// The configuration of broker `id` (`process.roles`, `controller.quorum.voters`, ...); an
+    /// error when the broker refused to describe it.
     async fn broker_config(&self, id: i32) -> Result<ConfigEntries, Error>;
 }
 

@@ -674,3 +674,41 @@ async fn time_lag_comes_from_the_record_timestamp_at_the_committed_offset() {
     );
     assert_eq!(lag.partitions[1].time_lag, Some(Duration::ZERO));
 }
+
+/// A topic the broker will not describe (here: one that does not exist) is an error of its own,
+/// never an empty configuration: the Rust binding reads no per-resource error, so the refusal
+/// arrives as a resource with no settings, and an empty map read as "all defaults" let the
+/// restart gate guess. A topic that exists lists every setting, defaults included.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_the_broker_will_not_describe_is_an_error_not_an_empty_configuration() {
+    use kafka_ops_core::cluster::ConfigQuery;
+    let kafka = RealKafka::shared().await.unwrap();
+    let topic = unique_name("configs");
+    kafka.create_topic(&topic, 1).await.unwrap();
+    let missing = unique_name("configs_missing");
+    let cluster = kafka.cluster();
+    let answers = cluster
+        .topic_configs(&[topic.clone(), missing.clone()])
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 2);
+    let (named, existing) = &answers[0];
+    assert_eq!(named, &topic);
+    let existing = existing.as_ref().unwrap();
+    assert!(
+        existing
+            .get("min.insync.replicas")
+            .is_some_and(Option::is_some),
+        "{existing:?}"
+    );
+    let (named, refused) = &answers[1];
+    assert_eq!(named, &missing);
+    let refused = refused.as_ref().unwrap_err();
+    assert!(refused.reason.contains("refused"), "{refused:?}");
+
+    let broker = cluster.broker_config(1).await.unwrap();
+    assert!(
+        broker.get("process.roles").is_some_and(Option::is_some),
+        "{broker:?}"
+    );
+}

@@ -33,6 +33,13 @@ pub enum RestartRefusal {
     /// ZooKeeper mode (or a cluster whose mode cannot be read): the metadata names no
     /// controller that is a listed broker, so it cannot be ruled out.
     ControllerUnknown,
+    /// The brokers' configuration could not be read (DescribeConfigs refused, failed or not
+    /// answered), so whether the cluster runs KRaft, and whether the node is a controller voter
+    /// the quorum's majority needs, is unknown. The metadata's controller says nothing there
+    /// (KRaft brokers name a random live broker). Check the quorum with
+    /// `kafka-metadata-quorum describe --status` and pass
+    /// [`allow_unverified_quorum`](RestartGateOptions::allow_unverified_quorum).
+    ControlPlaneUnknown,
     /// KRaft in combined mode: the node is a controller voter, and without it the voters that
     /// are up would not be a majority.
     QuorumAtRisk {
@@ -96,6 +103,10 @@ impl fmt::Display for RestartRefusal {
             RestartRefusal::ControllerUnknown => {
                 f.write_str("no known controller, so the broker may be it")
             }
+            RestartRefusal::ControlPlaneUnknown => f.write_str(
+                "the brokers' configuration cannot be read, so the broker may be a KRaft \
+                 controller voter the quorum's majority needs (check the quorum, then allow it)",
+            ),
             RestartRefusal::QuorumAtRisk { voters, up } => write!(
                 f,
                 "the broker is a KRaft controller voter and only voters {up:?} of {voters:?} are up: \
@@ -156,8 +167,10 @@ pub struct RestartGateOptions {
     /// configuration (where it cannot be read, the gate refuses with
     /// [`RestartRefusal::MinInsyncReplicasUnknown`] rather than guess).
     pub min_insync_replicas: Option<usize>,
-    /// Do not refuse a KRaft combined-mode node whose quorum cannot be seen
-    /// ([`RestartRefusal::QuorumUnverified`]): the operator checked it.
+    /// Do not refuse a node whose quorum cannot be seen — KRaft in combined mode without
+    /// static voters ([`RestartRefusal::QuorumUnverified`]), or a cluster whose brokers'
+    /// configuration cannot be read ([`RestartRefusal::ControlPlaneUnknown`]): the operator
+    /// checked it.
     #[serde(default)]
     pub allow_unverified_quorum: bool,
 }
@@ -256,6 +269,11 @@ pub fn evaluate(
             }
             Some(_) | None => {}
         },
+        // Unread, the node may be a KRaft voter, and the metadata's controller (random in
+        // KRaft) would only be a guess.
+        ControlPlane::Unknown if !options.allow_unverified_quorum => {
+            refusals.push(RestartRefusal::ControlPlaneUnknown);
+        }
         ControlPlane::ZooKeeper | ControlPlane::Unknown => match metadata.controller {
             Some(id) if id == broker => refusals.push(RestartRefusal::IsController),
             Some(id) if brokers.contains(&id) => {}
@@ -556,7 +574,7 @@ mod tests {
 
     #[test]
     fn unknown_brokers_and_controllers_are_refused() {
-        let verdict = judge(&metadata(None, vec![]), &ControlPlane::Unknown, 7);
+        let verdict = judge(&metadata(None, vec![]), &zk(), 7);
         assert_eq!(
             verdict.refusals,
             vec![
@@ -567,6 +585,38 @@ mod tests {
             ]
         );
         assert!(verdict.refusals[0].to_string().contains("[1, 2, 3]"));
+    }
+
+    #[test]
+    fn an_unread_control_plane_is_refused_unless_the_quorum_was_checked() {
+        // The metadata's controller is another live broker, which in KRaft means nothing.
+        let all_up = metadata(Some(2), vec![partition(0, 2, &[1, 2, 3], &[1, 2, 3])]);
+        let verdict = judge(&all_up, &ControlPlane::Unknown, 1);
+        assert_eq!(verdict.refusals, vec![RestartRefusal::ControlPlaneUnknown]);
+        assert!(verdict.refusals[0].to_string().contains("cannot be read"));
+        let allowed = evaluate(
+            &all_up,
+            &ControlPlane::Unknown,
+            &orders_min_insync(),
+            1,
+            RestartGateOptions {
+                allow_unverified_quorum: true,
+                ..RestartGateOptions::default()
+            },
+        );
+        assert!(allowed.safe, "{allowed:?}");
+        // Allowed, the controller named in the metadata is still not stopped.
+        let allowed = evaluate(
+            &all_up,
+            &ControlPlane::Unknown,
+            &orders_min_insync(),
+            2,
+            RestartGateOptions {
+                allow_unverified_quorum: true,
+                ..RestartGateOptions::default()
+            },
+        );
+        assert_eq!(allowed.refusals, vec![RestartRefusal::IsController]);
     }
 
     #[test]

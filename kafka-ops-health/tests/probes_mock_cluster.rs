@@ -369,21 +369,25 @@ async fn the_restart_gate_refuses_while_a_broker_is_down() {
     let topic = unique_name("gate");
     kafka.create_topic(&topic, 6).unwrap();
     let cluster = cluster(&kafka);
-    // The mock cluster answers no DescribeConfigs: the gate refuses rather than guess...
+    // The mock cluster answers no DescribeConfigs: the gate refuses rather than guess (the
+    // topics' setting, and whether the node is a KRaft voter)...
     let unread = safe_to_restart(cluster.as_ref(), 1, RestartGateOptions::default())
         .await
         .unwrap();
     assert!(
-        unread
-            .refusals
-            .iter()
-            .any(|r| matches!(r, RestartRefusal::MinInsyncReplicasUnknown { count: 6, .. })),
+        matches!(
+            unread.refusals.as_slice(),
+            [
+                RestartRefusal::ControlPlaneUnknown,
+                RestartRefusal::MinInsyncReplicasUnknown { count: 6, .. }
+            ]
+        ),
         "{unread:?}"
     );
-    // ...until it is told the topics' setting.
+    // ...until it is told the topics' setting and that the quorum was checked.
     let options = RestartGateOptions {
         min_insync_replicas: Some(1),
-        ..RestartGateOptions::default()
+        allow_unverified_quorum: true,
     };
     // Healthy but for the mock's controller id 0, which names no broker.
     let verdict = safe_to_restart(cluster.as_ref(), 1, options).await.unwrap();

@@ -161,8 +161,9 @@ pub struct RestartCheckArgs {
     /// must keep this many in-sync replicas without the broker.
     #[arg(long)]
     min_insync_replicas: Option<usize>,
-    /// Do not refuse a KRaft combined-mode node whose controller quorum cannot be read (a
-    /// dynamic quorum): you checked it (`kafka-metadata-quorum describe --status`).
+    /// Do not refuse a node whose controller quorum cannot be read (a KRaft combined-mode node
+    /// of a dynamic quorum, or any node when the brokers' configuration cannot be read): you
+    /// checked it (`kafka-metadata-quorum describe --status`).
     #[arg(long)]
     allow_unverified_quorum: bool,
     /// Print JSON instead of text.

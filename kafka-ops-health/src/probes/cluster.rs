@@ -215,9 +215,16 @@ impl HealthProbe for ControllerProbe {
         let check = match &plane {
             ControlPlane::KRaft { .. } => judge_kraft(&metadata, &plane),
             ControlPlane::ZooKeeper | ControlPlane::Unknown => match metadata.controller {
-                Some(id) if brokers.contains(&id) => {
-                    Check::healthy(format!("broker {id} is the controller"))
-                }
+                Some(id) if brokers.contains(&id) => Check::healthy(format!(
+                    "broker {id} is the controller{}",
+                    // In KRaft the metadata names a random live broker.
+                    if plane == ControlPlane::Unknown {
+                        " the metadata names (the brokers' configuration cannot be read, so a \
+                         KRaft quorum was not checked)"
+                    } else {
+                        ""
+                    }
+                )),
                 // librdkafka's mock cluster reports 0 here, which names no broker (ids start
                 // at 1).
                 Some(id) => Check::unhealthy(format!(

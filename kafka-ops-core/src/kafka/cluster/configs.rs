@@ -14,6 +14,12 @@ use crate::cluster::{ConfigEntries, ConfigQuery, PartitionError, TopicConfigs};
 use crate::error::Error;
 use crate::kafka::kafka_error;
 
+/// Why a resource answered with no configuration at all. A broker describes every setting of a
+/// resource it describes, defaults included; none means it refused (not authorized, say) — the
+/// Rust binding reads no per-resource error, so the refusal arrives as an empty resource.
+const NO_CONFIGURATION: &str =
+    "the answer holds no configuration for it (the broker refused to describe it)";
+
 fn config_entries(resource: &rdkafka::admin::ConfigResource) -> ConfigEntries {
     resource
         .entries
@@ -79,6 +85,10 @@ impl ConfigQuery for KafkaCluster {
         let mut by_topic: HashMap<String, Result<ConfigEntries, PartitionError>> = HashMap::new();
         for (topic, answer) in topics.iter().zip(answers) {
             let entry = match answer {
+                Ok(resource) if resource.entries.is_empty() => Err(PartitionError {
+                    code: None,
+                    reason: NO_CONFIGURATION.into(),
+                }),
                 Ok(resource) => Ok(config_entries(&resource)),
                 Err(code) => Err(PartitionError::from_code(KafkaCode(code as i32))),
             };
@@ -99,6 +109,11 @@ impl ConfigQuery for KafkaCluster {
             .describe_configs("describe broker config", &[ResourceSpecifier::Broker(id)])
             .await?;
         match answers.into_iter().next() {
+            Some(Ok(resource)) if resource.entries.is_empty() => Err(Error::Kafka {
+                operation: "describe broker config",
+                code: None,
+                source: format!("broker {id}: {NO_CONFIGURATION}").into(),
+            }),
             Some(Ok(resource)) => Ok(config_entries(&resource)),
             Some(Err(code)) => Err(Error::Broker {
                 operation: "describe broker config",

@@ -13,7 +13,8 @@ use kafka_ops_core::cluster::{
 };
 use kafka_ops_core::kafka::commit_group_offsets;
 use kafka_ops_core::{
-    Clock, Error, IsolationLevel, Offset, OffsetSpec, SystemClock, Timestamp, TopicPartition,
+    Clock, Error, IsolationLevel, KafkaCode, Offset, OffsetSpec, SystemClock, Timestamp,
+    TopicPartition,
 };
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -135,8 +136,10 @@ pub enum MembershipCheck {
     /// Refuse unless the broker confirms the group has no members.
     #[default]
     Required,
-    /// Go ahead when the broker cannot describe groups (librdkafka's mock cluster); still refuse
-    /// when it says members are there.
+    /// Go ahead when the broker cannot describe groups (it answers `UNSUPPORTED_VERSION` or
+    /// `_UNSUPPORTED_FEATURE`, as librdkafka's mock cluster does); still refuse when it says
+    /// members are there, or when describing the group failed otherwise (a timeout, a
+    /// coordinator moving, a refusal), which says nothing about its members.
     SkipWhenUnsupported,
 }
 
@@ -170,11 +173,25 @@ pub async fn ensure_group_inactive(
                 });
             };
             if let Some(error) = &description.error {
-                let source = Error::Unsupported {
-                    operation: "describe group",
-                    reason: error.reason.clone(),
+                // Only a broker that cannot describe groups at all may be skipped: a timeout, a
+                // coordinator moving or a refusal says nothing about the group's members.
+                let unsupported = matches!(
+                    error.code,
+                    Some(KafkaCode::UNSUPPORTED_VERSION | KafkaCode::UNSUPPORTED_FEATURE)
+                );
+                let source = if unsupported {
+                    Error::Unsupported {
+                        operation: "describe group",
+                        reason: error.reason.clone(),
+                    }
+                } else {
+                    Error::Kafka {
+                        operation: "describe group",
+                        code: error.code,
+                        source: error.reason.clone().into(),
+                    }
                 };
-                return if check == MembershipCheck::SkipWhenUnsupported {
+                return if unsupported && check == MembershipCheck::SkipWhenUnsupported {
                     tracing::warn!(group, %error, "the broker could not describe the group; resetting without checking for members");
                     Ok(())
                 } else {

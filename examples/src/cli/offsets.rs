@@ -37,7 +37,8 @@ struct Safety {
     /// Apply the change; without it only the plan (before → after) is shown.
     #[arg(long)]
     execute: bool,
-    /// Go ahead when the broker cannot tell whether the group has members.
+    /// Go ahead when the broker cannot describe groups at all (it says so); a description that
+    /// failed otherwise (a timeout, a coordinator moving) still refuses.
     #[arg(long)]
     allow_unverified_membership: bool,
     /// Print JSON instead of a table.

@@ -195,3 +195,46 @@ async fn an_unverifiable_group_is_refused_unless_told_otherwise() {
         );
     }
 }
+
+/// A group answered with an error: only a broker that cannot describe groups may be skipped on
+/// the operator's word; a timeout or a moving coordinator says nothing about the members.
+#[tokio::test]
+async fn only_an_unsupported_description_is_skipped_on_the_operators_word() {
+    let answered_with = |code: KafkaCode| {
+        let mut mock = MockGroupQuery::new();
+        mock.expect_describe_groups().returning(move |groups| {
+            Ok(vec![GroupDescription {
+                group: groups[0].clone(),
+                state: GroupState::Unknown,
+                group_type: GroupType::Classic,
+                assignor: String::new(),
+                coordinator: None,
+                members: Vec::new(),
+                error: Some(PartitionError::from_code(code)),
+            }])
+        });
+        mock
+    };
+    for code in [KafkaCode::TIMED_OUT, KafkaCode::NOT_COORDINATOR] {
+        for check in [
+            MembershipCheck::Required,
+            MembershipCheck::SkipWhenUnsupported,
+        ] {
+            let error = ensure_group_inactive(&answered_with(code), "g", check)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&error, RecoveryError::CannotVerifyGroup { group, .. } if group == "g"),
+                "{error:?}"
+            );
+        }
+    }
+    let unsupported = answered_with(KafkaCode::UNSUPPORTED_VERSION);
+    assert!(matches!(
+        ensure_group_inactive(&unsupported, "g", MembershipCheck::Required).await,
+        Err(RecoveryError::CannotVerifyGroup { .. })
+    ));
+    ensure_group_inactive(&unsupported, "g", MembershipCheck::SkipWhenUnsupported)
+        .await
+        .unwrap();
+}

@@ -88,6 +88,11 @@ pub struct GroupFacts {
     pub state: GroupState,
     /// How many members it has.
     pub members: usize,
+    /// Why its members could not be read (describing the group failed, or the answer left it
+    /// out); `None` when they were. A group whose members are unknown is never judged
+    /// inactive.
+    #[serde(default)]
+    pub members_unread: Option<String>,
     /// Its committed offsets and lag, partition by partition.
     pub partitions: Vec<PartitionLag>,
     /// The newest timestamp of the records just before its committed offsets (the last records
@@ -134,6 +139,11 @@ pub struct GroupHygiene {
     pub state: GroupState,
     /// How many members it has.
     pub members: usize,
+    /// Why its members could not be read (describing the group failed, or the answer left it
+    /// out); `None` when they were. A group whose members are unknown is never judged
+    /// inactive.
+    #[serde(default)]
+    pub members_unread: Option<String>,
     /// Its committed offsets and lag, partition by partition.
     pub partitions: Vec<PartitionLag>,
     /// Total lag over the partitions whose lag is known.
@@ -195,6 +205,8 @@ fn judge_group(facts: &GroupFacts, options: &HygieneOptions, now: Timestamp) -> 
     let committed = facts.partitions.iter().any(|p| p.committed.is_some());
     let (inactive, mut reason) = if facts.members > 0 || facts.state.has_members() {
         (false, format!("{} members", facts.members))
+    } else if let Some(why) = &facts.members_unread {
+        (false, format!("members unknown: {why}"))
     } else if !committed {
         (true, "no members, no committed offset".to_string())
     } else {
@@ -235,6 +247,7 @@ fn judge_group(facts: &GroupFacts, options: &HygieneOptions, now: Timestamp) -> 
         group: facts.group.clone(),
         state: facts.state,
         members: facts.members,
+        members_unread: facts.members_unread.clone(),
         partitions: facts.partitions.clone(),
         total_lag,
         newest_consumed: facts.newest_consumed,

@@ -146,11 +146,28 @@ pub async fn collect<C: ClusterQuery + ?Sized>(
         .into_iter()
         .map(|l| (l.group, (l.state, 0)))
         .collect();
-    for description in described.into_iter().filter(|d| d.error.is_none()) {
-        states.insert(
-            description.group,
-            (description.state, description.members.len()),
-        );
+    // A listing names no members (and a KIP-848 group assigning or reconciling as `Unknown`):
+    // until a description says otherwise, a group's members are unknown, never none.
+    let mut unread: HashMap<String, String> = names
+        .iter()
+        .map(|name| (name.clone(), "the group was not described".to_string()))
+        .collect();
+    for description in described {
+        match &description.error {
+            Some(error) => {
+                unread.insert(
+                    description.group,
+                    format!("describing the group failed: {}", error.reason),
+                );
+            }
+            None => {
+                unread.remove(&description.group);
+                states.insert(
+                    description.group,
+                    (description.state, description.members.len()),
+                );
+            }
+        }
     }
     let lag = groups_lag(cluster, &names, clock, LagOptions::default()).await?;
     let mut newest = newest_consumed(cluster, &lag.groups).await?;
@@ -162,6 +179,7 @@ pub async fn collect<C: ClusterQuery + ?Sized>(
             GroupFacts {
                 state,
                 members,
+                members_unread: unread.remove(&lag.group),
                 newest_consumed: newest.remove(&lag.group).flatten(),
                 group: lag.group,
                 partitions: lag.partitions,

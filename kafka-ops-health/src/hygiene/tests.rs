@@ -45,6 +45,7 @@ fn group(
         group: name.into(),
         state,
         members,
+        members_unread: None,
         partitions,
         newest_consumed: newest,
     }
@@ -273,6 +274,44 @@ fn groups_are_judged_by_members_last_consumed_record_and_lag() {
     let report = evaluate(&facts(groups, Vec::new()), &lenient, &clock());
     assert!(report.groups[3].safe_to_delete);
     assert!(!report.groups[7].safe_to_delete);
+}
+
+#[test]
+fn a_group_whose_members_could_not_be_read_is_never_inactive() {
+    // Caught up, idle for a month, listed as `Unknown` (a KIP-848 group reconciling) and its
+    // description timed out: it may have members.
+    let unread = GroupFacts {
+        members_unread: Some("describing the group failed: timed out".into()),
+        ..group(
+            "unread",
+            GroupState::Unknown,
+            0,
+            vec![row("t", Some(10), 10)],
+            Some(ago(30.0)),
+        )
+    };
+    let judged = judge_group(
+        &unread,
+        &HygieneOptions::default(),
+        Timestamp::from_millis(NOW),
+    );
+    assert!(!judged.inactive && !judged.safe_to_delete, "{judged:?}");
+    assert!(
+        judged.reason.contains("members unknown"),
+        "{}",
+        judged.reason
+    );
+    // Read, the same group is inactive and safe to delete.
+    let read = GroupFacts {
+        members_unread: None,
+        ..unread
+    };
+    let judged = judge_group(
+        &read,
+        &HygieneOptions::default(),
+        Timestamp::from_millis(NOW),
+    );
+    assert!(judged.inactive && judged.safe_to_delete, "{judged:?}");
 }
 
 #[test]

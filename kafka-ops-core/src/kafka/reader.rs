@@ -134,27 +134,37 @@ impl RangeReader {
     }
 
     /// The reader's group's committed offsets on partitions `0..partitions` of `topic`, with
-    /// the metadata stored beside each; partitions without one are left out.
+    /// the metadata stored beside each; partitions without one are left out. A partition the
+    /// broker answered with an error fails the call: left out, it would read as "never
+    /// committed", and a resumed read would start that partition over or skip it.
     pub fn committed(
         &self,
         topic: &str,
         partitions: i32,
     ) -> Result<Vec<(i32, Offset, String)>, Error> {
+        const OPERATION: &str = "read committed offsets";
         let mut list = TopicPartitionList::new();
         list.add_partition_range(topic, 0, partitions - 1);
         let committed = self
             .inner
             .consumer
             .committed_offsets(list, TIMEOUT)
-            .map_err(|e| kafka_error("read committed offsets", e))?;
-        Ok(committed
-            .elements_for_topic(topic)
-            .iter()
-            .filter_map(|element| {
-                let offset = Offset::from_raw(element.offset().to_raw()?).ok()??;
-                Some((element.partition(), offset, element.metadata().to_string()))
-            })
-            .collect())
+            .map_err(|e| kafka_error(OPERATION, e))?;
+        let mut saved = Vec::new();
+        for element in committed.elements_for_topic(topic) {
+            if let Err(error) = element.error() {
+                return Err(Error::Kafka {
+                    operation: OPERATION,
+                    code: kafka_code(&error),
+                    source: format!("{topic}/{}: {error}", element.partition()).into(),
+                });
+            }
+            let raw = element.offset().to_raw();
+            if let Some(offset) = raw.and_then(|raw| Offset::from_raw(raw).ok().flatten()) {
+                saved.push((element.partition(), offset, element.metadata().to_string()));
+            }
+        }
+        Ok(saved)
     }
 
     /// The reader's group's committed offsets of `partitions`, one answer per partition in their

@@ -13,22 +13,23 @@ use kafka_ops_core::{KafkaCode, Offset};
 async fn a_saved_position_answered_with_an_error_fails_the_read() {
     let kafka = MockKafka::start(1).unwrap();
     let topic = unique_name("saved");
-    kafka.create_topic(&topic, 1).unwrap();
+    kafka.create_topic(&topic, 2).unwrap();
     let (config, name) = (kafka.client_config(), topic.clone());
     tokio::task::spawn_blocking(move || {
         let reader = RangeReader::with_group(&config, &unique_name("replay")).unwrap();
         let saved = (0, Offset::new(7).unwrap(), "run-1".to_string());
         reader.commit(&name, std::slice::from_ref(&saved)).unwrap();
-        assert_eq!(reader.committed(&name, 1).unwrap(), [saved]);
+        // Partition 1 was never saved: left out, not an error (a fresh replay starts so).
+        assert_eq!(reader.committed(&name, 2).unwrap(), [saved]);
 
-        // Partitions 1 and 2 are not there: the broker answers each with an error.
-        let error = reader.committed(&name, 3).unwrap_err();
+        // Partitions 2 and 3 are not there: the broker answers each with an error.
+        let error = reader.committed(&name, 4).unwrap_err();
         assert_eq!(
             error.code(),
             Some(KafkaCode::UNKNOWN_TOPIC_OR_PARTITION),
             "{error}"
         );
-        assert!(error.to_string().contains(&format!("{name}/1")), "{error}");
+        assert!(error.to_string().contains(&format!("{name}/2")), "{error}");
     })
     .await
     .unwrap();

@@ -10,8 +10,12 @@
 
 use std::collections::BTreeSet;
 
+use kafka_ops_core::Error;
 use kafka_ops_core::cluster::{ClusterMetadata, ConfigEntries, ConfigQuery};
 use serde::{Deserialize, Serialize};
+
+/// Brokers [`ControlPlane::discover`] asks at most.
+const BROKERS_ASKED: usize = 3;
 
 /// How the cluster is controlled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,21 +62,32 @@ impl Quorum {
 }
 
 impl ControlPlane {
-    /// Reads the configuration of one listed broker (the lowest id) to find out.
+    /// Reads a listed broker's configuration to find out: the lowest id first, then the next
+    /// when one cannot answer (stopped by a rolling restart, say), up to three; a cluster that
+    /// cannot describe configurations at all is not asked again.
     pub async fn discover(
         configs: &(impl ConfigQuery + ?Sized),
         metadata: &ClusterMetadata,
     ) -> Self {
-        let Some(broker) = metadata.brokers.iter().map(|b| b.id).min() else {
-            return ControlPlane::Unknown;
-        };
-        match configs.broker_config(broker).await {
-            Ok(entries) => Self::from_broker_config(&entries),
-            Err(error) => {
-                tracing::debug!(%error, broker, "cannot read the broker configuration");
-                ControlPlane::Unknown
+        let ids: BTreeSet<i32> = metadata.brokers.iter().map(|b| b.id).collect();
+        let mut failures = Vec::new();
+        for broker in ids.into_iter().take(BROKERS_ASKED) {
+            match configs.broker_config(broker).await {
+                Ok(entries) => return Self::from_broker_config(&entries),
+                Err(error @ Error::Unsupported { .. }) => {
+                    failures.push(format!("broker {broker}: {error}"));
+                    break;
+                }
+                Err(error) => failures.push(format!("broker {broker}: {error}")),
             }
         }
+        if !failures.is_empty() {
+            tracing::warn!(
+                failures = %failures.join("; "),
+                "cannot read a broker configuration: the control plane is unknown"
+            );
+        }
+        ControlPlane::Unknown
     }
 
     /// Judges a broker's configuration.
@@ -210,6 +225,60 @@ mod tests {
             }
         );
         assert_eq!(dynamic.quorum(&metadata(&[1])), None);
+    }
+
+    #[tokio::test]
+    async fn discovery_asks_the_next_broker_when_one_cannot_answer() {
+        use kafka_ops_core::cluster::MockConfigQuery;
+        let mut configs = MockConfigQuery::new();
+        configs
+            .expect_broker_config()
+            .withf(|id| *id == 1)
+            .times(1)
+            .returning(|_| {
+                Err(Error::Timeout {
+                    operation: "describe broker config",
+                    timeout: std::time::Duration::from_secs(1),
+                })
+            });
+        configs
+            .expect_broker_config()
+            .withf(|id| *id == 2)
+            .times(1)
+            .returning(|_| Ok(entries(&[("process.roles", "broker,controller")])));
+        assert_eq!(
+            ControlPlane::discover(&configs, &metadata(&[3, 1, 2])).await,
+            ControlPlane::KRaft {
+                voters: None,
+                combined: true
+            }
+        );
+        // A cluster that cannot describe configurations is asked once.
+        let mut unsupported = MockConfigQuery::new();
+        unsupported.expect_broker_config().times(1).returning(|_| {
+            Err(Error::Unsupported {
+                operation: "describe broker config",
+                reason: "no DescribeConfigs".into(),
+            })
+        });
+        assert_eq!(
+            ControlPlane::discover(&unsupported, &metadata(&[1, 2, 3])).await,
+            ControlPlane::Unknown
+        );
+        // Every broker failing: unknown, after at most three.
+        let mut down = MockConfigQuery::new();
+        down.expect_broker_config()
+            .times(BROKERS_ASKED)
+            .returning(|_| {
+                Err(Error::Timeout {
+                    operation: "describe broker config",
+                    timeout: std::time::Duration::from_secs(1),
+                })
+            });
+        assert_eq!(
+            ControlPlane::discover(&down, &metadata(&[1, 2, 3, 4, 5])).await,
+            ControlPlane::Unknown
+        );
     }
 
     #[test]

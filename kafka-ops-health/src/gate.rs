@@ -38,7 +38,9 @@ pub enum RestartRefusal {
     /// the quorum's majority needs, is unknown. The metadata's controller says nothing there
     /// (KRaft brokers name a random live broker). Check the quorum with
     /// `kafka-metadata-quorum describe --status` and pass
-    /// [`allow_unverified_quorum`](RestartGateOptions::allow_unverified_quorum).
+    /// [`allow_unverified_quorum`](RestartGateOptions::allow_unverified_quorum); the gate then
+    /// judges as in ZooKeeper mode, so it still refuses to stop the broker the metadata names as
+    /// controller (in KRaft a random live broker: ask again).
     ControlPlaneUnknown,
     /// KRaft in combined mode: the node is a controller voter, and without it the voters that
     /// are up would not be a majority.

@@ -13,7 +13,8 @@
 //!   whose record behind a commit is stored but has no readable time is not judged).
 //!   Deleting it is *safe* when it is inactive, has no members, every partition's lag could be
 //!   read and its total lag is at most `accepted_lag` (the records nobody would then consume). A
-//!   group with members is never flagged.
+//!   group with members is never flagged, nor one whose members could not be read (describing
+//!   it failed; on a cluster that cannot describe groups, every group).
 //! - **Topics**: a topic whose newest record (ListOffsets' max timestamp over its partitions) is
 //!   older than `idle_after`, or that stores no record, is *idle*. Dead-letter topics carry their
 //!   depth (core's [`dead_letter_depths`](kafka_ops_core::dead_letter::dead_letter_depths)).
@@ -22,8 +23,8 @@
 //!
 //! Severity: critical for a partition without a leader or a dead-letter topic deeper than the
 //! critical depth; warning for an inactive group, an idle topic, a leader off its preferred
-//! replica, a group whose offsets cannot be read, or a dead-letter topic deeper than the warning
-//! depth; info otherwise.
+//! replica, a group whose offsets or members cannot be read, or a dead-letter topic deeper than
+//! the warning depth; info otherwise.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -303,6 +304,13 @@ pub fn evaluate(
         note(
             Severity::Warning,
             format!("{} inactive groups ({safe} safe to delete)", inactive.len()),
+        );
+    }
+    let unread = groups.iter().filter(|g| g.members_unread.is_some()).count();
+    if unread > 0 {
+        note(
+            Severity::Warning,
+            format!("{unread} groups with members unknown (not judged)"),
         );
     }
     for failure in &facts.unreadable_groups {

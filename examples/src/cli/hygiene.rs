@@ -95,7 +95,10 @@ pub fn render(report: &HygieneReport, json: bool) -> Result<String, serde_json::
         groups.row([
             g.group.clone(),
             g.state.to_string(),
-            g.members.to_string(),
+            match g.members_unread {
+                Some(_) => "?".to_string(),
+                None => g.members.to_string(),
+            },
             format!("{committed}/{}", g.partitions.len()),
             g.total_lag.to_string(),
             age(g.newest_consumed, now),

@@ -137,10 +137,17 @@ pub async fn collect<C: ClusterQuery + ?Sized>(
     let metadata = cluster.metadata(&[]).await?;
     let listings = cluster.list_groups().await?;
     let names: Vec<String> = listings.iter().map(|l| l.group.clone()).collect();
+    // A failed description leaves every group's members unknown (below), not the review undone.
     let described = if names.is_empty() {
         Vec::new()
     } else {
-        cluster.describe_groups(&names).await?
+        cluster
+            .describe_groups(&names)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot describe the groups: their members are unknown");
+                Vec::new()
+            })
     };
     let mut states: HashMap<String, (kafka_ops_core::cluster::GroupState, usize)> = listings
         .into_iter()

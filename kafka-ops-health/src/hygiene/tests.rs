@@ -301,6 +301,16 @@ fn a_group_whose_members_could_not_be_read_is_never_inactive() {
         "{}",
         judged.reason
     );
+    let report = evaluate(
+        &facts(vec![unread.clone()], Vec::new()),
+        &HygieneOptions::default(),
+        &clock(),
+    );
+    assert_eq!(
+        report.findings,
+        ["1 groups with members unknown (not judged)"]
+    );
+    assert_eq!(report.severity, Severity::Warning);
     // Read, the same group is inactive and safe to delete.
     let read = GroupFacts {
         members_unread: None,

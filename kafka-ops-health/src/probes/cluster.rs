@@ -219,7 +219,7 @@ impl HealthProbe for ControllerProbe {
                     "broker {id} is the controller{}",
                     // In KRaft the metadata names a random live broker.
                     if plane == ControlPlane::Unknown {
-                        " the metadata names (the brokers' configuration cannot be read, so a \
+                        " the metadata names (the brokers' configuration was not read, so a \
                          KRaft quorum was not checked)"
                     } else {
                         ""

@@ -227,6 +227,12 @@ async fn only_an_unsupported_description_is_skipped_on_the_operators_word() {
                 matches!(&error, RecoveryError::CannotVerifyGroup { group, .. } if group == "g"),
                 "{error:?}"
             );
+            // The broker's answer is carried, not relabelled "unsupported".
+            assert!(
+                error.describe().contains(&code.to_string()),
+                "{}",
+                error.describe()
+            );
         }
     }
     let unsupported = answered_with(KafkaCode::UNSUPPORTED_VERSION);

@@ -237,11 +237,30 @@ impl Scheduler {
     ///
     /// Each comes with the [`Run`] its result must be [completed](Self::complete) with.
     pub fn ready(&mut self) -> Vec<(TopicPartition, Arc<OwnedRecord>, Run)> {
+        let mut started = Vec::new();
+        self.ready_into(&mut started);
+        started
+    }
+
+    /// [`ready`](Self::ready) into `started` (appended), so a poll loop reuses one buffer: a
+    /// fresh vector per round cost an allocation large enough to make the allocator sort its
+    /// free lists every round.
+    pub fn ready_into(&mut self, started: &mut Vec<(TopicPartition, Arc<OwnedRecord>, Run)>) {
         if self.failure.is_some() {
-            return Vec::new();
+            return;
         }
         let now = self.clock.now();
-        let mut ready = Vec::new();
+        let next_run = &mut self.next_run;
+        let mut start =
+            |tp: &TopicPartition, work: &mut PartitionWork, record: Arc<OwnedRecord>| {
+                let run = Run {
+                    offset: record.offset,
+                    id: *next_run,
+                };
+                *next_run += 1;
+                work.running.insert(run.id, record.clone());
+                started.push((tp.clone(), record, run));
+            };
         for (tp, work) in self.work.iter_mut() {
             if work.held_until.is_some_and(|until| until <= now) {
                 work.held_until = None;
@@ -252,33 +271,25 @@ impl Scheduler {
                         && work.held_until.is_none()
                         && let Some(record) = work.waiting.pop_front()
                     {
-                        ready.push((tp.clone(), record));
+                        start(tp, work, record);
                     }
                 }
                 Ordering::Unordered => {
-                    ready.extend(work.waiting.drain(..).map(|record| (tp.clone(), record)));
+                    while let Some(record) = work.waiting.pop_front() {
+                        start(tp, work, record);
+                    }
                 }
             }
             if !work.delayed.is_empty() {
-                let (due, later): (Vec<_>, Vec<_>) =
-                    work.delayed.drain(..).partition(|(at, _)| *at <= now);
+                let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut work.delayed)
+                    .into_iter()
+                    .partition(|(at, _)| *at <= now);
                 work.delayed = later;
-                ready.extend(due.into_iter().map(|(_, record)| (tp.clone(), record)));
+                for (_, record) in due {
+                    start(tp, work, record);
+                }
             }
         }
-        let mut started = Vec::with_capacity(ready.len());
-        for (tp, record) in ready {
-            let run = Run {
-                offset: record.offset,
-                id: self.next_run,
-            };
-            self.next_run += 1;
-            if let Some(work) = self.work.get_mut(&tp) {
-                work.running.insert(run.id, record.clone());
-            }
-            started.push((tp, record, run));
-        }
-        started
     }
 
     /// Records the result of `run`, a run of a record of `partition` that [`ready`](Self::ready)

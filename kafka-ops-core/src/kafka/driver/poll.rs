@@ -549,11 +549,13 @@ impl<H: Handler> RunLoop<'_, H> {
         if self.control().shutdown.load(AtomicOrdering::SeqCst) {
             return 0;
         }
-        let ready = state.scheduler.ready();
+        let mut ready = std::mem::take(&mut state.ready);
+        state.scheduler.ready_into(&mut ready);
         let count = ready.len();
-        for (tp, record, run) in ready {
+        for (tp, record, run) in ready.drain(..) {
             self.spawn(tp, record, run, state);
         }
+        state.ready = ready;
         count
     }
 

@@ -15,6 +15,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::Prefetched;
 use super::handle::{Control, bump};
+use crate::OwnedRecord;
 use crate::error::Error;
 use crate::ffi::ClientQueue;
 use crate::handler::{HandlerError, Outcome};
@@ -49,6 +50,9 @@ pub(super) struct LoopState {
     /// comes back to a driver no longer paused. Only those: resuming a partition bumps its
     /// fetch version in librdkafka, which makes it fetch again what it had prefetched.
     pub(super) paused_partitions: HashSet<TopicPartition>,
+    /// The records each dispatch round starts, kept between rounds (see
+    /// [`Scheduler::ready_into`]).
+    pub(super) ready: Vec<(TopicPartition, Arc<OwnedRecord>, Run)>,
 }
 
 impl LoopState {
@@ -59,6 +63,7 @@ impl LoopState {
             to_split: Vec::new(),
             to_drop: Vec::new(),
             paused_partitions: HashSet::default(),
+            ready: Vec::new(),
         }
     }
 

@@ -226,7 +226,12 @@ impl KeyPolicy {
                 return Ok(KeyDecision::Unguarded(error.to_string()));
             }
         };
-        Ok(KeyDecision::Guard(format!("{}:{key}", self.namespace)))
+        // Sized once, without the formatting machinery: this runs for every record.
+        let mut guarded = String::with_capacity(self.namespace.len() + 1 + key.len());
+        guarded.push_str(&self.namespace);
+        guarded.push(':');
+        guarded.push_str(&key);
+        Ok(KeyDecision::Guard(guarded))
     }
 }
 

@@ -19,7 +19,7 @@ pub enum InProgressPolicy {
     /// Return a transient error asking the driver to redeliver the record when the holder's
     /// lease ends (it is then a duplicate, or taken over).
     Redeliver,
-    /// Ask again every `poll`, up to `max`, then redeliver.
+    /// Ask again every `poll`, up to `max` after the first "in progress" answer, then redeliver.
     Wait {
         /// Between asks.
         poll: Duration,
@@ -221,7 +221,8 @@ impl<H: Handler> Handler for Idempotent<H> {
             Err(error) => return Err(HandlerError::permanent(error)),
         };
         let digest = PayloadDigest::of(record.value());
-        let waited_since = Instant::now();
+        // Read only once a holder is found: the clock costs on every record otherwise.
+        let mut waited_since: Option<Instant> = None;
         let token = loop {
             match self.begin(&key, digest).await? {
                 Begin::Acquired(token) => break token,
@@ -239,10 +240,9 @@ impl<H: Handler> Handler for Idempotent<H> {
                 }
                 Begin::InProgress { until } => {
                     metrics::counter!("kafka_ops_idempotency_in_progress_total").increment(1);
+                    let since = *waited_since.get_or_insert_with(Instant::now);
                     match layer.in_progress {
-                        InProgressPolicy::Wait { poll, max }
-                            if waited_since.elapsed() + poll <= max =>
-                        {
+                        InProgressPolicy::Wait { poll, max } if since.elapsed() + poll <= max => {
                             tokio::time::sleep(poll).await;
                         }
                         _ => {

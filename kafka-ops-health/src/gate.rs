@@ -596,29 +596,21 @@ mod tests {
         let verdict = judge(&all_up, &ControlPlane::Unknown, 1);
         assert_eq!(verdict.refusals, vec![RestartRefusal::ControlPlaneUnknown]);
         assert!(verdict.refusals[0].to_string().contains("cannot be read"));
-        let allowed = evaluate(
-            &all_up,
-            &ControlPlane::Unknown,
-            &orders_min_insync(),
-            1,
-            RestartGateOptions {
-                allow_unverified_quorum: true,
-                ..RestartGateOptions::default()
-            },
-        );
-        assert!(allowed.safe, "{allowed:?}");
+        let allowed = |broker| {
+            evaluate(
+                &all_up,
+                &ControlPlane::Unknown,
+                &orders_min_insync(),
+                broker,
+                RestartGateOptions {
+                    allow_unverified_quorum: true,
+                    ..RestartGateOptions::default()
+                },
+            )
+        };
+        assert!(allowed(1).safe, "{:?}", allowed(1));
         // Allowed, the controller named in the metadata is still not stopped.
-        let allowed = evaluate(
-            &all_up,
-            &ControlPlane::Unknown,
-            &orders_min_insync(),
-            2,
-            RestartGateOptions {
-                allow_unverified_quorum: true,
-                ..RestartGateOptions::default()
-            },
-        );
-        assert_eq!(allowed.refusals, vec![RestartRefusal::IsController]);
+        assert_eq!(allowed(2).refusals, vec![RestartRefusal::IsController]);
     }
 
     #[test]

@@ -153,6 +153,16 @@ async fn a_group_with_members_is_refused_with_their_names() {
     .unwrap();
 }
 
+/// The refusal `ensure_group_inactive` gives group "g", which must be `CannotVerifyGroup`.
+async fn cannot_verify(groups: &MockGroupQuery, check: MembershipCheck) -> RecoveryError {
+    let error = ensure_group_inactive(groups, "g", check).await.unwrap_err();
+    assert!(
+        matches!(&error, RecoveryError::CannotVerifyGroup { group, .. } if group == "g"),
+        "{error:?}"
+    );
+    error
+}
+
 #[tokio::test]
 async fn an_unverifiable_group_is_refused_unless_told_otherwise() {
     let unsupported = || {
@@ -181,13 +191,7 @@ async fn an_unverifiable_group_is_refused_unless_told_otherwise() {
         silent
             .expect_describe_groups()
             .returning(|_| Ok(Vec::new()));
-        let error = ensure_group_inactive(&silent, "g", check)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&error, RecoveryError::CannotVerifyGroup { group, .. } if group == "g"),
-            "{error:?}"
-        );
+        let error = cannot_verify(&silent, check).await;
         assert!(
             error.describe().contains("does not describe the group"),
             "{}",
@@ -220,13 +224,7 @@ async fn only_an_unsupported_description_is_skipped_on_the_operators_word() {
             MembershipCheck::Required,
             MembershipCheck::SkipWhenUnsupported,
         ] {
-            let error = ensure_group_inactive(&answered_with(code), "g", check)
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(&error, RecoveryError::CannotVerifyGroup { group, .. } if group == "g"),
-                "{error:?}"
-            );
+            let error = cannot_verify(&answered_with(code), check).await;
             // The broker's answer is carried, not relabelled "unsupported".
             assert!(
                 error.describe().contains(&code.to_string()),

@@ -549,11 +549,13 @@ pub(crate) fn controller_id<C: ClientContext>(
 }
 
 mod batch;
+mod configs;
 mod delivery;
 mod groups;
 #[cfg(feature = "testkit")]
 pub(crate) mod mock;
 
 pub(crate) use batch::{ClientQueue, Delivery, MessageBatch};
+pub(crate) use configs::{ConfigAnswer, ConfigResource, describe_configs};
 pub(crate) use delivery::serve_delivery_reports;
 pub(crate) use groups::{DescribedGroup, describe_consumer_groups, list_consumer_groups};

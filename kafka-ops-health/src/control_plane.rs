@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use kafka_ops_core::Error;
+use kafka_ops_core::ErrorClass;
 use kafka_ops_core::cluster::{ClusterMetadata, ConfigEntries, ConfigQuery};
 use serde::{Deserialize, Serialize};
 
@@ -63,8 +63,8 @@ impl Quorum {
 
 impl ControlPlane {
     /// Reads a listed broker's configuration to find out: the lowest id first, then the next
-    /// when one cannot answer (stopped by a rolling restart, say), up to three; a cluster that
-    /// cannot describe configurations at all is not asked again.
+    /// when one cannot answer now (stopped by a rolling restart, say), up to three; a refusal
+    /// (no DescribeConfigs, not authorized) is not asked of the others.
     pub async fn discover(
         configs: &(impl ConfigQuery + ?Sized),
         metadata: &ClusterMetadata,
@@ -74,15 +74,17 @@ impl ControlPlane {
         for broker in ids.into_iter().take(BROKERS_ASKED) {
             match configs.broker_config(broker).await {
                 Ok(entries) => return Self::from_broker_config(&entries),
-                Err(error @ Error::Unsupported { .. }) => {
-                    failures.push(format!("broker {broker}: {error}"));
+                // Every broker would refuse alike (no DescribeConfigs, not authorized).
+                Err(error) if error.class() != ErrorClass::Transient => {
+                    failures.push(error.to_string());
                     break;
                 }
-                Err(error) => failures.push(format!("broker {broker}: {error}")),
+                Err(error) => failures.push(error.to_string()),
             }
         }
         if !failures.is_empty() {
-            tracing::warn!(
+            // Debug: a probe asks every interval.
+            tracing::debug!(
                 failures = %failures.join("; "),
                 "cannot read a broker configuration: the control plane is unknown"
             );
@@ -155,6 +157,7 @@ fn parse_voters(voters: &str) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_ops_core::Error;
     use kafka_ops_core::cluster::BrokerInfo;
 
     fn entries(pairs: &[(&str, &str)]) -> ConfigEntries {

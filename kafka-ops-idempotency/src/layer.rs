@@ -23,7 +23,7 @@ pub enum InProgressPolicy {
     Wait {
         /// Between asks.
         poll: Duration,
-        /// Longest wait.
+        /// Longest wait, counted from the first "in progress" answer.
         max: Duration,
     },
 }

@@ -138,6 +138,7 @@ pub async fn collect<C: ClusterQuery + ?Sized>(
     let listings = cluster.list_groups().await?;
     let names: Vec<String> = listings.iter().map(|l| l.group.clone()).collect();
     // A failed description leaves every group's members unknown (below), not the review undone.
+    let mut not_described = "the group was not described".to_string();
     let described = if names.is_empty() {
         Vec::new()
     } else {
@@ -145,7 +146,7 @@ pub async fn collect<C: ClusterQuery + ?Sized>(
             .describe_groups(&names)
             .await
             .unwrap_or_else(|error| {
-                tracing::warn!(%error, "cannot describe the groups: their members are unknown");
+                not_described = format!("describing the groups failed: {error}");
                 Vec::new()
             })
     };
@@ -157,7 +158,7 @@ pub async fn collect<C: ClusterQuery + ?Sized>(
     // until a description says otherwise, a group's members are unknown, never none.
     let mut unread: HashMap<String, String> = names
         .iter()
-        .map(|name| (name.clone(), "the group was not described".to_string()))
+        .map(|name| (name.clone(), not_described.clone()))
         .collect();
     for description in described {
         match &description.error {

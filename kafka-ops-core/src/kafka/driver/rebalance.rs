@@ -15,11 +15,11 @@ use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::Prefetched;
 use super::handle::{Control, bump};
-use crate::OwnedRecord;
 use crate::error::Error;
 use crate::ffi::ClientQueue;
 use crate::handler::{HandlerError, Outcome};
 use crate::kafka::{add_at_offset, lock};
+use crate::record::OwnedRecord;
 use crate::scheduler::{Run, Scheduler};
 use crate::types::TopicPartition;
 

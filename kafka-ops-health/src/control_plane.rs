@@ -69,11 +69,28 @@ impl ControlPlane {
         configs: &(impl ConfigQuery + ?Sized),
         metadata: &ClusterMetadata,
     ) -> Self {
+        Self::discover_explained(configs, metadata).await.0
+    }
+
+    /// [`discover`](Self::discover), with why the plane is [`Unknown`](Self::Unknown) when it
+    /// is: what each broker asked answered, or that none is listed.
+    pub async fn discover_explained(
+        configs: &(impl ConfigQuery + ?Sized),
+        metadata: &ClusterMetadata,
+    ) -> (Self, Option<String>) {
         let ids: BTreeSet<i32> = metadata.brokers.iter().map(|b| b.id).collect();
+        if ids.is_empty() {
+            return (ControlPlane::Unknown, Some("no broker is listed".into()));
+        }
         let mut failures = Vec::new();
         for broker in ids.into_iter().take(BROKERS_ASKED) {
             match configs.broker_config(broker).await {
-                Ok(entries) => return Self::from_broker_config(&entries),
+                Ok(entries) => {
+                    let plane = Self::from_broker_config(&entries);
+                    let why = (plane == ControlPlane::Unknown)
+                        .then(|| format!("broker {broker} answered no configuration"));
+                    return (plane, why);
+                }
                 // Every broker would refuse alike (no DescribeConfigs, not authorized).
                 Err(error) if error.class() != ErrorClass::Transient => {
                     failures.push(error.to_string());
@@ -82,14 +99,10 @@ impl ControlPlane {
                 Err(error) => failures.push(error.to_string()),
             }
         }
-        if !failures.is_empty() {
-            // Debug: a probe asks every interval.
-            tracing::debug!(
-                failures = %failures.join("; "),
-                "cannot read a broker configuration: the control plane is unknown"
-            );
-        }
-        ControlPlane::Unknown
+        let why = failures.join("; ");
+        // Debug: a probe asks every interval; the gate carries the reason in its refusal.
+        tracing::debug!(failures = %why, "cannot read a broker configuration: the control plane is unknown");
+        (ControlPlane::Unknown, Some(why))
     }
 
     /// Judges a broker's configuration.

@@ -41,7 +41,11 @@ pub enum RestartRefusal {
     /// [`allow_unverified_quorum`](RestartGateOptions::allow_unverified_quorum); the gate then
     /// judges as in ZooKeeper mode, so it still refuses to stop the broker the metadata names as
     /// controller (in KRaft a random live broker: ask again).
-    ControlPlaneUnknown,
+    ControlPlaneUnknown {
+        /// Why the configuration could not be read (what the brokers asked answered), when
+        /// known.
+        cause: Option<String>,
+    },
     /// KRaft in combined mode: the node is a controller voter, and without it the voters that
     /// are up would not be a majority.
     QuorumAtRisk {
@@ -105,10 +109,16 @@ impl fmt::Display for RestartRefusal {
             RestartRefusal::ControllerUnknown => {
                 f.write_str("no known controller, so the broker may be it")
             }
-            RestartRefusal::ControlPlaneUnknown => f.write_str(
-                "the brokers' configuration cannot be read, so the broker may be a KRaft \
-                 controller voter the quorum's majority needs (check the quorum, then allow it)",
-            ),
+            RestartRefusal::ControlPlaneUnknown { cause } => {
+                f.write_str("the brokers' configuration cannot be read")?;
+                if let Some(cause) = cause {
+                    write!(f, " ({cause})")?;
+                }
+                f.write_str(
+                    ", so the broker may be a KRaft controller voter the quorum's majority needs \
+                     (check the quorum, then allow it)",
+                )
+            }
             RestartRefusal::QuorumAtRisk { voters, up } => write!(
                 f,
                 "the broker is a KRaft controller voter and only voters {up:?} of {voters:?} are up: \
@@ -195,13 +205,19 @@ where
     C: MetadataQuery + ConfigQuery + ?Sized,
 {
     let metadata = cluster.metadata(&[]).await?;
-    let control = ControlPlane::discover(cluster, &metadata).await;
+    let (control, unknown_because) = ControlPlane::discover_explained(cluster, &metadata).await;
     let min_insync = if options.min_insync_replicas.is_some() {
         BTreeMap::new()
     } else {
         topic_min_insync_replicas(cluster, &metadata).await
     };
-    Ok(evaluate(&metadata, &control, &min_insync, broker, options))
+    let mut verdict = evaluate(&metadata, &control, &min_insync, broker, options);
+    for refusal in &mut verdict.refusals {
+        if let RestartRefusal::ControlPlaneUnknown { cause } = refusal {
+            cause.clone_from(&unknown_because);
+        }
+    }
+    Ok(verdict)
 }
 
 /// Every topic's `min.insync.replicas`, in one DescribeConfigs request (asked once more after a
@@ -274,7 +290,7 @@ pub fn evaluate(
         // Unread, the node may be a KRaft voter, and the metadata's controller (random in
         // KRaft) would only be a guess.
         ControlPlane::Unknown if !options.allow_unverified_quorum => {
-            refusals.push(RestartRefusal::ControlPlaneUnknown);
+            refusals.push(RestartRefusal::ControlPlaneUnknown { cause: None });
         }
         ControlPlane::ZooKeeper | ControlPlane::Unknown => match metadata.controller {
             Some(id) if id == broker => refusals.push(RestartRefusal::IsController),

@@ -378,7 +378,7 @@ async fn the_restart_gate_refuses_while_a_broker_is_down() {
         matches!(
             unread.refusals.as_slice(),
             [
-                RestartRefusal::ControlPlaneUnknown,
+                RestartRefusal::ControlPlaneUnknown { cause: Some(_) },
                 RestartRefusal::MinInsyncReplicasUnknown { count: 6, .. }
             ]
         ),

@@ -239,7 +239,10 @@ fn an_unread_control_plane_is_refused_unless_the_quorum_was_checked() {
     // The metadata's controller is another live broker, which in KRaft means nothing.
     let all_up = metadata(Some(2), vec![partition(0, 2, &[1, 2, 3], &[1, 2, 3])]);
     let verdict = judge(&all_up, &ControlPlane::Unknown, 1);
-    assert_eq!(verdict.refusals, vec![RestartRefusal::ControlPlaneUnknown]);
+    assert_eq!(
+        verdict.refusals,
+        vec![RestartRefusal::ControlPlaneUnknown { cause: None }]
+    );
     assert!(verdict.refusals[0].to_string().contains("cannot be read"));
     let allowed = |broker| {
         evaluate(
@@ -391,5 +394,48 @@ async fn the_gate_reads_min_insync_replicas_and_the_mode_from_the_cluster() {
                 examples: vec!["orders/0".into()]
             },
         ]
+    );
+}
+
+#[tokio::test]
+async fn an_unread_control_plane_is_refused_with_what_the_brokers_answered() {
+    let mut cluster = Cluster {
+        metadata: MockMetadataQuery::new(),
+        configs: MockConfigQuery::new(),
+    };
+    let metadata = metadata(Some(2), vec![partition(0, 2, &[1, 2, 3], &[1, 2, 3])]);
+    cluster
+        .metadata
+        .expect_metadata()
+        .returning(move |_| Ok(metadata.clone()));
+    cluster.configs.expect_broker_config().returning(|id| {
+        Err(Error::Kafka {
+            operation: "describe broker config",
+            code: None,
+            source: format!("broker {id} is restarting").into(),
+        })
+    });
+    let options = RestartGateOptions {
+        min_insync_replicas: Some(1),
+        ..RestartGateOptions::default()
+    };
+    let verdict = safe_to_restart(&cluster, 1, options).await.unwrap();
+    let [RestartRefusal::ControlPlaneUnknown { cause: Some(cause) }] = verdict.refusals.as_slice()
+    else {
+        panic!("{verdict:?}");
+    };
+    // Three brokers asked, each answer kept.
+    for id in 1..=3 {
+        assert!(
+            cause.contains(&format!("broker {id} is restarting")),
+            "{cause}"
+        );
+    }
+    assert!(
+        verdict.refusals[0]
+            .to_string()
+            .contains("broker 3 is restarting"),
+        "{}",
+        verdict.refusals[0]
     );
 }

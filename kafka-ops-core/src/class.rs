@@ -291,6 +291,13 @@ impl KafkaCode {
         self.entry().map(|(_, name, _)| *name)
     }
 
+    /// Whether the broker does not serve the request at all (`_UNSUPPORTED_FEATURE`: no such
+    /// API; `UNSUPPORTED_VERSION`: none of the client's versions of it), as opposed to failing
+    /// this one.
+    pub fn is_unsupported(self) -> bool {
+        self == KafkaCode::UNSUPPORTED_FEATURE || self == KafkaCode::UNSUPPORTED_VERSION
+    }
+
     /// How an error with this code should be treated. Unlisted codes are permanent.
     pub fn class(self) -> ErrorClass {
         self.entry()
@@ -317,6 +324,14 @@ impl fmt::Display for KafkaCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_api_or_version_the_broker_lacks_is_unsupported() {
+        assert!(KafkaCode::UNSUPPORTED_FEATURE.is_unsupported());
+        assert!(KafkaCode::UNSUPPORTED_VERSION.is_unsupported());
+        assert!(!KafkaCode::TIMED_OUT.is_unsupported());
+        assert!(!KafkaCode::GROUP_AUTHORIZATION_FAILED.is_unsupported());
+    }
 
     #[test]
     fn runbook_codes_are_classified() {

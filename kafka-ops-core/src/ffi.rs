@@ -124,7 +124,7 @@ unsafe fn error_parts(error: *const rd::rd_kafka_error_t) -> Option<(KafkaCode, 
 }
 
 fn broker_error(operation: &'static str, code: KafkaCode, message: String) -> Error {
-    if code == KafkaCode::UNSUPPORTED_FEATURE || code == KafkaCode::UNSUPPORTED_VERSION {
+    if code.is_unsupported() {
         Error::Unsupported {
             operation,
             reason: format!("{code}: {message}"),

@@ -362,9 +362,7 @@ pub async fn purge_with_progress(
     let low_watermarks = match cluster.delete_records(topic, &before).await {
         Ok(low) => low.into_iter().map(|(p, o)| (p, o.get())).collect(),
         Err(error) => {
-            let unsupported = error.code().is_some_and(|code| {
-                code == KafkaCode::UNSUPPORTED_FEATURE || code == KafkaCode::UNSUPPORTED_VERSION
-            });
+            let unsupported = error.code().is_some_and(KafkaCode::is_unsupported);
             return Err(match error {
                 _ if unsupported => DlqError::Unsupported {
                     operation: "DeleteRecords",

@@ -175,10 +175,7 @@ pub async fn ensure_group_inactive(
             if let Some(error) = &description.error {
                 // Only a broker that cannot describe groups at all may be skipped: a timeout, a
                 // coordinator moving or a refusal says nothing about the group's members.
-                let unsupported = matches!(
-                    error.code,
-                    Some(KafkaCode::UNSUPPORTED_VERSION | KafkaCode::UNSUPPORTED_FEATURE)
-                );
+                let unsupported = error.code.is_some_and(KafkaCode::is_unsupported);
                 let source = if unsupported {
                     Error::Unsupported {
                         operation: "describe group",

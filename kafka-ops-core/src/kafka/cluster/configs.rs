@@ -36,13 +36,11 @@ impl ConfigQuery for KafkaCluster {
                 .map(|topic| ConfigResource::Topic(topic))
                 .collect();
             let answers = ffi::describe_configs(inner.admin.inner(), &resources, inner.timeout)?;
-            let mut answers = answers.into_iter();
+            // One answer per resource, in their order.
             Ok(topics
                 .iter()
-                .map(|topic| {
-                    let answer = answers.next().map_or_else(|| Err(no_answer()), checked);
-                    (topic.clone(), answer)
-                })
+                .cloned()
+                .zip(answers.into_iter().map(checked))
                 .collect())
         })
         .await
@@ -56,19 +54,15 @@ impl ConfigQuery for KafkaCluster {
                 &[ConfigResource::Broker(id)],
                 inner.timeout,
             )?;
-            match answers.into_iter().next().map(checked) {
-                Some(Ok(entries)) => Ok(entries),
-                Some(Err(refused)) => Err(Error::Kafka {
+            answers
+                .into_iter()
+                .next()
+                .map_or_else(|| Err(no_answer()), checked)
+                .map_err(|refused| Error::Kafka {
                     operation: OPERATION,
                     code: refused.code,
                     source: format!("broker {id}: {}", refused.reason).into(),
-                }),
-                None => Err(Error::Kafka {
-                    operation: OPERATION,
-                    code: None,
-                    source: format!("broker {id}: no answer").into(),
-                }),
-            }
+                })
         })
         .await
     }
